@@ -1,0 +1,116 @@
+"""Native frame codec, pure-Python twin of ``src/frames.pyx``.
+
+A frame is a 4-byte big-endian body length followed by one msgpack object, a list
+whose first item is the message kind (see ``HELLO`` ... ``PONG``).
+"""
+
+import msgpack
+
+from ..errors import FrameError
+
+HEADER_SIZE = 4
+
+# Message kinds: the first item of every frame body.
+HELLO = 0      # server -> client: [HELLO, version, [[namespace, service, method], ...]]
+REQ_ID = 1     # [REQ_ID, rid, method_id, args]
+REQ_NAME = 2   # [REQ_NAME, rid, namespace, service, method, args]
+RESP_OK = 3    # [RESP_OK, rid, result]
+RESP_ERR = 4   # [RESP_ERR, rid, [type_name, message, stack]]
+PING = 5       # [PING]
+PONG = 6       # [PONG]
+
+PROTOCOL_VERSION = 1
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def _unpack(body):
+    return msgpack.unpackb(body, raw=False, strict_map_key=False)
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed`` any split of the byte stream, get whole messages."""
+
+    def __init__(self, max_size=8 * 1024 * 1024):
+        self._buf = bytearray()
+        self._max = max_size
+
+    @property
+    def buffered(self):
+        """Bytes held while waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def feed(self, data):
+        """Add ``data``; return the list of messages completed by it.
+
+        Raises FrameError on an oversized frame or a body that is not one msgpack
+        object; the stream is then unusable and the connection must be closed.
+        """
+        buf = self._buf
+        if buf:
+            buf += data
+            data = buf
+        out = []
+        n = len(data)
+        off = 0
+        view = memoryview(data)
+        try:
+            while n - off >= HEADER_SIZE:
+                size = int.from_bytes(view[off:off + HEADER_SIZE], "big")
+                if size > self._max:
+                    raise FrameError(f"frame of {size} bytes exceeds pkg_size {self._max}")
+                end = off + HEADER_SIZE + size
+                if end > n:
+                    break
+                try:
+                    out.append(_unpack(view[off + HEADER_SIZE:end]))
+                except Exception as exc:
+                    raise FrameError(f"frame body is not one msgpack object: {exc}") from None
+                off = end
+        finally:
+            view.release()
+        if off == n:
+            if buf:
+                buf.clear()
+        elif data is buf:
+            del buf[:off]
+        else:
+            self._buf = bytearray(data[off:])
+        return out
+
+
+def encode(message):
+    """Encode one message (a list) as a frame."""
+    body = _packer.pack(message)
+    if len(body) > 0xFFFFFFFF:
+        raise FrameError(f"message of {len(body)} bytes does not fit in a frame")
+    return len(body).to_bytes(HEADER_SIZE, "big") + body
+
+
+def encode_request(rid, method_id, args):
+    """A request naming its method by the id from the server's HELLO table."""
+    return encode([REQ_ID, rid, method_id, args])
+
+
+def encode_request_by_name(rid, namespace, service, method, args):
+    """A request naming its method in full (before HELLO, or for a name not in it)."""
+    return encode([REQ_NAME, rid, namespace, service, method, args])
+
+
+def encode_response(rid, result):
+    """A successful response; TypeError if ``result`` cannot be packed."""
+    return encode([RESP_OK, rid, result])
+
+
+def encode_error(rid, type_name, message, stack):
+    """An error response."""
+    return encode([RESP_ERR, rid, [type_name, message, stack]])
+
+
+def encode_hello(table):
+    """The server's greeting: its method table, whose indexes are the method ids."""
+    return encode([HELLO, PROTOCOL_VERSION, table])
+
+
+PING_FRAME = encode([PING])
+PONG_FRAME = encode([PONG])

@@ -1,0 +1,115 @@
+"""Request-id table, pure-Python twin of ``src/pending.pyx``.
+
+Each pending call is a future keyed by its request id, with an optional deadline.
+Deadlines are grouped in slots of ``resolution`` seconds so that expiry needs one
+timer per slot, not one per call; an entry answered, discarded or expired is gone.
+"""
+
+import heapq
+
+_ID_LIMIT = 0x7FFFFFFF
+
+
+class PendingTable:
+    """Calls awaiting their response: ``add`` gives the id, ``pop`` or ``expire`` ends it."""
+
+    def __init__(self, resolution=0.005):
+        self._entries = {}   # rid -> [future, info, slot]
+        self._slots = {}     # slot -> {rid: None}; an empty slot stays until it expires
+        self._heap = []      # slots, each pushed once
+        self._next_id = 0
+        self._res = resolution
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __contains__(self, rid):
+        return rid in self._entries
+
+    @property
+    def slot_count(self):
+        """Deadline slots still held (zero once every deadline has passed)."""
+        return len(self._slots)
+
+    def add(self, future, deadline=None, info=None):
+        """Register ``future``; return its request id. ``deadline`` is a loop time or None."""
+        entries = self._entries
+        rid = self._next_id
+        while rid in entries:
+            rid = (rid + 1) & _ID_LIMIT
+        self._next_id = (rid + 1) & _ID_LIMIT
+        if deadline is None:
+            slot = None
+        else:
+            slot = int(deadline / self._res) + 1
+            ids = self._slots.get(slot)
+            if ids is None:
+                ids = self._slots[slot] = {}
+                heapq.heappush(self._heap, slot)
+            ids[rid] = None
+        entries[rid] = [future, info, slot]
+        return rid
+
+    def pop(self, rid):
+        """Remove ``rid``; return ``(future, info)``, or None if it is unknown or gone."""
+        entry = self._entries.pop(rid, None)
+        if entry is None:
+            return None
+        slot = entry[2]
+        if slot is not None:
+            ids = self._slots.get(slot)
+            if ids is not None:
+                ids.pop(rid, None)
+        return entry[0], entry[1]
+
+    def resolve(self, rid, value):
+        """Set the result of call ``rid``; False if it is unknown or already gone."""
+        entry = self.pop(rid)
+        if entry is None:
+            return False
+        fut = entry[0]
+        if not fut.done():
+            fut.set_result(value)
+        return True
+
+    def reject(self, rid, exc):
+        """Set ``exc`` on call ``rid``; False if it is unknown or already gone."""
+        entry = self.pop(rid)
+        if entry is None:
+            return False
+        fut = entry[0]
+        if not fut.done():
+            fut.set_exception(exc)
+        return True
+
+    def next_deadline(self):
+        """Loop time at which ``expire`` next has work, or None."""
+        heap = self._heap
+        while heap and heap[0] not in self._slots:
+            heapq.heappop(heap)
+        if not heap:
+            return None
+        return heap[0] * self._res
+
+    def expire(self, now):
+        """Remove every call whose deadline is at or before ``now``; return their ``(future, info)``."""
+        out = []
+        limit = int(now / self._res)
+        heap = self._heap
+        slots = self._slots
+        entries = self._entries
+        while heap and heap[0] <= limit:
+            ids = slots.pop(heapq.heappop(heap), None)
+            if ids:
+                for rid in ids:
+                    entry = entries.pop(rid)
+                    out.append((entry[0], entry[1]))
+        return out
+
+    def drain(self):
+        """Remove every call; return their ``(future, info)``."""
+        out = [(e[0], e[1]) for e in self._entries.values()]
+        self._entries.clear()
+        self._slots.clear()
+        self._heap.clear()
+        return out

@@ -1,0 +1,58 @@
+"""Exceptions raised by pomelo_rpc; every error a caller sees derives from RpcError."""
+
+__all__ = [
+    "RpcError",
+    "RemoteError",
+    "RpcTimeoutError",
+    "ConnectionLostError",
+    "NoServerError",
+    "PendingQueueFullError",
+    "FrameError",
+    "DispatchError",
+]
+
+
+class RpcError(Exception):
+    """Base class of every error pomelo_rpc raises to a caller."""
+
+
+class RemoteError(RpcError):
+    """The remote method raised; ``remote_type`` and ``remote_stack`` describe it."""
+
+    def __init__(self, message, remote_type="Error", remote_stack=None, server_id=None):
+        super().__init__(message)
+        self.message = message
+        self.remote_type = remote_type
+        self.remote_stack = remote_stack
+        self.server_id = server_id
+
+    def __str__(self):
+        where = f" on {self.server_id}" if self.server_id else ""
+        return f"{self.remote_type}{where}: {self.message}"
+
+
+class RpcTimeoutError(RpcError, TimeoutError):
+    """No response arrived within the call's timeout."""
+
+
+class ConnectionLostError(RpcError, ConnectionError):
+    """The connection to the remote server failed or closed before the response."""
+
+
+class NoServerError(RpcError, LookupError):
+    """No server could be chosen for the call (unknown id, or no server of the type)."""
+
+
+class PendingQueueFullError(RpcError):
+    """Too many calls are waiting for a connection to open (``pending_size``)."""
+
+
+class FrameError(RpcError, ValueError):
+    """Bytes from the network are not a valid frame; the connection must be closed."""
+
+
+class DispatchError(RpcError):
+    """A well-formed request that cannot be dispatched (unknown method, wrong arguments).
+
+    Sent back to the caller, where it surfaces as a RemoteError of type ``DispatchError``.
+    """

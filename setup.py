@@ -1,0 +1,50 @@
+"""Builds the Cython core; where compiling fails, installs the pure-Python package with a warning."""
+
+import os
+import sys
+import warnings
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+CORE = ("frames", "pending", "dispatch")
+
+
+def extensions():
+    if os.environ.get("POMELO_RPC_PURE", "") not in ("", "0"):
+        return []
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError:
+        warnings.warn("pomelo_rpc: Cython is not available; installing the pure-Python core")
+        return []
+    exts = [Extension(f"pomelo_rpc._cy.{name}", [f"src/{name}.pyx"], extra_compile_args=["-O2"])
+            for name in CORE]
+    return cythonize(exts, include_path=["src"], compiler_directives={"language_level": 3},
+                     quiet=True)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that turns a compile failure into a warning and the pure-Python core."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any compiler failure
+            self._fallback(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            self._fallback(exc)
+
+    def _fallback(self, exc):
+        msg = (f"pomelo_rpc: the Cython core could not be compiled ({exc}); "
+               "the pure-Python core will be used (pomelo_rpc.IMPLEMENTATION == 'python')")
+        warnings.warn(msg)
+        print("WARNING: " + msg, file=sys.stderr)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

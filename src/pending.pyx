@@ -1,0 +1,131 @@
+# cython: language_level=3
+"""Request-id table (Cython). Twin: ``pomelo_rpc/core/pending.py``; same names, same behaviour.
+
+Each pending call is a future keyed by its request id, with an optional deadline.
+Deadlines are grouped in slots of ``resolution`` seconds so that expiry needs one
+timer per slot, not one per call; an entry answered, discarded or expired is gone.
+"""
+
+from heapq import heappush, heappop
+
+cdef Py_ssize_t _ID_LIMIT = 0x7FFFFFFF
+
+
+cdef class _Entry:
+    cdef object future
+    cdef object info
+    cdef object slot
+
+    def __cinit__(self, future, info, slot):
+        self.future = future
+        self.info = info
+        self.slot = slot
+
+
+cdef class PendingTable:
+    """Calls awaiting their response: ``add`` gives the id, ``pop`` or ``expire`` ends it."""
+
+    def __cinit__(self, double resolution=0.005):
+        self._entries = {}
+        self._slots = {}
+        self._heap = []
+        self._next_id = 0
+        self._res = resolution
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __contains__(self, rid):
+        return rid in self._entries
+
+    @property
+    def slot_count(self):
+        """Deadline slots still held (zero once every deadline has passed)."""
+        return len(self._slots)
+
+    cpdef Py_ssize_t add(self, object future, object deadline=None, object info=None) except -1:
+        """Register ``future``; return its request id. ``deadline`` is a loop time or None."""
+        cdef dict entries = self._entries
+        cdef Py_ssize_t rid = self._next_id
+        cdef object slot = None
+        cdef dict ids
+        while rid in entries:
+            rid = (rid + 1) & _ID_LIMIT
+        self._next_id = (rid + 1) & _ID_LIMIT
+        if deadline is not None:
+            slot = <long long>(<double>deadline / self._res) + 1
+            ids = self._slots.get(slot)
+            if ids is None:
+                ids = {}
+                self._slots[slot] = ids
+                heappush(self._heap, slot)
+            ids[rid] = None
+        entries[rid] = _Entry(future, info, slot)
+        return rid
+
+    cpdef object pop(self, object rid):
+        """Remove ``rid``; return ``(future, info)``, or None if it is unknown or gone."""
+        cdef _Entry entry = self._entries.pop(rid, None)
+        cdef dict ids
+        if entry is None:
+            return None
+        if entry.slot is not None:
+            ids = self._slots.get(entry.slot)
+            if ids is not None:
+                ids.pop(rid, None)
+        return (entry.future, entry.info)
+
+    cpdef bint resolve(self, object rid, object value) except -1:
+        """Set the result of call ``rid``; False if it is unknown or already gone."""
+        cdef tuple entry = self.pop(rid)
+        if entry is None:
+            return False
+        fut = entry[0]
+        if not fut.done():
+            fut.set_result(value)
+        return True
+
+    cpdef bint reject(self, object rid, object exc) except -1:
+        """Set ``exc`` on call ``rid``; False if it is unknown or already gone."""
+        cdef tuple entry = self.pop(rid)
+        if entry is None:
+            return False
+        fut = entry[0]
+        if not fut.done():
+            fut.set_exception(exc)
+        return True
+
+    def next_deadline(self):
+        """Loop time at which ``expire`` next has work, or None."""
+        cdef list heap = self._heap
+        while heap and heap[0] not in self._slots:
+            heappop(heap)
+        if not heap:
+            return None
+        return heap[0] * self._res
+
+    cpdef list expire(self, double now):
+        """Remove every call whose deadline is at or before ``now``; return their ``(future, info)``."""
+        cdef list out = []
+        cdef long long limit = <long long>(now / self._res)
+        cdef list heap = self._heap
+        cdef dict slots = self._slots
+        cdef dict entries = self._entries
+        cdef dict ids
+        cdef _Entry entry
+        while heap and <long long>heap[0] <= limit:
+            ids = slots.pop(heappop(heap), None)
+            if ids:
+                for rid in ids:
+                    entry = entries.pop(rid)
+                    out.append((entry.future, entry.info))
+        return out
+
+    def drain(self):
+        """Remove every call; return their ``(future, info)``."""
+        cdef _Entry e
+        out = [(e.future, e.info) for e in self._entries.values()]
+        self._entries.clear()
+        self._slots.clear()
+        del self._heap[:]
+        return out
