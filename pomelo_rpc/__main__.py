@@ -1,0 +1,65 @@
+"""Command line: ``python -m pomelo_rpc {serve,demo,bench}`` (also ``pomelo-rpc``)."""
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import pomelo_rpc
+from pomelo_rpc import server
+
+
+async def _serve(args):
+    paths = []
+    for spec in args.remote:
+        namespace, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"--remote takes NAMESPACE=DIR, not {spec!r}")
+        paths.append({"namespace": namespace, "path": path})
+    context = {"server_id": args.server_id, "server_type": args.server_type}
+    gw = server.create(paths=paths, host=args.host, port=args.port, context=context,
+                       transport=args.transport)
+    await gw.start()
+    print(json.dumps({"event": "listening", "port": gw.port, "server_id": args.server_id,
+                      "implementation": gw.core.name}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gw.stop()
+
+
+def main(argv=None):
+    """Entry point of ``python -m pomelo_rpc`` and the ``pomelo-rpc`` script."""
+    parser = argparse.ArgumentParser(prog="pomelo-rpc", description=pomelo_rpc.__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run an rpc server process")
+    p.add_argument("--remote", action="append", default=[], metavar="NAMESPACE=DIR",
+                   help="remote service directory (repeatable)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks an ephemeral port")
+    p.add_argument("--server-id", default="server-1")
+    p.add_argument("--server-type", default="")
+    p.add_argument("--transport", default="native")
+
+    p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
+    p.add_argument("--calls", type=int, default=2000, help="calls in the throughput run")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "serve":
+        pomelo_rpc.run(_serve(args))
+    elif args.command == "demo":
+        from pomelo_rpc.demo import main as demo_main
+        pomelo_rpc.run(demo_main(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

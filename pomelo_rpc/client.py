@@ -1,0 +1,157 @@
+"""The RPC client: ``client.create(...)`` returns an RpcClient with generated proxies.
+
+    cli = client.create(context={"server_id": "connector-1"})
+    await cli.start()
+    cli.add_proxies([{"namespace": "user", "server_type": "test", "path": "remote/test"}])
+    cli.add_servers([{"id": "test-1", "server_type": "test", "host": "127.0.0.1", "port": 3333}])
+    await cli.proxies.user.test.service.echo(session, "hello")
+"""
+
+import asyncio
+import logging
+
+from . import core as _core
+from . import remotes
+from .errors import NoServerError, RpcError
+from .options import CLIENT_DEFAULTS, merge
+from .proxy import BroadcastError, ProxyNode, add_to_tree
+from .router import make_router
+from .station import MailStation
+
+log = logging.getLogger("pomelo_rpc.client")
+
+__all__ = ["create", "RpcClient"]
+
+
+def normalize_message(msg):
+    """A call message with snake_case keys; pomelo's ``serverType`` accepted."""
+    if "server_type" not in msg and "serverType" in msg:
+        msg = dict(msg)
+        msg["server_type"] = msg.pop("serverType")
+    missing = [k for k in ("namespace", "service", "method") if k not in msg]
+    if missing:
+        raise ValueError(f"rpc message lacks {', '.join(missing)}: {msg!r}")
+    args = msg.get("args")
+    if not isinstance(args, list):
+        msg = dict(msg)
+        msg["args"] = [] if args is None else list(args)
+    return msg
+
+
+class RpcClient:
+    """Routes calls to remote servers through their mailboxes."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.core = _core.select(opts["core"])
+        self.context = opts["context"]
+        self.route_context = opts["route_context"]
+        self.proxies = ProxyNode([])
+        self._station = MailStation(opts, self.core)
+        self._route = make_router(self, opts["router"], opts["router_type"])
+        self._timeout = opts["timeout"]
+        self._started = False
+
+    # lifecycle ---------------------------------------------------------
+
+    async def start(self):
+        """Start the client (connections open lazily, on each server's first call)."""
+        if self._started:
+            raise RuntimeError("client already started")
+        self._started = True
+
+    async def stop(self):
+        """Close every connection; calls in flight fail with ConnectionLostError."""
+        self._started = False
+        await self._station.close()
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+    # proxies and servers -----------------------------------------------
+
+    def add_proxies(self, records):
+        """Generate proxies from ``[{"namespace", "server_type", "path"}]`` (remote service dirs)."""
+        for record in records:
+            server_type = record.get("server_type", record.get("serverType"))
+            if server_type is None or "namespace" not in record or "path" not in record:
+                raise ValueError(f"a proxy record needs namespace, server_type and path: {record!r}")
+            interface = remotes.interface(str(record["path"]), self.context)
+            add_to_tree(self.proxies, self, record["namespace"], server_type, interface)
+
+    def add_servers(self, servers):
+        """Add remote servers: ``[{"id", "server_type", "host", "port", ...}]``."""
+        self._station.add_servers(servers)
+
+    def remove_servers(self, ids):
+        """Remove servers by id; calls in flight to them fail at once."""
+        self._station.remove_servers(ids)
+
+    def replace_servers(self, servers):
+        """Replace the whole server list."""
+        self._station.replace_servers(servers)
+
+    def server_ids(self, server_type):
+        """Ids of the servers of ``server_type``, in the order they were added."""
+        return self._station.by_type.get(server_type, [])
+
+    def server_info(self, server_id):
+        """The info of server ``server_id`` (NoServerError if unknown)."""
+        try:
+            return self._station.servers[server_id]
+        except KeyError:
+            raise NoServerError(f"unknown server id {server_id!r}") from None
+
+    def in_flight(self, server_id):
+        """Calls in flight to ``server_id``."""
+        return self._station.in_flight(server_id)
+
+    # calls ---------------------------------------------------------------
+
+    def _check_started(self):
+        if not self._started:
+            raise RpcError("rpc client is not started")
+
+    async def rpc_invoke(self, server_id, msg, timeout=None):
+        """Call server ``server_id`` with ``msg`` (namespace, server_type, service, method, args)."""
+        self._check_started()
+        msg = normalize_message(msg)
+        return await self._station.mailbox(server_id).send(
+            msg, self._timeout if timeout is None else timeout)
+
+    async def _routed_call(self, route_param, msg, timeout):
+        self._check_started()
+        server_id = self._route(route_param, msg, self.route_context)
+        if asyncio.iscoroutine(server_id) or isinstance(server_id, asyncio.Future):
+            server_id = await server_id
+        if server_id is None:
+            raise NoServerError(f"the router gave no server for {msg['server_type']}")
+        return await self._station.mailbox(server_id).send(
+            msg, self._timeout if timeout is None else timeout)
+
+    async def _broadcast(self, msg, timeout):
+        self._check_started()
+        ids = list(self.server_ids(msg["server_type"]))
+        if not ids:
+            raise NoServerError(f"no server of type {msg['server_type']!r}")
+        outcomes = await asyncio.gather(
+            *(self.rpc_invoke(sid, msg, timeout=timeout) for sid in ids), return_exceptions=True)
+        results, errors = {}, {}
+        for sid, outcome in zip(ids, outcomes):
+            (errors if isinstance(outcome, BaseException) else results)[sid] = outcome
+        if errors:
+            raise BroadcastError(
+                f"{len(errors)} of {len(ids)} servers failed: "
+                + "; ".join(f"{sid}: {exc}" for sid, exc in errors.items()), results, errors)
+        return results
+
+    rpcInvoke = rpc_invoke  # pomelo's name
+
+
+def create(**opts):
+    """Create an RpcClient; see ``pomelo_rpc.options.CLIENT_DEFAULTS`` for the options."""
+    return RpcClient(merge(CLIENT_DEFAULTS, opts, "client.create"))

@@ -1,0 +1,308 @@
+"""Mailboxes: the client's connection to one remote server.
+
+``Mailbox`` holds what every transport shares: lazy connect, the bounded queue of
+calls made while connecting, the request-id table with its deadlines, keepalive,
+and failing every call at once when the connection is lost. ``NativeMailbox``
+adds the native protocol. A transport subclasses ``Mailbox`` and provides
+``_open``, ``_send_call``, ``_send_ping`` and ``_close_transport``.
+"""
+
+import asyncio
+import logging
+
+from .acceptor import set_nodelay
+from .errors import (ConnectionLostError, FrameError, PendingQueueFullError, RemoteError,
+                     RpcError, RpcTimeoutError)
+
+log = logging.getLogger("pomelo_rpc.mailbox")
+
+IDLE, CONNECTING, OPEN, CLOSED = "idle", "connecting", "open", "closed"
+
+
+def call_route(msg):
+    """``namespace.service.method`` of a call message."""
+    return f"{msg.get('namespace')}.{msg.get('service')}.{msg.get('method')}"
+
+
+class Mailbox:
+    """Base of the transports' mailboxes; see the module docstring."""
+
+    def __init__(self, server_info, opts, core):
+        self.server_info = server_info
+        self.server_id = server_info["id"]
+        self.host = server_info.get("host") or "127.0.0.1"
+        self.port = server_info["port"]
+        self.core = core
+        self.state = IDLE
+        self.on_close = None          # callable(mailbox), set by the station
+        self._pkg_size = opts["pkg_size"]
+        self._pending_size = opts["pending_size"]
+        self._connect_timeout = opts["connect_timeout"]
+        self._keepalive = opts["keepalive"]
+        self._table = core.pending.PendingTable()
+        self._waiting = []            # (rid, msg) of calls made while connecting
+        self._loop = None
+        self._timer = None
+        self._timer_at = None
+        self._keepalive_handle = None
+        self._last_recv = 0.0
+        self._transport = None
+        self._out = []
+        self._flush_scheduled = False
+        self._connect_task = None
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.server_id} {self.host}:{self.port} {self.state}>"
+
+    @property
+    def in_flight(self):
+        """Calls sent or queued and not yet answered."""
+        return len(self._table)
+
+    # calls -------------------------------------------------------------
+
+    def send(self, msg, timeout=None):
+        """Send call ``msg`` (namespace, service, method, args); return a future of the result."""
+        state = self.state
+        if state == CLOSED:
+            raise ConnectionLostError(f"connection to {self.server_id} is closed")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if state != OPEN and len(self._waiting) >= self._pending_size:
+            raise PendingQueueFullError(
+                f"{len(self._waiting)} calls already wait for the connection to "
+                f"{self.server_id} (pending_size={self._pending_size})")
+        fut = loop.create_future()
+        if timeout:
+            deadline = loop.time() + timeout
+            rid = self._table.add(fut, deadline, msg)
+            if self._timer_at is None or deadline < self._timer_at:
+                self._arm_timer(deadline)
+        else:
+            rid = self._table.add(fut, None, msg)
+        if state == OPEN:
+            self._send_checked(rid, msg)
+        else:
+            self._waiting.append((rid, msg))
+            if state == IDLE:
+                self.state = CONNECTING
+                self._connect_task = loop.create_task(self._connect())
+        return fut
+
+    def _send_checked(self, rid, msg):
+        try:
+            self._send_call(rid, msg)
+        except Exception as exc:  # unserializable arguments, oversized frame
+            entry = self._table.pop(rid)
+            if entry is not None and not entry[0].done():
+                if not isinstance(exc, (RpcError, TypeError)):
+                    exc = RpcError(f"cannot send {call_route(msg)}: {exc}")
+                entry[0].set_exception(exc)
+
+    def _check_size(self, frame, msg):
+        if len(frame) > self._pkg_size:
+            raise RpcError(f"{call_route(msg)}: request of {len(frame)} bytes exceeds "
+                           f"pkg_size {self._pkg_size}")
+        return frame
+
+    def _write(self, data):
+        """Queue ``data``; everything queued in one loop turn goes out in one write."""
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self):
+        self._flush_scheduled = False
+        out = self._out
+        if out and self._transport is not None:
+            self._transport.write(b"".join(out) if len(out) > 1 else out[0])
+        out.clear()
+
+    def _resolve(self, rid, value):
+        self._table.resolve(rid, value)
+
+    def _reject_remote(self, rid, type_name, message, stack):
+        self._table.reject(rid, RemoteError(message, type_name, stack, self.server_id))
+
+    # deadlines ---------------------------------------------------------
+
+    def _arm_timer(self, when):
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when + 0.001, self._on_timer)
+
+    def _on_timer(self):
+        self._timer = self._timer_at = None
+        for fut, msg in self._table.expire(self._loop.time()):
+            if not fut.done():
+                fut.set_exception(RpcTimeoutError(
+                    f"{call_route(msg)} to {self.server_id} got no response in time"))
+        nxt = self._table.next_deadline()
+        if nxt is not None:
+            self._arm_timer(nxt)
+
+    # connection --------------------------------------------------------
+
+    async def connect(self):
+        """Open the connection now instead of on the first call."""
+        if self.state == IDLE:
+            self._loop = asyncio.get_running_loop()
+            self.state = CONNECTING
+            self._connect_task = self._loop.create_task(self._connect())
+        if self._connect_task is not None:
+            await asyncio.shield(self._connect_task)
+        if self.state != OPEN:
+            raise ConnectionLostError(f"cannot connect to {self.server_id}")
+
+    async def _connect(self):
+        try:
+            await asyncio.wait_for(self._open(), self._connect_timeout)
+        except Exception as exc:
+            if self.state != CLOSED:
+                reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc
+                self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: "
+                           f"{reason}")
+            return
+        finally:
+            self._connect_task = None
+        if self.state != CONNECTING:
+            return
+        self.state = OPEN
+        self._last_recv = self._loop.time()
+        if self._keepalive:
+            self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
+        waiting, self._waiting = self._waiting, []
+        table = self._table
+        for rid, msg in waiting:
+            if rid in table:
+                self._send_checked(rid, msg)
+
+    def _touch(self):
+        """Note that the peer is alive (call on every byte received)."""
+        self._last_recv = self._loop.time()
+
+    def _on_keepalive(self):
+        self._keepalive_handle = None
+        if self.state != OPEN:
+            return
+        idle = self._loop.time() - self._last_recv
+        if idle >= 2 * self._keepalive:
+            self._fail(f"{self.server_id} did not answer keepalive for {idle:.1f}s")
+            return
+        if idle >= self._keepalive:
+            self._send_ping()
+        self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
+
+    def _fail(self, reason):
+        """Close for good: every call in flight or queued fails now with ``reason``."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        log.info("mailbox %s closed: %s", self.server_id, reason)
+        for handle in (self._timer, self._keepalive_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._timer_at = self._keepalive_handle = None
+        self._waiting.clear()
+        self._out.clear()
+        for fut, _msg in self._table.drain():
+            if not fut.done():
+                fut.set_exception(ConnectionLostError(reason))
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        self._close_transport()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def abort(self, reason="mailbox closed"):
+        """Close now; calls in flight or queued fail with ConnectionLostError(reason)."""
+        self._fail(reason)
+
+    async def close(self, reason="mailbox closed"):
+        """Close the connection; calls still in flight fail with ConnectionLostError."""
+        self._fail(reason)
+
+    # transport hooks ---------------------------------------------------
+
+    async def _open(self):
+        raise NotImplementedError
+
+    def _send_call(self, rid, msg):
+        raise NotImplementedError
+
+    def _send_ping(self):
+        raise NotImplementedError
+
+    def _close_transport(self):
+        if self._transport is not None:
+            self._transport.close()
+
+
+class NativeMailbox(Mailbox, asyncio.Protocol):
+    """Mailbox speaking the native protocol (length-prefixed msgpack frames)."""
+
+    def __init__(self, server_info, opts, core):
+        super().__init__(server_info, opts, core)
+        frames = core.frames
+        self._frames = frames
+        self._decoder = frames.FrameDecoder(self._pkg_size)
+        self._ids = {}
+        self._hello = None
+        self._k_ok, self._k_err, self._k_hello, self._k_pong = (
+            frames.RESP_OK, frames.RESP_ERR, frames.HELLO, frames.PONG)
+
+    async def _open(self):
+        self._hello = self._loop.create_future()
+        await self._loop.create_connection(lambda: self, self.host, self.port)
+        await self._hello
+
+    def _send_call(self, rid, msg):
+        key = (msg["namespace"], msg["service"], msg["method"])
+        mid = self._ids.get(key)
+        if mid is not None:
+            frame = self._frames.encode_request(rid, mid, msg["args"])
+        else:
+            frame = self._frames.encode_request_by_name(rid, key[0], key[1], key[2], msg["args"])
+        self._write(self._check_size(frame, msg))
+
+    def _send_ping(self):
+        self._write(self._frames.PING_FRAME)
+
+    # asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport):
+        self._transport = transport
+        set_nodelay(transport)
+
+    def connection_lost(self, exc):
+        self._transport = None
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(ConnectionLostError(f"connection closed before hello: {exc}"))
+        self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
+
+    def data_received(self, data):
+        self._last_recv = self._loop.time()
+        try:
+            msgs = self._decoder.feed(data)
+            for msg in msgs:
+                kind = msg[0]
+                if kind == self._k_ok:
+                    self._table.resolve(msg[1], msg[2])
+                elif kind == self._k_err:
+                    err = msg[2]
+                    self._reject_remote(msg[1], err[0], err[1], err[2])
+                elif kind == self._k_hello:
+                    self._on_hello(msg)
+                elif kind != self._k_pong:
+                    raise FrameError(f"unexpected message kind {kind!r}")
+        except (FrameError, TypeError, IndexError, KeyError) as exc:
+            log.warning("bad data from %s, closing: %r", self.server_id, exc)
+            self._fail(f"bad data from {self.server_id}: {exc}")
+
+    def _on_hello(self, msg):
+        self._ids = {tuple(entry): mid for mid, entry in enumerate(msg[2])}
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_result(None)

@@ -1,0 +1,118 @@
+"""The mail station: the client's server list and one mailbox per server, opened lazily."""
+
+import logging
+
+from .errors import NoServerError
+from .mailbox import NativeMailbox
+
+log = logging.getLogger("pomelo_rpc.station")
+
+_MAILBOXES = {"native": NativeMailbox}
+
+
+def register_transport(name, mailbox_class):
+    """Make ``transport=name`` build ``mailbox_class(server_info, opts, core)``."""
+    _MAILBOXES[name] = mailbox_class
+
+
+def normalize_server(info):
+    """A server info with snake_case keys (pomelo's camelCase accepted): id, server_type, host, port."""
+    out = dict(info)
+    if "serverType" in out and "server_type" not in out:
+        out["server_type"] = out.pop("serverType")
+    for key in ("id", "server_type", "port"):
+        if key not in out:
+            raise ValueError(f"server info needs {key!r}: {info!r}")
+    out["port"] = int(out["port"])
+    out.setdefault("host", "127.0.0.1")
+    if not out["host"]:
+        out["host"] = "127.0.0.1"
+    return out
+
+
+class MailStation:
+    """Server infos by id and type, and the mailboxes to them."""
+
+    def __init__(self, opts, core):
+        self.opts = opts
+        self.core = core
+        self.servers = {}        # id -> info
+        self.by_type = {}        # server_type -> [ids], in the order added
+        self.mailboxes = {}      # id -> mailbox
+        factory = opts["mailbox_factory"]
+        if factory is None:
+            transport = opts["transport"]
+            if transport not in _MAILBOXES:
+                raise ValueError(f"unknown transport {transport!r}; "
+                                 f"known: {', '.join(sorted(_MAILBOXES))}")
+            cls = _MAILBOXES[transport]
+            factory = lambda info, o: cls(info, o, core)  # noqa: E731
+        self._factory = factory
+
+    def add_servers(self, servers):
+        """Add or update server infos; a changed address closes the old mailbox."""
+        for raw in servers:
+            info = normalize_server(raw)
+            sid = info["id"]
+            old = self.servers.get(sid)
+            if old is not None:
+                if (old["host"], old["port"], old["server_type"]) != (
+                        info["host"], info["port"], info["server_type"]):
+                    self.remove_servers([sid])
+                else:
+                    self.servers[sid] = info
+                    continue
+            self.servers[sid] = info
+            self.by_type.setdefault(info["server_type"], []).append(sid)
+
+    def remove_servers(self, ids):
+        """Forget servers; their calls in flight fail at once with ConnectionLostError."""
+        for sid in ids:
+            info = self.servers.pop(sid, None)
+            if info is None:
+                continue
+            ids_of_type = self.by_type.get(info["server_type"])
+            if ids_of_type is not None:
+                ids_of_type.remove(sid)
+                if not ids_of_type:
+                    del self.by_type[info["server_type"]]
+            mailbox = self.mailboxes.pop(sid, None)
+            if mailbox is not None:
+                mailbox.on_close = None
+                mailbox.abort(f"server {sid} was removed")
+
+    def replace_servers(self, servers):
+        """Make the server list exactly ``servers``."""
+        infos = [normalize_server(s) for s in servers]
+        keep = {info["id"] for info in infos}
+        self.remove_servers([sid for sid in self.servers if sid not in keep])
+        self.add_servers(infos)
+
+    def mailbox(self, sid):
+        """The mailbox to server ``sid``, created (not yet connected) on first use."""
+        mailbox = self.mailboxes.get(sid)
+        if mailbox is None:
+            info = self.servers.get(sid)
+            if info is None:
+                raise NoServerError(f"unknown server id {sid!r}")
+            mailbox = self._factory(info, self.opts)
+            mailbox.on_close = self._mailbox_closed
+            self.mailboxes[sid] = mailbox
+        return mailbox
+
+    def _mailbox_closed(self, mailbox):
+        if self.mailboxes.get(mailbox.server_id) is mailbox:
+            del self.mailboxes[mailbox.server_id]
+
+    def in_flight(self, sid):
+        """Calls in flight to server ``sid``."""
+        mailbox = self.mailboxes.get(sid)
+        return mailbox.in_flight if mailbox is not None else 0
+
+    async def close(self, reason="client stopped"):
+        """Close every mailbox."""
+        mailboxes = list(self.mailboxes.values())
+        self.mailboxes.clear()
+        for mailbox in mailboxes:
+            mailbox.on_close = None
+            await mailbox.close(reason)
