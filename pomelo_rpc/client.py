@@ -13,6 +13,7 @@ import logging
 from . import core as _core
 from . import remotes
 from .errors import NoServerError, RpcError
+from .failure import FailPolicy
 from .options import CLIENT_DEFAULTS, merge
 from .proxy import BroadcastError, ProxyNode, add_to_tree
 from .router import make_router
@@ -38,6 +39,12 @@ def normalize_message(msg):
     return msg
 
 
+async def _maybe_await(value):
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
 class RpcClient:
     """Routes calls to remote servers through their mailboxes."""
 
@@ -51,6 +58,12 @@ class RpcClient:
         self._route = make_router(self, opts["router"], opts["router_type"])
         self._timeout = opts["timeout"]
         self._started = False
+        self._before = []
+        self._after = []
+        self._error_handler = None
+        self._policy = FailPolicy(self, opts["fail_mode"])
+        # no filter, no handler, failfast: calls go straight to the mailbox
+        self._plain = opts["fail_mode"] == "failfast"
 
     # lifecycle ---------------------------------------------------------
 
@@ -63,6 +76,7 @@ class RpcClient:
     async def stop(self):
         """Close every connection; calls in flight fail with ConnectionLostError."""
         self._started = False
+        self._policy.close()
         await self._station.close()
 
     async def __aenter__(self):
@@ -110,6 +124,40 @@ class RpcClient:
         """Calls in flight to ``server_id``."""
         return self._station.in_flight(server_id)
 
+    # filters -------------------------------------------------------------
+
+    def before(self, f):
+        """Add a before filter ``f(server_id, msg)``, sync or async.
+
+        It may return None (go on unchanged), a new server id, or ``(server_id, msg)``
+        to change the target and the message; raising fails the call with that error.
+        """
+        self._before.append(getattr(f, "before", f))
+        self._plain = False
+
+    def after(self, f):
+        """Add an after filter ``f(server_id, msg, result, error)``, sync or async.
+
+        It sees every outcome (``error`` is None on success); returning a value other
+        than None replaces the result; raising fails the call with that error.
+        """
+        self._after.append(getattr(f, "after", f))
+        self._plain = False
+
+    def filter(self, f):
+        """Add ``f`` (an object with ``before`` and/or ``after``) as both kinds of filter."""
+        if not hasattr(f, "before") and not hasattr(f, "after"):
+            raise TypeError("filter() takes an object with .before and/or .after")
+        if hasattr(f, "before"):
+            self.before(f.before)
+        if hasattr(f, "after"):
+            self.after(f.after)
+
+    def set_error_handler(self, handler):
+        """Call ``handler(error, server_id, msg)`` (sync or async) for every failed call."""
+        self._error_handler = handler
+        self._plain = False
+
     # calls ---------------------------------------------------------------
 
     def _check_started(self):
@@ -119,9 +167,7 @@ class RpcClient:
     async def rpc_invoke(self, server_id, msg, timeout=None):
         """Call server ``server_id`` with ``msg`` (namespace, server_type, service, method, args)."""
         self._check_started()
-        msg = normalize_message(msg)
-        return await self._station.mailbox(server_id).send(
-            msg, self._timeout if timeout is None else timeout)
+        return await self._call(server_id, normalize_message(msg), timeout)
 
     async def _routed_call(self, route_param, msg, timeout):
         self._check_started()
@@ -130,8 +176,47 @@ class RpcClient:
             server_id = await server_id
         if server_id is None:
             raise NoServerError(f"the router gave no server for {msg['server_type']}")
-        return await self._station.mailbox(server_id).send(
-            msg, self._timeout if timeout is None else timeout)
+        return await self._call(server_id, msg, timeout)
+
+    def _call(self, server_id, msg, timeout):
+        """The awaitable of one call to ``server_id``: straight to the mailbox when plain."""
+        if self._plain:
+            return self._station.mailbox(server_id).send(
+                msg, self._timeout if timeout is None else timeout)
+        return self._filtered_call(server_id, msg, timeout)
+
+    async def _filtered_call(self, server_id, msg, timeout):
+        """A call through the before filters, the fail mode and the after filters."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._timeout if timeout is None else timeout)
+        result = error = None
+        try:
+            for f in self._before:
+                change = await _maybe_await(f(server_id, msg))
+                if isinstance(change, tuple):
+                    server_id, msg = change
+                    msg = normalize_message(msg)
+                elif change is not None:
+                    server_id = change
+            result = await self._policy.run(server_id, msg, deadline)
+        except Exception as exc:
+            error = exc
+        for f in self._after:
+            try:
+                replaced = await _maybe_await(f(server_id, msg, result, error))
+            except Exception as exc:
+                error, result = exc, None
+            else:
+                if replaced is not None and error is None:
+                    result = replaced
+        if error is not None:
+            if self._error_handler is not None:
+                try:
+                    await _maybe_await(self._error_handler(error, server_id, msg))
+                except Exception:
+                    log.exception("rpc error handler raised")
+            raise error
+        return result
 
     async def _broadcast(self, msg, timeout):
         self._check_started()
