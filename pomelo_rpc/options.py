@@ -10,9 +10,13 @@ SERVER_DEFAULTS = {
     "context": None,          # passed to each service module's ``create(context)``
     "services": None,         # {namespace: {service_name: object}} added to those of ``paths``
     "acceptor_factory": None,  # callable(opts, dispatcher) -> acceptor, replaces the transport
-    "transport": "native",    # "native" (the only built-in so far)
+    "transport": "native",    # "native" or "mqtt" (pomelo-rpc 1.0.7's wire format)
     "pkg_size": 8 * 1024 * 1024,  # largest frame accepted, in bytes
     "stop_grace": 5.0,        # seconds ``stop`` waits for calls already received
+    # pomelo's bufferMsg + interval: batch responses, flushed every ``interval`` seconds
+    # (pomelo's interval is in ms, 50 by default; ours is in seconds). Used by "mqtt".
+    "buffer_msg": False,
+    "interval": 0.05,
     "core": None,             # "cython" / "python"; None: pomelo_rpc.IMPLEMENTATION
 }
 
@@ -30,6 +34,17 @@ CLIENT_DEFAULTS = {
     "pkg_size": 8 * 1024 * 1024,
     "keepalive": 0,           # seconds between pings on an idle connection; 0 disables
     "hash_field_index": 0,    # argument hashed by the "ch" router
+    # what a call does when its connection fails: "failfast" (raise), "failover" (the
+    # other servers of the type), "failsafe" (retry the same server), "failback" (wait for
+    # the server to come back, then resend). All but failfast may run a call twice.
+    "fail_mode": "failfast",
+    "retry_times": 3,         # failsafe: retries after the first attempt
+    "retry_connect_time": 0.2,  # failsafe/failback: first delay in s, growing with each retry
+    "failback_size": 1000,    # failback: calls that may wait for their server to come back
+    # pomelo's bufferMsg + interval: batch requests, flushed every ``interval`` seconds
+    # (pomelo's interval is in ms, 50 by default; ours is in seconds). Used by "mqtt".
+    "buffer_msg": False,
+    "interval": 0.05,
     "core": None,
 }
 
