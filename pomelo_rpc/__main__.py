@@ -50,6 +50,14 @@ def main(argv=None):
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
     p.add_argument("--calls", type=int, default=2000, help="calls in the throughput run")
 
+    p = sub.add_parser("bench", help="end-to-end benchmark beside a raw uvloop echo")
+    p.add_argument("--seconds", type=float, default=2.0, help="duration of each cell")
+    p.add_argument("--transports", default="native", help="comma-separated, e.g. native,mqtt")
+    p.add_argument("--clients", type=int, default=2, help="client processes in the multi-client row")
+    p.add_argument("--servers", type=int, default=2, help="server processes in the routed row")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG chart (needs matplotlib)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -58,6 +66,9 @@ def main(argv=None):
     elif args.command == "demo":
         from pomelo_rpc.demo import main as demo_main
         pomelo_rpc.run(demo_main(args))
+    elif args.command == "bench":
+        from pomelo_rpc.bench import main as bench_main
+        return bench_main(args)
     return 0
 
 

@@ -1,0 +1,348 @@
+"""``python -m pomelo_rpc bench``: end-to-end figures, beside a raw uvloop echo run in the same invocation.
+
+Client and servers are separate processes on loopback. Every cell runs for a fixed
+time; ratios compare cells of the same run only (the machine is shared and noisy).
+"""
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+import msgpack
+
+import pomelo_rpc
+from pomelo_rpc import client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REMOTE = os.path.join(HERE, "bench_remote")
+_HDR = struct.Struct(">I")
+
+
+def payload_of(size):
+    """The benchmark payload: ``{"a": "run", "b": "x" * size, "time": t}``."""
+    return {"a": "run", "b": "x" * size, "time": time.time()}
+
+
+# the raw baseline ------------------------------------------------------------
+
+class _RawEchoServer(asyncio.Protocol):
+    """Length-prefixed msgpack ``[id, payload]``: decode, re-encode, one write per call."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data):
+        buf = self.buf + data
+        off = 0
+        n = len(buf)
+        while n - off >= 4:
+            (size,) = _HDR.unpack_from(buf, off)
+            if n - off - 4 < size:
+                break
+            rid, body = msgpack.unpackb(buf[off + 4:off + 4 + size])
+            out = msgpack.packb([rid, body])
+            self.transport.write(_HDR.pack(len(out)) + out)
+            off += 4 + size
+        self.buf = buf[off:]
+
+
+class _RawEchoClient(asyncio.Protocol):
+    def __init__(self):
+        self.buf = b""
+        self.waiting = {}
+        self.next_id = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        buf = self.buf + data
+        off = 0
+        n = len(buf)
+        while n - off >= 4:
+            (size,) = _HDR.unpack_from(buf, off)
+            if n - off - 4 < size:
+                break
+            rid, body = msgpack.unpackb(buf[off + 4:off + 4 + size])
+            self.waiting.pop(rid).set_result(body)
+            off += 4 + size
+        self.buf = buf[off:]
+
+    def call(self, payload):
+        rid = self.next_id
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = fut
+        out = msgpack.packb([rid, payload])
+        self.transport.write(_HDR.pack(len(out)) + out)
+        return fut
+
+
+async def _raw_server_main(port_out):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_RawEchoServer, "127.0.0.1", 0)
+    print(json.dumps({"event": "listening", "port": server.sockets[0].getsockname()[1]}),
+          file=port_out, flush=True)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+
+
+# processes -------------------------------------------------------------------
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _start(cmd):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env())
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"benchmark process failed to start: {cmd}")
+    return proc, json.loads(line)["port"]
+
+
+def start_raw_server():
+    """Start the raw uvloop echo server process; return (process, port)."""
+    return _start([sys.executable, "-m", "pomelo_rpc.bench", "raw-server"])
+
+
+def start_rpc_server(server_id, transport="native"):
+    """Start a ``python -m pomelo_rpc serve`` process with the bench service."""
+    return _start([sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", server_id,
+                   "--server-type", "bench", "--transport", transport,
+                   "--remote", f"user={REMOTE}"])
+
+
+def stop_all(procs):
+    """SIGTERM every process, then wait (kill after 10 s)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+# measuring -------------------------------------------------------------------
+
+async def measure(call, concurrency, seconds, size):
+    """Keep ``concurrency`` calls in flight for ``seconds``; return calls/s, p50, p99 (µs)."""
+    latencies = []
+    payload = payload_of(size)
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time() + seconds
+    clock = time.perf_counter
+
+    async def worker():
+        while loop.time() < stop_at:
+            t0 = clock()
+            await call(payload)
+            latencies.append(clock() - t0)
+
+    t0 = clock()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = clock() - t0
+    latencies.sort()
+    return {"calls_per_s": len(latencies) / elapsed,
+            "p50_us": statistics.median(latencies) * 1e6,
+            "p99_us": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e6,
+            "calls": len(latencies)}
+
+
+async def _raw_caller(port):
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(_RawEchoClient, "127.0.0.1", port)
+    return proto.call, proto.transport.close
+
+
+async def _rpc_caller(ports, transport, core=None, routed=False):
+    cli = client.create(transport=transport, timeout=30, core=core)
+    cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
+    cli.add_servers([{"id": f"bench-{i}", "server_type": "bench", "port": port}
+                     for i, port in enumerate(ports)])
+    await cli.start()
+    echo = cli.proxies.user.bench.bench.echo
+    for i in range(len(ports)):
+        await echo.to_server(f"bench-{i}", "warm")
+    if routed:
+        uid = iter(range(1 << 62))
+        call = lambda payload: echo({"uid": next(uid)}, payload)  # noqa: E731
+    else:
+        call = lambda payload: echo.to_server("bench-0", payload)  # noqa: E731
+
+    def close():
+        return asyncio.ensure_future(cli.stop())
+    return call, close
+
+
+async def run_cell(kind, ports, concurrency, size, seconds, transport="native", core=None):
+    """One measurement: ``kind`` is "raw", "rpc" or "rpc-routed"."""
+    if kind == "raw":
+        call, close = await _raw_caller(ports[0])
+    else:
+        call, close = await _rpc_caller(ports, transport, core, routed=kind == "rpc-routed")
+    await measure(call, concurrency, min(0.3, seconds), size)          # warm-up
+    result = await measure(call, concurrency, seconds, size)
+    done = close()
+    if done is not None:
+        await done
+    return result
+
+
+def _client_process(args):
+    """Run one cell in a child process (for the several-clients row); print its JSON."""
+    kind, ports, conc, size, seconds, transport = args
+    result = pomelo_rpc.run(run_cell(kind, ports, conc, size, seconds, transport))
+    print(json.dumps(result), flush=True)
+
+
+def multi_client(kind, ports, clients, concurrency, size, seconds, transport="native"):
+    """``clients`` client processes at once against ``ports``; summed calls/s, worst p50/p99."""
+    spec = json.dumps([kind, ports, concurrency, size, seconds, transport])
+    procs = [subprocess.Popen([sys.executable, "-m", "pomelo_rpc.bench", "client", spec],
+                              stdout=subprocess.PIPE, text=True, env=_env())
+             for _ in range(clients)]
+    results = [json.loads(p.communicate(timeout=seconds + 60)[0]) for p in procs]
+    return {"calls_per_s": sum(r["calls_per_s"] for r in results),
+            "p50_us": max(r["p50_us"] for r in results),
+            "p99_us": max(r["p99_us"] for r in results),
+            "calls": sum(r["calls"] for r in results)}
+
+
+# the matrix --------------------------------------------------------------------
+
+async def run_matrix(seconds, transports, clients, routed_servers):
+    """Every row of the benchmark; returns a list of dicts."""
+    rows = []
+    procs = []
+    try:
+        raw_proc, raw_port = start_raw_server()
+        procs.append(raw_proc)
+        servers = {}
+        for transport in transports:
+            proc, port = start_rpc_server(f"bench-{transport}", transport)
+            procs.append(proc)
+            servers[transport] = port
+        for conc, size in ((1, 10), (100, 10), (100, 1000)):
+            r = await run_cell("raw", [raw_port], conc, size, seconds)
+            rows.append({"system": "raw uvloop echo", "transport": "raw", "concurrency": conc,
+                         "size": size, **r})
+            for transport in transports:
+                r = await run_cell("rpc", [servers[transport]], conc, size, seconds, transport)
+                rows.append({"system": f"pomelo_rpc {transport}", "transport": transport,
+                             "concurrency": conc, "size": size, **r})
+        if clients > 1:
+            loop = asyncio.get_running_loop()
+            r = await loop.run_in_executor(None, multi_client, "raw", [raw_port], clients, 100,
+                                           10, seconds)
+            rows.append({"system": f"raw uvloop echo, {clients} client processes",
+                         "transport": "raw", "concurrency": 100 * clients, "size": 10, **r})
+            r = await loop.run_in_executor(None, multi_client, "rpc", [servers["native"]],
+                                           clients, 100, 10, seconds)
+            rows.append({"system": f"pomelo_rpc native, {clients} client processes",
+                         "transport": "native", "concurrency": 100 * clients, "size": 10, **r})
+        if routed_servers > 1:
+            ports = []
+            for i in range(routed_servers):
+                proc, port = start_rpc_server(f"routed-{i}")
+                procs.append(proc)
+                ports.append(port)
+            r = await run_cell("rpc-routed", ports, 100, 10, seconds)
+            rows.append({"system": f"pomelo_rpc native, routed over {routed_servers} servers",
+                         "transport": "native", "concurrency": 100, "size": 10, **r})
+    finally:
+        stop_all(procs)
+    return rows
+
+
+def ratios(rows):
+    """The ratios the targets are stated in, from rows of one run."""
+    def find(system, conc, size):
+        for r in rows:
+            if r["system"] == system and r["concurrency"] == conc and r["size"] == size:
+                return r
+        return None
+
+    out = {}
+    for transport in sorted({r["transport"] for r in rows} - {"raw"}):
+        name = f"pomelo_rpc {transport}"
+        for conc, size in ((100, 10), (100, 1000)):
+            ours, raw = find(name, conc, size), find("raw uvloop echo", conc, size)
+            if ours and raw:
+                out[f"{transport} throughput / raw, conc={conc} size={size}"] = (
+                    ours["calls_per_s"] / raw["calls_per_s"])
+        ours, raw = find(name, 1, 10), find("raw uvloop echo", 1, 10)
+        if ours and raw:
+            out[f"{transport} p50 latency / raw, conc=1 size=10"] = ours["p50_us"] / raw["p50_us"]
+    return out
+
+
+def print_table(rows, ratio_map, out=sys.stdout):
+    """Human-readable table of rows and ratios."""
+    print(f"pomelo_rpc {pomelo_rpc.__version__} bench: {pomelo_rpc.IMPLEMENTATION} core, "
+          f"{os.cpu_count()} cores, python {sys.version.split()[0]}", file=out)
+    print(f"{'system':<46} {'conc':>5} {'size':>5} {'calls/s':>10} {'p50 µs':>8} {'p99 µs':>8}",
+          file=out)
+    for r in rows:
+        print(f"{r['system']:<46} {r['concurrency']:>5} {r['size']:>5} {r['calls_per_s']:>10,.0f} "
+              f"{r['p50_us']:>8.0f} {r['p99_us']:>8.0f}", file=out)
+    print("\nratios (same run):", file=out)
+    for name, value in ratio_map.items():
+        print(f"  {name:<52} {value:6.2f}x", file=out)
+
+
+def plot(rows, path):
+    """Write a bar chart of calls/s per row to ``path`` (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [f"{r['system']}\nconc={r['concurrency']} size={r['size']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
+    ax.barh(range(len(rows)), [r["calls_per_s"] for r in rows],
+            color=["#999" if r["transport"] == "raw" else "#3a7" for r in rows])
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("calls/s")
+    ax.set_title("pomelo_rpc bench (one run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(args):
+    """Run the benchmark matrix and print it (``--json`` for machines, ``--plot`` for a PNG)."""
+    from pomelo_rpc.station import _MAILBOXES
+    transports = [t for t in args.transports.split(",") if t]
+    unknown = [t for t in transports if t not in _MAILBOXES]
+    if unknown:
+        raise SystemExit(f"unknown transport(s): {', '.join(unknown)}")
+    rows = pomelo_rpc.run(run_matrix(args.seconds, transports, args.clients, args.servers))
+    ratio_map = ratios(rows)
+    if args.json:
+        print(json.dumps({"implementation": pomelo_rpc.IMPLEMENTATION, "rows": rows,
+                          "ratios": ratio_map}, indent=2))
+    else:
+        print_table(rows, ratio_map)
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["raw-server"]:
+        pomelo_rpc.run(_raw_server_main(sys.stdout))
+    elif sys.argv[1:2] == ["client"]:
+        _client_process(json.loads(sys.argv[2]))
+    else:
+        raise SystemExit("internal entry point of python -m pomelo_rpc bench")

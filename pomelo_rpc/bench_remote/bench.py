@@ -1,0 +1,5 @@
+"""Benchmark service: echo returns its payload."""
+
+
+def echo(payload):
+    return payload
