@@ -48,8 +48,11 @@ def service_files(directory):
 
 
 def public_methods(service):
-    """``{name: callable}`` of a service object or module (names not starting with ``_``)."""
+    """``{name: callable}`` of a service object, module or dict (names not starting with ``_``)."""
     out = {}
+    if isinstance(service, dict):
+        return {name: value for name, value in service.items()
+                if not name.startswith("_") and callable(value)}
     if inspect.ismodule(service):
         for name, value in vars(service).items():
             if (not name.startswith("_") and name != "create" and inspect.isfunction(value)
