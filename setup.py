@@ -7,7 +7,7 @@ import warnings
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-CORE = ("frames", "pending", "dispatch")
+CORE = ("frames", "pending", "dispatch", "mqtt")
 
 
 def extensions():

@@ -9,6 +9,7 @@ import logging
 from . import core as _core
 from . import remotes
 from .acceptor import NativeAcceptor
+from .mqtt_acceptor import MqttAcceptor
 from .options import SERVER_DEFAULTS, merge
 
 log = logging.getLogger("pomelo_rpc.server")
@@ -21,6 +22,9 @@ _TRANSPORTS = {"native": NativeAcceptor}
 def register_transport(name, acceptor_class):
     """Make ``transport=name`` build ``acceptor_class(opts, dispatcher, core)``."""
     _TRANSPORTS[name] = acceptor_class
+
+
+register_transport("mqtt", MqttAcceptor)
 
 
 def _normalize_paths(paths):

@@ -4,6 +4,7 @@ import logging
 
 from .errors import NoServerError
 from .mailbox import NativeMailbox
+from .mqtt_mailbox import MqttMailbox
 
 log = logging.getLogger("pomelo_rpc.station")
 
@@ -13,6 +14,9 @@ _MAILBOXES = {"native": NativeMailbox}
 def register_transport(name, mailbox_class):
     """Make ``transport=name`` build ``mailbox_class(server_info, opts, core)``."""
     _MAILBOXES[name] = mailbox_class
+
+
+register_transport("mqtt", MqttMailbox)
 
 
 def normalize_server(info):

@@ -36,6 +36,9 @@ cdef inline object _unpack(object body):
 cdef class FrameDecoder:
     """Incremental decoder: ``feed`` any split of the byte stream, get whole messages."""
 
+    cdef bytearray _buf
+    cdef Py_ssize_t _max
+
     def __cinit__(self, max_size=8 * 1024 * 1024):
         self._buf = bytearray()
         self._max = max_size
@@ -70,7 +73,7 @@ cdef class FrameDecoder:
             while n - off >= _HDR:
                 size = ((<size_t>p[off] << 24) | (<size_t>p[off + 1] << 16)
                         | (<size_t>p[off + 2] << 8) | <size_t>p[off + 3])
-                if size > <size_t>self._max:
+                if self._max < 0 or size > <size_t>self._max:
                     raise FrameError(f"frame of {size} bytes exceeds pkg_size {self._max}")
                 end = off + _HDR + <Py_ssize_t>size
                 if end > n:

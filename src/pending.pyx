@@ -25,6 +25,12 @@ cdef class _Entry:
 cdef class PendingTable:
     """Calls awaiting their response: ``add`` gives the id, ``pop`` or ``expire`` ends it."""
 
+    cdef dict _entries
+    cdef dict _slots
+    cdef list _heap
+    cdef Py_ssize_t _next_id
+    cdef double _res
+
     def __cinit__(self, double resolution=0.005):
         self._entries = {}
         self._slots = {}
@@ -53,7 +59,8 @@ cdef class PendingTable:
             rid = (rid + 1) & _ID_LIMIT
         self._next_id = (rid + 1) & _ID_LIMIT
         if deadline is not None:
-            slot = <long long>(<double>deadline / self._res) + 1
+            # a Python int, as in the twin: NaN/inf raise, huge deadlines stay huge
+            slot = int(<double>deadline / self._res) + 1
             ids = self._slots.get(slot)
             if ids is None:
                 ids = {}
@@ -107,13 +114,13 @@ cdef class PendingTable:
     cpdef list expire(self, double now):
         """Remove every call whose deadline is at or before ``now``; return their ``(future, info)``."""
         cdef list out = []
-        cdef long long limit = <long long>(now / self._res)
+        cdef object limit = int(now / self._res)   # NaN/inf raise, as in the twin
         cdef list heap = self._heap
         cdef dict slots = self._slots
         cdef dict entries = self._entries
         cdef dict ids
         cdef _Entry entry
-        while heap and <long long>heap[0] <= limit:
+        while heap and heap[0] <= limit:
             ids = slots.pop(heappop(heap), None)
             if ids:
                 for rid in ids:

@@ -1,4 +1,4 @@
-"""The hot core: frame codec, request-id table, dispatch.
+"""The hot core: frame codec, request-id table, dispatch, MQTT codec.
 
 Two implementations with the same names: the compiled one in ``pomelo_rpc._cy``
 (built from ``src/*.pyx``) and the pure-Python twin in this package. ``select``
@@ -12,19 +12,20 @@ from ..options import env_wants_pure
 
 log = logging.getLogger("pomelo_rpc.core")
 
-MODULES = ("frames", "pending", "dispatch")
+MODULES = ("frames", "pending", "dispatch", "mqtt")
 
 _loaded = {}
 
 
 def _load(name):
     if name == "python":
-        from . import dispatch, frames, pending
+        from . import dispatch, frames, mqtt, pending
     elif name == "cython":
-        from .._cy import dispatch, frames, pending
+        from .._cy import dispatch, frames, mqtt, pending
     else:
         raise ValueError(f"core must be 'cython' or 'python', not {name!r}")
-    return types.SimpleNamespace(name=name, frames=frames, pending=pending, dispatch=dispatch)
+    return types.SimpleNamespace(name=name, frames=frames, pending=pending, dispatch=dispatch,
+                                 mqtt=mqtt)
 
 
 def select(name=None):

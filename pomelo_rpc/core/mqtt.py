@@ -1,0 +1,266 @@
+"""MQTT 3.1.1 codec, pure-Python twin of ``src/mqtt.pyx`` (same names, same behaviour).
+
+Only what pomelo-rpc 1.0.7's mqtt transport uses is parsed in full. A packet is
+decoded as a tuple whose first item is its type:
+
+- ``(CONNECT, client_id, keepalive)``
+- ``(CONNACK, session_present, return_code)``
+- ``(PUBLISH, topic, payload, qos, packet_id)`` (``packet_id`` is None at QoS 0)
+- ``(PUBACK|PUBREC|PUBREL|PUBCOMP, packet_id)``
+- ``(PINGREQ,)``, ``(PINGRESP,)``, ``(DISCONNECT,)``
+- ``(SUBSCRIBE|SUBACK|UNSUBSCRIBE|UNSUBACK, body)`` (body bytes, not interpreted)
+
+``max_size`` bounds the remaining length (the bytes after the fixed header).
+"""
+
+import time
+
+from ..errors import FrameError
+
+CONNECT = 1
+CONNACK = 2
+PUBLISH = 3
+PUBACK = 4
+PUBREC = 5
+PUBREL = 6
+PUBCOMP = 7
+SUBSCRIBE = 8
+SUBACK = 9
+UNSUBSCRIBE = 10
+UNSUBACK = 11
+PINGREQ = 12
+PINGRESP = 13
+DISCONNECT = 14
+
+TOPIC_RPC = "rpc"
+MAX_REMAINING = 268435455   # the largest remaining length 4 varint bytes can carry
+
+# Fixed-header flags that MQTT 3.1.1 requires (PUBLISH's are free; checked apart).
+_REQUIRED_FLAGS = (None, 0, 0, None, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, None)
+_EMPTY = (PINGREQ, PINGRESP, DISCONNECT)
+
+PINGREQ_PACKET = b"\xc0\x00"
+PINGRESP_PACKET = b"\xd0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"
+
+
+def _utf8(data, what):
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(f"MQTT {what} is not valid UTF-8") from None
+
+
+def _parse(kind, flags, body):
+    """The packet tuple of one complete packet; FrameError if it is malformed."""
+    n = len(body)
+    if kind == PUBLISH:
+        qos = (flags >> 1) & 3
+        if qos == 3:
+            raise FrameError("MQTT PUBLISH with QoS 3")
+        if n < 2:
+            raise FrameError("MQTT PUBLISH too short for its topic")
+        tlen = (body[0] << 8) | body[1]
+        off = 2 + tlen
+        if off > n:
+            raise FrameError("MQTT PUBLISH topic overruns the packet")
+        topic = _utf8(body[2:off], "topic")
+        packet_id = None
+        if qos:
+            if off + 2 > n:
+                raise FrameError("MQTT PUBLISH too short for its packet id")
+            packet_id = (body[off] << 8) | body[off + 1]
+            off += 2
+        return (PUBLISH, topic, bytes(body[off:]), qos, packet_id)
+    want = _REQUIRED_FLAGS[kind]
+    if want is not None and flags != want:
+        raise FrameError(f"MQTT packet type {kind} with invalid flags {flags:#x}")
+    if kind in _EMPTY:
+        if n:
+            raise FrameError(f"MQTT packet type {kind} must be empty, has {n} bytes")
+        return (kind,)
+    if kind == CONNECT:
+        return _parse_connect(body)
+    if kind == CONNACK:
+        if n != 2:
+            raise FrameError(f"MQTT CONNACK of {n} bytes (want 2)")
+        return (CONNACK, bool(body[0] & 1), body[1])
+    if PUBACK <= kind <= PUBCOMP:
+        if n != 2:
+            raise FrameError(f"MQTT packet type {kind} of {n} bytes (want 2)")
+        return (kind, (body[0] << 8) | body[1])
+    return (kind, bytes(body))
+
+
+def _parse_connect(body):
+    n = len(body)
+    if n < 2:
+        raise FrameError("MQTT CONNECT too short")
+    plen = (body[0] << 8) | body[1]
+    off = 2 + plen
+    if off + 4 > n:
+        raise FrameError("MQTT CONNECT too short")
+    name = bytes(body[2:off])
+    if name not in (b"MQTT", b"MQIsdp"):
+        raise FrameError(f"MQTT CONNECT with unknown protocol name {name!r}")
+    level = body[off]
+    if level not in (3, 4):
+        raise FrameError(f"MQTT CONNECT with unsupported protocol level {level}")
+    cflags = body[off + 1]
+    keepalive = (body[off + 2] << 8) | body[off + 3]
+    off += 4
+    fields = [None]  # client id, then will topic and payload, user name, password
+    if cflags & 0x04:
+        fields += [None, None]
+    if cflags & 0x80:
+        fields.append(None)
+    if cflags & 0x40:
+        fields.append(None)
+    for i in range(len(fields)):
+        if off + 2 > n:
+            raise FrameError("MQTT CONNECT too short for its fields")
+        flen = (body[off] << 8) | body[off + 1]
+        off += 2
+        if off + flen > n:
+            raise FrameError("MQTT CONNECT field overruns the packet")
+        fields[i] = body[off:off + flen]
+        off += flen
+    return (CONNECT, _utf8(fields[0], "client id"), keepalive)
+
+
+class MqttDecoder:
+    """Incremental MQTT decoder: ``feed`` any split of the byte stream, get whole packets."""
+
+    def __init__(self, max_size=8 * 1024 * 1024):
+        self._buf = bytearray()
+        self._max = max_size
+
+    @property
+    def buffered(self):
+        """Bytes held while waiting for the rest of a packet."""
+        return len(self._buf)
+
+    def feed(self, data):
+        """Add ``data``; return the list of packet tuples completed by it.
+
+        Raises FrameError on a malformed packet, a remaining length longer than 4
+        bytes or over ``max_size``; the stream is then unusable and must be closed.
+        """
+        buf = self._buf
+        if buf:
+            buf += data
+            data = buf
+        out = []
+        n = len(data)
+        off = 0
+        mx = self._max
+        view = memoryview(data)
+        try:
+            while n - off >= 2:
+                head = view[off]
+                kind = head >> 4
+                if kind == 0 or kind == 15:
+                    raise FrameError(f"reserved MQTT packet type {kind}")
+                size = 0
+                shift = 0
+                pos = off + 1
+                while True:
+                    if pos == n:
+                        size = -1          # the remaining length is still incomplete
+                        break
+                    byte = view[pos]
+                    pos += 1
+                    size |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                    if shift == 28:
+                        raise FrameError("MQTT remaining length is longer than 4 bytes")
+                if size < 0:
+                    break
+                if size > mx:
+                    raise FrameError(f"MQTT packet of {size} bytes exceeds pkg_size {mx}")
+                end = pos + size
+                if end > n:
+                    break
+                out.append(_parse(kind, head & 0x0F, view[pos:end]))
+                off = end
+        finally:
+            view.release()
+        if off == n:
+            if buf:
+                buf.clear()
+        elif data is buf:
+            del buf[:off]
+        else:
+            self._buf = bytearray(data[off:])
+        return out
+
+
+def _varint(n):
+    if n < 0 or n > MAX_REMAINING:
+        raise FrameError(f"MQTT remaining length {n} out of range")
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _string(value):
+    raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if len(raw) > 0xFFFF:
+        raise FrameError(f"MQTT string of {len(raw)} bytes is too long")
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def make_client_id():
+    """A client id as pomelo-rpc's mqtt mailbox makes it: ``MQTT_RPC_<ms since epoch>``."""
+    return f"MQTT_RPC_{int(time.time() * 1000)}"
+
+
+def encode_connect(client_id=None, keepalive=0):
+    """A CONNECT packet as Node pomelo-rpc sends it (MQTT 3.1.1, clean session)."""
+    if client_id is None:
+        client_id = make_client_id()
+    if not 0 <= keepalive <= 0xFFFF:
+        raise FrameError(f"MQTT keepalive {keepalive} out of range")
+    body = b"\x00\x04MQTT\x04\x02" + keepalive.to_bytes(2, "big") + _string(client_id)
+    return b"\x10" + _varint(len(body)) + body
+
+
+def encode_connack(return_code=0, session_present=False):
+    """A CONNACK packet."""
+    return bytes((0x20, 2, 1 if session_present else 0, return_code))
+
+
+def encode_publish(payload, topic=TOPIC_RPC, qos=0, packet_id=0):
+    """A PUBLISH packet carrying ``payload`` (bytes) on ``topic``."""
+    if not 0 <= qos <= 2:
+        raise FrameError(f"MQTT QoS {qos} out of range")
+    if not 0 <= packet_id <= 0xFFFF:
+        raise FrameError(f"MQTT packet id {packet_id} out of range")
+    head = _string(topic)
+    if qos:
+        head += packet_id.to_bytes(2, "big")
+    return (bytes((0x30 | (qos << 1),)) + _varint(len(head) + len(payload)) + head
+            + bytes(payload))
+
+
+def encode_pingreq():
+    """A PINGREQ packet."""
+    return PINGREQ_PACKET
+
+
+def encode_pingresp():
+    """A PINGRESP packet."""
+    return PINGRESP_PACKET
+
+
+def encode_disconnect():
+    """A DISCONNECT packet."""
+    return DISCONNECT_PACKET

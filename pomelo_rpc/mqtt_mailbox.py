@@ -1,0 +1,204 @@
+"""The mqtt mailbox: calls a server speaking pomelo-rpc 1.0.7's mqtt protocol.
+
+On connect it sends CONNECT (client id ``MQTT_RPC_<ms>``) and, like the Node
+client, does not wait for a CONNACK. A call is a PUBLISH on topic ``rpc`` with
+JSON ``{"id": rid, "msg": {"namespace", "serverType", "service", "method",
+"args"}}`` (a JSON array of them with ``buffer_msg``); the answer is
+``{"id": rid, "resp": [err, ...results]}``, alone or in an array. Keepalive uses
+PINGREQ/PINGRESP.
+"""
+
+import asyncio
+import logging
+import re
+
+from .acceptor import set_nodelay
+from .errors import FrameError, RpcError
+from .mailbox import OPEN, Mailbox
+from .mqtt_acceptor import batch_payload, dumps, json_bytes, loads
+
+log = logging.getLogger("pomelo_rpc.mqtt_mailbox")
+
+_STACK_HEAD = re.compile(r"^\s*([A-Za-z_$][\w$.]*)(?::\s?(.*))?$")
+
+
+def _js_truthy(value):
+    """JavaScript truthiness of a JSON value (how pomelo code tests ``err``)."""
+    if value is None or value is False:
+        return False
+    if type(value) in (int, float):
+        return value != 0 and value == value
+    if type(value) is str:
+        return value != ""
+    return True
+
+
+def describe_remote_error(err):
+    """``(type_name, message, stack)`` of the ``err`` a pomelo-rpc server sent.
+
+    A JavaScript Error arrives as ``{"stack": "TypeError: <message>\\n at ..."}`` (and
+    ``msg`` when the server set it): the message is ``err.msg`` if present, else the
+    stack's first line without its ``Type: `` prefix; the type is that prefix.
+    """
+    if isinstance(err, dict):
+        stack = err.get("stack") if isinstance(err.get("stack"), str) else None
+        type_name = message = None
+        if stack:
+            first = stack.split("\n", 1)[0]
+            head = _STACK_HEAD.match(first)
+            if head is not None:
+                type_name, message = head.group(1), head.group(2) or ""
+            else:
+                message = first
+        msg = err.get("msg")
+        if msg is None:
+            msg = err.get("message")
+        if msg is not None:
+            message = msg if isinstance(msg, str) else dumps(msg)
+        if message is None:
+            message = dumps(err)
+        return type_name or "Error", message, stack
+    if isinstance(err, str):
+        return "Error", err, None
+    return "Error", dumps(err), None
+
+
+def results_value(results):
+    """The call's value from the callback results after ``err``: None, the one, or a list."""
+    n = len(results)
+    if n == 1:
+        return results[0]
+    if n == 0:
+        return None
+    return list(results)
+
+
+class MqttMailbox(Mailbox, asyncio.Protocol):
+    """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
+
+    def __init__(self, server_info, opts, core):
+        super().__init__(server_info, opts, core)
+        mqtt = core.mqtt
+        self._mqtt = mqtt
+        self._decoder = mqtt.MqttDecoder(self._pkg_size)
+        self._publish = mqtt.encode_publish
+        self._k_publish = mqtt.PUBLISH
+        self._buffer_msg = bool(opts.get("buffer_msg", False))
+        self._interval = opts.get("interval", 0.05)
+        self._batch = []           # JSON payloads of calls (buffer_msg)
+        self._batch_timer = None
+        self._ping_at = None       # loop time of the PINGREQ not yet answered
+
+    async def _open(self):
+        await self._loop.create_connection(lambda: self, self.host, self.port)
+
+    # transport hooks ---------------------------------------------------
+
+    def _send_call(self, rid, msg):
+        part = json_bytes({"id": rid, "msg": {
+            "namespace": msg["namespace"], "serverType": msg.get("server_type"),
+            "service": msg["service"], "method": msg["method"], "args": msg["args"]}})
+        if self._buffer_msg:
+            self._check_size(part, msg)
+            self._batch.append(part)
+            if self._batch_timer is None:
+                self._batch_timer = self._loop.call_later(self._interval, self._flush_batch)
+        else:
+            self._write(self._check_size(self._publish(part), msg))
+
+    def _send_ping(self):
+        self._write(self._mqtt.PINGREQ_PACKET)
+
+    def _on_keepalive(self):
+        """Node's checkKeepAlive: a PINGREQ every ``keepalive`` s unless one is unanswered;
+        nothing received for more than 2 periods after a PINGREQ closes the connection."""
+        self._keepalive_handle = None
+        if self.state != OPEN:
+            return
+        now = self._loop.time()
+        if self._ping_at is not None:
+            if self._last_recv >= self._ping_at:
+                self._ping_at = None
+            elif now - self._ping_at > 2 * self._keepalive:
+                self._fail(f"{self.server_id} did not answer PINGREQ for "
+                           f"{now - self._ping_at:.1f}s")
+                return
+        if self._ping_at is None:
+            self._ping_at = now
+            self._send_ping()
+        self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
+
+    def _close_transport(self):
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        self._batch.clear()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(self._mqtt.DISCONNECT_PACKET)
+            transport.close()
+
+    def _flush_batch(self):
+        self._batch_timer = None
+        if self._batch and self._transport is not None:
+            payload = batch_payload(self._batch)
+            self._batch.clear()
+            self._write(self._publish(payload))
+
+    # asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport):
+        """asyncio: connected; TCP_NODELAY on, send CONNECT (no CONNACK is awaited)."""
+        self._transport = transport
+        set_nodelay(transport)
+        transport.write(self._mqtt.encode_connect(None, 0))
+
+    def connection_lost(self, exc):
+        """asyncio: the connection closed; every call in flight fails."""
+        self._transport = None
+        self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
+
+    def data_received(self, data):
+        """asyncio: decode MQTT packets and resolve the calls they answer."""
+        self._last_recv = self._loop.time()
+        try:
+            packets = self._decoder.feed(data)
+        except FrameError as exc:
+            log.warning("bad data from %s, closing: %r", self.server_id, exc)
+            self._fail(f"bad data from {self.server_id}: {exc}")
+            return
+        for packet in packets:
+            if packet[0] == self._k_publish:
+                self._on_publish(packet[2])
+            # PINGRESP only refreshes _last_recv; a CONNACK, if any, needs nothing
+
+    def _on_publish(self, payload):
+        try:
+            pkg = loads(payload)
+        except ValueError as exc:
+            log.warning("bad rpc payload from %s: %s", self.server_id, exc)
+            return
+        if type(pkg) is list:
+            for item in pkg:
+                self._on_response(item)
+        else:
+            self._on_response(pkg)
+
+    def _on_response(self, pkg):
+        if type(pkg) is not dict or type(pkg.get("id")) is not int:
+            log.warning("rpc response from %s without an id: %.80r", self.server_id, pkg)
+            return
+        rid = pkg["id"]
+        resp = pkg.get("resp")
+        if resp is None:
+            resp = []
+        elif type(resp) is not list:
+            self._table.reject(rid, RpcError(
+                f"malformed response from {self.server_id}: resp is {type(resp).__name__}"))
+            return
+        if resp and _js_truthy(resp[0]):
+            type_name, message, stack = describe_remote_error(resp[0])
+            self._reject_remote(rid, type_name, message, stack)
+        else:
+            self._table.resolve(rid, results_value(resp[1:]))
+

@@ -1,0 +1,323 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""MQTT 3.1.1 codec (Cython). Twin: ``pomelo_rpc/core/mqtt.py``; same names, same behaviour.
+
+A packet is decoded as a tuple whose first item is its type:
+
+- ``(CONNECT, client_id, keepalive)``
+- ``(CONNACK, session_present, return_code)``
+- ``(PUBLISH, topic, payload, qos, packet_id)`` (``packet_id`` is None at QoS 0)
+- ``(PUBACK|PUBREC|PUBREL|PUBCOMP, packet_id)``
+- ``(PINGREQ,)``, ``(PINGRESP,)``, ``(DISCONNECT,)``
+- ``(SUBSCRIBE|SUBACK|UNSUBSCRIBE|UNSUBACK, body)`` (body bytes, not interpreted)
+
+``max_size`` bounds the remaining length (the bytes after the fixed header).
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memcpy
+
+import time
+
+from pomelo_rpc.errors import FrameError
+
+CONNECT = 1
+CONNACK = 2
+PUBLISH = 3
+PUBACK = 4
+PUBREC = 5
+PUBREL = 6
+PUBCOMP = 7
+SUBSCRIBE = 8
+SUBACK = 9
+UNSUBSCRIBE = 10
+UNSUBACK = 11
+PINGREQ = 12
+PINGRESP = 13
+DISCONNECT = 14
+
+TOPIC_RPC = "rpc"
+cdef enum:
+    _MAX_REMAINING = 268435455
+
+MAX_REMAINING = _MAX_REMAINING   # the largest remaining length 4 varint bytes can carry
+
+PINGREQ_PACKET = b"\xc0\x00"
+PINGRESP_PACKET = b"\xd0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"
+
+# Fixed-header flags that MQTT 3.1.1 requires; -1: free (PUBLISH) or reserved.
+cdef int _REQUIRED_FLAGS[16]
+_REQUIRED_FLAGS[:] = [-1, 0, 0, -1, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, -1]
+
+cdef tuple _PINGREQ_T = (12,)
+cdef tuple _PINGRESP_T = (13,)
+cdef tuple _DISCONNECT_T = (14,)
+
+
+cdef inline unsigned int _u16(const unsigned char *p):
+    return (<unsigned int>p[0] << 8) | p[1]
+
+
+cdef object _utf8(const unsigned char *p, Py_ssize_t n, str what):
+    try:
+        return PyUnicode_DecodeUTF8(<const char *>p, n, NULL)
+    except UnicodeDecodeError:
+        raise FrameError(f"MQTT {what} is not valid UTF-8") from None
+
+
+cdef tuple _parse_connect(const unsigned char *body, Py_ssize_t n):
+    cdef Py_ssize_t off, plen, flen, i, nfields
+    cdef unsigned int level, cflags, keepalive
+    cdef const unsigned char *cid = NULL
+    cdef Py_ssize_t cid_len = 0
+    if n < 2:
+        raise FrameError("MQTT CONNECT too short")
+    plen = _u16(body)
+    off = 2 + plen
+    if off + 4 > n:
+        raise FrameError("MQTT CONNECT too short")
+    name = PyBytes_FromStringAndSize(<const char *>body + 2, plen)
+    if name != b"MQTT" and name != b"MQIsdp":
+        raise FrameError(f"MQTT CONNECT with unknown protocol name {name!r}")
+    level = body[off]
+    if level != 3 and level != 4:
+        raise FrameError(f"MQTT CONNECT with unsupported protocol level {level}")
+    cflags = body[off + 1]
+    keepalive = _u16(body + off + 2)
+    off += 4
+    nfields = 1
+    if cflags & 0x04:
+        nfields += 2
+    if cflags & 0x80:
+        nfields += 1
+    if cflags & 0x40:
+        nfields += 1
+    for i in range(nfields):
+        if off + 2 > n:
+            raise FrameError("MQTT CONNECT too short for its fields")
+        flen = _u16(body + off)
+        off += 2
+        if off + flen > n:
+            raise FrameError("MQTT CONNECT field overruns the packet")
+        if i == 0:
+            cid = body + off
+            cid_len = flen
+        off += flen
+    return (CONNECT, _utf8(cid, cid_len, "client id"), keepalive)
+
+
+cdef tuple _parse(int kind, int flags, const unsigned char *body, Py_ssize_t n):
+    """The packet tuple of one complete packet; FrameError if it is malformed."""
+    cdef int qos, want
+    cdef Py_ssize_t tlen, off
+    cdef object packet_id
+    if kind == 3:
+        qos = (flags >> 1) & 3
+        if qos == 3:
+            raise FrameError("MQTT PUBLISH with QoS 3")
+        if n < 2:
+            raise FrameError("MQTT PUBLISH too short for its topic")
+        tlen = _u16(body)
+        off = 2 + tlen
+        if off > n:
+            raise FrameError("MQTT PUBLISH topic overruns the packet")
+        topic = _utf8(body + 2, tlen, "topic")
+        packet_id = None
+        if qos:
+            if off + 2 > n:
+                raise FrameError("MQTT PUBLISH too short for its packet id")
+            packet_id = _u16(body + off)
+            off += 2
+        return (PUBLISH, topic, PyBytes_FromStringAndSize(<const char *>body + off, n - off),
+                qos, packet_id)
+    want = _REQUIRED_FLAGS[kind]
+    if want >= 0 and flags != want:
+        raise FrameError(f"MQTT packet type {kind} with invalid flags {flags:#x}")
+    if kind >= 12:
+        if n:
+            raise FrameError(f"MQTT packet type {kind} must be empty, has {n} bytes")
+        if kind == 12:
+            return _PINGREQ_T
+        if kind == 13:
+            return _PINGRESP_T
+        return _DISCONNECT_T
+    if kind == 1:
+        return _parse_connect(body, n)
+    if kind == 2:
+        if n != 2:
+            raise FrameError(f"MQTT CONNACK of {n} bytes (want 2)")
+        return (CONNACK, bool(body[0] & 1), <int>body[1])
+    if 4 <= kind <= 7:
+        if n != 2:
+            raise FrameError(f"MQTT packet type {kind} of {n} bytes (want 2)")
+        return (kind, _u16(body))
+    return (kind, PyBytes_FromStringAndSize(<const char *>body, n))
+
+
+cdef class MqttDecoder:
+    """Incremental MQTT decoder: ``feed`` any split of the byte stream, get whole packets."""
+
+    cdef bytearray _buf
+    cdef Py_ssize_t _max
+
+    def __cinit__(self, max_size=8 * 1024 * 1024):
+        self._buf = bytearray()
+        self._max = max_size
+
+    @property
+    def buffered(self):
+        """Bytes held while waiting for the rest of a packet."""
+        return len(self._buf)
+
+    cpdef list feed(self, object data):
+        """Add ``data``; return the list of packet tuples completed by it.
+
+        Raises FrameError on a malformed packet, a remaining length longer than 4
+        bytes or over ``max_size``; the stream is then unusable and must be closed.
+        """
+        cdef bytearray buf = self._buf
+        cdef Py_buffer pybuf
+        cdef const unsigned char *p
+        cdef Py_ssize_t n, off = 0, pos, end
+        cdef size_t size
+        cdef unsigned int head, byte, shift
+        cdef int kind
+        cdef bint complete
+        cdef list out = []
+        cdef bint buffered = len(buf) > 0
+        if buffered:
+            buf += data
+            data = buf
+        PyObject_GetBuffer(data, &pybuf, PyBUF_SIMPLE)
+        try:
+            p = <const unsigned char *>pybuf.buf
+            n = pybuf.len
+            while n - off >= 2:
+                head = p[off]
+                kind = head >> 4
+                if kind == 0 or kind == 15:
+                    raise FrameError(f"reserved MQTT packet type {kind}")
+                size = 0
+                shift = 0
+                pos = off + 1
+                complete = False
+                while pos < n:
+                    byte = p[pos]
+                    pos += 1
+                    size |= <size_t>(byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        complete = True
+                        break
+                    shift += 7
+                    if shift == 28:
+                        raise FrameError("MQTT remaining length is longer than 4 bytes")
+                if not complete:
+                    break
+                if self._max < 0 or size > <size_t>self._max:
+                    raise FrameError(f"MQTT packet of {size} bytes exceeds pkg_size {self._max}")
+                end = pos + <Py_ssize_t>size
+                if end > n:
+                    break
+                out.append(_parse(kind, head & 0x0F, p + pos, end - pos))
+                off = end
+        finally:
+            PyBuffer_Release(&pybuf)
+        if off == n:
+            if buffered:
+                del buf[:]
+        elif buffered:
+            del buf[:off]
+        else:
+            self._buf = bytearray(data[off:])
+        return out
+
+
+cdef bytes _varint(Py_ssize_t n):
+    cdef unsigned char tmp[4]
+    cdef int i = 0
+    if n < 0 or n > _MAX_REMAINING:
+        raise FrameError(f"MQTT remaining length {n} out of range")
+    while True:
+        tmp[i] = n & 0x7F
+        n >>= 7
+        if n:
+            tmp[i] |= 0x80
+            i += 1
+        else:
+            return PyBytes_FromStringAndSize(<const char *>tmp, i + 1)
+
+
+cdef bytes _string(object value):
+    cdef bytes raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    if n > 0xFFFF:
+        raise FrameError(f"MQTT string of {n} bytes is too long")
+    return bytes(((n >> 8) & 0xFF, n & 0xFF)) + raw
+
+
+def make_client_id():
+    """A client id as pomelo-rpc's mqtt mailbox makes it: ``MQTT_RPC_<ms since epoch>``."""
+    return f"MQTT_RPC_{int(time.time() * 1000)}"
+
+
+def encode_connect(client_id=None, keepalive=0):
+    """A CONNECT packet as Node pomelo-rpc sends it (MQTT 3.1.1, clean session)."""
+    if client_id is None:
+        client_id = make_client_id()
+    if not 0 <= keepalive <= 0xFFFF:
+        raise FrameError(f"MQTT keepalive {keepalive} out of range")
+    body = b"\x00\x04MQTT\x04\x02" + keepalive.to_bytes(2, "big") + _string(client_id)
+    return b"\x10" + _varint(len(body)) + body
+
+
+def encode_connack(return_code=0, session_present=False):
+    """A CONNACK packet."""
+    return bytes((0x20, 2, 1 if session_present else 0, return_code))
+
+
+cpdef bytes encode_publish(object payload, object topic=TOPIC_RPC, int qos=0, int packet_id=0):
+    """A PUBLISH packet carrying ``payload`` (bytes) on ``topic``."""
+    cdef bytes head, length
+    cdef Py_buffer pybuf
+    cdef Py_ssize_t hn, ln, pn
+    cdef bytes out
+    cdef char *w
+    if qos < 0 or qos > 2:
+        raise FrameError(f"MQTT QoS {qos} out of range")
+    if packet_id < 0 or packet_id > 0xFFFF:
+        raise FrameError(f"MQTT packet id {packet_id} out of range")
+    head = _string(topic)
+    if qos:
+        head += bytes(((packet_id >> 8) & 0xFF, packet_id & 0xFF))
+    PyObject_GetBuffer(payload, &pybuf, PyBUF_SIMPLE)
+    try:
+        pn = pybuf.len
+        hn = PyBytes_GET_SIZE(head)
+        length = _varint(hn + pn)
+        ln = PyBytes_GET_SIZE(length)
+        out = PyBytes_FromStringAndSize(NULL, 1 + ln + hn + pn)
+        w = PyBytes_AS_STRING(out)
+        w[0] = <char>(0x30 | (qos << 1))
+        memcpy(w + 1, PyBytes_AS_STRING(length), ln)
+        memcpy(w + 1 + ln, PyBytes_AS_STRING(head), hn)
+        memcpy(w + 1 + ln + hn, pybuf.buf, pn)
+    finally:
+        PyBuffer_Release(&pybuf)
+    return out
+
+
+def encode_pingreq():
+    """A PINGREQ packet."""
+    return PINGREQ_PACKET
+
+
+def encode_pingresp():
+    """A PINGRESP packet."""
+    return PINGRESP_PACKET
+
+
+def encode_disconnect():
+    """A DISCONNECT packet."""
+    return DISCONNECT_PACKET
