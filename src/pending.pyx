@@ -61,6 +61,8 @@ cdef class PendingTable:
         if deadline is not None:
             # a Python int, as in the twin: NaN/inf raise, huge deadlines stay huge
             slot = int(<double>deadline / self._res) + 1
+            if (slot - 1) * self._res >= deadline:
+                slot -= 1
             ids = self._slots.get(slot)
             if ids is None:
                 ids = {}
@@ -114,13 +116,13 @@ cdef class PendingTable:
     cpdef list expire(self, double now):
         """Remove every call whose deadline is at or before ``now``; return their ``(future, info)``."""
         cdef list out = []
-        cdef object limit = int(now / self._res)   # NaN/inf raise, as in the twin
+        cdef double res = self._res
         cdef list heap = self._heap
         cdef dict slots = self._slots
         cdef dict entries = self._entries
         cdef dict ids
         cdef _Entry entry
-        while heap and heap[0] <= limit:
+        while heap and <double>heap[0] * res <= now:
             ids = slots.pop(heappop(heap), None)
             if ids:
                 for rid in ids:

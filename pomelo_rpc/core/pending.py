@@ -41,7 +41,12 @@ class PendingTable:
         if deadline is None:
             slot = None
         else:
+            # the first slot whose time (slot * resolution) is not before the deadline;
+            # expire and next_deadline compare that same float, so rounding cannot
+            # make an entry late or early
             slot = int(deadline / self._res) + 1
+            if (slot - 1) * self._res >= deadline:
+                slot -= 1
             ids = self._slots.get(slot)
             if ids is None:
                 ids = self._slots[slot] = {}
@@ -94,11 +99,11 @@ class PendingTable:
     def expire(self, now):
         """Remove every call whose deadline is at or before ``now``; return their ``(future, info)``."""
         out = []
-        limit = int(now / self._res)
+        res = self._res
         heap = self._heap
         slots = self._slots
         entries = self._entries
-        while heap and heap[0] <= limit:
+        while heap and heap[0] * res <= now:
             ids = slots.pop(heapq.heappop(heap), None)
             if ids:
                 for rid in ids:
