@@ -62,6 +62,7 @@ class RpcClient:
         self._after = []
         self._error_handler = None
         self._policy = FailPolicy(self, opts["fail_mode"])
+        self._station.on_removed = self._policy.server_removed
         # no filter, no handler, failfast: calls go straight to the mailbox
         self._plain = opts["fail_mode"] == "failfast"
 
@@ -98,16 +99,28 @@ class RpcClient:
             add_to_tree(self.proxies, self, record["namespace"], server_type, interface)
 
     def add_servers(self, servers):
-        """Add remote servers: ``[{"id", "server_type", "host", "port", ...}]``."""
+        """Add remote servers: ``[{"id", "server_type", "host", "port", ...}]``.
+
+        A server already known keeps its place (and its connection, unless its
+        address changed).
+        """
         self._station.add_servers(servers)
 
     def remove_servers(self, ids):
-        """Remove servers by id; calls in flight to them fail at once."""
+        """Remove servers by id: their connections close, calls in flight to them fail at once."""
         self._station.remove_servers(ids)
 
     def replace_servers(self, servers):
-        """Replace the whole server list."""
+        """Make ``servers`` the whole server list; unchanged servers keep their connections."""
         self._station.replace_servers(servers)
+
+    def add_server(self, server):
+        """Add one remote server (pomelo's ``addServer``)."""
+        self.add_servers([server])
+
+    def remove_server(self, server_id):
+        """Remove one remote server by id (pomelo's ``removeServer``)."""
+        self.remove_servers([server_id])
 
     def server_ids(self, server_type):
         """Ids of the servers of ``server_type``, in the order they were added."""
@@ -129,8 +142,9 @@ class RpcClient:
     def before(self, f):
         """Add a before filter ``f(server_id, msg)``, sync or async.
 
-        It may return None (go on unchanged), a new server id, or ``(server_id, msg)``
-        to change the target and the message; raising fails the call with that error.
+        It may return None (go on unchanged), a new server id, a new message (a dict),
+        or ``(server_id, msg)`` to change both (None in the pair keeps that part);
+        raising fails the call with that error.
         """
         self._before.append(getattr(f, "before", f))
         self._plain = False
@@ -193,11 +207,18 @@ class RpcClient:
         try:
             for f in self._before:
                 change = await _maybe_await(f(server_id, msg))
+                if change is None:
+                    continue
                 if isinstance(change, tuple):
-                    server_id, msg = change
-                    msg = normalize_message(msg)
-                elif change is not None:
-                    server_id = change
+                    target, new_msg = change
+                elif isinstance(change, dict):
+                    target, new_msg = None, change
+                else:
+                    target, new_msg = change, None
+                if target is not None:
+                    server_id = target
+                if new_msg is not None:
+                    msg = normalize_message(new_msg)
             result = await self._policy.run(server_id, msg, deadline)
         except Exception as exc:
             error = exc

@@ -2,7 +2,9 @@
 
 Only ConnectionLostError triggers them (the server is gone or unreachable); a
 RemoteError or a timeout reaches the caller as it is. Every mode keeps the call's
-deadline: a call never waits longer than its timeout in all.
+deadline: a call never waits longer than its timeout in all. A call whose server is
+removed (``remove_servers``) or whose client stops fails at once, whatever the mode,
+except that failover still tries the other servers of the type.
 """
 
 import asyncio
@@ -14,9 +16,29 @@ log = logging.getLogger("pomelo_rpc.failure")
 
 FAIL_MODES = ("failfast", "failover", "failsafe", "failback")
 
+#: failback: the longest pause between two attempts to reconnect a server
+MAX_RECONNECT_DELAY = 5.0
+
+
+def _retrieve(fut):
+    """Done callback: mark a future's exception as seen (nobody may await it)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class _Recovery:
+    """failback: one server being reconnected, and the calls waiting for it."""
+
+    __slots__ = ("back", "waiters", "task")
+
+    def __init__(self, back):
+        self.back = back          # future: result None when the server is back
+        self.waiters = 0
+        self.task = None
+
 
 class FailPolicy:
-    """Runs a call through the client's fail mode; ``call(sid, msg, deadline)``."""
+    """Runs a call through the client's fail mode: ``await run(sid, msg, deadline)``."""
 
     def __init__(self, client, mode):
         if mode not in FAIL_MODES:
@@ -28,19 +50,36 @@ class FailPolicy:
         self.retry_delay = opts["retry_connect_time"]
         self.failback_size = opts["failback_size"]
         self._failback_waiting = 0
-        self._recovering = {}     # server id -> task reconnecting it (failback)
+        self._recovering = {}     # server id -> _Recovery (failback)
+        self._sleepers = {}       # server id -> {future} of failsafe calls between retries
+        self._turn = 0            # failover: spreads the failed calls over the others
         self.run = getattr(self, "_" + mode)
 
+    # shared ------------------------------------------------------------
+
+    def _gone(self, sid, exc):
+        """The error to raise at once if ``sid`` was removed or the client stopped, else None."""
+        if not self.client._started:
+            return ConnectionLostError(f"rpc client stopped; {sid}: {exc}")
+        if sid not in self.client._station.servers:
+            return ConnectionLostError(f"server {sid} was removed; {exc}")
+        return None
+
     async def _send(self, sid, msg, deadline):
-        loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time()
+        if not self.client._started:
+            raise ConnectionLostError(f"rpc client stopped before the call to {sid}")
+        remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise RpcTimeoutError(f"{msg['service']}.{msg['method']} to {sid}: "
                                   f"no time left after retries")
         return await self.client._station.mailbox(sid).send(msg, remaining)
 
+    # failfast ------------------------------------------------------------
+
     async def _failfast(self, sid, msg, deadline):
         return await self._send(sid, msg, deadline)
+
+    # failover ------------------------------------------------------------
 
     async def _failover(self, sid, msg, deadline):
         tried = []
@@ -48,14 +87,20 @@ class FailPolicy:
             try:
                 return await self._send(sid, msg, deadline)
             except ConnectionLostError as exc:
+                if not self.client._started:
+                    raise
                 tried.append(sid)
                 others = [s for s in self.client.server_ids(msg["server_type"]) if s not in tried]
                 if not others:
                     raise ConnectionLostError(
                         f"failover: every server of type {msg['server_type']!r} failed "
                         f"({', '.join(tried)}); last: {exc}") from exc
-                log.info("failover: %s failed (%s), trying %s", sid, exc, others[0])
-                sid = others[0]
+                self._turn += 1
+                nxt = others[self._turn % len(others)]
+                log.info("failover: %s failed (%s), trying %s", sid, exc, nxt)
+                sid = nxt
+
+    # failsafe ------------------------------------------------------------
 
     async def _failsafe(self, sid, msg, deadline):
         loop = asyncio.get_running_loop()
@@ -64,67 +109,137 @@ class FailPolicy:
             try:
                 return await self._send(sid, msg, deadline)
             except ConnectionLostError as exc:
+                gone = self._gone(sid, exc)
+                if gone is not None:
+                    raise gone from exc
                 attempt += 1
-                delay = self.retry_delay * attempt
-                if attempt > self.retry_times or loop.time() + delay >= deadline:
+                if attempt > self.retry_times:
                     raise ConnectionLostError(
-                        f"failsafe: {sid} failed {attempt} time(s); last: {exc}") from exc
+                        f"failsafe: {sid} failed {attempt} time(s) "
+                        f"(retry_times={self.retry_times}); last: {exc}") from exc
+                delay = self.retry_delay * attempt
+                if loop.time() + delay >= deadline:
+                    raise ConnectionLostError(
+                        f"failsafe: {sid} failed {attempt} time(s) and the call's timeout "
+                        f"ends before retry {attempt}; last: {exc}") from exc
                 log.info("failsafe: %s failed (%s), retry %d in %.2fs", sid, exc, attempt, delay)
-                await asyncio.sleep(delay)
-                if sid not in self.client._station.servers:
-                    raise NoServerError(f"failsafe: server {sid} was removed") from exc
+                await self._sleep(sid, delay)
+
+    async def _sleep(self, sid, delay):
+        """Sleep ``delay`` s; ends early with ConnectionLostError if ``sid`` is removed."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        handle = loop.call_later(delay, lambda: fut.done() or fut.set_result(None))
+        sleepers = self._sleepers.setdefault(sid, set())
+        sleepers.add(fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            sleepers.discard(fut)
+            if not sleepers and self._sleepers.get(sid) is sleepers:
+                del self._sleepers[sid]
+
+    # failback ------------------------------------------------------------
 
     async def _failback(self, sid, msg, deadline):
-        try:
-            return await self._send(sid, msg, deadline)
-        except ConnectionLostError as exc:
-            if self._failback_waiting >= self.failback_size:
-                raise PendingQueueFullError(
-                    f"failback: {self._failback_waiting} calls already wait for their server "
-                    f"(failback_size={self.failback_size}); {sid}: {exc}") from exc
-            self._failback_waiting += 1
+        while True:
             try:
-                await self._wait_back(sid, deadline, exc)
-            finally:
-                self._failback_waiting -= 1
-        return await self._send(sid, msg, deadline)
+                return await self._send(sid, msg, deadline)
+            except ConnectionLostError as exc:
+                gone = self._gone(sid, exc)
+                if gone is not None:
+                    raise gone from exc
+                if self._failback_waiting >= self.failback_size:
+                    raise PendingQueueFullError(
+                        f"failback: {self._failback_waiting} calls already wait for their "
+                        f"server (failback_size={self.failback_size}); {sid}: {exc}") from exc
+                self._failback_waiting += 1
+                try:
+                    await self._wait_back(sid, deadline, exc)
+                finally:
+                    self._failback_waiting -= 1
 
     async def _wait_back(self, sid, deadline, exc):
         """Wait until server ``sid`` accepts a connection again, or the deadline passes."""
-        task = self._recovering.get(sid)
-        if task is None or task.done():
-            task = self._recovering[sid] = asyncio.ensure_future(self._reconnect(sid))
         loop = asyncio.get_running_loop()
+        rec = self._recovering.get(sid)
+        if rec is None:
+            back = loop.create_future()
+            back.add_done_callback(_retrieve)
+            rec = self._recovering[sid] = _Recovery(back)
+            rec.task = loop.create_task(self._reconnect(sid, rec))
+        rec.waiters += 1
         try:
-            await asyncio.wait_for(asyncio.shield(task), deadline - loop.time())
-        except asyncio.CancelledError:
-            if task.cancelled():   # the client stopped, not this call
-                raise ConnectionLostError(f"failback: client stopped while {sid} was away") \
-                    from exc
-            raise
+            await asyncio.wait_for(asyncio.shield(rec.back), deadline - loop.time())
         except asyncio.TimeoutError:
-            raise RpcTimeoutError(f"failback: {sid} did not come back in time; "
-                                  f"it failed with: {exc}") from exc
+            raise RpcTimeoutError(f"failback: {sid} did not come back within the call's "
+                                  f"timeout; it failed with: {exc}") from exc
+        finally:
+            rec.waiters -= 1
 
-    async def _reconnect(self, sid):
+    async def _reconnect(self, sid, rec):
+        """Try to connect ``sid`` with growing pauses until it answers or nobody waits."""
         station = self.client._station
         delay = self.retry_delay
+        while self._recovering.get(sid) is rec:
+            await asyncio.sleep(delay)
+            if self._recovering.get(sid) is not rec:
+                return
+            if rec.waiters == 0:    # every waiting call timed out
+                del self._recovering[sid]
+                return
+            error = await self._probe(station, sid)
+            if error is not None:
+                log.info("failback: %s still away (%s), next try in %.2fs", sid, error, delay)
+                delay = min(delay * 2, MAX_RECONNECT_DELAY)
+                continue
+            if self._recovering.get(sid) is rec:
+                del self._recovering[sid]
+                log.info("failback: %s is back", sid)
+                rec.back.set_result(None)
+            return
+
+    @staticmethod
+    async def _probe(station, sid):
+        """Connect ``sid``'s mailbox; None when open, else what went wrong.
+
+        The attempt runs in its own task: a failed ``Mailbox.connect`` may end in
+        CancelledError (its connect task cancels itself), which must not pass for a
+        cancellation of the reconnect loop.
+        """
         try:
-            while True:
-                await asyncio.sleep(delay)
-                if sid not in station.servers:
-                    raise NoServerError(f"failback: server {sid} was removed")
-                try:
-                    await station.mailbox(sid).connect()
-                    log.info("failback: %s is back", sid)
-                    return
-                except ConnectionLostError:
-                    delay = min(delay * 2, 5.0)
-        finally:
-            self._recovering.pop(sid, None)
+            mailbox = station.mailbox(sid)
+        except NoServerError as exc:
+            return exc
+        attempt = asyncio.ensure_future(mailbox.connect())
+        try:
+            await asyncio.wait([attempt])
+        except asyncio.CancelledError:
+            attempt.cancel()
+            raise
+        if attempt.cancelled():
+            return ConnectionLostError(f"cannot connect to {sid}")
+        return attempt.exception()
+
+    # server removed, client stopped -------------------------------------
+
+    def _end(self, sid, error):
+        rec = self._recovering.pop(sid, None)
+        if rec is not None:
+            if not rec.back.done():
+                rec.back.set_exception(error)
+            if rec.task is not None:
+                rec.task.cancel()
+        for fut in self._sleepers.pop(sid, ()):
+            if not fut.done():
+                fut.set_exception(error)
+
+    def server_removed(self, sid):
+        """Calls waiting for ``sid`` (failsafe, failback) fail now: it was removed."""
+        self._end(sid, ConnectionLostError(f"server {sid} was removed"))
 
     def close(self):
-        """Stop reconnecting; the calls waiting in failback fail."""
-        for task in list(self._recovering.values()):
-            task.cancel()
-        self._recovering.clear()
+        """Stop reconnecting; the calls waiting in failsafe or failback fail now."""
+        for sid in set(self._recovering) | set(self._sleepers):
+            self._end(sid, ConnectionLostError(f"rpc client stopped while {sid} was away"))

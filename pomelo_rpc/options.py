@@ -25,7 +25,7 @@ CLIENT_DEFAULTS = {
     "context": None,          # the client's own context, e.g. {"server_id": "connector-1"}
     "router": None,           # router(route_param, msg, route_context) -> server id
     "route_context": None,    # third argument of the router
-    "router_type": None,      # built-in router by name, used when ``router`` is None
+    "router_type": None,      # built-in router by name; wins over ``router`` (as in pomelo)
     "mailbox_factory": None,  # callable(server_info, opts) -> mailbox, replaces the transport
     "transport": "native",
     "timeout": 10.0,          # seconds a call may wait for its response

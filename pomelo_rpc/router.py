@@ -3,11 +3,13 @@
 A router is ``router(route_param, msg, route_context) -> server_id`` (sync or async)
 or an object with such a ``route`` method. Without one, the client uses pomelo's
 default: crc32 of the session uid modulo the servers of the type. The built-ins
-picked by ``router_type`` see the client's own server list.
+picked by ``router_type`` see the client's own server list; as in pomelo, a
+``router_type`` wins over ``router`` when both are given.
 """
 
 import bisect
 import hashlib
+import json
 import random
 import zlib
 
@@ -16,16 +18,40 @@ from .errors import NoServerError
 __all__ = ["default_route", "crc32_index", "ROUTER_TYPES", "make_router"]
 
 
+def _js_string(value):
+    """``String(value)`` as JavaScript writes it, for the values a uid or key can be."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _js_truthy(value):
+    """Whether JavaScript sees ``value`` as true (``[]`` and ``{}`` are)."""
+    if value is None or value is False or value == "":
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value == value and value != 0   # NaN and 0 are false
+    return True
+
+
+def _json(value):
+    """``JSON.stringify(value)`` for plain data."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _uid(route_param):
+    """The uid pomelo hashes: ``session.uid || ''`` (a str or int route_param is the uid)."""
     if route_param is None:
         return ""
     if isinstance(route_param, dict):
         uid = route_param.get("uid")
-    elif isinstance(route_param, (str, int)):
+    elif isinstance(route_param, (str, int)) and not isinstance(route_param, bool):
         uid = route_param
     else:
         uid = getattr(route_param, "uid", None)
-    return "" if uid is None else str(uid)
+    return _js_string(uid) if _js_truthy(uid) else ""   # pomelo: session.uid || ''
 
 
 def crc32_index(uid, count):
@@ -76,6 +102,17 @@ class RoundRobin(_Builtin):
         return ids[i % len(ids)]
 
 
+def _weight(info):
+    """A server's ``weight`` as a number >= 0 (absent or None: 1)."""
+    weight = info.get("weight")
+    if weight is None:
+        return 1
+    try:
+        return max(float(weight), 0)
+    except (TypeError, ValueError):
+        raise ValueError(f"server {info.get('id')!r} has a bad weight {weight!r}") from None
+
+
 class WeightedRoundRobin(_Builtin):
     """Smooth weighted round robin over the servers' ``weight`` (default 1)."""
 
@@ -84,35 +121,61 @@ class WeightedRoundRobin(_Builtin):
         self._current = {}
 
     def route(self, route_param, msg, route_context):
+        """The server whose smoothed weight credit is highest; weight 0 is never chosen."""
         ids = self.servers(msg)
         current = self._current.setdefault(msg["server_type"], {})
+        info = self.client.server_info
+        weights = {sid: _weight(info(sid)) for sid in ids}
+        for sid in [s for s in current if not weights.get(s)]:
+            del current[sid]     # removed, or weight 0: it starts afresh if it comes back
         total = 0
         best = None
-        for sid in ids:
-            weight = self.client.server_info(sid).get("weight", 1) or 0
+        for sid, weight in weights.items():
+            if weight <= 0:
+                continue
             total += weight
             current[sid] = current.get(sid, 0) + weight
             if best is None or current[sid] > current[best]:
                 best = sid
-        for sid in list(current):
-            if sid not in ids:
-                del current[sid]
-        if total <= 0:
+        if best is None:
             raise NoServerError(f"servers of type {msg['server_type']!r} all have weight 0")
         current[best] -= total
         return best
 
 
 class LeastActive(_Builtin):
-    """The server with the fewest calls in flight (ties: the first)."""
+    """The server with the fewest calls in flight now (answered calls no longer count).
+
+    Ties go to the tied servers in turn, so an idle cluster still shares the load.
+    """
+
+    def __init__(self, client):
+        super().__init__(client)
+        self._turn = {}
 
     def route(self, route_param, msg, route_context):
+        """The server with the fewest calls in flight; ties in turn."""
         ids = self.servers(msg)
-        return min(ids, key=self.client.in_flight)
+        in_flight = self.client.in_flight
+        counts = [in_flight(sid) for sid in ids]
+        low = min(counts)
+        tied = [sid for sid, n in zip(ids, counts) if n == low]
+        if len(tied) == 1:
+            return tied[0]
+        turn = self._turn.get(msg["server_type"], 0)
+        self._turn[msg["server_type"]] = turn + 1
+        return tied[turn % len(tied)]
 
 
 class ConsistentHash(_Builtin):
-    """A hash ring with virtual nodes over ``args[hash_field_index]``."""
+    """A hash ring with virtual nodes over ``args[hash_field_index]``, as pomelo's.
+
+    Each server owns ``replicas`` points ``md5("<id>:<i>")``; a key goes to the owner
+    of the last point at or before ``md5(key)`` (wrapping around), so a key lands on
+    the same server as with a Node pomelo client. Adding a server moves only keys to
+    it; removing one moves only the keys it owned. A missing or falsy key hashes the
+    message's JSON, as pomelo does.
+    """
 
     replicas = 100
 
@@ -122,25 +185,38 @@ class ConsistentHash(_Builtin):
 
     @staticmethod
     def _hash(key):
-        return int.from_bytes(hashlib.md5(key.encode()).digest()[:8], "big")
+        return int.from_bytes(hashlib.md5(key.encode("utf-8")).digest(), "big")
 
     def _ring(self, server_type, ids):
         ring = self._rings.get(server_type)
         if ring is None or ring[0] != ids:
-            points = sorted((self._hash(f"{sid}#{i}"), sid)
-                            for sid in ids for i in range(self.replicas))
-            ring = self._rings[server_type] = (tuple(ids), [p[0] for p in points],
-                                                [p[1] for p in points])
+            points = {}
+            for sid in ids:
+                for i in range(self.replicas):
+                    points[self._hash(f"{sid}:{i}")] = sid
+            hashes = sorted(points)
+            ring = self._rings[server_type] = (ids, hashes, [points[h] for h in hashes])
         return ring
 
-    def route(self, route_param, msg, route_context):
-        ids = tuple(self.servers(msg))
-        _, hashes, owners = self._ring(msg["server_type"], ids)
+    def key(self, msg):
+        """The string hashed for ``msg``: ``args[hash_field_index]``, else the message's JSON."""
         args = msg.get("args") or []
         index = self.client.opts["hash_field_index"]
-        key = str(args[index]) if index < len(args) else ""
-        pos = bisect.bisect(hashes, self._hash(key)) % len(hashes)
-        return owners[pos]
+        field = args[index] if -len(args) <= index < len(args) else None
+        if _js_truthy(field):
+            if isinstance(field, str):
+                return field
+            if isinstance(field, (bool, int, float)):
+                return _js_string(field)
+            return _json(field)
+        return _json({"namespace": msg.get("namespace"), "serverType": msg["server_type"],
+                      "service": msg.get("service"), "method": msg.get("method"), "args": args})
+
+    def route(self, route_param, msg, route_context):
+        """The owner of the ring point at or before the hash of ``key(msg)``."""
+        ids = tuple(self.servers(msg))
+        _, hashes, owners = self._ring(msg["server_type"], ids)
+        return owners[bisect.bisect_right(hashes, self._hash(self.key(msg))) - 1]
 
 
 class RandomRouter(_Builtin):
@@ -160,7 +236,16 @@ ROUTER_TYPES = {
 
 
 def make_router(client, router, router_type):
-    """The callable ``(route_param, msg, route_context) -> id | awaitable`` for a client."""
+    """The callable ``(route_param, msg, route_context) -> id | awaitable`` for a client.
+
+    ``router_type`` wins over ``router`` (as in pomelo); with neither, pomelo's default.
+    """
+    if router_type is not None:
+        cls = ROUTER_TYPES.get(router_type)
+        if cls is None:
+            raise ValueError(
+                f"unknown router_type {router_type!r}; known: {', '.join(ROUTER_TYPES)}")
+        return cls(client).route
     if router is not None:
         route = getattr(router, "route", None)
         if route is not None and callable(route):
@@ -168,9 +253,4 @@ def make_router(client, router, router_type):
         if not callable(router):
             raise TypeError(f"router must be callable or have .route, not {router!r}")
         return router
-    if router_type is None:
-        return DefaultRouter(client).route
-    cls = ROUTER_TYPES.get(router_type)
-    if cls is None:
-        raise ValueError(f"unknown router_type {router_type!r}; known: {', '.join(ROUTER_TYPES)}")
-    return cls(client).route
+    return DefaultRouter(client).route

@@ -43,6 +43,7 @@ class MailStation:
         self.servers = {}        # id -> info
         self.by_type = {}        # server_type -> [ids], in the order added
         self.mailboxes = {}      # id -> mailbox
+        self.on_removed = None   # callable(server_id), called for each server removed
         factory = opts["mailbox_factory"]
         if factory is None:
             transport = opts["transport"]
@@ -54,17 +55,23 @@ class MailStation:
         self._factory = factory
 
     def add_servers(self, servers):
-        """Add or update server infos; a changed address closes the old mailbox."""
+        """Add or update server infos.
+
+        A known server keeps its place in its type's list (so the default router's
+        choices stay put); a changed address closes its old connection.
+        """
         for raw in servers:
             info = normalize_server(raw)
             sid = info["id"]
             old = self.servers.get(sid)
             if old is not None:
-                if (old["host"], old["port"], old["server_type"]) != (
-                        info["host"], info["port"], info["server_type"]):
+                if old["server_type"] != info["server_type"]:
                     self.remove_servers([sid])
                 else:
                     self.servers[sid] = info
+                    if (old["host"], old["port"]) != (info["host"], info["port"]):
+                        self._drop_mailbox(sid, f"server {sid} moved to "
+                                                f"{info['host']}:{info['port']}")
                     continue
             self.servers[sid] = info
             self.by_type.setdefault(info["server_type"], []).append(sid)
@@ -80,17 +87,32 @@ class MailStation:
                 ids_of_type.remove(sid)
                 if not ids_of_type:
                     del self.by_type[info["server_type"]]
-            mailbox = self.mailboxes.pop(sid, None)
-            if mailbox is not None:
-                mailbox.on_close = None
-                mailbox.abort(f"server {sid} was removed")
+            self._drop_mailbox(sid, f"server {sid} was removed")
+            if self.on_removed is not None:
+                self.on_removed(sid)
+
+    def _drop_mailbox(self, sid, reason):
+        mailbox = self.mailboxes.pop(sid, None)
+        if mailbox is not None:
+            mailbox.on_close = None
+            mailbox.abort(reason)
 
     def replace_servers(self, servers):
-        """Make the server list exactly ``servers``."""
+        """Make the server list exactly ``servers``, in their order.
+
+        Servers that stay, at the same address, keep their connections.
+        """
         infos = [normalize_server(s) for s in servers]
         keep = {info["id"] for info in infos}
-        self.remove_servers([sid for sid in self.servers if sid not in keep])
+        self.remove_servers([sid for sid in list(self.servers) if sid not in keep])
         self.add_servers(infos)
+        by_type = {}
+        for info in infos:
+            ids = by_type.setdefault(info["server_type"], [])
+            if info["id"] not in ids:
+                ids.append(info["id"])
+        for server_type, ids in by_type.items():
+            self.by_type[server_type][:] = ids   # in place: routers may hold the list
 
     def mailbox(self, sid):
         """The mailbox to server ``sid``, created (not yet connected) on first use."""
