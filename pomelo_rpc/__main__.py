@@ -9,6 +9,7 @@ import sys
 
 import pomelo_rpc
 from pomelo_rpc import server
+from pomelo_rpc.options import SERVER_DEFAULTS
 
 
 async def _serve(args):
@@ -20,7 +21,8 @@ async def _serve(args):
         paths.append({"namespace": namespace, "path": path})
     context = {"server_id": args.server_id, "server_type": args.server_type}
     gw = server.create(paths=paths, host=args.host, port=args.port, context=context,
-                       transport=args.transport)
+                       transport=args.transport, pkg_size=args.pkg_size,
+                       stop_grace=args.stop_grace)
     await gw.start()
     print(json.dumps({"event": "listening", "port": gw.port, "server_id": args.server_id,
                       "implementation": gw.core.name}), flush=True)
@@ -46,6 +48,10 @@ def main(argv=None):
     p.add_argument("--server-id", default="server-1")
     p.add_argument("--server-type", default="")
     p.add_argument("--transport", default="native")
+    p.add_argument("--pkg-size", type=int, default=SERVER_DEFAULTS["pkg_size"],
+                   help="largest request frame accepted, in bytes")
+    p.add_argument("--stop-grace", type=float, default=SERVER_DEFAULTS["stop_grace"],
+                   help="seconds SIGTERM waits for calls in flight before failing them")
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
     p.add_argument("--calls", type=int, default=2000, help="calls in the throughput run")

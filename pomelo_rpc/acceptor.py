@@ -10,6 +10,10 @@ from .errors import FrameError
 
 log = logging.getLogger("pomelo_rpc.acceptor")
 
+#: Connections the kernel may hold waiting for ``accept`` (capped by net.core.somaxconn);
+#: asyncio's default of 100 drops SYNs, and so stalls connects for 1 s, under a storm.
+LISTEN_BACKLOG = 4096
+
 
 def set_nodelay(transport):
     """Turn Nagle's algorithm off on the transport's socket (no 40 ms stalls)."""
@@ -44,6 +48,11 @@ class _Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._tasks = set()
         self._peer = None
+        self._stopping = None         # the stop grace, once drain_and_close has begun
+        self._refused = 0             # requests received after the stop began, not run
+        self._reading_paused = False
+        self._eof_sent = False
+        self._aborted = False
         self.closed = asyncio.get_running_loop().create_future()
 
     # asyncio callbacks -------------------------------------------------
@@ -57,6 +66,13 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._acceptor.connections.discard(self)
+        if self._decoder.buffered and not self._aborted:
+            log.warning("connection from %s closed in the middle of a frame "
+                        "(%d bytes of it dropped)", self._peer, self._decoder.buffered)
+        if self._refused:
+            log.warning("%d request(s) from %s arrived while the server was stopping and "
+                        "were not run; the caller sees the connection close",
+                        self._refused, self._peer)
         for task in self._tasks:
             task.cancel()
         self._out.clear()
@@ -64,11 +80,26 @@ class _Connection(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
+    def pause_writing(self):
+        # The peer does not read its responses: stop reading its requests until it
+        # does, so that a stuck or hostile client cannot grow the write buffer forever.
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def resume_writing(self):
+        if self._transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
     def data_received(self, data):
         try:
             msgs = self._decoder.feed(data)
         except FrameError as exc:
             self._abort(exc)
+            return
+        if self._stopping is not None:
+            self._refuse(msgs)
             return
         frames = self._frames
         out = []
@@ -113,7 +144,12 @@ class _Connection(asyncio.Protocol):
         if self._transport is None:
             return
         if task.cancelled():
-            frame = self._encode_failure(rid, asyncio.CancelledError("the call was cancelled"))
+            if self._stopping is not None:
+                reason = (f"the server stopped before the call finished "
+                          f"(stop grace {self._stopping:g} s)")
+            else:
+                reason = "the call was cancelled"
+            frame = self._encode_failure(rid, asyncio.CancelledError(reason))
         elif task.exception() is not None:
             frame = self._encode_failure(rid, task.exception())
         else:
@@ -125,7 +161,7 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self):
         self._flush_scheduled = False
-        if self._transport is not None and self._out:
+        if self._transport is not None and self._out and not self._eof_sent:
             self._transport.write(b"".join(self._out))
         self._out.clear()
 
@@ -133,18 +169,55 @@ class _Connection(asyncio.Protocol):
 
     def _abort(self, exc):
         log.warning("closing connection from %s: %s", self._peer, exc)
+        self._aborted = True
         if self._transport is not None:
             self._transport.abort()
 
+    def _refuse(self, msgs):
+        """While stopping: answer pings, do not run new requests (their callers see
+        the connection close, which a fail mode may retry elsewhere)."""
+        pongs = []
+        for msg in msgs:
+            if type(msg) is list and len(msg) == 1 and msg[0] == self._ping:
+                pongs.append(self._frames.PONG_FRAME)
+            else:
+                self._refused += 1
+        if pongs and self._transport is not None and not self._eof_sent:
+            self._transport.write(b"".join(pongs))
+
     async def drain_and_close(self, grace):
-        """Wait up to ``grace`` s for calls in flight, send their answers, then close."""
+        """Stop: answer the calls already received, then close.
+
+        Calls still running after ``grace`` s are cancelled and answered with an
+        error; requests that arrive meanwhile are not run. The answers are followed
+        by a FIN (the peer sees the close after the last answer); a peer that does
+        not close its side within 2 s is cut. Takes at most about ``grace`` + 3 s.
+        """
+        self._stopping = grace
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
+            _done, late = await asyncio.wait(set(self._tasks), timeout=grace)
+            if late:
+                log.warning("stopping: cancelling %d call(s) from %s still running after "
+                            "the %g s grace", len(late), self._peer, grace)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)
         self._flush()
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        if self._reading_paused:       # keep reading so the peer's close is seen
+            self.resume_writing()
         try:
-            await asyncio.wait_for(asyncio.shield(self.closed), timeout=max(grace, 0.1))
+            if transport.can_write_eof():
+                self._eof_sent = True
+                transport.write_eof()
+            else:
+                transport.close()
+        except (OSError, RuntimeError):
+            transport.abort()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout=2.0)
         except asyncio.TimeoutError:
             if self._transport is not None:
                 self._transport.abort()
@@ -169,7 +242,7 @@ class NativeAcceptor:
         """Start listening."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port,
-                                                reuse_address=True)
+                                                reuse_address=True, backlog=LISTEN_BACKLOG)
         log.info("native acceptor listening on %s:%s", host, self.port)
 
     async def close(self, grace=5.0):

@@ -185,16 +185,25 @@ class Mailbox:
         self._last_recv = self._loop.time()
 
     def _on_keepalive(self):
+        """Ping once the peer has been silent for one period; fail once it has been
+        silent for two. Both are counted from the last byte received: checks on a
+        fixed tick let a dead peer go unnoticed for up to three periods, and closed a
+        healthy idle connection whenever a tick ran a little late."""
         self._keepalive_handle = None
         if self.state != OPEN:
             return
-        idle = self._loop.time() - self._last_recv
-        if idle >= 2 * self._keepalive:
+        period = self._keepalive
+        last = self._last_recv
+        idle = self._loop.time() - last
+        if idle >= 2 * period:
             self._fail(f"{self.server_id} did not answer keepalive for {idle:.1f}s")
             return
-        if idle >= self._keepalive:
+        if idle >= period:
             self._send_ping()
-        self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
+            when = last + 2 * period
+        else:
+            when = last + period
+        self._keepalive_handle = self._loop.call_at(when + 0.001, self._on_keepalive)
 
     def _fail(self, reason):
         """Close for good: every call in flight or queued fails now with ``reason``."""

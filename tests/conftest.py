@@ -40,7 +40,7 @@ class ServerProcess:
     """A real ``python -m pomelo_rpc serve`` process."""
 
     def __init__(self, server_id, server_type, remotes, core="cython", port=0, transport="native",
-                 extra_env=None):
+                 extra_env=None, args=(), stderr=None):
         self.server_id = server_id
         self.server_type = server_type
         self.remotes = remotes
@@ -49,6 +49,8 @@ class ServerProcess:
         self.port = port
         self.proc = None
         self.extra_env = extra_env or {}
+        self.args = list(args)      # extra ``serve`` options, e.g. ["--stop-grace", "0.5"]
+        self.stderr = stderr        # a file for the process's log (default: inherited)
 
     def start(self, timeout=20):
         """Start the process and wait for its 'listening' line."""
@@ -58,10 +60,11 @@ class ServerProcess:
         env.update(self.extra_env)
         cmd = [sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", self.server_id,
                "--server-type", self.server_type, "--port", str(self.port),
-               "--transport", self.transport]
+               "--transport", self.transport] + self.args
         for ns, path in self.remotes.items():
             cmd += ["--remote", f"{ns}={path}"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
+                                     text=True)
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline()
         if not line or time.monotonic() > deadline:
