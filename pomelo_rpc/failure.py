@@ -202,25 +202,12 @@ class FailPolicy:
 
     @staticmethod
     async def _probe(station, sid):
-        """Connect ``sid``'s mailbox; None when open, else what went wrong.
-
-        The attempt runs in its own task: a failed ``Mailbox.connect`` may end in
-        CancelledError (its connect task cancels itself), which must not pass for a
-        cancellation of the reconnect loop.
-        """
+        """Connect ``sid``'s mailbox; None when open, else what went wrong."""
         try:
-            mailbox = station.mailbox(sid)
-        except NoServerError as exc:
+            await station.mailbox(sid).connect()
+        except (NoServerError, ConnectionLostError) as exc:
             return exc
-        attempt = asyncio.ensure_future(mailbox.connect())
-        try:
-            await asyncio.wait([attempt])
-        except asyncio.CancelledError:
-            attempt.cancel()
-            raise
-        if attempt.cancelled():
-            return ConnectionLostError(f"cannot connect to {sid}")
-        return attempt.exception()
+        return None
 
     # server removed, client stopped -------------------------------------
 

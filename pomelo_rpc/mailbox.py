@@ -35,6 +35,7 @@ class Mailbox:
         self.core = core
         self.state = IDLE
         self.on_close = None          # callable(mailbox), set by the station
+        self.close_reason = None      # why the mailbox closed, once it has
         self._pkg_size = opts["pkg_size"]
         self._pending_size = opts["pending_size"]
         self._connect_timeout = opts["connect_timeout"]
@@ -155,12 +156,13 @@ class Mailbox:
         if self._connect_task is not None:
             await asyncio.shield(self._connect_task)
         if self.state != OPEN:
-            raise ConnectionLostError(f"cannot connect to {self.server_id}")
+            raise ConnectionLostError(self.close_reason or f"cannot connect to {self.server_id}")
 
     async def _connect(self):
         try:
             await asyncio.wait_for(self._open(), self._connect_timeout)
         except Exception as exc:
+            self._connect_task = None     # so that _fail does not cancel this very task
             if self.state != CLOSED:
                 reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc
                 self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: "
@@ -210,6 +212,7 @@ class Mailbox:
         if self.state == CLOSED:
             return
         self.state = CLOSED
+        self.close_reason = reason
         log.info("mailbox %s closed: %s", self.server_id, reason)
         for handle in (self._timer, self._keepalive_handle):
             if handle is not None:

@@ -87,7 +87,6 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         self._interval = opts.get("interval", 0.05)
         self._batch = []           # JSON payloads of calls (buffer_msg)
         self._batch_timer = None
-        self._ping_at = None       # loop time of the PINGREQ not yet answered
 
     async def _open(self):
         await self._loop.create_connection(lambda: self, self.host, self.port)
@@ -108,25 +107,6 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
 
     def _send_ping(self):
         self._write(self._mqtt.PINGREQ_PACKET)
-
-    def _on_keepalive(self):
-        """Node's checkKeepAlive: a PINGREQ every ``keepalive`` s unless one is unanswered;
-        nothing received for more than 2 periods after a PINGREQ closes the connection."""
-        self._keepalive_handle = None
-        if self.state != OPEN:
-            return
-        now = self._loop.time()
-        if self._ping_at is not None:
-            if self._last_recv >= self._ping_at:
-                self._ping_at = None
-            elif now - self._ping_at > 2 * self._keepalive:
-                self._fail(f"{self.server_id} did not answer PINGREQ for "
-                           f"{now - self._ping_at:.1f}s")
-                return
-        if self._ping_at is None:
-            self._ping_at = now
-            self._send_ping()
-        self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
 
     def _close_transport(self):
         if self._batch_timer is not None:
