@@ -31,18 +31,22 @@ def describe_error(exc):
     return type(exc).__name__, str(exc), stack
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection of the native acceptor."""
+class ServerConnection(asyncio.Protocol):
+    """What every acceptor's connection shares: answers coalesced per loop turn, the
+    calls running for it, read backpressure, and the graceful stop.
+
+    A transport subclasses it with ``data_received`` (decode, then ``_dispatch_request``
+    or its own handling), ``_encode_result(rid, result)`` and ``_encode_failure(rid,
+    exc)`` (each returns the bytes of one answer), and ``_is_ping(msg)``.
+    """
 
     def __init__(self, acceptor):
         self._acceptor = acceptor
-        core = acceptor.core
-        self._frames = core.frames
-        self._decoder = core.frames.FrameDecoder(acceptor.pkg_size)
+        dispatch = acceptor.core.dispatch
         self._dispatch = acceptor.dispatcher.dispatch
-        self._done_state = core.dispatch.DONE
-        self._pending_state = core.dispatch.PENDING
-        self._ping = core.frames.PING
+        self._done_state = dispatch.DONE
+        self._pending_state = dispatch.PENDING
+        self._decoder = None          # the transport's decoder: ``buffered`` is read here
         self._transport = None
         self._out = []
         self._flush_scheduled = False
@@ -58,15 +62,16 @@ class _Connection(asyncio.Protocol):
     # asyncio callbacks -------------------------------------------------
 
     def connection_made(self, transport):
+        """asyncio: a client connected; TCP_NODELAY on."""
         self._transport = transport
         self._peer = transport.get_extra_info("peername")
         set_nodelay(transport)
         self._acceptor.connections.add(self)
-        transport.write(self._frames.encode_hello(self._acceptor.dispatcher.table))
 
     def connection_lost(self, exc):
+        """asyncio: the connection closed; calls still running are cancelled."""
         self._acceptor.connections.discard(self)
-        if self._decoder.buffered and not self._aborted:
+        if self._decoder is not None and self._decoder.buffered and not self._aborted:
             log.warning("connection from %s closed in the middle of a frame "
                         "(%d bytes of it dropped)", self._peer, self._decoder.buffered)
         if self._refused:
@@ -81,63 +86,31 @@ class _Connection(asyncio.Protocol):
             self.closed.set_result(None)
 
     def pause_writing(self):
-        # The peer does not read its responses: stop reading its requests until it
-        # does, so that a stuck or hostile client cannot grow the write buffer forever.
+        """asyncio: the peer does not read its answers; stop reading its requests until
+        it does, so that a stuck or hostile client cannot grow the write buffer forever."""
         if self._transport is not None and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
 
     def resume_writing(self):
+        """asyncio: the answers drained; read requests again."""
         if self._transport is not None and self._reading_paused:
             self._reading_paused = False
             self._transport.resume_reading()
 
-    def data_received(self, data):
-        try:
-            msgs = self._decoder.feed(data)
-        except FrameError as exc:
-            self._abort(exc)
-            return
-        if self._stopping is not None:
-            self._refuse(msgs)
-            return
-        frames = self._frames
-        out = []
-        for msg in msgs:
-            try:
-                rid, state, outcome = self._dispatch(msg)
-            except FrameError as exc:
-                if type(msg) is list and len(msg) == 1 and msg[0] == self._ping:
-                    out.append(frames.PONG_FRAME)
-                    continue
-                self._abort(exc)
-                return
-            if state == self._done_state:
-                out.append(self._encode_result(rid, outcome))
-            elif state == self._pending_state:
-                task = asyncio.ensure_future(outcome)
-                self._tasks.add(task)
-                task.add_done_callback(lambda t, rid=rid: self._task_done(rid, t))
-            else:
-                out.append(self._encode_failure(rid, outcome))
-        if out:
-            if self._out:
-                self._out.extend(out)
-            else:
-                self._transport.write(b"".join(out) if len(out) > 1 else out[0])
+    # requests and answers ------------------------------------------------
 
-    # responses ---------------------------------------------------------
-
-    def _encode_result(self, rid, result):
-        try:
-            return self._frames.encode_response(rid, result)
-        except Exception as exc:  # the result cannot be packed
-            return self._encode_failure(rid, TypeError(f"result cannot be serialized: {exc}"))
-
-    def _encode_failure(self, rid, exc):
-        log.debug("remote call %s failed: %r", rid, exc)
-        type_name, message, stack = describe_error(exc)
-        return self._frames.encode_error(rid, type_name, message, stack)
+    def _answer(self, rid, state, outcome):
+        """Queue the answer to call ``rid`` from the dispatcher's ``(state, outcome)``;
+        a coroutine's answer goes out when it finishes."""
+        if state == self._done_state:
+            self._respond(self._encode_result(rid, outcome))
+        elif state == self._pending_state:
+            task = asyncio.ensure_future(outcome)
+            self._tasks.add(task)
+            task.add_done_callback(lambda t, rid=rid: self._task_done(rid, t))
+        else:
+            self._respond(self._encode_failure(rid, outcome))
 
     def _task_done(self, rid, task):
         self._tasks.discard(task)
@@ -149,21 +122,33 @@ class _Connection(asyncio.Protocol):
                           f"(stop grace {self._stopping:g} s)")
             else:
                 reason = "the call was cancelled"
-            frame = self._encode_failure(rid, asyncio.CancelledError(reason))
+            answer = self._encode_failure(rid, asyncio.CancelledError(reason))
         elif task.exception() is not None:
-            frame = self._encode_failure(rid, task.exception())
+            answer = self._encode_failure(rid, task.exception())
         else:
-            frame = self._encode_result(rid, task.result())
-        self._out.append(frame)
-        if not self._flush_scheduled:
+            answer = self._encode_result(rid, task.result())
+        self._respond(answer)
+        self._schedule_flush()
+
+    def _respond(self, data):
+        """Queue an answer for the end of this loop turn."""
+        self._out.append(data)
+
+    def _schedule_flush(self):
+        if self._out and not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self):
+        """Write every queued answer in one write."""
         self._flush_scheduled = False
-        if self._transport is not None and self._out and not self._eof_sent:
-            self._transport.write(b"".join(self._out))
-        self._out.clear()
+        out = self._out
+        if out and self._transport is not None and not self._eof_sent:
+            self._transport.write(b"".join(out) if len(out) > 1 else out[0])
+        out.clear()
+
+    def _log_failure(self, rid, exc):
+        log.debug("remote call %s failed: %r", rid, exc)
 
     # closing -----------------------------------------------------------
 
@@ -176,14 +161,15 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, msgs):
         """While stopping: answer pings, do not run new requests (their callers see
         the connection close, which a fail mode may retry elsewhere)."""
-        pongs = []
         for msg in msgs:
-            if type(msg) is list and len(msg) == 1 and msg[0] == self._ping:
-                pongs.append(self._frames.PONG_FRAME)
+            if self._is_ping(msg):
+                self._respond_pong()
             else:
                 self._refused += 1
-        if pongs and self._transport is not None and not self._eof_sent:
-            self._transport.write(b"".join(pongs))
+        self._flush()
+
+    def _before_close(self):
+        """Hook: send what the transport still holds (e.g. a batch) before the close."""
 
     async def drain_and_close(self, grace):
         """Stop: answer the calls already received, then close.
@@ -202,6 +188,7 @@ class _Connection(asyncio.Protocol):
                 for task in late:
                     task.cancel()
                 await asyncio.wait(late, timeout=1.0)
+        self._before_close()
         self._flush()
         transport = self._transport
         if transport is None:
@@ -223,14 +210,78 @@ class _Connection(asyncio.Protocol):
                 self._transport.abort()
 
 
-class NativeAcceptor:
-    """Listens on a TCP port and serves the native protocol with ``dispatcher``."""
+class _NativeConnection(ServerConnection):
+    """One client connection of the native acceptor."""
+
+    def __init__(self, acceptor):
+        super().__init__(acceptor)
+        frames = acceptor.core.frames
+        self._frames = frames
+        self._decoder = frames.FrameDecoder(acceptor.pkg_size)
+        self._ping = frames.PING
+        self._pong = frames.PONG_FRAME
+
+    def connection_made(self, transport):
+        """asyncio: a client connected; send the method table (HELLO)."""
+        super().connection_made(transport)
+        transport.write(self._frames.encode_hello(self._acceptor.dispatcher.table))
+
+    def data_received(self, data):
+        """asyncio: decode frames, run the requests, write the answers ready now at once."""
+        try:
+            msgs = self._decoder.feed(data)
+        except FrameError as exc:
+            self._abort(exc)
+            return
+        if self._stopping is not None:
+            self._refuse(msgs)
+            return
+        dispatch = self._dispatch
+        answer = self._answer
+        for msg in msgs:
+            try:
+                rid, state, outcome = dispatch(msg)
+            except FrameError as exc:
+                if self._is_ping(msg):
+                    self._respond_pong()
+                    continue
+                self._abort(exc)
+                return
+            answer(rid, state, outcome)
+        if self._out and not self._flush_scheduled:
+            self._flush()
+
+    def _is_ping(self, msg):
+        return type(msg) is list and len(msg) == 1 and msg[0] == self._ping
+
+    def _respond_pong(self):
+        self._out.append(self._pong)
+
+    def _encode_result(self, rid, result):
+        try:
+            return self._frames.encode_response(rid, result)
+        except Exception as exc:  # the result cannot be packed
+            return self._encode_failure(rid, TypeError(f"result cannot be serialized: {exc}"))
+
+    def _encode_failure(self, rid, exc):
+        self._log_failure(rid, exc)
+        type_name, message, stack = describe_error(exc)
+        return self._frames.encode_error(rid, type_name, message, stack)
+
+
+class BaseAcceptor:
+    """Listens on a TCP port; each connection is a ``connection_class(self)``."""
+
+    connection_class = None
+    name = "acceptor"
 
     def __init__(self, opts, dispatcher, core):
         self.dispatcher = dispatcher
         self.core = core
+        self.opts = opts
         self.pkg_size = opts["pkg_size"]
         self.connections = set()
+        self.accepted = 0          # connections accepted since listen
         self._server = None
 
     @property
@@ -238,12 +289,16 @@ class NativeAcceptor:
         """The bound port (after ``listen``)."""
         return self._server.sockets[0].getsockname()[1] if self._server else None
 
+    def _new_connection(self):
+        self.accepted += 1
+        return self.connection_class(self)
+
     async def listen(self, host, port):
         """Start listening."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port,
+        self._server = await loop.create_server(self._new_connection, host, port,
                                                 reuse_address=True, backlog=LISTEN_BACKLOG)
-        log.info("native acceptor listening on %s:%s", host, self.port)
+        log.info("%s listening on %s:%s", self.name, host, self.port)
 
     async def close(self, grace=5.0):
         """Stop accepting, answer the calls already received (up to ``grace`` s), close."""
@@ -255,3 +310,10 @@ class NativeAcceptor:
             await asyncio.gather(*(c.drain_and_close(grace) for c in conns))
         await self._server.wait_closed()
         self._server = None
+
+
+class NativeAcceptor(BaseAcceptor):
+    """Serves the native protocol (length-prefixed msgpack frames)."""
+
+    connection_class = _NativeConnection
+    name = "native acceptor"

@@ -14,7 +14,7 @@ import json
 import logging
 import traceback
 
-from .acceptor import set_nodelay
+from .acceptor import BaseAcceptor, ServerConnection
 from .errors import DispatchError, FrameError
 
 log = logging.getLogger("pomelo_rpc.mqtt_acceptor")
@@ -71,56 +71,31 @@ def result_payload(rid, result):
         return failure_payload(rid, TypeError(f"result cannot be serialized: {exc}"))
 
 
-class _MqttConnection(asyncio.Protocol):
+class _MqttConnection(ServerConnection):
     """One client connection of the mqtt acceptor."""
 
     def __init__(self, acceptor):
-        self._acceptor = acceptor
+        super().__init__(acceptor)
         mqtt = acceptor.core.mqtt
         self._decoder = mqtt.MqttDecoder(acceptor.pkg_size)
         self._publish = mqtt.encode_publish
         self._k_publish, self._k_pingreq, self._k_connect, self._k_disconnect = (
             mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
         self._pingresp = mqtt.PINGRESP_PACKET
-        self._dispatch = acceptor.dispatcher.dispatch
-        dispatch = acceptor.core.dispatch
-        self._done_state, self._pending_state = dispatch.DONE, dispatch.PENDING
         self._buffer_msg = acceptor.buffer_msg
         self._interval = acceptor.interval
-        self._transport = None
-        self._peer = None
         self.client_id = None      # from the client's CONNECT
         self.pings = 0             # PINGREQs answered
-        self._out = []             # packets to write at the end of this loop turn
-        self._flush_scheduled = False
         self._batch = []           # JSON payloads of responses (buffer_msg)
         self._batch_timer = None
-        self._tasks = set()
-        self.closed = asyncio.get_running_loop().create_future()
-
-    # asyncio callbacks -------------------------------------------------
-
-    def connection_made(self, transport):
-        """asyncio: a client connected (TCP_NODELAY on; no CONNACK, as the original)."""
-        self._transport = transport
-        self._peer = transport.get_extra_info("peername")
-        set_nodelay(transport)
-        self._acceptor.accepted += 1
-        self._acceptor.connections.add(self)
 
     def connection_lost(self, exc):
         """asyncio: the connection closed; calls still running are cancelled."""
-        self._acceptor.connections.discard(self)
-        for task in self._tasks:
-            task.cancel()
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._batch_timer = None
         self._batch.clear()
-        self._out.clear()
-        self._transport = None
-        if not self.closed.done():
-            self.closed.set_result(None)
+        super().connection_lost(exc)
 
     def data_received(self, data):
         """asyncio: decode MQTT packets; run requests, answer PINGREQ, close on DISCONNECT."""
@@ -129,14 +104,15 @@ class _MqttConnection(asyncio.Protocol):
         except FrameError as exc:
             self._abort(exc)
             return
-        out = self._out
+        if self._stopping is not None:
+            self._refuse(packets)
+            return
         for packet in packets:
             kind = packet[0]
             if kind == self._k_publish:
                 self._on_publish(packet[2])
             elif kind == self._k_pingreq:
-                self.pings += 1
-                out.append(self._pingresp)
+                self._respond_pong()
             elif kind == self._k_connect:
                 self.client_id = packet[1]
                 log.debug("mqtt client %s connected from %s", packet[1], self._peer)
@@ -147,8 +123,15 @@ class _MqttConnection(asyncio.Protocol):
                 return
             else:
                 log.debug("ignoring MQTT packet type %s from %s", kind, self._peer)
-        if out and not self._flush_scheduled:
+        if self._out and not self._flush_scheduled:
             self._flush()
+
+    def _is_ping(self, packet):
+        return packet[0] == self._k_pingreq
+
+    def _respond_pong(self):
+        self.pings += 1
+        self._out.append(self._pingresp)
 
     # requests ----------------------------------------------------------
 
@@ -171,38 +154,22 @@ class _MqttConnection(asyncio.Protocol):
         rid = pkg.get("id")
         msg = pkg.get("msg")
         if type(msg) is not dict:
-            self._respond(failure_payload(rid, DispatchError("rpc request without a msg object")))
+            self._respond(self._encode_failure(rid, DispatchError("rpc request without a msg object")))
             return
         args = msg.get("args")
-        request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"), msg.get("method"),
-                   [] if args is None else args]
-        _, state, outcome = self._dispatch(request)
-        if state == self._done_state:
-            self._respond(result_payload(rid, outcome))
-        elif state == self._pending_state:
-            task = asyncio.ensure_future(outcome)
-            self._tasks.add(task)
-            task.add_done_callback(lambda t, rid=rid: self._task_done(rid, t))
-        else:
-            log.debug("remote call %s failed: %r", rid, outcome)
-            self._respond(failure_payload(rid, outcome))
+        _, state, outcome = self._dispatch([_REQ_NAME, 0, msg.get("namespace"),
+                                            msg.get("service"), msg.get("method"),
+                                            [] if args is None else args])
+        self._answer(rid, state, outcome)
 
-    def _task_done(self, rid, task):
-        self._tasks.discard(task)
-        if self._transport is None:
-            return
-        if task.cancelled():
-            payload = failure_payload(rid, asyncio.CancelledError("the call was cancelled"))
-        elif task.exception() is not None:
-            payload = failure_payload(rid, task.exception())
-        else:
-            payload = result_payload(rid, task.result())
-        self._respond(payload)
-        if self._out and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+    # answers -------------------------------------------------------------
 
-    # responses ---------------------------------------------------------
+    def _encode_result(self, rid, result):
+        return result_payload(rid, result)
+
+    def _encode_failure(self, rid, exc):
+        self._log_failure(rid, exc)
+        return failure_payload(rid, exc)
 
     def _respond(self, payload):
         if self._buffer_msg:
@@ -215,74 +182,24 @@ class _MqttConnection(asyncio.Protocol):
 
     def _flush_batch(self):
         self._batch_timer = None
-        if self._batch and self._transport is not None:
+        if self._batch and self._transport is not None and not self._eof_sent:
             payload = batch_payload(self._batch)
             self._batch.clear()
             self._transport.write(self._publish(payload))
 
-    def _flush(self):
-        self._flush_scheduled = False
-        out = self._out
-        if out and self._transport is not None:
-            self._transport.write(b"".join(out) if len(out) > 1 else out[0])
-        out.clear()
-
-    # closing -----------------------------------------------------------
-
-    def _abort(self, exc):
-        log.warning("closing mqtt connection from %s: %s", self._peer, exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    async def drain_and_close(self, grace):
-        """Wait up to ``grace`` s for calls in flight, send their answers, then close."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
-        self._flush()
+    def _before_close(self):
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._flush_batch()
-        if self._transport is not None:
-            self._transport.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self.closed), timeout=max(grace, 0.1))
-        except asyncio.TimeoutError:
-            if self._transport is not None:
-                self._transport.abort()
 
 
-class MqttAcceptor:
-    """Listens on a TCP port and serves pomelo-rpc's mqtt protocol with ``dispatcher``."""
+class MqttAcceptor(BaseAcceptor):
+    """Serves pomelo-rpc's mqtt protocol (MQTT framing, JSON payloads)."""
+
+    connection_class = _MqttConnection
+    name = "mqtt acceptor"
 
     def __init__(self, opts, dispatcher, core):
-        self.dispatcher = dispatcher
-        self.core = core
-        self.pkg_size = opts["pkg_size"]
+        super().__init__(opts, dispatcher, core)
         self.buffer_msg = bool(opts.get("buffer_msg", False))
         self.interval = opts.get("interval", 0.05)
-        self.connections = set()
-        self.accepted = 0          # connections accepted since listen
-        self._server = None
-
-    @property
-    def port(self):
-        """The bound port (after ``listen``)."""
-        return self._server.sockets[0].getsockname()[1] if self._server else None
-
-    async def listen(self, host, port):
-        """Start listening."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _MqttConnection(self), host, port,
-                                                reuse_address=True)
-        log.info("mqtt acceptor listening on %s:%s", host, self.port)
-
-    async def close(self, grace=5.0):
-        """Stop accepting, answer the calls already received (up to ``grace`` s), close."""
-        if self._server is None:
-            return
-        self._server.close()
-        conns = list(self.connections)
-        if conns:
-            await asyncio.gather(*(c.drain_and_close(grace) for c in conns))
-        await self._server.wait_closed()
-        self._server = None
