@@ -128,16 +128,16 @@ class ServerConnection(asyncio.Protocol):
         else:
             answer = self._encode_result(rid, task.result())
         self._respond(answer)
-        self._schedule_flush()
-
-    def _respond(self, data):
-        """Queue an answer for the end of this loop turn."""
-        self._out.append(data)
-
-    def _schedule_flush(self):
         if self._out and not self._flush_scheduled:
+            # the first answer of a loop turn goes out at once; the ones after it in
+            # the same turn go out together with the flush scheduled here
+            self._flush()
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def _respond(self, data):
+        """Queue an answer for the next write."""
+        self._out.append(data)
 
     def _flush(self):
         """Write every queued answer in one write."""

@@ -183,6 +183,12 @@ class RpcClient:
         self._check_started()
         return await self._call(server_id, normalize_message(msg), timeout)
 
+    async def _direct_call(self, server_id, msg, timeout):
+        """``rpc_invoke`` of a message a proxy built (already in normal form)."""
+        if not self._started:
+            raise RpcError("rpc client is not started")
+        return await self._call(server_id, msg, timeout)
+
     async def _routed_call(self, route_param, msg, timeout):
         self._check_started()
         server_id = self._route(route_param, msg, self.route_context)

@@ -83,7 +83,10 @@ class Mailbox:
         else:
             rid = self._table.add(fut, None, msg)
         if state == OPEN:
-            self._send_checked(rid, msg)
+            try:
+                self._send_call(rid, msg)
+            except Exception as exc:  # unserializable arguments, oversized frame
+                self._send_failed(rid, msg, exc)
         else:
             self._waiting.append((rid, msg))
             if state == IDLE:
@@ -91,15 +94,19 @@ class Mailbox:
                 self._connect_task = loop.create_task(self._connect())
         return fut
 
-    def _send_checked(self, rid, msg):
+    def _send_queued(self, rid, msg):
         try:
             self._send_call(rid, msg)
         except Exception as exc:  # unserializable arguments, oversized frame
-            entry = self._table.pop(rid)
-            if entry is not None and not entry[0].done():
-                if not isinstance(exc, (RpcError, TypeError)):
-                    exc = RpcError(f"cannot send {call_route(msg)}: {exc}")
-                entry[0].set_exception(exc)
+            self._send_failed(rid, msg, exc)
+
+    def _send_failed(self, rid, msg, exc):
+        """Call ``rid`` could not be sent: its future gets the error, nothing is sent."""
+        entry = self._table.pop(rid)
+        if entry is not None and not entry[0].done():
+            if not isinstance(exc, (RpcError, TypeError)):
+                exc = RpcError(f"cannot send {call_route(msg)}: {exc}")
+            entry[0].set_exception(exc)
 
     def _check_size(self, frame, msg):
         if len(frame) > self._pkg_size:
@@ -108,9 +115,12 @@ class Mailbox:
         return frame
 
     def _write(self, data):
-        """Queue ``data``; everything queued in one loop turn goes out in one write."""
-        self._out.append(data)
-        if not self._flush_scheduled:
+        """Send ``data``: the first write of a loop turn goes out at once (no added
+        latency); the ones after it in the same turn go out together in one write."""
+        if self._flush_scheduled:
+            self._out.append(data)
+        elif self._transport is not None:
+            self._transport.write(data)
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -180,11 +190,15 @@ class Mailbox:
         table = self._table
         for rid, msg in waiting:
             if rid in table:
-                self._send_checked(rid, msg)
+                self._send_queued(rid, msg)
 
-    def _touch(self):
-        """Note that the peer is alive (call on every byte received)."""
-        self._last_recv = self._loop.time()
+    def _received(self):
+        """Call first in ``data_received``: the peer is alive, and a deadline that
+        passed before these bytes were read wins over the answer in them (the loop
+        may run I/O before a timer that is already due)."""
+        now = self._last_recv = self._loop.time()
+        if self._timer_at is not None and now >= self._timer_at:
+            self._on_timer()
 
     def _on_keepalive(self):
         """Ping once the peer has been silent for one period; fail once it has been
@@ -261,6 +275,7 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
         frames = core.frames
         self._frames = frames
         self._decoder = frames.FrameDecoder(self._pkg_size)
+        self._encode_request = frames.encode_request
         self._ids = {}
         self._hello = None
         self._k_ok, self._k_err, self._k_hello, self._k_pong = (
@@ -272,12 +287,12 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
         await self._hello
 
     def _send_call(self, rid, msg):
-        key = (msg["namespace"], msg["service"], msg["method"])
-        mid = self._ids.get(key)
+        ns, service, method = msg["namespace"], msg["service"], msg["method"]
+        mid = self._ids.get((ns, service, method))
         if mid is not None:
-            frame = self._frames.encode_request(rid, mid, msg["args"])
+            frame = self._encode_request(rid, mid, msg["args"])
         else:
-            frame = self._frames.encode_request_by_name(rid, key[0], key[1], key[2], msg["args"])
+            frame = self._frames.encode_request_by_name(rid, ns, service, method, msg["args"])
         self._write(self._check_size(frame, msg))
 
     def _send_ping(self):
@@ -296,7 +311,7 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
         self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
 
     def data_received(self, data):
-        self._last_recv = self._loop.time()
+        self._received()
         try:
             msgs = self._decoder.feed(data)
             for msg in msgs:

@@ -140,7 +140,7 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
 
     def data_received(self, data):
         """asyncio: decode MQTT packets and resolve the calls they answer."""
-        self._last_recv = self._loop.time()
+        self._received()
         try:
             packets = self._decoder.feed(data)
         except FrameError as exc:

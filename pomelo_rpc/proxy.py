@@ -29,7 +29,7 @@ class ProxyMethod:
         """Call server ``server_id``; ``"*"`` calls every server of the type (dict of answers)."""
         if server_id == "*":
             return self._client._broadcast(self.message(args), timeout)
-        return self._client.rpc_invoke(server_id, self.message(args), timeout=timeout)
+        return self._client._direct_call(server_id, self.message(args), timeout)
 
     toServer = to_server  # pomelo's name
 

@@ -337,3 +337,20 @@ def test_wire_protocol_hello_ids_and_hostile_bytes(spawn, core):
         _read_frame(sock)
         sock.sendall(_frame([2, 1, "user", "service", "echo", ["alive"]]))
         assert _read_frame(sock) == [3, 1, "alive"]
+
+
+async def test_deadline_wins_over_an_answer_read_after_it(spawn, core):
+    """The loop may read an answer before running a timer that is already due: the
+    call must still fail with its timeout, not succeed late."""
+    srv = spawn("test-1", core=core)
+    cli = make_client(core, [srv])
+    await cli.start()
+    slow = cli.proxies.user.test.service.slow_echo
+    assert await slow(None, "warm", 0) == "warm"
+    for _ in range(5):
+        call = asyncio.ensure_future(slow(None, "late", 0.02, timeout=0.01))
+        await asyncio.sleep(0)      # the request is sent
+        time.sleep(0.1)             # the loop is busy: the answer and the deadline are both due
+        with pytest.raises(RpcTimeoutError):
+            await call
+    await cli.stop()
