@@ -6,7 +6,20 @@ A frame is a 4-byte big-endian body length followed by one msgpack object.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.dict cimport PyDict_Next
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
 
 import msgpack
 
@@ -25,12 +38,338 @@ PING = 5
 PONG = 6
 PROTOCOL_VERSION = 1
 
-cdef object _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+cdef object _msgpack_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 cdef object _unpackb = msgpack.unpackb
 
 
 cdef inline object _unpack(object body):
     return _unpackb(body, raw=False, strict_map_key=False)
+
+
+# The msgpack body codec ---------------------------------------------------------
+# A fast path for the types RPC messages carry (nil, bool, int, float, str, bin,
+# array, map). Anything else -- ext types, nesting deeper than _MAX_DEPTH, malformed
+# or truncated data, a subclass of a built-in type -- is handed to msgpack itself, so
+# the result, the bytes and the errors are exactly those of the pure-Python twin.
+
+cdef enum:
+    _MAX_DEPTH = 512
+
+
+cdef class _Fallback(Exception):
+    pass
+
+
+cdef inline uint16_t _be16(const uint8_t *p) nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+
+cdef inline uint32_t _be32(const uint8_t *p) nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline uint64_t _be64(const uint8_t *p) nogil:
+    return (<uint64_t>_be32(p) << 32) | _be32(p + 4)
+
+
+cdef object _decode_array(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t n,
+                          int depth):
+    cdef list out
+    cdef Py_ssize_t i
+    cdef object item
+    if n > end - pos[0]:          # each item takes at least one byte
+        raise _Fallback()
+    out = PyList_New(n)
+    for i in range(n):
+        item = _decode(p, pos, end, depth)
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return out
+
+
+cdef object _decode_map(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t n,
+                        int depth):
+    cdef dict out = {}
+    cdef Py_ssize_t i
+    if n > (end - pos[0]) // 2:   # each key and each value take at least one byte
+        raise _Fallback()
+    for i in range(n):
+        key = _decode(p, pos, end, depth)
+        out[key] = _decode(p, pos, end, depth)
+    return out
+
+
+cdef inline const uint8_t *_take(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end,
+                                 Py_ssize_t n) except NULL:
+    cdef Py_ssize_t at = pos[0]
+    if n < 0 or end - at < n:
+        raise _Fallback()
+    pos[0] = at + n
+    return p + at
+
+
+cdef object _decode(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int depth):
+    """One msgpack object from ``p[pos:end]``; _Fallback where msgpack must decide."""
+    cdef const uint8_t *q = _take(p, pos, end, 1)
+    cdef uint8_t b = q[0]
+    cdef Py_ssize_t n
+    cdef uint32_t f32
+    cdef uint64_t u64
+    cdef float fv
+    cdef double dv
+    if b <= 0x7f:
+        return <long>b
+    if b >= 0xe0:
+        return <long>(<int8_t>b)
+    if 0xa0 <= b <= 0xbf:
+        n = b & 0x1f
+        return PyUnicode_DecodeUTF8(<const char *>_take(p, pos, end, n), n, NULL)
+    if depth >= _MAX_DEPTH:
+        raise _Fallback()
+    if 0x90 <= b <= 0x9f:
+        return _decode_array(p, pos, end, b & 0x0f, depth + 1)
+    if 0x80 <= b <= 0x8f:
+        return _decode_map(p, pos, end, b & 0x0f, depth + 1)
+    if b == 0xc0:
+        return None
+    if b == 0xc2:
+        return False
+    if b == 0xc3:
+        return True
+    if b == 0xcc:
+        return <long>_take(p, pos, end, 1)[0]
+    if b == 0xcd:
+        return <long>_be16(_take(p, pos, end, 2))
+    if b == 0xce:
+        return <unsigned long long>_be32(_take(p, pos, end, 4))
+    if b == 0xcf:
+        return <unsigned long long>_be64(_take(p, pos, end, 8))
+    if b == 0xd0:
+        return <long>(<int8_t>_take(p, pos, end, 1)[0])
+    if b == 0xd1:
+        return <long>(<int16_t>_be16(_take(p, pos, end, 2)))
+    if b == 0xd2:
+        return <long long>(<int32_t>_be32(_take(p, pos, end, 4)))
+    if b == 0xd3:
+        return <long long>(<int64_t>_be64(_take(p, pos, end, 8)))
+    if b == 0xca:
+        f32 = _be32(_take(p, pos, end, 4))
+        memcpy(&fv, &f32, 4)
+        return <double>fv
+    if b == 0xcb:
+        u64 = _be64(_take(p, pos, end, 8))
+        memcpy(&dv, &u64, 8)
+        return dv
+    if b == 0xd9:
+        n = _take(p, pos, end, 1)[0]
+    elif b == 0xda:
+        n = _be16(_take(p, pos, end, 2))
+    elif b == 0xdb:
+        n = _be32(_take(p, pos, end, 4))
+    elif b == 0xc4:
+        n = _take(p, pos, end, 1)[0]
+        return PyBytes_FromStringAndSize(<const char *>_take(p, pos, end, n), n)
+    elif b == 0xc5:
+        n = _be16(_take(p, pos, end, 2))
+        return PyBytes_FromStringAndSize(<const char *>_take(p, pos, end, n), n)
+    elif b == 0xc6:
+        n = _be32(_take(p, pos, end, 4))
+        return PyBytes_FromStringAndSize(<const char *>_take(p, pos, end, n), n)
+    elif b == 0xdc:
+        return _decode_array(p, pos, end, _be16(_take(p, pos, end, 2)), depth + 1)
+    elif b == 0xdd:
+        return _decode_array(p, pos, end, _be32(_take(p, pos, end, 4)), depth + 1)
+    elif b == 0xde:
+        return _decode_map(p, pos, end, _be16(_take(p, pos, end, 2)), depth + 1)
+    elif b == 0xdf:
+        return _decode_map(p, pos, end, _be32(_take(p, pos, end, 4)), depth + 1)
+    else:
+        raise _Fallback()      # ext types, the never-used 0xc1
+    return PyUnicode_DecodeUTF8(<const char *>_take(p, pos, end, n), n, NULL)
+
+
+cdef object _decode_body(object data, const uint8_t *p, Py_ssize_t start, Py_ssize_t end):
+    """The one msgpack object of ``p[start:end]``; msgpack's own errors as FrameError."""
+    cdef Py_ssize_t pos = start
+    try:
+        obj = _decode(p, &pos, end, 0)
+        if pos == end:
+            return obj
+    except (_Fallback, UnicodeDecodeError, TypeError, MemoryError):
+        pass
+    view = memoryview(data)
+    try:
+        return _unpack(view[start:end])
+    except Exception as exc:
+        raise FrameError(f"frame body is not one msgpack object: {exc}") from None
+    finally:
+        view.release()
+
+
+cdef class _Buffer:
+    """A growable byte buffer the encoder writes into; reused between messages."""
+    cdef char *data
+    cdef Py_ssize_t length
+    cdef Py_ssize_t capacity
+
+    def __cinit__(self):
+        self.capacity = 4096
+        self.data = <char *>malloc(self.capacity)
+        if self.data is NULL:
+            raise MemoryError()
+        self.length = 0
+
+    cdef int reserve(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t want = self.length + n
+        cdef Py_ssize_t cap = self.capacity
+        cdef char *grown
+        if want <= cap:
+            return 0
+        while cap < want:
+            cap *= 2
+        grown = <char *>realloc(self.data, cap)
+        if grown is NULL:
+            raise MemoryError()
+        self.data = grown
+        self.capacity = cap
+        return 0
+
+    cdef void shrink(self):
+        """Give back the memory of a huge message (keep the usual 4 KiB)."""
+        cdef char *small
+        if self.capacity > 1 << 20:
+            small = <char *>realloc(self.data, 4096)
+            if small is not NULL:
+                self.data = small
+                self.capacity = 4096
+
+    def __dealloc__(self):
+        free(self.data)
+
+    cdef inline int put(self, const void *src, Py_ssize_t n) except -1:
+        self.reserve(n)
+        memcpy(self.data + self.length, src, n)
+        self.length += n
+        return 0
+
+    cdef inline int byte(self, uint8_t b) except -1:
+        self.reserve(1)
+        self.data[self.length] = <char>b
+        self.length += 1
+        return 0
+
+    cdef inline int head(self, uint8_t b, uint64_t v, int size) except -1:
+        """Byte ``b`` then ``v`` as a ``size``-byte big-endian number."""
+        cdef int i
+        self.reserve(1 + size)
+        self.data[self.length] = <char>b
+        for i in range(size):
+            self.data[self.length + 1 + i] = <char>((v >> (8 * (size - 1 - i))) & 0xFF)
+        self.length += 1 + size
+        return 0
+
+
+cdef _Buffer _out = _Buffer()
+
+
+cdef int _pack_int(_Buffer buf, object o) except -1:
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(o, &overflow)
+    cdef unsigned long long u
+    if overflow > 0:
+        u = o          # 2**63 .. 2**64-1; larger raises OverflowError -> msgpack decides
+        buf.head(0xcf, u, 8)
+    elif overflow < 0:
+        raise _Fallback()
+    elif v >= 0:
+        if v < 0x80:
+            buf.byte(<uint8_t>v)
+        elif v < 0x100:
+            buf.head(0xcc, v, 1)
+        elif v < 0x10000:
+            buf.head(0xcd, v, 2)
+        elif v < 0x100000000:
+            buf.head(0xce, v, 4)
+        else:
+            buf.head(0xcf, v, 8)
+    elif v >= -32:
+        buf.byte(<uint8_t>(<int8_t>v))
+    elif v >= -128:
+        buf.head(0xd0, <uint8_t>(<int8_t>v), 1)
+    elif v >= -32768:
+        buf.head(0xd1, <uint16_t>(<int16_t>v), 2)
+    elif v >= -2147483648:
+        buf.head(0xd2, <uint32_t>(<int32_t>v), 4)
+    else:
+        buf.head(0xd3, <uint64_t>v, 8)
+    return 0
+
+
+cdef int _pack_sized(_Buffer buf, Py_ssize_t n, uint8_t fix, Py_ssize_t fix_limit,
+                     uint8_t c8, uint8_t c16, uint8_t c32) except -1:
+    """A length header: fix form below ``fix_limit``, else the 8/16/32-bit forms (c8 0: none)."""
+    if n < fix_limit:
+        buf.byte(fix | <uint8_t>n)
+    elif c8 and n < 0x100:
+        buf.head(c8, n, 1)
+    elif n < 0x10000:
+        buf.head(c16, n, 2)
+    elif n <= 0xFFFFFFFF:
+        buf.head(c32, n, 4)
+    else:
+        raise _Fallback()
+    return 0
+
+
+cdef int _pack(_Buffer buf, object o, int depth) except -1:
+    cdef type t = type(o)
+    cdef Py_ssize_t n, i
+    cdef const char *s
+    cdef double d
+    cdef uint64_t u
+    cdef PyObject *k
+    cdef PyObject *v
+    if o is None:
+        return buf.byte(0xc0)
+    if t is bool:
+        return buf.byte(0xc3 if o is True else 0xc2)
+    if t is int:
+        return _pack_int(buf, o)
+    if t is str:
+        s = PyUnicode_AsUTF8AndSize(o, &n)
+        _pack_sized(buf, n, 0xa0, 32, 0xd9, 0xda, 0xdb)
+        return buf.put(s, n)
+    if depth >= _MAX_DEPTH:
+        raise _Fallback()
+    if t is list:
+        n = PyList_GET_SIZE(o)
+        _pack_sized(buf, n, 0x90, 16, 0, 0xdc, 0xdd)
+        for i in range(n):
+            _pack(buf, <object>PyList_GET_ITEM(o, i), depth + 1)
+        return 0
+    if t is dict:
+        n = len(<dict>o)
+        _pack_sized(buf, n, 0x80, 16, 0, 0xde, 0xdf)
+        i = 0
+        while PyDict_Next(o, &i, &k, &v):
+            _pack(buf, <object>k, depth + 1)
+            _pack(buf, <object>v, depth + 1)
+        return 0
+    if t is float:
+        d = PyFloat_AS_DOUBLE(o)
+        memcpy(&u, &d, 8)
+        return buf.head(0xcb, u, 8)
+    if t is bytes:
+        n = PyBytes_GET_SIZE(o)
+        _pack_sized(buf, n, 0, 0, 0xc4, 0xc5, 0xc6)
+        return buf.put(PyBytes_AS_STRING(o), n)
+    if t is tuple:
+        n = PyTuple_GET_SIZE(o)
+        _pack_sized(buf, n, 0x90, 16, 0, 0xdc, 0xdd)
+        for i in range(n):
+            _pack(buf, <object>PyTuple_GET_ITEM(o, i), depth + 1)
+        return 0
+    raise _Fallback()       # subclasses, bytearray, ext types...: msgpack decides
 
 
 cdef class FrameDecoder:
@@ -60,7 +399,6 @@ cdef class FrameDecoder:
         cdef Py_ssize_t n, off = 0, end
         cdef size_t size
         cdef list out = []
-        cdef object view
         cdef bint buffered = len(buf) > 0
         if buffered:
             buf += data
@@ -69,7 +407,6 @@ cdef class FrameDecoder:
         try:
             p = <const unsigned char *>pybuf.buf
             n = pybuf.len
-            view = None
             while n - off >= _HDR:
                 size = ((<size_t>p[off] << 24) | (<size_t>p[off + 1] << 16)
                         | (<size_t>p[off + 2] << 8) | <size_t>p[off + 3])
@@ -78,16 +415,9 @@ cdef class FrameDecoder:
                 end = off + _HDR + <Py_ssize_t>size
                 if end > n:
                     break
-                if view is None:
-                    view = memoryview(data)
-                try:
-                    out.append(_unpack(view[off + _HDR:end]))
-                except Exception as exc:
-                    raise FrameError(f"frame body is not one msgpack object: {exc}") from None
+                out.append(_decode_body(data, p, off + _HDR, end))
                 off = end
         finally:
-            if view is not None:
-                view.release()
             PyBuffer_Release(&pybuf)
         if off == n:
             if buffered:
@@ -99,9 +429,8 @@ cdef class FrameDecoder:
         return out
 
 
-cpdef bytes encode(object message):
-    """Encode one message (a list) as a frame."""
-    cdef bytes body = _pack(message)
+cdef bytes _encode_with_msgpack(object message):
+    cdef bytes body = _msgpack_pack(message)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
     if n > 0xFFFFFFFF:
         raise FrameError(f"message of {n} bytes does not fit in a frame")
@@ -113,6 +442,32 @@ cpdef bytes encode(object message):
     p[3] = n & 0xFF
     memcpy(p + _HDR, PyBytes_AS_STRING(body), n)
     return out
+
+
+cpdef bytes encode(object message):
+    """Encode one message (a list) as a frame."""
+    cdef _Buffer buf = _out
+    cdef Py_ssize_t n
+    cdef unsigned char *p
+    cdef bytes frame
+    buf.length = _HDR
+    try:
+        _pack(buf, message, 0)
+    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
+        buf.shrink()
+        return _encode_with_msgpack(message)
+    n = buf.length - _HDR
+    if n > 0xFFFFFFFF:
+        buf.shrink()
+        raise FrameError(f"message of {n} bytes does not fit in a frame")
+    p = <unsigned char *>buf.data
+    p[0] = (n >> 24) & 0xFF
+    p[1] = (n >> 16) & 0xFF
+    p[2] = (n >> 8) & 0xFF
+    p[3] = n & 0xFF
+    frame = PyBytes_FromStringAndSize(buf.data, buf.length)
+    buf.shrink()
+    return frame
 
 
 def encode_request(rid, method_id, args):

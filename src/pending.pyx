@@ -6,20 +6,24 @@ Deadlines are grouped in slots of ``resolution`` seconds so that expiry needs on
 timer per slot, not one per call; an entry answered, discarded or expired is gone.
 """
 
+cimport cython
+
 from heapq import heappush, heappop
 
 cdef Py_ssize_t _ID_LIMIT = 0x7FFFFFFF
 
 
+@cython.freelist(1024)
+@cython.final
 cdef class _Entry:
     cdef object future
     cdef object info
-    cdef object slot
+    cdef dict ids        # the deadline slot holding this entry, or None
 
-    def __cinit__(self, future, info, slot):
+    def __cinit__(self, future, info, ids):
         self.future = future
         self.info = info
-        self.slot = slot
+        self.ids = ids
 
 
 cdef class PendingTable:
@@ -30,6 +34,11 @@ cdef class PendingTable:
     cdef list _heap
     cdef Py_ssize_t _next_id
     cdef double _res
+    # the slot of the last deadline added, and the deadlines (lo, hi] it holds: most
+    # calls share one timeout, so most adds land in the slot of the one before
+    cdef dict _last_ids
+    cdef double _last_lo
+    cdef double _last_hi
 
     def __cinit__(self, double resolution=0.005):
         self._entries = {}
@@ -37,6 +46,7 @@ cdef class PendingTable:
         self._heap = []
         self._next_id = 0
         self._res = resolution
+        self._last_ids = None
 
     def __len__(self):
         return len(self._entries)
@@ -53,53 +63,62 @@ cdef class PendingTable:
         """Register ``future``; return its request id. ``deadline`` is a loop time or None."""
         cdef dict entries = self._entries
         cdef Py_ssize_t rid = self._next_id
-        cdef object slot = None
-        cdef dict ids
+        cdef object slot
+        cdef dict ids = None
+        cdef double d
         while rid in entries:
             rid = (rid + 1) & _ID_LIMIT
         self._next_id = (rid + 1) & _ID_LIMIT
         if deadline is not None:
-            # a Python int, as in the twin: NaN/inf raise, huge deadlines stay huge
-            slot = int(<double>deadline / self._res) + 1
-            if (slot - 1) * self._res >= deadline:
-                slot -= 1
-            ids = self._slots.get(slot)
-            if ids is None:
-                ids = {}
-                self._slots[slot] = ids
-                heappush(self._heap, slot)
+            d = deadline
+            if self._last_ids is not None and self._last_lo < d <= self._last_hi:
+                ids = self._last_ids
+            else:
+                # a Python int, as in the twin: NaN/inf raise, huge deadlines stay huge
+                slot = int(d / self._res) + 1
+                if (slot - 1) * self._res >= deadline:
+                    slot -= 1
+                ids = self._slots.get(slot)
+                if ids is None:
+                    ids = {}
+                    self._slots[slot] = ids
+                    heappush(self._heap, slot)
+                self._last_ids = ids
+                self._last_lo = (slot - 1) * self._res
+                self._last_hi = slot * self._res
             ids[rid] = None
-        entries[rid] = _Entry(future, info, slot)
+        entries[rid] = _Entry(future, info, ids)
         return rid
+
+    cdef inline _Entry _take(self, object rid):
+        cdef _Entry entry = self._entries.pop(rid, None)
+        if entry is not None and entry.ids is not None:
+            entry.ids.pop(rid, None)
+        return entry
 
     cpdef object pop(self, object rid):
         """Remove ``rid``; return ``(future, info)``, or None if it is unknown or gone."""
-        cdef _Entry entry = self._entries.pop(rid, None)
-        cdef dict ids
+        cdef _Entry entry = self._take(rid)
         if entry is None:
             return None
-        if entry.slot is not None:
-            ids = self._slots.get(entry.slot)
-            if ids is not None:
-                ids.pop(rid, None)
         return (entry.future, entry.info)
 
     cpdef bint resolve(self, object rid, object value) except -1:
         """Set the result of call ``rid``; False if it is unknown or already gone."""
-        cdef tuple entry = self.pop(rid)
+        cdef _Entry entry = self._take(rid)
         if entry is None:
             return False
-        fut = entry[0]
+        fut = entry.future
         if not fut.done():
             fut.set_result(value)
         return True
 
     cpdef bint reject(self, object rid, object exc) except -1:
         """Set ``exc`` on call ``rid``; False if it is unknown or already gone."""
-        cdef tuple entry = self.pop(rid)
+        cdef _Entry entry = self._take(rid)
         if entry is None:
             return False
-        fut = entry[0]
+        fut = entry.future
         if not fut.done():
             fut.set_exception(exc)
         return True
@@ -124,6 +143,8 @@ cdef class PendingTable:
         cdef _Entry entry
         while heap and <double>heap[0] * res <= now:
             ids = slots.pop(heappop(heap), None)
+            if ids is self._last_ids:
+                self._last_ids = None
             if ids:
                 for rid in ids:
                     entry = entries.pop(rid)
@@ -137,4 +158,5 @@ cdef class PendingTable:
         self._entries.clear()
         self._slots.clear()
         del self._heap[:]
+        self._last_ids = None
         return out

@@ -14,11 +14,15 @@ class PendingTable:
     """Calls awaiting their response: ``add`` gives the id, ``pop`` or ``expire`` ends it."""
 
     def __init__(self, resolution=0.005):
-        self._entries = {}   # rid -> [future, info, slot]
+        self._entries = {}   # rid -> [future, info, the slot's ids dict or None]
         self._slots = {}     # slot -> {rid: None}; an empty slot stays until it expires
         self._heap = []      # slots, each pushed once
         self._next_id = 0
         self._res = resolution
+        # the slot of the last deadline added, and the deadlines (lo, hi] it holds: most
+        # calls share one timeout, so most adds land in the slot of the one before
+        self._last_ids = None
+        self._last_lo = self._last_hi = 0.0
 
     def __len__(self):
         return len(self._entries)
@@ -39,7 +43,10 @@ class PendingTable:
             rid = (rid + 1) & _ID_LIMIT
         self._next_id = (rid + 1) & _ID_LIMIT
         if deadline is None:
-            slot = None
+            ids = None
+        elif self._last_ids is not None and self._last_lo < deadline <= self._last_hi:
+            ids = self._last_ids
+            ids[rid] = None
         else:
             # the first slot whose time (slot * resolution) is not before the deadline;
             # expire and next_deadline compare that same float, so rounding cannot
@@ -51,8 +58,11 @@ class PendingTable:
             if ids is None:
                 ids = self._slots[slot] = {}
                 heapq.heappush(self._heap, slot)
+            self._last_ids = ids
+            self._last_lo = (slot - 1) * self._res
+            self._last_hi = slot * self._res
             ids[rid] = None
-        entries[rid] = [future, info, slot]
+        entries[rid] = [future, info, ids]
         return rid
 
     def pop(self, rid):
@@ -60,11 +70,8 @@ class PendingTable:
         entry = self._entries.pop(rid, None)
         if entry is None:
             return None
-        slot = entry[2]
-        if slot is not None:
-            ids = self._slots.get(slot)
-            if ids is not None:
-                ids.pop(rid, None)
+        if entry[2] is not None:
+            entry[2].pop(rid, None)
         return entry[0], entry[1]
 
     def resolve(self, rid, value):
@@ -105,6 +112,8 @@ class PendingTable:
         entries = self._entries
         while heap and heap[0] * res <= now:
             ids = slots.pop(heapq.heappop(heap), None)
+            if ids is self._last_ids:
+                self._last_ids = None
             if ids:
                 for rid in ids:
                     entry = entries.pop(rid)
@@ -117,4 +126,5 @@ class PendingTable:
         self._entries.clear()
         self._slots.clear()
         self._heap.clear()
+        self._last_ids = None
         return out
