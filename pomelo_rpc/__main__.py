@@ -1,18 +1,21 @@
 """Command line: ``python -m pomelo_rpc {serve,demo,bench}`` (also ``pomelo-rpc``)."""
 
+from __future__ import annotations
+
 import argparse
 import asyncio
 import json
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 
 import pomelo_rpc
 from pomelo_rpc import server
 from pomelo_rpc.options import SERVER_DEFAULTS
 
 
-async def _serve(args):
+async def _serve(args: argparse.Namespace) -> None:
     paths = []
     for spec in args.remote:
         namespace, _, path = spec.partition("=")
@@ -34,7 +37,7 @@ async def _serve(args):
     await gw.stop()
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pomelo_rpc`` and the ``pomelo-rpc`` script."""
     parser = argparse.ArgumentParser(prog="pomelo-rpc", description=pomelo_rpc.__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
@@ -54,7 +57,7 @@ def main(argv=None):
                    help="seconds SIGTERM waits for calls in flight before failing them")
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
-    p.add_argument("--calls", type=int, default=2000, help="calls in the throughput run")
+    p.add_argument("--calls", type=int, default=10000, help="calls in each throughput run")
 
     p = sub.add_parser("bench", help="end-to-end benchmark beside a raw uvloop echo")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each cell")
