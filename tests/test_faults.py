@@ -80,8 +80,10 @@ async def test_kill_mid_traffic_fails_every_call_at_once_then_reconnects(spawn, 
     for started, ended, result in after_kill:
         assert isinstance(result, ConnectionLostError), result
         assert not isinstance(result, RpcTimeoutError)
-    # every call in flight at the kill failed within a fraction of a second
-    assert max(o[1] for o in in_flight) - killed_at < 0.5
+    # every call in flight at the kill failed at once: within 2 s (the kill itself
+    # blocks this loop until the process is reaped, which takes long on a busy
+    # machine), where their timeout is 30 s
+    assert max(o[1] for o in in_flight) - killed_at < 2.0
     assert cli.in_flight("test-1") == 0
 
     srv2 = spawn("test-1", core=core, port=srv.port)
