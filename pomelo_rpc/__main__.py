@@ -25,7 +25,8 @@ async def _serve(args: argparse.Namespace) -> None:
     context = {"server_id": args.server_id, "server_type": args.server_type}
     gw = server.create(paths=paths, host=args.host, port=args.port, context=context,
                        transport=args.transport, pkg_size=args.pkg_size,
-                       stop_grace=args.stop_grace)
+                       stop_grace=args.stop_grace, reload_remotes=args.reload_remotes,
+                       reload_interval=args.reload_interval, rpc_debug_log=args.rpc_debug_log)
     await gw.start()
     print(json.dumps({"event": "listening", "port": gw.port, "server_id": args.server_id,
                       "implementation": gw.core.name}), flush=True)
@@ -55,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="largest request frame accepted, in bytes")
     p.add_argument("--stop-grace", type=float, default=SERVER_DEFAULTS["stop_grace"],
                    help="seconds SIGTERM waits for calls in flight before failing them")
+    p.add_argument("--reload-remotes", action="store_true",
+                   help="reload a service when its file changes (polled)")
+    p.add_argument("--reload-interval", type=float, default=SERVER_DEFAULTS["reload_interval"],
+                   help="seconds between two polls of the service files")
+    p.add_argument("--rpc-debug-log", action="store_true",
+                   help="log each call with its trace id on pomelo_rpc.trace (with -v)")
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
     p.add_argument("--calls", type=int, default=10000, help="calls in each throughput run")

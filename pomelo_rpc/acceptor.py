@@ -1,12 +1,20 @@
 """The native acceptor: a TCP listener whose connections decode requests, dispatch
 them and send the responses back, coalescing the writes of one loop turn."""
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import socket
 import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import FrameError
+from .tracing import context_id, traced_dispatch
+
+if TYPE_CHECKING:
+    from .core import Core, DispatcherLike, FrameDecoderLike, MqttDecoderLike
 
 log = logging.getLogger("pomelo_rpc.acceptor")
 
@@ -15,7 +23,7 @@ log = logging.getLogger("pomelo_rpc.acceptor")
 LISTEN_BACKLOG = 4096
 
 
-def set_nodelay(transport):
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
     """Turn Nagle's algorithm off on the transport's socket (no 40 ms stalls)."""
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -25,7 +33,7 @@ def set_nodelay(transport):
             pass
 
 
-def describe_error(exc):
+def describe_error(exc: BaseException) -> tuple[str, str, str]:
     """``(type_name, message, stack)`` of an exception, as sent to the caller."""
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return type(exc).__name__, str(exc), stack
@@ -40,35 +48,51 @@ class ServerConnection(asyncio.Protocol):
     exc)`` (each returns the bytes of one answer), and ``_is_ping(msg)``.
     """
 
-    def __init__(self, acceptor):
+    def __init__(self, acceptor: BaseAcceptor) -> None:
         self._acceptor = acceptor
         dispatch = acceptor.core.dispatch
-        self._dispatch = acceptor.dispatcher.dispatch
+        self._dispatch: Callable[[object], tuple[int, int, Any]] = acceptor.dispatcher.dispatch
         self._done_state = dispatch.DONE
         self._pending_state = dispatch.PENDING
-        self._decoder = None          # the transport's decoder: ``buffered`` is read here
-        self._transport = None
-        self._out = []
+        # rpc_debug_log: requests carry their caller's trace id; log them and their answers
+        self._tracing = bool(acceptor.opts.get("rpc_debug_log"))
+        if self._tracing:
+            self._dispatch = traced_dispatch(
+                acceptor.dispatcher, context_id(acceptor.opts.get("context"), "server"),
+                dispatch.DONE, dispatch.PENDING)
+        # the transport's decoder: ``buffered`` is read here
+        self._decoder: FrameDecoderLike | MqttDecoderLike | None = None
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
         self._flush_scheduled = False
-        self._tasks = set()
-        self._peer = None
-        self._stopping = None         # the stop grace, once drain_and_close has begun
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._peer: Any = None        # the transport's peername (its type depends on the family)
+        self._stopping: float | None = None  # the stop grace, once drain_and_close has begun
         self._refused = 0             # requests received after the stop began, not run
         self._reading_paused = False
         self._eof_sent = False
         self._aborted = False
-        self.closed = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    if TYPE_CHECKING:
+        # provided by each transport's subclass (see the class docstring); ``rid`` is the
+        # native protocol's int, or whatever JSON id an mqtt client sent
+        def _encode_result(self, rid: Any, result: Any) -> bytes: ...
+        def _encode_failure(self, rid: Any, exc: BaseException) -> bytes: ...
+        def _is_ping(self, msg: Any) -> bool: ...
+        def _respond_pong(self) -> None: ...
 
     # asyncio callbacks -------------------------------------------------
 
-    def connection_made(self, transport):
+    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """asyncio: a client connected; TCP_NODELAY on."""
         self._transport = transport
         self._peer = transport.get_extra_info("peername")
         set_nodelay(transport)
         self._acceptor.connections.add(self)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
         self._acceptor.connections.discard(self)
         if self._decoder is not None and self._decoder.buffered and not self._aborted:
@@ -85,14 +109,14 @@ class ServerConnection(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         """asyncio: the peer does not read its answers; stop reading its requests until
         it does, so that a stuck or hostile client cannot grow the write buffer forever."""
         if self._transport is not None and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         """asyncio: the answers drained; read requests again."""
         if self._transport is not None and self._reading_paused:
             self._reading_paused = False
@@ -100,7 +124,7 @@ class ServerConnection(asyncio.Protocol):
 
     # requests and answers ------------------------------------------------
 
-    def _answer(self, rid, state, outcome):
+    def _answer(self, rid: Any, state: int, outcome: Any) -> None:
         """Queue the answer to call ``rid`` from the dispatcher's ``(state, outcome)``;
         a coroutine's answer goes out when it finishes."""
         if state == self._done_state:
@@ -112,7 +136,7 @@ class ServerConnection(asyncio.Protocol):
         else:
             self._respond(self._encode_failure(rid, outcome))
 
-    def _task_done(self, rid, task):
+    def _task_done(self, rid: Any, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if self._transport is None:
             return
@@ -124,7 +148,8 @@ class ServerConnection(asyncio.Protocol):
                 reason = "the call was cancelled"
             answer = self._encode_failure(rid, asyncio.CancelledError(reason))
         elif task.exception() is not None:
-            answer = self._encode_failure(rid, task.exception())
+            # not None: checked just above (mypy does not narrow a call's result)
+            answer = self._encode_failure(rid, task.exception())  # type: ignore[arg-type]
         else:
             answer = self._encode_result(rid, task.result())
         self._respond(answer)
@@ -135,11 +160,11 @@ class ServerConnection(asyncio.Protocol):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _respond(self, data):
+    def _respond(self, data: bytes) -> None:
         """Queue an answer for the next write."""
         self._out.append(data)
 
-    def _flush(self):
+    def _flush(self) -> None:
         """Write every queued answer in one write."""
         self._flush_scheduled = False
         out = self._out
@@ -147,18 +172,18 @@ class ServerConnection(asyncio.Protocol):
             self._transport.write(b"".join(out) if len(out) > 1 else out[0])
         out.clear()
 
-    def _log_failure(self, rid, exc):
+    def _log_failure(self, rid: Any, exc: BaseException) -> None:
         log.debug("remote call %s failed: %r", rid, exc)
 
     # closing -----------------------------------------------------------
 
-    def _abort(self, exc):
+    def _abort(self, exc: BaseException) -> None:
         log.warning("closing connection from %s: %s", self._peer, exc)
         self._aborted = True
         if self._transport is not None:
             self._transport.abort()
 
-    def _refuse(self, msgs):
+    def _refuse(self, msgs: list[Any]) -> None:
         """While stopping: answer pings, do not run new requests (their callers see
         the connection close, which a fail mode may retry elsewhere)."""
         for msg in msgs:
@@ -168,10 +193,10 @@ class ServerConnection(asyncio.Protocol):
                 self._refused += 1
         self._flush()
 
-    def _before_close(self):
+    def _before_close(self) -> None:
         """Hook: send what the transport still holds (e.g. a batch) before the close."""
 
-    async def drain_and_close(self, grace):
+    async def drain_and_close(self, grace: float) -> None:
         """Stop: answer the calls already received, then close.
 
         Calls still running after ``grace`` s are cancelled and answered with an
@@ -213,7 +238,9 @@ class ServerConnection(asyncio.Protocol):
 class _NativeConnection(ServerConnection):
     """One client connection of the native acceptor."""
 
-    def __init__(self, acceptor):
+    _decoder: FrameDecoderLike
+
+    def __init__(self, acceptor: BaseAcceptor) -> None:
         super().__init__(acceptor)
         frames = acceptor.core.frames
         self._frames = frames
@@ -221,12 +248,22 @@ class _NativeConnection(ServerConnection):
         self._ping = frames.PING
         self._pong = frames.PONG_FRAME
 
-    def connection_made(self, transport):
+    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """asyncio: a client connected; send the method table (HELLO)."""
         super().connection_made(transport)
         transport.write(self._frames.encode_hello(self._acceptor.dispatcher.table))
 
-    def data_received(self, data):
+    def send_hello(self, frame: bytes) -> None:
+        """Send a new HELLO (the method table grew: ``reload_remotes``), after the
+        answers already queued; the client takes the new ids from it."""
+        if self._transport is None or self._eof_sent:
+            return
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush()
+
+    def data_received(self, data: bytes) -> None:
         """asyncio: decode frames, run the requests, write the answers ready now at once."""
         try:
             msgs = self._decoder.feed(data)
@@ -251,19 +288,19 @@ class _NativeConnection(ServerConnection):
         if self._out and not self._flush_scheduled:
             self._flush()
 
-    def _is_ping(self, msg):
+    def _is_ping(self, msg: Any) -> bool:
         return type(msg) is list and len(msg) == 1 and msg[0] == self._ping
 
-    def _respond_pong(self):
+    def _respond_pong(self) -> None:
         self._out.append(self._pong)
 
-    def _encode_result(self, rid, result):
+    def _encode_result(self, rid: Any, result: Any) -> bytes:
         try:
             return self._frames.encode_response(rid, result)
         except Exception as exc:  # the result cannot be packed
             return self._encode_failure(rid, TypeError(f"result cannot be serialized: {exc}"))
 
-    def _encode_failure(self, rid, exc):
+    def _encode_failure(self, rid: Any, exc: BaseException) -> bytes:
         self._log_failure(rid, exc)
         type_name, message, stack = describe_error(exc)
         return self._frames.encode_error(rid, type_name, message, stack)
@@ -272,35 +309,40 @@ class _NativeConnection(ServerConnection):
 class BaseAcceptor:
     """Listens on a TCP port; each connection is a ``connection_class(self)``."""
 
-    connection_class = None
+    # set by each transport's acceptor (None here: BaseAcceptor is not used as it is)
+    connection_class: type[ServerConnection] = None  # type: ignore[assignment]
     name = "acceptor"
 
-    def __init__(self, opts, dispatcher, core):
+    def __init__(self, opts: dict[str, Any], dispatcher: DispatcherLike, core: Core) -> None:
         self.dispatcher = dispatcher
         self.core = core
         self.opts = opts
-        self.pkg_size = opts["pkg_size"]
-        self.connections = set()
+        self.pkg_size: int = opts["pkg_size"]
+        self.connections: set[ServerConnection] = set()
         self.accepted = 0          # connections accepted since listen
-        self._server = None
+        self._server: asyncio.Server | None = None
 
     @property
-    def port(self):
+    def port(self) -> int | None:
         """The bound port (after ``listen``)."""
         return self._server.sockets[0].getsockname()[1] if self._server else None
 
-    def _new_connection(self):
+    def _new_connection(self) -> ServerConnection:
         self.accepted += 1
         return self.connection_class(self)
 
-    async def listen(self, host, port):
+    def methods_changed(self) -> None:
+        """The dispatcher's methods were replaced (``reload_remotes``) and new method
+        ids were given: tell the connected clients, if the protocol has a way to."""
+
+    async def listen(self, host: str, port: int) -> None:
         """Start listening."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._new_connection, host, port,
                                                 reuse_address=True, backlog=LISTEN_BACKLOG)
         log.info("%s listening on %s:%s", self.name, host, self.port)
 
-    async def close(self, grace=5.0):
+    async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, answer the calls already received (up to ``grace`` s), close."""
         if self._server is None:
             return
@@ -317,3 +359,10 @@ class NativeAcceptor(BaseAcceptor):
 
     connection_class = _NativeConnection
     name = "native acceptor"
+
+    def methods_changed(self) -> None:
+        """Send the new method table (HELLO) to every connected client."""
+        frame = self.core.frames.encode_hello(self.dispatcher.table)
+        for conn in list(self.connections):
+            if isinstance(conn, _NativeConnection):
+                conn.send_hello(frame)

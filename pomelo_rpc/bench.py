@@ -4,6 +4,9 @@ Client and servers are separate processes on loopback. Every cell runs for a fix
 time; ratios compare cells of the same run only (the machine is shared and noisy).
 """
 
+from __future__ import annotations
+
+import argparse
 import asyncio
 import json
 import os
@@ -13,18 +16,24 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgpack
 
 import pomelo_rpc
 from pomelo_rpc import client
 
+if TYPE_CHECKING:
+    #: ``(call(payload) -> awaitable answer, close() -> None or an awaitable)`` of one cell
+    Caller = tuple[Callable[[Any], Awaitable[Any]], Callable[[], "Awaitable[None] | None"]]
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMOTE = os.path.join(HERE, "bench_remote")
 _HDR = struct.Struct(">I")
 
 
-def payload_of(size):
+def payload_of(size: int) -> dict[str, Any]:
     """The benchmark payload: ``{"a": "run", "b": "x" * size, "time": t}``."""
     return {"a": "run", "b": "x" * size, "time": time.time()}
 
@@ -34,11 +43,12 @@ def payload_of(size):
 class _RawEchoServer(asyncio.Protocol):
     """Length-prefixed msgpack ``[id, payload]``: decode, re-encode, one write per call."""
 
-    def connection_made(self, transport):
+    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         self.buf = b""
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         buf = self.buf + data
         off = 0
         n = len(buf)
@@ -54,15 +64,16 @@ class _RawEchoServer(asyncio.Protocol):
 
 
 class _RawEchoClient(asyncio.Protocol):
-    def __init__(self):
+    def __init__(self) -> None:
         self.buf = b""
-        self.waiting = {}
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.next_id = 0
 
-    def connection_made(self, transport):
+    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         buf = self.buf + data
         off = 0
         n = len(buf)
@@ -75,17 +86,17 @@ class _RawEchoClient(asyncio.Protocol):
             off += 4 + size
         self.buf = buf[off:]
 
-    def call(self, payload):
+    def call(self, payload: Any) -> asyncio.Future[Any]:
         rid = self.next_id
         self.next_id += 1
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[rid] = fut
         out = msgpack.packb([rid, payload])
         self.transport.write(_HDR.pack(len(out)) + out)
         return fut
 
 
-async def _raw_server_main(port_out):
+async def _raw_server_main(port_out: TextIO) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_RawEchoServer, "127.0.0.1", 0)
     print(json.dumps({"event": "listening", "port": server.sockets[0].getsockname()[1]}),
@@ -97,33 +108,34 @@ async def _raw_server_main(port_out):
 
 # processes -------------------------------------------------------------------
 
-def _env():
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def _start(cmd):
+def _start(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env())
-    line = proc.stdout.readline()
+    line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: not None
     if not line:
         raise RuntimeError(f"benchmark process failed to start: {cmd}")
     return proc, json.loads(line)["port"]
 
 
-def start_raw_server():
+def start_raw_server() -> tuple[subprocess.Popen[str], int]:
     """Start the raw uvloop echo server process; return (process, port)."""
     return _start([sys.executable, "-m", "pomelo_rpc.bench", "raw-server"])
 
 
-def start_rpc_server(server_id, transport="native"):
+def start_rpc_server(server_id: str,
+                     transport: str = "native") -> tuple[subprocess.Popen[str], int]:
     """Start a ``python -m pomelo_rpc serve`` process with the bench service."""
     return _start([sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", server_id,
                    "--server-type", "bench", "--transport", transport,
                    "--remote", f"user={REMOTE}"])
 
 
-def stop_all(procs):
+def stop_all(procs: Sequence[subprocess.Popen[str]]) -> None:
     """SIGTERM every process, then wait (kill after 10 s)."""
     for p in procs:
         if p.poll() is None:
@@ -137,15 +149,16 @@ def stop_all(procs):
 
 # measuring -------------------------------------------------------------------
 
-async def measure(call, concurrency, seconds, size):
+async def measure(call: Callable[[Any], Awaitable[Any]], concurrency: int, seconds: float,
+                  size: int) -> dict[str, float]:
     """Keep ``concurrency`` calls in flight for ``seconds``; return calls/s, p50, p99 (µs)."""
-    latencies = []
+    latencies: list[float] = []
     payload = payload_of(size)
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + seconds
     clock = time.perf_counter
 
-    async def worker():
+    async def worker() -> None:
         while loop.time() < stop_at:
             t0 = clock()
             await call(payload)
@@ -161,13 +174,14 @@ async def measure(call, concurrency, seconds, size):
             "calls": len(latencies)}
 
 
-async def _raw_caller(port):
+async def _raw_caller(port: int) -> Caller:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(_RawEchoClient, "127.0.0.1", port)
     return proto.call, proto.transport.close
 
 
-async def _rpc_caller(ports, transport, core=None, routed=False):
+async def _rpc_caller(ports: Sequence[int], transport: str, core: str | None = None,
+                      routed: bool = False) -> Caller:
     cli = client.create(transport=transport, timeout=30, core=core)
     cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
     cli.add_servers([{"id": f"bench-{i}", "server_type": "bench", "port": port}
@@ -182,12 +196,13 @@ async def _rpc_caller(ports, transport, core=None, routed=False):
     else:
         call = lambda payload: echo.to_server("bench-0", payload)  # noqa: E731
 
-    def close():
+    def close() -> asyncio.Future[None]:
         return asyncio.ensure_future(cli.stop())
     return call, close
 
 
-async def run_cell(kind, ports, concurrency, size, seconds, transport="native", core=None):
+async def run_cell(kind: str, ports: Sequence[int], concurrency: int, size: int, seconds: float,
+                   transport: str = "native", core: str | None = None) -> dict[str, float]:
     """One measurement: ``kind`` is "raw", "rpc" or "rpc-routed"."""
     if kind == "raw":
         call, close = await _raw_caller(ports[0])
@@ -201,14 +216,15 @@ async def run_cell(kind, ports, concurrency, size, seconds, transport="native", 
     return result
 
 
-def _client_process(args):
+def _client_process(args: list[Any]) -> None:
     """Run one cell in a child process (for the several-clients row); print its JSON."""
     kind, ports, conc, size, seconds, transport = args
     result = pomelo_rpc.run(run_cell(kind, ports, conc, size, seconds, transport))
     print(json.dumps(result), flush=True)
 
 
-def multi_client(kind, ports, clients, concurrency, size, seconds, transport="native"):
+def multi_client(kind: str, ports: list[int], clients: int, concurrency: int, size: int,
+                 seconds: float, transport: str = "native") -> dict[str, float]:
     """``clients`` client processes at once against ``ports``; summed calls/s, worst p50/p99."""
     spec = json.dumps([kind, ports, concurrency, size, seconds, transport])
     procs = [subprocess.Popen([sys.executable, "-m", "pomelo_rpc.bench", "client", spec],
@@ -223,14 +239,15 @@ def multi_client(kind, ports, clients, concurrency, size, seconds, transport="na
 
 # the matrix --------------------------------------------------------------------
 
-async def run_matrix(seconds, transports, clients, routed_servers):
+async def run_matrix(seconds: float, transports: list[str], clients: int,
+                     routed_servers: int) -> list[dict[str, Any]]:
     """Every row of the benchmark; returns a list of dicts."""
-    rows = []
-    procs = []
+    rows: list[dict[str, Any]] = []
+    procs: list[subprocess.Popen[str]] = []
     try:
         raw_proc, raw_port = start_raw_server()
         procs.append(raw_proc)
-        servers = {}
+        servers: dict[str, int] = {}
         for transport in transports:
             proc, port = start_rpc_server(f"bench-{transport}", transport)
             procs.append(proc)
@@ -254,7 +271,7 @@ async def run_matrix(seconds, transports, clients, routed_servers):
             rows.append({"system": f"pomelo_rpc native, {clients} client processes",
                          "transport": "native", "concurrency": 100 * clients, "size": 10, **r})
         if routed_servers > 1:
-            ports = []
+            ports: list[int] = []
             for i in range(routed_servers):
                 proc, port = start_rpc_server(f"routed-{i}")
                 procs.append(proc)
@@ -267,15 +284,15 @@ async def run_matrix(seconds, transports, clients, routed_servers):
     return rows
 
 
-def ratios(rows):
+def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The ratios the targets are stated in, from rows of one run."""
-    def find(system, conc, size):
+    def find(system: str, conc: int, size: int) -> dict[str, Any] | None:
         for r in rows:
             if r["system"] == system and r["concurrency"] == conc and r["size"] == size:
                 return r
         return None
 
-    out = {}
+    out: dict[str, float] = {}
     for transport in sorted({r["transport"] for r in rows} - {"raw"}):
         name = f"pomelo_rpc {transport}"
         for conc, size in ((100, 10), (100, 1000)):
@@ -289,7 +306,8 @@ def ratios(rows):
     return out
 
 
-def print_table(rows, ratio_map, out=sys.stdout):
+def print_table(rows: list[dict[str, Any]], ratio_map: dict[str, float],
+                out: TextIO = sys.stdout) -> None:
     """Human-readable table of rows and ratios."""
     print(f"pomelo_rpc {pomelo_rpc.__version__} bench: {pomelo_rpc.IMPLEMENTATION} core, "
           f"{os.cpu_count()} cores, python {sys.version.split()[0]}", file=out)
@@ -303,7 +321,7 @@ def print_table(rows, ratio_map, out=sys.stdout):
         print(f"  {name:<52} {value:6.2f}x", file=out)
 
 
-def plot(rows, path):
+def plot(rows: list[dict[str, Any]], path: str) -> None:
     """Write a bar chart of calls/s per row to ``path`` (needs matplotlib)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -320,7 +338,7 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     """Run the benchmark matrix and print it (``--json`` for machines, ``--plot`` for a PNG)."""
     from pomelo_rpc.station import _MAILBOXES
     transports = [t for t in args.transports.split(",") if t]

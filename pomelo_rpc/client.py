@@ -7,8 +7,12 @@
     await cli.proxies.user.test.service.echo(session, "hello")
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import core as _core
 from . import remotes
@@ -19,12 +23,29 @@ from .proxy import BroadcastError, ProxyNode, add_to_tree
 from .router import make_router
 from .station import MailStation
 
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    #: ``f(server_id, msg)``, sync or async; see ``RpcClient.before``
+    BeforeFilter = Callable[[str, dict[str, Any]], Any]
+    #: ``f(server_id, msg, result, error)``, sync or async; see ``RpcClient.after``
+    AfterFilter = Callable[[str, dict[str, Any], Any, "Exception | None"], Any]
+    #: ``handler(error, server_id, msg)``, sync or async
+    ErrorHandler = Callable[[Exception, str, dict[str, Any]], Any]
+
+    class BeforeFilterObject(Protocol):
+        def before(self, server_id: str, msg: dict[str, Any], /) -> Any: ...
+
+    class AfterFilterObject(Protocol):
+        def after(self, server_id: str, msg: dict[str, Any], result: Any,
+                  error: Exception | None, /) -> Any: ...
+
 log = logging.getLogger("pomelo_rpc.client")
 
 __all__ = ["create", "RpcClient"]
 
 
-def normalize_message(msg):
+def normalize_message(msg: dict[str, Any]) -> dict[str, Any]:
     """A call message with snake_case keys; pomelo's ``serverType`` accepted."""
     if "server_type" not in msg and "serverType" in msg:
         msg = dict(msg)
@@ -39,7 +60,7 @@ def normalize_message(msg):
     return msg
 
 
-async def _maybe_await(value):
+async def _maybe_await(value: object) -> Any:
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
         return await value
     return value
@@ -48,19 +69,19 @@ async def _maybe_await(value):
 class RpcClient:
     """Routes calls to remote servers through their mailboxes."""
 
-    def __init__(self, opts):
+    def __init__(self, opts: dict[str, Any]) -> None:
         self.opts = opts
         self.core = _core.select(opts["core"])
-        self.context = opts["context"]
-        self.route_context = opts["route_context"]
+        self.context: Any = opts["context"]
+        self.route_context: Any = opts["route_context"]
         self.proxies = ProxyNode([])
         self._station = MailStation(opts, self.core)
         self._route = make_router(self, opts["router"], opts["router_type"])
-        self._timeout = opts["timeout"]
+        self._timeout: float = opts["timeout"]
         self._started = False
-        self._before = []
-        self._after = []
-        self._error_handler = None
+        self._before: list[BeforeFilter] = []
+        self._after: list[AfterFilter] = []
+        self._error_handler: ErrorHandler | None = None
         self._policy = FailPolicy(self, opts["fail_mode"])
         self._station.on_removed = self._policy.server_removed
         # no filter, no handler, failfast: calls go straight to the mailbox
@@ -68,28 +89,28 @@ class RpcClient:
 
     # lifecycle ---------------------------------------------------------
 
-    async def start(self):
+    async def start(self) -> None:
         """Start the client (connections open lazily, on each server's first call)."""
         if self._started:
             raise RuntimeError("client already started")
         self._started = True
 
-    async def stop(self):
+    async def stop(self) -> None:
         """Close every connection; calls in flight fail with ConnectionLostError."""
         self._started = False
         self._policy.close()
         await self._station.close()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> RpcClient:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     # proxies and servers -----------------------------------------------
 
-    def add_proxies(self, records):
+    def add_proxies(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Generate proxies from ``[{"namespace", "server_type", "path"}]`` (remote service dirs)."""
         for record in records:
             server_type = record.get("server_type", record.get("serverType"))
@@ -98,7 +119,7 @@ class RpcClient:
             interface = remotes.interface(str(record["path"]), self.context)
             add_to_tree(self.proxies, self, record["namespace"], server_type, interface)
 
-    def add_servers(self, servers):
+    def add_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
         """Add remote servers: ``[{"id", "server_type", "host", "port", ...}]``.
 
         A server already known keeps its place (and its connection, unless its
@@ -106,59 +127,61 @@ class RpcClient:
         """
         self._station.add_servers(servers)
 
-    def remove_servers(self, ids):
+    def remove_servers(self, ids: Iterable[str]) -> None:
         """Remove servers by id: their connections close, calls in flight to them fail at once."""
         self._station.remove_servers(ids)
 
-    def replace_servers(self, servers):
+    def replace_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
         """Make ``servers`` the whole server list; unchanged servers keep their connections."""
         self._station.replace_servers(servers)
 
-    def add_server(self, server):
+    def add_server(self, server: Mapping[str, Any]) -> None:
         """Add one remote server (pomelo's ``addServer``)."""
         self.add_servers([server])
 
-    def remove_server(self, server_id):
+    def remove_server(self, server_id: str) -> None:
         """Remove one remote server by id (pomelo's ``removeServer``)."""
         self.remove_servers([server_id])
 
-    def server_ids(self, server_type):
+    def server_ids(self, server_type: str) -> list[str]:
         """Ids of the servers of ``server_type``, in the order they were added."""
         return self._station.by_type.get(server_type, [])
 
-    def server_info(self, server_id):
+    def server_info(self, server_id: str) -> dict[str, Any]:
         """The info of server ``server_id`` (NoServerError if unknown)."""
         try:
             return self._station.servers[server_id]
         except KeyError:
             raise NoServerError(f"unknown server id {server_id!r}") from None
 
-    def in_flight(self, server_id):
+    def in_flight(self, server_id: str) -> int:
         """Calls in flight to ``server_id``."""
         return self._station.in_flight(server_id)
 
     # filters -------------------------------------------------------------
 
-    def before(self, f):
+    def before(self, f: BeforeFilter | BeforeFilterObject) -> None:
         """Add a before filter ``f(server_id, msg)``, sync or async.
 
         It may return None (go on unchanged), a new server id, a new message (a dict),
         or ``(server_id, msg)`` to change both (None in the pair keeps that part);
         raising fails the call with that error.
         """
-        self._before.append(getattr(f, "before", f))
+        # getattr gives a filter object's bound .before, which mypy cannot tell from f itself
+        self._before.append(getattr(f, "before", f))  # type: ignore[arg-type]
         self._plain = False
 
-    def after(self, f):
+    def after(self, f: AfterFilter | AfterFilterObject) -> None:
         """Add an after filter ``f(server_id, msg, result, error)``, sync or async.
 
         It sees every outcome (``error`` is None on success); returning a value other
         than None replaces the result; raising fails the call with that error.
         """
-        self._after.append(getattr(f, "after", f))
+        # getattr gives a filter object's bound .after, which mypy cannot tell from f itself
+        self._after.append(getattr(f, "after", f))  # type: ignore[arg-type]
         self._plain = False
 
-    def filter(self, f):
+    def filter(self, f: BeforeFilterObject | AfterFilterObject) -> None:
         """Add ``f`` (an object with ``before`` and/or ``after``) as both kinds of filter."""
         if not hasattr(f, "before") and not hasattr(f, "after"):
             raise TypeError("filter() takes an object with .before and/or .after")
@@ -167,49 +190,57 @@ class RpcClient:
         if hasattr(f, "after"):
             self.after(f.after)
 
-    def set_error_handler(self, handler):
+    def set_error_handler(self, handler: ErrorHandler) -> None:
         """Call ``handler(error, server_id, msg)`` (sync or async) for every failed call."""
         self._error_handler = handler
         self._plain = False
 
     # calls ---------------------------------------------------------------
 
-    def _check_started(self):
+    def _check_started(self) -> None:
         if not self._started:
             raise RpcError("rpc client is not started")
 
-    async def rpc_invoke(self, server_id, msg, timeout=None):
+    async def rpc_invoke(self, server_id: str, msg: dict[str, Any],
+                         timeout: float | None = None) -> Any:
         """Call server ``server_id`` with ``msg`` (namespace, server_type, service, method, args)."""
         self._check_started()
         return await self._call(server_id, normalize_message(msg), timeout)
 
-    async def _direct_call(self, server_id, msg, timeout):
+    async def _direct_call(self, server_id: str, msg: dict[str, Any],
+                           timeout: float | None) -> Any:
         """``rpc_invoke`` of a message a proxy built (already in normal form)."""
         if not self._started:
             raise RpcError("rpc client is not started")
         return await self._call(server_id, msg, timeout)
 
-    async def _routed_call(self, route_param, msg, timeout):
+    async def _routed_call(self, route_param: Any, msg: dict[str, Any],
+                           timeout: float | None) -> Any:
         self._check_started()
-        server_id = self._route(route_param, msg, self.route_context)
+        # a server id, None, or (from an async router) an awaitable of one, awaited here
+        server_id: Any = self._route(route_param, msg, self.route_context)
         if asyncio.iscoroutine(server_id) or isinstance(server_id, asyncio.Future):
             server_id = await server_id
         if server_id is None:
             raise NoServerError(f"the router gave no server for {msg['server_type']}")
         return await self._call(server_id, msg, timeout)
 
-    def _call(self, server_id, msg, timeout):
+    def _call(self, server_id: str, msg: dict[str, Any], timeout: float | None) -> Awaitable[Any]:
         """The awaitable of one call to ``server_id``: straight to the mailbox when plain."""
         if self._plain:
             return self._station.mailbox(server_id).send(
                 msg, self._timeout if timeout is None else timeout)
         return self._filtered_call(server_id, msg, timeout)
 
-    async def _filtered_call(self, server_id, msg, timeout):
+    async def _filtered_call(self, server_id: str, msg: dict[str, Any],
+                             timeout: float | None) -> Any:
         """A call through the before filters, the fail mode and the after filters."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._timeout if timeout is None else timeout)
+        result: Any
+        error: Exception | None
         result = error = None
+        f: Callable[..., Any]   # a before filter, then an after filter
         try:
             for f in self._before:
                 change = await _maybe_await(f(server_id, msg))
@@ -245,13 +276,15 @@ class RpcClient:
             raise error
         return result
 
-    async def _broadcast(self, msg, timeout):
+    async def _broadcast(self, msg: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         self._check_started()
         ids = list(self.server_ids(msg["server_type"]))
         if not ids:
             raise NoServerError(f"no server of type {msg['server_type']!r}")
         outcomes = await asyncio.gather(
             *(self.rpc_invoke(sid, msg, timeout=timeout) for sid in ids), return_exceptions=True)
+        results: dict[str, Any]
+        errors: dict[str, BaseException]
         results, errors = {}, {}
         for sid, outcome in zip(ids, outcomes):
             (errors if isinstance(outcome, BaseException) else results)[sid] = outcome
@@ -264,6 +297,6 @@ class RpcClient:
     rpcInvoke = rpc_invoke  # pomelo's name
 
 
-def create(**opts):
+def create(**opts: Any) -> RpcClient:
     """Create an RpcClient; see ``pomelo_rpc.options.CLIENT_DEFAULTS`` for the options."""
     return RpcClient(merge(CLIENT_DEFAULTS, opts, "client.create"))

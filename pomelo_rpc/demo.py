@@ -1,5 +1,8 @@
 """``python -m pomelo_rpc demo``: a small cluster on loopback, routed calls, a figures table."""
 
+from __future__ import annotations
+
+import argparse
 import asyncio
 import json
 import os
@@ -8,6 +11,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pomelo_rpc
 from pomelo_rpc import RemoteError, client
@@ -18,7 +23,8 @@ CLUSTER = [("area-1", "area"), ("area-2", "area"), ("area-3", "area"),
            ("chat-1", "chat"), ("chat-2", "chat")]
 
 
-def start_server(server_id, server_type):
+def start_server(server_id: str,
+                 server_type: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Start ``python -m pomelo_rpc serve`` for one server; return (process, info)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
@@ -26,19 +32,20 @@ def start_server(server_id, server_type):
         [sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", server_id,
          "--server-type", server_type, "--remote", f"user={REMOTE}/{server_type}"],
         stdout=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
+    line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: not None
     if not line:
         raise RuntimeError(f"server {server_id} failed to start")
     port = json.loads(line)["port"]
     return proc, {"id": server_id, "server_type": server_type, "host": "127.0.0.1", "port": port}
 
 
-async def measure(call, calls, concurrency):
+async def measure(call: Callable[[], Awaitable[Any]], calls: int,
+                  concurrency: int) -> tuple[float, float, float]:
     """Run ``calls`` awaits of ``call()`` with ``concurrency`` in flight; (calls/s, p50 µs, p99 µs)."""
-    latencies = []
+    latencies: list[float] = []
     remaining = calls
 
-    async def worker():
+    async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
@@ -54,11 +61,12 @@ async def measure(call, calls, concurrency):
     return calls / elapsed, statistics.median(latencies) * 1e6, p99 * 1e6
 
 
-async def main(args):
+async def main(args: argparse.Namespace) -> None:
     """Start the cluster, route calls across it, print what happened and the figures."""
     print(f"pomelo_rpc demo: {pomelo_rpc.IMPLEMENTATION} core, "
           f"loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}")
-    procs = []
+    procs: list[subprocess.Popen[str]] = []
+    uid: Any   # a uid in the routing loop, then an iterator of uids for the routed row
     try:
         started = [start_server(sid, st) for sid, st in CLUSTER]
         procs = [p for p, _ in started]
@@ -75,7 +83,7 @@ async def main(args):
         chat = cli.proxies.user.chat.room
 
         print("\nrouting sessions by uid (pomelo's default router: crc32(uid) % servers):")
-        placed = {}
+        placed: dict[str, list[int]] = {}
         for uid in range(1001, 1013):
             session = {"uid": uid}
             answer = await area.move(session, uid, uid % 7, uid % 5)

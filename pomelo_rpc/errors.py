@@ -1,5 +1,7 @@
 """Exceptions raised by pomelo_rpc; every error a caller sees derives from RpcError."""
 
+from __future__ import annotations
+
 __all__ = [
     "RpcError",
     "RemoteError",
@@ -19,14 +21,15 @@ class RpcError(Exception):
 class RemoteError(RpcError):
     """The remote method raised; ``remote_type`` and ``remote_stack`` describe it."""
 
-    def __init__(self, message, remote_type="Error", remote_stack=None, server_id=None):
+    def __init__(self, message: str, remote_type: str = "Error", remote_stack: str | None = None,
+                 server_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.remote_type = remote_type
         self.remote_stack = remote_stack
         self.server_id = server_id
 
-    def __str__(self):
+    def __str__(self) -> str:
         where = f" on {self.server_id}" if self.server_id else ""
         return f"{self.remote_type}{where}: {self.message}"
 

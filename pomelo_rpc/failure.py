@@ -7,10 +7,18 @@ removed (``remove_servers``) or whose client stops fails at once, whatever the m
 except that failover still tries the other servers of the type.
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConnectionLostError, NoServerError, PendingQueueFullError, RpcTimeoutError
+
+if TYPE_CHECKING:
+    from .client import RpcClient
+    from .station import MailStation
 
 log = logging.getLogger("pomelo_rpc.failure")
 
@@ -20,7 +28,7 @@ FAIL_MODES = ("failfast", "failover", "failsafe", "failback")
 MAX_RECONNECT_DELAY = 5.0
 
 
-def _retrieve(fut):
+def _retrieve(fut: asyncio.Future[Any]) -> None:
     """Done callback: mark a future's exception as seen (nobody may await it)."""
     if not fut.cancelled():
         fut.exception()
@@ -31,33 +39,35 @@ class _Recovery:
 
     __slots__ = ("back", "waiters", "task")
 
-    def __init__(self, back):
+    def __init__(self, back: asyncio.Future[None]) -> None:
         self.back = back          # future: result None when the server is back
         self.waiters = 0
-        self.task = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class FailPolicy:
     """Runs a call through the client's fail mode: ``await run(sid, msg, deadline)``."""
 
-    def __init__(self, client, mode):
+    def __init__(self, client: RpcClient, mode: str) -> None:
         if mode not in FAIL_MODES:
             raise ValueError(f"unknown fail_mode {mode!r}; known: {', '.join(FAIL_MODES)}")
         self.client = client
         self.mode = mode
         opts = client.opts
-        self.retry_times = opts["retry_times"]
-        self.retry_delay = opts["retry_connect_time"]
-        self.failback_size = opts["failback_size"]
+        self.retry_times: int = opts["retry_times"]
+        self.retry_delay: float = opts["retry_connect_time"]
+        self.failback_size: int = opts["failback_size"]
         self._failback_waiting = 0
-        self._recovering = {}     # server id -> _Recovery (failback)
-        self._sleepers = {}       # server id -> {future} of failsafe calls between retries
+        self._recovering: dict[str, _Recovery] = {}   # server id -> _Recovery (failback)
+        # server id -> {future} of failsafe calls between retries
+        self._sleepers: dict[str, set[asyncio.Future[None]]] = {}
         self._turn = 0            # failover: spreads the failed calls over the others
-        self.run = getattr(self, "_" + mode)
+        self.run: Callable[[str, dict[str, Any], float], Coroutine[Any, Any, Any]] = getattr(
+            self, "_" + mode)
 
     # shared ------------------------------------------------------------
 
-    def _gone(self, sid, exc):
+    def _gone(self, sid: str, exc: BaseException) -> ConnectionLostError | None:
         """The error to raise at once if ``sid`` was removed or the client stopped, else None."""
         if not self.client._started:
             return ConnectionLostError(f"rpc client stopped; {sid}: {exc}")
@@ -65,7 +75,7 @@ class FailPolicy:
             return ConnectionLostError(f"server {sid} was removed; {exc}")
         return None
 
-    async def _send(self, sid, msg, deadline):
+    async def _send(self, sid: str, msg: dict[str, Any], deadline: float) -> Any:
         if not self.client._started:
             raise ConnectionLostError(f"rpc client stopped before the call to {sid}")
         remaining = deadline - asyncio.get_running_loop().time()
@@ -76,13 +86,13 @@ class FailPolicy:
 
     # failfast ------------------------------------------------------------
 
-    async def _failfast(self, sid, msg, deadline):
+    async def _failfast(self, sid: str, msg: dict[str, Any], deadline: float) -> Any:
         return await self._send(sid, msg, deadline)
 
     # failover ------------------------------------------------------------
 
-    async def _failover(self, sid, msg, deadline):
-        tried = []
+    async def _failover(self, sid: str, msg: dict[str, Any], deadline: float) -> Any:
+        tried: list[str] = []
         while True:
             try:
                 return await self._send(sid, msg, deadline)
@@ -102,7 +112,7 @@ class FailPolicy:
 
     # failsafe ------------------------------------------------------------
 
-    async def _failsafe(self, sid, msg, deadline):
+    async def _failsafe(self, sid: str, msg: dict[str, Any], deadline: float) -> Any:
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -125,11 +135,13 @@ class FailPolicy:
                 log.info("failsafe: %s failed (%s), retry %d in %.2fs", sid, exc, attempt, delay)
                 await self._sleep(sid, delay)
 
-    async def _sleep(self, sid, delay):
+    async def _sleep(self, sid: str, delay: float) -> None:
         """Sleep ``delay`` s; ends early with ConnectionLostError if ``sid`` is removed."""
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        handle = loop.call_later(delay, lambda: fut.done() or fut.set_result(None))
+        fut: asyncio.Future[None] = loop.create_future()
+        # the lambda's value is unused: ``or`` only skips set_result on a done future
+        handle = loop.call_later(
+            delay, lambda: fut.done() or fut.set_result(None))  # type: ignore[func-returns-value]
         sleepers = self._sleepers.setdefault(sid, set())
         sleepers.add(fut)
         try:
@@ -142,7 +154,7 @@ class FailPolicy:
 
     # failback ------------------------------------------------------------
 
-    async def _failback(self, sid, msg, deadline):
+    async def _failback(self, sid: str, msg: dict[str, Any], deadline: float) -> Any:
         while True:
             try:
                 return await self._send(sid, msg, deadline)
@@ -160,12 +172,12 @@ class FailPolicy:
                 finally:
                     self._failback_waiting -= 1
 
-    async def _wait_back(self, sid, deadline, exc):
+    async def _wait_back(self, sid: str, deadline: float, exc: BaseException) -> None:
         """Wait until server ``sid`` accepts a connection again, or the deadline passes."""
         loop = asyncio.get_running_loop()
         rec = self._recovering.get(sid)
         if rec is None:
-            back = loop.create_future()
+            back: asyncio.Future[None] = loop.create_future()
             back.add_done_callback(_retrieve)
             rec = self._recovering[sid] = _Recovery(back)
             rec.task = loop.create_task(self._reconnect(sid, rec))
@@ -178,7 +190,7 @@ class FailPolicy:
         finally:
             rec.waiters -= 1
 
-    async def _reconnect(self, sid, rec):
+    async def _reconnect(self, sid: str, rec: _Recovery) -> None:
         """Try to connect ``sid`` with growing pauses until it answers or nobody waits."""
         station = self.client._station
         delay = self.retry_delay
@@ -201,7 +213,8 @@ class FailPolicy:
             return
 
     @staticmethod
-    async def _probe(station, sid):
+    async def _probe(station: MailStation,
+                     sid: str) -> NoServerError | ConnectionLostError | None:
         """Connect ``sid``'s mailbox; None when open, else what went wrong."""
         try:
             await station.mailbox(sid).connect()
@@ -211,7 +224,7 @@ class FailPolicy:
 
     # server removed, client stopped -------------------------------------
 
-    def _end(self, sid, error):
+    def _end(self, sid: str, error: BaseException) -> None:
         rec = self._recovering.pop(sid, None)
         if rec is not None:
             if not rec.back.done():
@@ -222,11 +235,11 @@ class FailPolicy:
             if not fut.done():
                 fut.set_exception(error)
 
-    def server_removed(self, sid):
+    def server_removed(self, sid: str) -> None:
         """Calls waiting for ``sid`` (failsafe, failback) fail now: it was removed."""
         self._end(sid, ConnectionLostError(f"server {sid} was removed"))
 
-    def close(self):
+    def close(self) -> None:
         """Stop reconnecting; the calls waiting in failsafe or failback fail now."""
         for sid in set(self._recovering) | set(self._sleepers):
             self._end(sid, ConnectionLostError(f"rpc client stopped while {sid} was away"))

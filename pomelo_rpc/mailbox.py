@@ -7,19 +7,27 @@ adds the native protocol. A transport subclasses ``Mailbox`` and provides
 ``_open``, ``_send_call``, ``_send_ping`` and ``_close_transport``.
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .acceptor import set_nodelay
 from .errors import (ConnectionLostError, FrameError, PendingQueueFullError, RemoteError,
                      RpcError, RpcTimeoutError)
+from .tracing import context_id, done_callback, log_done, log_send, new_trace_id
+
+if TYPE_CHECKING:
+    from .core import Core, FrameDecoderLike
 
 log = logging.getLogger("pomelo_rpc.mailbox")
 
 IDLE, CONNECTING, OPEN, CLOSED = "idle", "connecting", "open", "closed"
 
 
-def call_route(msg):
+def call_route(msg: dict[str, Any]) -> str:
     """``namespace.service.method`` of a call message."""
     return f"{msg.get('namespace')}.{msg.get('service')}.{msg.get('method')}"
 
@@ -27,42 +35,52 @@ def call_route(msg):
 class Mailbox:
     """Base of the transports' mailboxes; see the module docstring."""
 
-    def __init__(self, server_info, opts, core):
+    def __init__(self, server_info: dict[str, Any], opts: dict[str, Any], core: Core) -> None:
         self.server_info = server_info
-        self.server_id = server_info["id"]
-        self.host = server_info.get("host") or "127.0.0.1"
-        self.port = server_info["port"]
+        self.server_id: str = server_info["id"]
+        self.host: str = server_info.get("host") or "127.0.0.1"
+        self.port: int = server_info["port"]
         self.core = core
         self.state = IDLE
-        self.on_close = None          # callable(mailbox), set by the station
-        self.close_reason = None      # why the mailbox closed, once it has
-        self._pkg_size = opts["pkg_size"]
-        self._pending_size = opts["pending_size"]
-        self._connect_timeout = opts["connect_timeout"]
-        self._keepalive = opts["keepalive"]
+        # callable(mailbox), set by the station
+        self.on_close: Callable[[Mailbox], None] | None = None
+        self.close_reason: str | None = None      # why the mailbox closed, once it has
+        self._pkg_size: int = opts["pkg_size"]
+        self._pending_size: int = opts["pending_size"]
+        self._connect_timeout: float = opts["connect_timeout"]
+        self._keepalive: float = opts["keepalive"]
         self._table = core.pending.PendingTable()
-        self._waiting = []            # (rid, msg) of calls made while connecting
-        self._loop = None
-        self._timer = None
-        self._timer_at = None
-        self._keepalive_handle = None
+        # (rid, msg) of calls made while connecting
+        self._waiting: list[tuple[int, dict[str, Any]]] = []
+        # None until the first send or connect sets it; nothing reads it before that
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._keepalive_handle: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
-        self._transport = None
-        self._out = []
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
         self._flush_scheduled = False
-        self._connect_task = None
+        self._connect_task: asyncio.Task[None] | None = None
+        # rpc_debug_log: ``send`` gives each call a trace id (the message's ``trace_id``,
+        # which the transport sends along) and logs it; off, nothing of it runs
+        self._trace_prefix: str | None = None
+        if opts.get("rpc_debug_log"):
+            self._trace_prefix = context_id(opts.get("context"), "client")
+            self._send_untraced = self.send
+            self.send = self._send_traced  # type: ignore[method-assign]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server_id} {self.host}:{self.port} {self.state}>"
 
     @property
-    def in_flight(self):
+    def in_flight(self) -> int:
         """Calls sent or queued and not yet answered."""
         return len(self._table)
 
     # calls -------------------------------------------------------------
 
-    def send(self, msg, timeout=None):
+    def send(self, msg: dict[str, Any], timeout: float | None = None) -> asyncio.Future[Any]:
         """Send call ``msg`` (namespace, service, method, args); return a future of the result."""
         state = self.state
         if state == CLOSED:
@@ -94,13 +112,29 @@ class Mailbox:
                 self._connect_task = loop.create_task(self._connect())
         return fut
 
-    def _send_queued(self, rid, msg):
+    def _send_traced(self, msg: dict[str, Any],
+                     timeout: float | None = None) -> asyncio.Future[Any]:
+        """``send`` under rpc_debug_log: a trace id, the call and its outcome logged."""
+        trace = new_trace_id(self._trace_prefix or "client")
+        msg = dict(msg)
+        msg["trace_id"] = trace
+        route = call_route(msg)
+        start = log_send(trace, route, self.server_id)
+        try:
+            fut = self._send_untraced(msg, timeout)
+        except Exception as exc:
+            log_done(trace, route, self.server_id, start, exc)
+            raise
+        fut.add_done_callback(done_callback(trace, route, self.server_id, start))
+        return fut
+
+    def _send_queued(self, rid: int, msg: dict[str, Any]) -> None:
         try:
             self._send_call(rid, msg)
         except Exception as exc:  # unserializable arguments, oversized frame
             self._send_failed(rid, msg, exc)
 
-    def _send_failed(self, rid, msg, exc):
+    def _send_failed(self, rid: int, msg: dict[str, Any], exc: Exception) -> None:
         """Call ``rid`` could not be sent: its future gets the error, nothing is sent."""
         entry = self._table.pop(rid)
         if entry is not None and not entry[0].done():
@@ -108,13 +142,13 @@ class Mailbox:
                 exc = RpcError(f"cannot send {call_route(msg)}: {exc}")
             entry[0].set_exception(exc)
 
-    def _check_size(self, frame, msg):
+    def _check_size(self, frame: bytes, msg: dict[str, Any]) -> bytes:
         if len(frame) > self._pkg_size:
             raise RpcError(f"{call_route(msg)}: request of {len(frame)} bytes exceeds "
                            f"pkg_size {self._pkg_size}")
         return frame
 
-    def _write(self, data):
+    def _write(self, data: bytes) -> None:
         """Send ``data``: the first write of a loop turn goes out at once (no added
         latency); the ones after it in the same turn go out together in one write."""
         if self._flush_scheduled:
@@ -124,28 +158,28 @@ class Mailbox:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def _flush(self):
+    def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out
         if out and self._transport is not None:
             self._transport.write(b"".join(out) if len(out) > 1 else out[0])
         out.clear()
 
-    def _resolve(self, rid, value):
+    def _resolve(self, rid: int, value: Any) -> None:
         self._table.resolve(rid, value)
 
-    def _reject_remote(self, rid, type_name, message, stack):
+    def _reject_remote(self, rid: int, type_name: str, message: str, stack: str | None) -> None:
         self._table.reject(rid, RemoteError(message, type_name, stack, self.server_id))
 
     # deadlines ---------------------------------------------------------
 
-    def _arm_timer(self, when):
+    def _arm_timer(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
         self._timer = self._loop.call_at(when + 0.001, self._on_timer)
 
-    def _on_timer(self):
+    def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         for fut, msg in self._table.expire(self._loop.time()):
             if not fut.done():
@@ -157,7 +191,7 @@ class Mailbox:
 
     # connection --------------------------------------------------------
 
-    async def connect(self):
+    async def connect(self) -> None:
         """Open the connection now instead of on the first call."""
         if self.state == IDLE:
             self._loop = asyncio.get_running_loop()
@@ -168,7 +202,7 @@ class Mailbox:
         if self.state != OPEN:
             raise ConnectionLostError(self.close_reason or f"cannot connect to {self.server_id}")
 
-    async def _connect(self):
+    async def _connect(self) -> None:
         try:
             await asyncio.wait_for(self._open(), self._connect_timeout)
         except Exception as exc:
@@ -192,7 +226,7 @@ class Mailbox:
             if rid in table:
                 self._send_queued(rid, msg)
 
-    def _received(self):
+    def _received(self) -> None:
         """Call first in ``data_received``: the peer is alive, and a deadline that
         passed before these bytes were read wins over the answer in them (the loop
         may run I/O before a timer that is already due)."""
@@ -200,7 +234,7 @@ class Mailbox:
         if self._timer_at is not None and now >= self._timer_at:
             self._on_timer()
 
-    def _on_keepalive(self):
+    def _on_keepalive(self) -> None:
         """Ping once the peer has been silent for one period; fail once it has been
         silent for two. Both are counted from the last byte received: checks on a
         fixed tick let a dead peer go unnoticed for up to three periods, and closed a
@@ -221,7 +255,7 @@ class Mailbox:
             when = last + period
         self._keepalive_handle = self._loop.call_at(when + 0.001, self._on_keepalive)
 
-    def _fail(self, reason):
+    def _fail(self, reason: str) -> None:
         """Close for good: every call in flight or queued fails now with ``reason``."""
         if self.state == CLOSED:
             return
@@ -243,26 +277,26 @@ class Mailbox:
         if self.on_close is not None:
             self.on_close(self)
 
-    def abort(self, reason="mailbox closed"):
+    def abort(self, reason: str = "mailbox closed") -> None:
         """Close now; calls in flight or queued fail with ConnectionLostError(reason)."""
         self._fail(reason)
 
-    async def close(self, reason="mailbox closed"):
+    async def close(self, reason: str = "mailbox closed") -> None:
         """Close the connection; calls still in flight fail with ConnectionLostError."""
         self._fail(reason)
 
     # transport hooks ---------------------------------------------------
 
-    async def _open(self):
+    async def _open(self) -> None:
         raise NotImplementedError
 
-    def _send_call(self, rid, msg):
+    def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _send_ping(self):
+    def _send_ping(self) -> None:
         raise NotImplementedError
 
-    def _close_transport(self):
+    def _close_transport(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
@@ -270,23 +304,27 @@ class Mailbox:
 class NativeMailbox(Mailbox, asyncio.Protocol):
     """Mailbox speaking the native protocol (length-prefixed msgpack frames)."""
 
-    def __init__(self, server_info, opts, core):
+    _decoder: FrameDecoderLike
+
+    def __init__(self, server_info: dict[str, Any], opts: dict[str, Any], core: Core) -> None:
         super().__init__(server_info, opts, core)
         frames = core.frames
         self._frames = frames
         self._decoder = frames.FrameDecoder(self._pkg_size)
         self._encode_request = frames.encode_request
-        self._ids = {}
-        self._hello = None
+        self._ids: dict[tuple[str, str, str], int] = {}   # method ids from the HELLO
+        self._hello: asyncio.Future[None] | None = None
         self._k_ok, self._k_err, self._k_hello, self._k_pong = (
             frames.RESP_OK, frames.RESP_ERR, frames.HELLO, frames.PONG)
+        if self._trace_prefix is not None:
+            self._send_call = self._send_call_traced  # type: ignore[method-assign]
 
-    async def _open(self):
+    async def _open(self) -> None:
         self._hello = self._loop.create_future()
         await self._loop.create_connection(lambda: self, self.host, self.port)
         await self._hello
 
-    def _send_call(self, rid, msg):
+    def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
         ns, service, method = msg["namespace"], msg["service"], msg["method"]
         mid = self._ids.get((ns, service, method))
         if mid is not None:
@@ -295,22 +333,34 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
             frame = self._frames.encode_request_by_name(rid, ns, service, method, msg["args"])
         self._write(self._check_size(frame, msg))
 
-    def _send_ping(self):
+    def _send_call_traced(self, rid: int, msg: dict[str, Any]) -> None:
+        """``_send_call`` under rpc_debug_log: the frame ends with the trace id."""
+        ns, service, method = msg["namespace"], msg["service"], msg["method"]
+        mid = self._ids.get((ns, service, method))
+        if mid is not None:
+            frame = self._frames.encode_request_traced(rid, mid, msg["args"], msg["trace_id"])
+        else:
+            frame = self._frames.encode_request_by_name_traced(
+                rid, ns, service, method, msg["args"], msg["trace_id"])
+        self._write(self._check_size(frame, msg))
+
+    def _send_ping(self) -> None:
         self._write(self._frames.PING_FRAME)
 
     # asyncio.Protocol --------------------------------------------------
 
-    def connection_made(self, transport):
+    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
         set_nodelay(transport)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._hello is not None and not self._hello.done():
             self._hello.set_exception(ConnectionLostError(f"connection closed before hello: {exc}"))
         self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         self._received()
         try:
             msgs = self._decoder.feed(data)
@@ -329,7 +379,10 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
             log.warning("bad data from %s, closing: %r", self.server_id, exc)
             self._fail(f"bad data from {self.server_id}: {exc}")
 
-    def _on_hello(self, msg):
+    def _on_hello(self, msg: list[Any]) -> None:
+        """The server's method table: at connect, and again on the open connection when
+        a server with ``reload_remotes`` gained methods (ids already known never change,
+        so calls in flight are unaffected)."""
         self._ids = {tuple(entry): mid for mid, entry in enumerate(msg[2])}
         if self._hello is not None and not self._hello.done():
             self._hello.set_result(None)

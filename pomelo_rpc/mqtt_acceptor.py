@@ -9,40 +9,120 @@ for one) and answers PINGREQ with PINGRESP. With ``buffer_msg`` the responses ar
 queued and sent every ``interval`` seconds as one JSON array.
 """
 
+from __future__ import annotations
+
 import asyncio
 import json
+import json.encoder
+import json.scanner
 import logging
 import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .acceptor import BaseAcceptor, ServerConnection
 from .errors import DispatchError, FrameError
+
+if TYPE_CHECKING:
+    from .core import Core, DispatcherLike, MqttDecoderLike
 
 log = logging.getLogger("pomelo_rpc.mqtt_acceptor")
 
 _REQ_NAME = 2   # the dispatcher's by-name request kind (see core.frames.REQ_NAME)
 
-dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-loads = json.loads
+#: Answers queued in one read are written every WRITE_CHUNK of them, not all at the end:
+#: the client starts on the first ones while the rest are being made (with 100 calls in
+#: flight, writing a whole read's answers at once left client and server taking turns).
+WRITE_CHUNK = 32
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encoder_dumps = _ENCODER.encode
+_json_loads = json.loads
+_JSON_OPEN = (0x7B, 0x5B)     # b"{", b"["
+
+# The scanner behind json.loads, made once (json.loads runs four Python frames first);
+# json's C scanner and encoder are None where _json is missing (typeshed omits them).
+_c_make_scanner: Any = getattr(json.scanner, "c_make_scanner", None)
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_c_scan: Any = None if _c_make_scanner is None else _c_make_scanner(json.JSONDecoder())
 
 
-def json_text(value):
+def make_dumps(json_string: Callable[[str], str] = json.encoder.encode_basestring,
+               ) -> Callable[[Any], str]:
+    """A ``dumps`` whose C encoder is made once (``JSONEncoder.encode`` makes one per
+    call) and writes each string with ``json_string``: a core's ``mqtt.json_string``,
+    which must give exactly what ``json.encoder.encode_basestring`` gives."""
+    if _c_make_encoder is None:  # pragma: no cover - CPython has _json
+        return _encoder_dumps
+    markers: dict[int, Any] = {}
+    c_encode = _c_make_encoder(markers, _ENCODER.default, json_string, None, ":", ",",
+                               False, False, False)
+
+    def dumps(value: Any) -> str:
+        """Compact JSON text of ``value``: exactly ``json.JSONEncoder(separators=(",",
+        ":"), ensure_ascii=False, allow_nan=False).encode(value)``, errors included."""
+        # markers (the circular-reference check) is not empty while an encoding is
+        # under way: a re-entrant call, from a container's own code, gets its own encoder
+        if markers or isinstance(value, str):
+            return _encoder_dumps(value)
+        try:
+            return "".join(c_encode(value, 0))
+        except BaseException:
+            markers.clear()       # the C encoder leaves its marks behind on an error
+            raise
+    return dumps
+
+
+#: Compact JSON text of a value (TypeError/ValueError if JSON cannot carry it).
+dumps = make_dumps()
+
+_core_dumps: dict[str, Callable[[Any], str]] = {}
+
+
+def core_dumps(core: Core) -> Callable[[Any], str]:
+    """``dumps`` writing strings with ``core``'s ``mqtt.json_string`` (the same text;
+    the compiled one only quotes an ASCII string with nothing to escape)."""
+    fn = _core_dumps.get(core.name)
+    if fn is None:
+        fn = _core_dumps[core.name] = make_dumps(core.mqtt.json_string)
+    return fn
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads(data)``: the same value, or the same error.
+
+    An RPC payload (UTF-8 bytes of a JSON object or array) goes straight to the scanner;
+    anything else, and anything the scanner rejects, goes through ``json.loads``.
+    """
+    if _c_scan is not None and type(data) is bytes and data and data[0] in _JSON_OPEN:
+        try:
+            text = data.decode("utf-8")
+            value, end = _c_scan(text, 0)
+        except (ValueError, StopIteration):
+            return _json_loads(data)
+        if end == len(text) or not text[end:].strip(" \t\n\r"):
+            return value
+    return _json_loads(data)
+
+
+def json_text(value: Any) -> str:
     """Compact JSON text of ``value`` (TypeError/ValueError if JSON cannot carry it)."""
     if type(value) is int:
         return str(value)
     return dumps(value)
 
 
-def json_bytes(value):
+def json_bytes(value: Any) -> bytes:
     """UTF-8 compact JSON of ``value`` (TypeError/ValueError if JSON cannot carry it)."""
     return dumps(value).encode("utf-8")
 
 
-def batch_payload(parts):
+def batch_payload(parts: Iterable[bytes]) -> bytes:
     """Payload of a JSON array made of ``parts``, each the UTF-8 JSON of one item."""
     return b"[" + b",".join(parts) + b"]"
 
 
-def error_object(exc):
+def error_object(exc: BaseException) -> dict[str, str]:
     """``{"msg", "stack"}`` of an exception, as pomelo-rpc sends an error.
 
     The stack starts with ``<Type>: <message>`` like a JavaScript one, so that both a
@@ -53,20 +133,21 @@ def error_object(exc):
     return {"msg": message, "stack": f"{type(exc).__name__}: {message}\n{frames}"}
 
 
-def failure_payload(rid, exc):
+def failure_payload(rid: Any, exc: BaseException) -> bytes:
     """UTF-8 JSON of the response to call ``rid`` that failed with ``exc``."""
     text = f'{{"id":{dumps(rid)},"resp":[{dumps(error_object(exc))}]}}'
     return text.encode("utf-8", "replace")
 
 
-def result_payload(rid, result):
+def result_payload(rid: Any, result: Any, dumps: Callable[[Any], str] = dumps) -> bytes:
     """UTF-8 JSON of the response to call ``rid`` returning ``result``.
 
     pomelo's callback convention: ``resp`` is ``[null, result]``. A result JSON
-    cannot carry becomes an error response.
+    cannot carry becomes an error response. ``dumps``: see ``core_dumps``.
     """
     try:
-        return f'{{"id":{json_text(rid)},"resp":[null,{json_text(result)}]}}'.encode("utf-8")
+        return ('{"id":' + (str(rid) if type(rid) is int else dumps(rid)) + ',"resp":[null,'
+                + dumps(result) + "]}").encode("utf-8")
     except (TypeError, ValueError) as exc:   # UnicodeEncodeError is a ValueError
         return failure_payload(rid, TypeError(f"result cannot be serialized: {exc}"))
 
@@ -74,22 +155,25 @@ def result_payload(rid, result):
 class _MqttConnection(ServerConnection):
     """One client connection of the mqtt acceptor."""
 
-    def __init__(self, acceptor):
+    _decoder: MqttDecoderLike
+
+    def __init__(self, acceptor: MqttAcceptor) -> None:
         super().__init__(acceptor)
         mqtt = acceptor.core.mqtt
         self._decoder = mqtt.MqttDecoder(acceptor.pkg_size)
         self._publish = mqtt.encode_publish
+        self._dumps = core_dumps(acceptor.core)
         self._k_publish, self._k_pingreq, self._k_connect, self._k_disconnect = (
             mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
         self._pingresp = mqtt.PINGRESP_PACKET
         self._buffer_msg = acceptor.buffer_msg
         self._interval = acceptor.interval
-        self.client_id = None      # from the client's CONNECT
+        self.client_id: str | None = None   # from the client's CONNECT
         self.pings = 0             # PINGREQs answered
-        self._batch = []           # JSON payloads of responses (buffer_msg)
-        self._batch_timer = None
+        self._batch: list[bytes] = []        # JSON payloads of responses (buffer_msg)
+        self._batch_timer: asyncio.TimerHandle | None = None
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
         if self._batch_timer is not None:
             self._batch_timer.cancel()
@@ -97,7 +181,7 @@ class _MqttConnection(ServerConnection):
         self._batch.clear()
         super().connection_lost(exc)
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         """asyncio: decode MQTT packets; run requests, answer PINGREQ, close on DISCONNECT."""
         try:
             packets = self._decoder.feed(data)
@@ -111,6 +195,8 @@ class _MqttConnection(ServerConnection):
             kind = packet[0]
             if kind == self._k_publish:
                 self._on_publish(packet[2])
+                if len(self._out) >= WRITE_CHUNK and not self._flush_scheduled:
+                    self._flush()
             elif kind == self._k_pingreq:
                 self._respond_pong()
             elif kind == self._k_connect:
@@ -126,16 +212,17 @@ class _MqttConnection(ServerConnection):
         if self._out and not self._flush_scheduled:
             self._flush()
 
-    def _is_ping(self, packet):
-        return packet[0] == self._k_pingreq
+    def _is_ping(self, packet: tuple[Any, ...]) -> bool:
+        # packet[0], the packet type, is an int, so this is a bool (mypy sees Any == int)
+        return packet[0] == self._k_pingreq  # type: ignore[no-any-return]
 
-    def _respond_pong(self):
+    def _respond_pong(self) -> None:
         self.pings += 1
         self._out.append(self._pingresp)
 
     # requests ----------------------------------------------------------
 
-    def _on_publish(self, payload):
+    def _on_publish(self, payload: bytes) -> None:
         try:
             pkg = loads(payload)
         except ValueError as exc:
@@ -147,7 +234,7 @@ class _MqttConnection(ServerConnection):
         else:
             self._on_request(pkg)
 
-    def _on_request(self, pkg):
+    def _on_request(self, pkg: Any) -> None:
         if type(pkg) is not dict:
             log.warning("rpc request from %s is not an object: %.80r", self._peer, pkg)
             return
@@ -157,21 +244,27 @@ class _MqttConnection(ServerConnection):
             self._respond(self._encode_failure(rid, DispatchError("rpc request without a msg object")))
             return
         args = msg.get("args")
-        _, state, outcome = self._dispatch([_REQ_NAME, 0, msg.get("namespace"),
-                                            msg.get("service"), msg.get("method"),
-                                            [] if args is None else args])
-        self._answer(rid, state, outcome)
+        request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"), msg.get("method"),
+                   [] if args is None else args]
+        if self._tracing:   # rpc_debug_log: pomelo-rpc's traceId, as the frame's trace field
+            request.append(pkg.get("traceId"))
+        _, state, outcome = self._dispatch(request)
+        if state == self._done_state and not self._buffer_msg:
+            # _answer's common case, without its three calls (_encode_result, _respond)
+            self._out.append(self._publish(result_payload(rid, outcome, self._dumps)))
+        else:
+            self._answer(rid, state, outcome)
 
     # answers -------------------------------------------------------------
 
-    def _encode_result(self, rid, result):
-        return result_payload(rid, result)
+    def _encode_result(self, rid: Any, result: Any) -> bytes:
+        return result_payload(rid, result, self._dumps)
 
-    def _encode_failure(self, rid, exc):
+    def _encode_failure(self, rid: Any, exc: BaseException) -> bytes:
         self._log_failure(rid, exc)
         return failure_payload(rid, exc)
 
-    def _respond(self, payload):
+    def _respond(self, payload: bytes) -> None:
         if self._buffer_msg:
             self._batch.append(payload)
             if self._batch_timer is None:
@@ -180,14 +273,14 @@ class _MqttConnection(ServerConnection):
         else:
             self._out.append(self._publish(payload))
 
-    def _flush_batch(self):
+    def _flush_batch(self) -> None:
         self._batch_timer = None
         if self._batch and self._transport is not None and not self._eof_sent:
             payload = batch_payload(self._batch)
             self._batch.clear()
             self._transport.write(self._publish(payload))
 
-    def _before_close(self):
+    def _before_close(self) -> None:
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._flush_batch()
@@ -199,7 +292,7 @@ class MqttAcceptor(BaseAcceptor):
     connection_class = _MqttConnection
     name = "mqtt acceptor"
 
-    def __init__(self, opts, dispatcher, core):
+    def __init__(self, opts: dict[str, Any], dispatcher: DispatcherLike, core: Core) -> None:
         super().__init__(opts, dispatcher, core)
         self.buffer_msg = bool(opts.get("buffer_msg", False))
-        self.interval = opts.get("interval", 0.05)
+        self.interval: float = opts.get("interval", 0.05)

@@ -8,21 +8,29 @@ JSON ``{"id": rid, "msg": {"namespace", "serverType", "service", "method",
 PINGREQ/PINGRESP.
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import re
+from typing import TYPE_CHECKING, Any
 
 from .acceptor import set_nodelay
 from .errors import FrameError, RpcError
 from .mailbox import OPEN, Mailbox
-from .mqtt_acceptor import batch_payload, dumps, json_bytes, loads
+from .mqtt_acceptor import WRITE_CHUNK, batch_payload, core_dumps, dumps, json_bytes, loads
+
+if TYPE_CHECKING:
+    from .core import Core, MqttDecoderLike
 
 log = logging.getLogger("pomelo_rpc.mqtt_mailbox")
+
+_MAX_HEADS = 1024   # routes whose request JSON head a mailbox keeps (see _call_head)
 
 _STACK_HEAD = re.compile(r"^\s*([A-Za-z_$][\w$.]*)(?::\s?(.*))?$")
 
 
-def _js_truthy(value):
+def _js_truthy(value: object) -> bool:
     """JavaScript truthiness of a JSON value (how pomelo code tests ``err``)."""
     if value is None or value is False:
         return False
@@ -33,7 +41,7 @@ def _js_truthy(value):
     return True
 
 
-def describe_remote_error(err):
+def describe_remote_error(err: object) -> tuple[str, str, str | None]:
     """``(type_name, message, stack)`` of the ``err`` a pomelo-rpc server sent.
 
     A JavaScript Error arrives as ``{"stack": "TypeError: <message>\\n at ..."}`` (and
@@ -42,6 +50,8 @@ def describe_remote_error(err):
     """
     if isinstance(err, dict):
         stack = err.get("stack") if isinstance(err.get("stack"), str) else None
+        type_name: str | None
+        message: str | None
         type_name = message = None
         if stack:
             first = stack.split("\n", 1)[0]
@@ -63,7 +73,7 @@ def describe_remote_error(err):
     return "Error", dumps(err), None
 
 
-def results_value(results):
+def results_value(results: list[Any]) -> Any:
     """The call's value from the callback results after ``err``: None, the one, or a list."""
     n = len(results)
     if n == 1:
@@ -76,27 +86,38 @@ def results_value(results):
 class MqttMailbox(Mailbox, asyncio.Protocol):
     """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
 
-    def __init__(self, server_info, opts, core):
+    _decoder: MqttDecoderLike
+
+    def __init__(self, server_info: dict[str, Any], opts: dict[str, Any], core: Core) -> None:
         super().__init__(server_info, opts, core)
         mqtt = core.mqtt
         self._mqtt = mqtt
         self._decoder = mqtt.MqttDecoder(self._pkg_size)
         self._publish = mqtt.encode_publish
+        self._dumps = core_dumps(core)
         self._k_publish = mqtt.PUBLISH
         self._buffer_msg = bool(opts.get("buffer_msg", False))
-        self._interval = opts.get("interval", 0.05)
-        self._batch = []           # JSON payloads of calls (buffer_msg)
-        self._batch_timer = None
+        self._interval: float = opts.get("interval", 0.05)
+        self._batch: list[bytes] = []   # JSON payloads of calls (buffer_msg)
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head
+        if self._trace_prefix is not None:   # rpc_debug_log
+            self._send_call = self._send_call_traced  # type: ignore[method-assign]
 
-    async def _open(self):
+    async def _open(self) -> None:
         await self._loop.create_connection(lambda: self, self.host, self.port)
 
     # transport hooks ---------------------------------------------------
 
-    def _send_call(self, rid, msg):
-        part = json_bytes({"id": rid, "msg": {
-            "namespace": msg["namespace"], "serverType": msg.get("server_type"),
-            "service": msg["service"], "method": msg["method"], "args": msg["args"]}})
+    def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
+        # the JSON of {"id": rid, "msg": {"namespace", "serverType", "service", "method",
+        # "args"}}, the text between the id and the args made once per route
+        key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
+        try:
+            head = self._heads[key]
+        except (KeyError, TypeError):
+            head = self._call_head(key)
+        part = ('{"id":' + str(rid) + head + self._dumps(msg["args"]) + "}}").encode("utf-8")
         if self._buffer_msg:
             self._check_size(part, msg)
             self._batch.append(part)
@@ -105,10 +126,48 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         else:
             self._write(self._check_size(self._publish(part), msg))
 
-    def _send_ping(self):
+    def _call_head(self, key: tuple[Any, Any, Any, Any]) -> str:
+        """``,"msg":{"namespace":…,"serverType":…,"service":…,"method":…,"args":`` of a
+        route, kept when its names are strings (and the server type maybe null)."""
+        head = (',"msg":{"namespace":%s,"serverType":%s,"service":%s,"method":%s,"args":'
+                % tuple(map(dumps, key)))
+        if len(self._heads) < _MAX_HEADS and all(type(k) is str or k is None for k in key):
+            self._heads[key] = head
+        return head
+
+    def _send_call_traced(self, rid: int, msg: dict[str, Any]) -> None:
+        """``_send_call`` under rpc_debug_log: pomelo-rpc's tracing fields beside ``id``
+        and ``msg`` (what its mailbox sends when its own rpcDebugLog is on)."""
+        part = json_bytes({
+            "traceId": msg["trace_id"], "seqId": 1, "source": self._trace_prefix,
+            "remote": self.server_id, "id": rid, "msg": {
+                "namespace": msg["namespace"], "serverType": msg.get("server_type"),
+                "service": msg["service"], "method": msg["method"], "args": msg["args"]}})
+        if self._buffer_msg:
+            self._check_size(part, msg)
+            self._batch.append(part)
+            if self._batch_timer is None:
+                self._batch_timer = self._loop.call_later(self._interval, self._flush_batch)
+        else:
+            self._write(self._check_size(self._publish(part), msg))
+
+    def _send_ping(self) -> None:
         self._write(self._mqtt.PINGREQ_PACKET)
 
-    def _close_transport(self):
+    def _write(self, data: bytes) -> None:
+        """``Mailbox._write``, except that the writes held for the end of the loop turn
+        go out every WRITE_CHUNK of them: the server starts on the first calls while the
+        rest are made (all at the end left client and server taking turns)."""
+        if self._flush_scheduled:
+            out = self._out
+            out.append(data)
+            if len(out) >= WRITE_CHUNK and self._transport is not None:
+                self._transport.write(b"".join(out))
+                out.clear()
+        else:
+            super()._write(data)
+
+    def _close_transport(self) -> None:
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._batch_timer = None
@@ -118,7 +177,7 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
             transport.write(self._mqtt.DISCONNECT_PACKET)
             transport.close()
 
-    def _flush_batch(self):
+    def _flush_batch(self) -> None:
         self._batch_timer = None
         if self._batch and self._transport is not None:
             payload = batch_payload(self._batch)
@@ -127,18 +186,19 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
 
     # asyncio.Protocol --------------------------------------------------
 
-    def connection_made(self, transport):
+    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """asyncio: connected; TCP_NODELAY on, send CONNECT (no CONNACK is awaited)."""
         self._transport = transport
         set_nodelay(transport)
         transport.write(self._mqtt.encode_connect(None, 0))
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; every call in flight fails."""
         self._transport = None
         self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         """asyncio: decode MQTT packets and resolve the calls they answer."""
         self._received()
         try:
@@ -152,19 +212,28 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
                 self._on_publish(packet[2])
             # PINGRESP only refreshes _last_recv; a CONNACK, if any, needs nothing
 
-    def _on_publish(self, payload):
+    def _on_publish(self, payload: bytes) -> None:
         try:
             pkg = loads(payload)
         except ValueError as exc:
             log.warning("bad rpc payload from %s: %s", self.server_id, exc)
             return
-        if type(pkg) is list:
+        if type(pkg) is dict:
+            # the common answer, {"id": rid, "resp": [null, value]}: what _on_response
+            # does with it, without the call
+            rid = pkg.get("id")
+            resp = pkg.get("resp")
+            if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
+                self._table.resolve(rid, resp[1])
+            else:
+                self._on_response(pkg)
+        elif type(pkg) is list:
             for item in pkg:
                 self._on_response(item)
         else:
             self._on_response(pkg)
 
-    def _on_response(self, pkg):
+    def _on_response(self, pkg: Any) -> None:
         if type(pkg) is not dict or type(pkg.get("id")) is not int:
             log.warning("rpc response from %s without an id: %.80r", self.server_id, pkg)
             return

@@ -1,9 +1,13 @@
 """Every option of server.create and client.create, with its default, in one place."""
 
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping
+from typing import Any
 
 #: Options of ``server.create`` (a key absent here is rejected as unknown).
-SERVER_DEFAULTS = {
+SERVER_DEFAULTS: dict[str, Any] = {
     "paths": (),              # [{"namespace": ..., "path": dir}] of remote services
     "port": 0,                # 0 binds an ephemeral port; read it back from ``gateway.port``
     "host": "127.0.0.1",      # address to bind
@@ -18,10 +22,18 @@ SERVER_DEFAULTS = {
     "buffer_msg": False,
     "interval": 0.05,
     "core": None,             # "cython" / "python"; None: pomelo_rpc.IMPLEMENTATION
+    # pomelo's reloadRemotes: poll the ``paths`` directories every ``reload_interval`` s
+    # and reload a service whose file changed, appeared or went away. Calls already
+    # running finish on the old code; method ids of methods that stay do not change.
+    "reload_remotes": False,
+    "reload_interval": 1.0,
+    # pomelo's rpcDebugLog: log each call (trace id from the caller, route, server id,
+    # duration) at DEBUG on the "pomelo_rpc.trace" logger
+    "rpc_debug_log": False,
 }
 
 #: Options of ``client.create``.
-CLIENT_DEFAULTS = {
+CLIENT_DEFAULTS: dict[str, Any] = {
     "context": None,          # the client's own context, e.g. {"server_id": "connector-1"}
     "router": None,           # router(route_param, msg, route_context) -> server id
     "route_context": None,    # third argument of the router
@@ -46,10 +58,13 @@ CLIENT_DEFAULTS = {
     "buffer_msg": False,
     "interval": 0.05,
     "core": None,
+    # pomelo's rpcDebugLog: give each call a trace id, send it with the request (the
+    # server logs it too) and log the call and its outcome at DEBUG on "pomelo_rpc.trace"
+    "rpc_debug_log": False,
 }
 
 
-def merge(defaults, given, what):
+def merge(defaults: Mapping[str, Any], given: Mapping[str, Any], what: str) -> dict[str, Any]:
     """Return ``defaults`` updated by ``given``; an unknown key is a TypeError."""
     unknown = set(given) - set(defaults)
     if unknown:
@@ -59,6 +74,6 @@ def merge(defaults, given, what):
     return opts
 
 
-def env_wants_pure():
+def env_wants_pure() -> bool:
     """True when POMELO_RPC_PURE asks for the pure-Python core."""
     return os.environ.get("POMELO_RPC_PURE", "") not in ("", "0")

@@ -7,18 +7,38 @@ picked by ``router_type`` see the client's own server list; as in pomelo, a
 ``router_type`` wins over ``router`` when both are given.
 """
 
+from __future__ import annotations
+
 import bisect
 import hashlib
 import json
 import random
 import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 from .errors import NoServerError
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from .client import RpcClient
+
+    #: What a router returns: a server id (None: no server), or an awaitable of one.
+    RouteResult = Union[str, None, Awaitable[Union[str, None]]]
+    #: ``router(route_param, msg, route_context)``
+    RouteFunc = Callable[[Any, dict[str, Any], Any], RouteResult]
+
+    class RouterObject(Protocol):
+        """A router given as an object with a ``route`` method."""
+
+        def route(self, route_param: Any, msg: dict[str, Any], route_context: Any,
+                  /) -> RouteResult: ...
 
 __all__ = ["default_route", "crc32_index", "ROUTER_TYPES", "make_router"]
 
 
-def _js_string(value):
+def _js_string(value: object) -> str:
     """``String(value)`` as JavaScript writes it, for the values a uid or key can be."""
     if value is True or value is False:
         return "true" if value else "false"
@@ -27,7 +47,7 @@ def _js_string(value):
     return str(value)
 
 
-def _js_truthy(value):
+def _js_truthy(value: object) -> bool:
     """Whether JavaScript sees ``value`` as true (``[]`` and ``{}`` are)."""
     if value is None or value is False or value == "":
         return False
@@ -36,12 +56,12 @@ def _js_truthy(value):
     return True
 
 
-def _json(value):
+def _json(value: object) -> str:
     """``JSON.stringify(value)`` for plain data."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _uid(route_param):
+def _uid(route_param: object) -> str:
     """The uid pomelo hashes: ``session.uid || ''`` (a str or int route_param is the uid)."""
     if route_param is None:
         return ""
@@ -54,7 +74,7 @@ def _uid(route_param):
     return _js_string(uid) if _js_truthy(uid) else ""   # pomelo: session.uid || ''
 
 
-def crc32_index(uid, count):
+def crc32_index(uid: str, count: int) -> int:
     """pomelo's index: ``abs(crc32(uid))`` with crc32 signed as in Node's ``crc``, mod ``count``."""
     value = zlib.crc32(bytes(ord(ch) & 0xFF for ch in uid))
     if value >= 0x80000000:
@@ -65,10 +85,10 @@ def crc32_index(uid, count):
 class _Builtin:
     """A built-in router bound to a client (it reads the client's server list)."""
 
-    def __init__(self, client):
+    def __init__(self, client: RpcClient) -> None:
         self.client = client
 
-    def servers(self, msg):
+    def servers(self, msg: Mapping[str, Any]) -> list[str]:
         server_type = msg["server_type"]
         ids = self.client.server_ids(server_type)
         if not ids:
@@ -79,11 +99,11 @@ class _Builtin:
 class DefaultRouter(_Builtin):
     """pomelo's default: crc32 of ``route_param.uid`` modulo the servers of the type."""
 
-    def route(self, route_param, msg, route_context):
+    def route(self, route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
         return default_route(route_param, self.servers(msg))
 
 
-def default_route(route_param, server_ids):
+def default_route(route_param: object, server_ids: Sequence[str]) -> str:
     """The server id pomelo's default router gives ``route_param`` among ``server_ids``."""
     return server_ids[crc32_index(_uid(route_param), len(server_ids))]
 
@@ -91,18 +111,18 @@ def default_route(route_param, server_ids):
 class RoundRobin(_Builtin):
     """Each server of the type in turn."""
 
-    def __init__(self, client):
+    def __init__(self, client: RpcClient) -> None:
         super().__init__(client)
-        self._next = {}
+        self._next: dict[str, int] = {}
 
-    def route(self, route_param, msg, route_context):
+    def route(self, route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
         ids = self.servers(msg)
         i = self._next.get(msg["server_type"], 0)
         self._next[msg["server_type"]] = i + 1
         return ids[i % len(ids)]
 
 
-def _weight(info):
+def _weight(info: Mapping[str, Any]) -> float:
     """A server's ``weight`` as a number >= 0 (absent or None: 1)."""
     weight = info.get("weight")
     if weight is None:
@@ -116,11 +136,11 @@ def _weight(info):
 class WeightedRoundRobin(_Builtin):
     """Smooth weighted round robin over the servers' ``weight`` (default 1)."""
 
-    def __init__(self, client):
+    def __init__(self, client: RpcClient) -> None:
         super().__init__(client)
-        self._current = {}
+        self._current: dict[str, dict[str, float]] = {}
 
-    def route(self, route_param, msg, route_context):
+    def route(self, route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
         """The server whose smoothed weight credit is highest; weight 0 is never chosen."""
         ids = self.servers(msg)
         current = self._current.setdefault(msg["server_type"], {})
@@ -128,8 +148,8 @@ class WeightedRoundRobin(_Builtin):
         weights = {sid: _weight(info(sid)) for sid in ids}
         for sid in [s for s in current if not weights.get(s)]:
             del current[sid]     # removed, or weight 0: it starts afresh if it comes back
-        total = 0
-        best = None
+        total: float = 0
+        best: str | None = None
         for sid, weight in weights.items():
             if weight <= 0:
                 continue
@@ -149,11 +169,11 @@ class LeastActive(_Builtin):
     Ties go to the tied servers in turn, so an idle cluster still shares the load.
     """
 
-    def __init__(self, client):
+    def __init__(self, client: RpcClient) -> None:
         super().__init__(client)
-        self._turn = {}
+        self._turn: dict[str, int] = {}
 
-    def route(self, route_param, msg, route_context):
+    def route(self, route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
         """The server with the fewest calls in flight; ties in turn."""
         ids = self.servers(msg)
         in_flight = self.client.in_flight
@@ -179,18 +199,20 @@ class ConsistentHash(_Builtin):
 
     replicas = 100
 
-    def __init__(self, client):
+    def __init__(self, client: RpcClient) -> None:
         super().__init__(client)
-        self._rings = {}
+        # server_type -> (server ids, sorted point hashes, owner of each point)
+        self._rings: dict[str, tuple[tuple[str, ...], list[int], list[str]]] = {}
 
     @staticmethod
-    def _hash(key):
+    def _hash(key: str) -> int:
         return int.from_bytes(hashlib.md5(key.encode("utf-8")).digest(), "big")
 
-    def _ring(self, server_type, ids):
+    def _ring(self, server_type: str,
+              ids: tuple[str, ...]) -> tuple[tuple[str, ...], list[int], list[str]]:
         ring = self._rings.get(server_type)
         if ring is None or ring[0] != ids:
-            points = {}
+            points: dict[int, str] = {}
             for sid in ids:
                 for i in range(self.replicas):
                     points[self._hash(f"{sid}:{i}")] = sid
@@ -198,7 +220,7 @@ class ConsistentHash(_Builtin):
             ring = self._rings[server_type] = (ids, hashes, [points[h] for h in hashes])
         return ring
 
-    def key(self, msg):
+    def key(self, msg: Mapping[str, Any]) -> str:
         """The string hashed for ``msg``: ``args[hash_field_index]``, else the message's JSON."""
         args = msg.get("args") or []
         index = self.client.opts["hash_field_index"]
@@ -212,7 +234,7 @@ class ConsistentHash(_Builtin):
         return _json({"namespace": msg.get("namespace"), "serverType": msg["server_type"],
                       "service": msg.get("service"), "method": msg.get("method"), "args": args})
 
-    def route(self, route_param, msg, route_context):
+    def route(self, route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
         """The owner of the ring point at or before the hash of ``key(msg)``."""
         ids = tuple(self.servers(msg))
         _, hashes, owners = self._ring(msg["server_type"], ids)
@@ -222,11 +244,11 @@ class ConsistentHash(_Builtin):
 class RandomRouter(_Builtin):
     """A random server of the type."""
 
-    def route(self, route_param, msg, route_context):
+    def route(self, route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
         return random.choice(self.servers(msg))
 
 
-ROUTER_TYPES = {
+ROUTER_TYPES: dict[str, Callable[[RpcClient], RouterObject]] = {
     "rr": RoundRobin,
     "wrr": WeightedRoundRobin,
     "la": LeastActive,
@@ -235,7 +257,8 @@ ROUTER_TYPES = {
 }
 
 
-def make_router(client, router, router_type):
+def make_router(client: RpcClient, router: RouteFunc | RouterObject | None,
+                router_type: str | None) -> RouteFunc:
     """The callable ``(route_param, msg, route_context) -> id | awaitable`` for a client.
 
     ``router_type`` wins over ``router`` (as in pomelo); with neither, pomelo's default.
@@ -247,7 +270,7 @@ def make_router(client, router, router_type):
                 f"unknown router_type {router_type!r}; known: {', '.join(ROUTER_TYPES)}")
         return cls(client).route
     if router is not None:
-        route = getattr(router, "route", None)
+        route: RouteFunc | None = getattr(router, "route", None)
         if route is not None and callable(route):
             return route
         if not callable(router):

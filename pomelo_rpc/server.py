@@ -4,22 +4,45 @@
     await gw.start(); print(gw.port); ...; await gw.stop()
 """
 
+from __future__ import annotations
+
+import asyncio
 import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import core as _core
 from . import remotes
 from .acceptor import NativeAcceptor
 from .mqtt_acceptor import MqttAcceptor
 from .options import SERVER_DEFAULTS, merge
+from .reloader import ServiceWatcher
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from .core import Core, DispatcherLike
+
+    class AcceptorLike(Protocol):
+        """What the gateway uses of an acceptor (a transport's, or one from
+        ``acceptor_factory``)."""
+
+        @property
+        def port(self) -> int | None: ...
+        async def listen(self, host: str, port: int) -> None: ...
+        async def close(self, grace: float) -> None: ...
+
+    #: ``acceptor_class(opts, dispatcher, core)``
+    AcceptorClass = Callable[[dict[str, Any], DispatcherLike, Core], AcceptorLike]
 
 log = logging.getLogger("pomelo_rpc.server")
 
 __all__ = ["create", "Gateway"]
 
-_TRANSPORTS = {"native": NativeAcceptor}
+_TRANSPORTS: dict[str, AcceptorClass] = {"native": NativeAcceptor}
 
 
-def register_transport(name, acceptor_class):
+def register_transport(name: str, acceptor_class: AcceptorClass) -> None:
     """Make ``transport=name`` build ``acceptor_class(opts, dispatcher, core)``."""
     _TRANSPORTS[name] = acceptor_class
 
@@ -27,7 +50,7 @@ def register_transport(name, acceptor_class):
 register_transport("mqtt", MqttAcceptor)
 
 
-def _normalize_paths(paths):
+def _normalize_paths(paths: Iterable[Mapping[str, Any]] | None) -> list[dict[str, str]]:
     out = []
     for item in paths or ():
         if "namespace" not in item or "path" not in item:
@@ -39,57 +62,106 @@ def _normalize_paths(paths):
 class Gateway:
     """A server instance: remote services, their dispatcher and an acceptor."""
 
-    def __init__(self, opts):
+    def __init__(self, opts: dict[str, Any]) -> None:
         self.opts = opts
         self.core = _core.select(opts["core"])
         self.paths = _normalize_paths(opts["paths"])
         if opts["acceptor_factory"] is None and opts["transport"] not in _TRANSPORTS:
             raise ValueError(f"unknown transport {opts['transport']!r}; "
                              f"known: {', '.join(sorted(_TRANSPORTS))}")
-        self.services = {}
-        self.dispatcher = None
-        self.acceptor = None
+        self.services: dict[str, dict[str, Any]] = {}
+        self.dispatcher: DispatcherLike | None = None
+        self.acceptor: AcceptorLike | None = None
+        # reload_remotes: the services by file, and the task polling their files
+        self._watcher: ServiceWatcher | None = None
+        self._watch_task: asyncio.Task[None] | None = None
 
     @property
-    def port(self):
+    def port(self) -> int | None:
         """The port the acceptor is bound to (the ephemeral one when ``port=0``)."""
         return self.acceptor.port if self.acceptor is not None else None
 
-    def _build_dispatcher(self):
-        self.services = remotes.load_paths(self.paths, self.opts["context"], self.opts["services"])
+    def _build_dispatcher(self) -> DispatcherLike:
+        if self.opts["reload_remotes"]:
+            self._watcher = ServiceWatcher(self.paths, self.opts["context"], self.opts["services"])
+            self.services = self._watcher.load()
+        else:
+            self.services = remotes.load_paths(self.paths, self.opts["context"],
+                                               self.opts["services"])
         return self.core.dispatch.Dispatcher(remotes.method_entries(self.services))
 
-    async def start(self):
+    def check_remotes(self) -> list[str]:
+        """With ``reload_remotes``: reload the services whose files changed, appeared or
+        went away since the last check (the server checks every ``reload_interval`` s by
+        itself); return the changes made, e.g. ``["reloaded user.chat"]``.
+
+        Calls already running finish on the old code, new ones get the new code. Method
+        ids do not change (a removed method's id answers "... was removed"); new methods
+        get new ids, which the native acceptor sends to its clients in a new HELLO. A
+        file that fails to load is logged and the old code keeps serving.
+        """
+        if self._watcher is None or self.dispatcher is None:
+            return []
+        changes = self._watcher.scan()
+        if not changes:
+            return changes
+        services = self._watcher.namespaces()
+        ids_before = len(self.dispatcher.table)
+        self.dispatcher.replace(remotes.method_entries(services))
+        self.services = services
+        log.info("reloaded remote services: %s (%d methods)", ", ".join(changes),
+                 len(self.dispatcher))
+        if len(self.dispatcher.table) > ids_before and self.acceptor is not None:
+            methods_changed = getattr(self.acceptor, "methods_changed", None)
+            if methods_changed is not None:
+                methods_changed()
+        return changes
+
+    async def _watch_remotes(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.check_remotes()
+            except Exception:
+                log.exception("reloading the remote services failed; the old ones keep serving")
+
+    async def start(self) -> None:
         """Load the services and start listening."""
         if self.acceptor is not None:
             raise RuntimeError("server already started")
         self.dispatcher = self._build_dispatcher()
         factory = self.opts["acceptor_factory"]
         if factory is not None:
-            acceptor = factory(self.opts, self.dispatcher)
+            acceptor: AcceptorLike = factory(self.opts, self.dispatcher)
         else:
             acceptor = _TRANSPORTS[self.opts["transport"]](self.opts, self.dispatcher, self.core)
         await acceptor.listen(self.opts["host"], self.opts["port"])
         self.acceptor = acceptor
+        if self._watcher is not None:
+            self._watch_task = asyncio.get_running_loop().create_task(
+                self._watch_remotes(self.opts["reload_interval"]))
         log.info("rpc server started on port %s with %d methods (%s core)",
                  self.port, len(self.dispatcher), self.core.name)
 
-    async def stop(self, grace=None):
+    async def stop(self, grace: float | None = None) -> None:
         """Stop listening; answer calls already received for up to ``grace`` s; close."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
         if self.acceptor is None:
             return
         acceptor, self.acceptor = self.acceptor, None
         await acceptor.close(self.opts["stop_grace"] if grace is None else grace)
         log.info("rpc server stopped")
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Gateway:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
 
-def create(**opts):
+def create(**opts: Any) -> Gateway:
     """Create a Gateway; see ``pomelo_rpc.options.SERVER_DEFAULTS`` for the options."""
     return Gateway(merge(SERVER_DEFAULTS, opts, "server.create"))

@@ -1,17 +1,44 @@
 """The mail station: the client's server list and one mailbox per server, opened lazily."""
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import NoServerError
 from .mailbox import NativeMailbox
 from .mqtt_mailbox import MqttMailbox
 
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from .core import Core
+
+    class MailboxLike(Protocol):
+        """What the station and the client use of a mailbox (``Mailbox`` or a custom
+        one from ``mailbox_factory``)."""
+
+        on_close: Callable[[Any], None] | None   # callable(mailbox), set by the station
+
+        @property
+        def server_id(self) -> str: ...
+        @property
+        def in_flight(self) -> int: ...
+        def send(self, msg: dict[str, Any], timeout: float | None = ...) -> Awaitable[Any]: ...
+        async def connect(self) -> None: ...
+        def abort(self, reason: str = ...) -> None: ...
+        async def close(self, reason: str = ...) -> None: ...
+
+    #: ``mailbox_class(server_info, opts, core)``
+    MailboxClass = Callable[[dict[str, Any], dict[str, Any], Core], MailboxLike]
+
 log = logging.getLogger("pomelo_rpc.station")
 
-_MAILBOXES = {"native": NativeMailbox}
+_MAILBOXES: dict[str, MailboxClass] = {"native": NativeMailbox}
 
 
-def register_transport(name, mailbox_class):
+def register_transport(name: str, mailbox_class: MailboxClass) -> None:
     """Make ``transport=name`` build ``mailbox_class(server_info, opts, core)``."""
     _MAILBOXES[name] = mailbox_class
 
@@ -19,7 +46,7 @@ def register_transport(name, mailbox_class):
 register_transport("mqtt", MqttMailbox)
 
 
-def normalize_server(info):
+def normalize_server(info: Mapping[str, Any]) -> dict[str, Any]:
     """A server info with snake_case keys (pomelo's camelCase accepted): id, server_type, host, port."""
     out = dict(info)
     if "serverType" in out and "server_type" not in out:
@@ -37,13 +64,14 @@ def normalize_server(info):
 class MailStation:
     """Server infos by id and type, and the mailboxes to them."""
 
-    def __init__(self, opts, core):
+    def __init__(self, opts: dict[str, Any], core: Core) -> None:
         self.opts = opts
         self.core = core
-        self.servers = {}        # id -> info
-        self.by_type = {}        # server_type -> [ids], in the order added
-        self.mailboxes = {}      # id -> mailbox
-        self.on_removed = None   # callable(server_id), called for each server removed
+        self.servers: dict[str, dict[str, Any]] = {}   # id -> info
+        self.by_type: dict[str, list[str]] = {}        # server_type -> [ids], in the order added
+        self.mailboxes: dict[str, MailboxLike] = {}    # id -> mailbox
+        # callable(server_id), called for each server removed
+        self.on_removed: Callable[[str], None] | None = None
         factory = opts["mailbox_factory"]
         if factory is None:
             transport = opts["transport"]
@@ -52,9 +80,9 @@ class MailStation:
                                  f"known: {', '.join(sorted(_MAILBOXES))}")
             cls = _MAILBOXES[transport]
             factory = lambda info, o: cls(info, o, core)  # noqa: E731
-        self._factory = factory
+        self._factory: Callable[[dict[str, Any], dict[str, Any]], MailboxLike] = factory
 
-    def add_servers(self, servers):
+    def add_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
         """Add or update server infos.
 
         A known server keeps its place in its type's list (so the default router's
@@ -76,7 +104,7 @@ class MailStation:
             self.servers[sid] = info
             self.by_type.setdefault(info["server_type"], []).append(sid)
 
-    def remove_servers(self, ids):
+    def remove_servers(self, ids: Iterable[str]) -> None:
         """Forget servers; their calls in flight fail at once with ConnectionLostError."""
         for sid in ids:
             info = self.servers.pop(sid, None)
@@ -91,13 +119,13 @@ class MailStation:
             if self.on_removed is not None:
                 self.on_removed(sid)
 
-    def _drop_mailbox(self, sid, reason):
+    def _drop_mailbox(self, sid: str, reason: str) -> None:
         mailbox = self.mailboxes.pop(sid, None)
         if mailbox is not None:
             mailbox.on_close = None
             mailbox.abort(reason)
 
-    def replace_servers(self, servers):
+    def replace_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
         """Make the server list exactly ``servers``, in their order.
 
         Servers that stay, at the same address, keep their connections.
@@ -106,7 +134,7 @@ class MailStation:
         keep = {info["id"] for info in infos}
         self.remove_servers([sid for sid in list(self.servers) if sid not in keep])
         self.add_servers(infos)
-        by_type = {}
+        by_type: dict[str, list[str]] = {}
         for info in infos:
             ids = by_type.setdefault(info["server_type"], [])
             if info["id"] not in ids:
@@ -114,7 +142,7 @@ class MailStation:
         for server_type, ids in by_type.items():
             self.by_type[server_type][:] = ids   # in place: routers may hold the list
 
-    def mailbox(self, sid):
+    def mailbox(self, sid: str) -> MailboxLike:
         """The mailbox to server ``sid``, created (not yet connected) on first use."""
         mailbox = self.mailboxes.get(sid)
         if mailbox is None:
@@ -126,16 +154,16 @@ class MailStation:
             self.mailboxes[sid] = mailbox
         return mailbox
 
-    def _mailbox_closed(self, mailbox):
+    def _mailbox_closed(self, mailbox: MailboxLike) -> None:
         if self.mailboxes.get(mailbox.server_id) is mailbox:
             del self.mailboxes[mailbox.server_id]
 
-    def in_flight(self, sid):
+    def in_flight(self, sid: str) -> int:
         """Calls in flight to server ``sid``."""
         mailbox = self.mailboxes.get(sid)
         return mailbox.in_flight if mailbox is not None else 0
 
-    async def close(self, reason="client stopped"):
+    async def close(self, reason: str = "client stopped") -> None:
         """Close every mailbox."""
         mailboxes = list(self.mailboxes.values())
         self.mailboxes.clear()

@@ -480,6 +480,16 @@ def encode_request_by_name(rid, namespace, service, method, args):
     return encode([REQ_NAME, rid, namespace, service, method, args])
 
 
+def encode_request_traced(rid, method_id, args, trace_id):
+    """``encode_request`` carrying a trace id (``rpc_debug_log``) as a trailing field."""
+    return encode([REQ_ID, rid, method_id, args, trace_id])
+
+
+def encode_request_by_name_traced(rid, namespace, service, method, args, trace_id):
+    """``encode_request_by_name`` carrying a trace id as a trailing field."""
+    return encode([REQ_NAME, rid, namespace, service, method, args, trace_id])
+
+
 def encode_response(rid, result):
     """A successful response; TypeError if ``result`` cannot be packed."""
     return encode([RESP_OK, rid, result])

@@ -16,9 +16,16 @@ A packet is decoded as a tuple whose first item is its type:
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object o)
+    void *PyUnicode_DATA(object o)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+
 import time
+from json.encoder import encode_basestring as _encode_basestring
 
 from pomelo_rpc.errors import FrameError
 
@@ -321,3 +328,50 @@ def encode_pingresp():
 def encode_disconnect():
     """A DISCONNECT packet."""
     return DISCONNECT_PACKET
+
+
+# JSON strings ------------------------------------------------------------------
+
+cdef inline bint _json_plain(const unsigned char *p, Py_ssize_t n):
+    """True if ASCII bytes ``p[:n]`` hold no control character, ``"`` or ``\\``."""
+    cdef uint64_t w, ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL
+    cdef uint64_t quote = 0x2222222222222222ULL, backslash = 0x5C5C5C5C5C5C5C5CULL
+    cdef uint64_t space = 0x2020202020202020ULL, x
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        # the high bit of x is set in some byte iff a byte is below 0x20 (every byte is
+        # ASCII, below 0x80) or equal to " or \ (a zero byte in w ^ quote, w ^ backslash)
+        x = (((w - space) & ~w) | (((w ^ quote) - ones) & ~(w ^ quote))
+             | (((w ^ backslash) - ones) & ~(w ^ backslash)))
+        if x & high:
+            return False
+        i += 8
+    while i < n:
+        c = p[i]
+        if c < 0x20 or c == 0x22 or c == 0x5C:
+            return False
+        i += 1
+    return True
+
+
+cpdef str json_string(object s):
+    """The JSON text of string ``s`` as ``json`` writes it with ``ensure_ascii=False``:
+    exactly ``json.encoder.encode_basestring(s)``. An ASCII string with nothing to
+    escape is only put between quotes, without the per-character pass."""
+    cdef Py_ssize_t n
+    cdef const unsigned char *p
+    cdef unsigned char *w
+    if type(s) is not str or not PyUnicode_IS_ASCII(s):
+        return _encode_basestring(s)
+    n = len(<str>s)
+    p = <const unsigned char *>PyUnicode_DATA(s)
+    if not _json_plain(p, n):
+        return _encode_basestring(s)
+    out = PyUnicode_New(n + 2, 127)
+    w = <unsigned char *>PyUnicode_DATA(out)
+    w[0] = 0x22
+    memcpy(w + 1, p, n)
+    w[n + 1] = 0x22
+    return out

@@ -272,3 +272,83 @@ def test_corrupted_streams_decode_alike_in_both_cores(specs, flip, value):
     stream[flip % len(stream)] = value
     stream = bytes(stream)
     assert _outcome(py, stream, 1 << 20) == _outcome(cy, stream, 1 << 20)
+
+
+# JSON strings and the payload JSON ---------------------------------------------------
+
+_JSON_STRINGS = ["", "a", "run", "x" * 1000, 'a"b', "a\\b", "\x00", "\x1f" * 9, "tab\there",
+                 "seven\n", "abcdefg\x7f", "é", "héllo wörld ✓ 日本語 🎉", "\ud800", "a" * 7 + '"',
+                 "b" * 15 + "\\", "c" * 8 + "\n" + "d" * 8, " " * 16, "~" * 17, "!" * 8]
+
+
+def test_json_string_is_json_encode_basestring(mq):
+    import json.encoder
+    for s in _JSON_STRINGS:
+        assert mq.json_string(s) == json.encoder.encode_basestring(s), repr(s)
+
+    class Sub(str):
+        pass
+    assert mq.json_string(Sub("ab")) == '"ab"'
+    assert type(mq.json_string(Sub("ab"))) is str
+    with pytest.raises(TypeError):
+        mq.json_string(1)
+
+
+_ascii_text = st.text(st.characters(max_codepoint=127), max_size=40)
+
+
+@settings(max_examples=500, deadline=None)
+@given(s=st.one_of(_ascii_text, st.text(max_size=40)))
+def test_json_string_alike_in_both_cores(s):
+    import json.encoder
+    want = json.encoder.encode_basestring(s)
+    for name in CORES:
+        assert core_pkg.select(name).mqtt.json_string(s) == want, name
+
+
+_json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30) | _ascii_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_value)
+def test_payload_json_is_the_json_module(value):
+    """mqtt_acceptor's dumps (either core's strings) and loads: exactly json's text and value."""
+    import json
+    from pomelo_rpc.mqtt_acceptor import core_dumps, dumps, loads
+    want = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(value)
+    assert dumps(value) == want
+    for name in CORES:
+        assert core_dumps(core_pkg.select(name))(value) == want, name
+    data = want.encode("utf-8", "surrogatepass")
+    assert repr(loads(data)) == repr(json.loads(data))
+
+
+def test_payload_json_errors_are_the_json_module():
+    import json
+    from pomelo_rpc.mqtt_acceptor import core_dumps, loads
+    circular = []
+    circular.append(circular)
+    for name in CORES:
+        fn = core_dumps(core_pkg.select(name))
+        for bad, exc in ((circular, ValueError), (float("nan"), ValueError), (object(), TypeError),
+                         ({(1, 2): 3}, TypeError), ([1, {"a": float("inf")}], ValueError)):
+            with pytest.raises(exc):
+                fn(bad)
+        assert fn([1, [2, {"b": None}]]) == '[1,[2,{"b":null}]]'   # no marks left behind
+    for data in (b'{"a":1}  \n', b"[1,2] x", b"", b"\xef\xbb\xbf{}", b'{"a":"\xed\xa0\x80"}',
+                 b'{"a" : 1 }', b"[1e400]", b"[NaN]", b"{", b"[1,]", b'{"a":1}{', "[1]",
+                 '{"x":"\\ud800"}'.encode()):
+        try:
+            want = ("ok", repr(json.loads(data)))
+        except ValueError as exc:
+            want = ("error", type(exc), str(exc))
+        try:
+            got = ("ok", repr(loads(data)))
+        except ValueError as exc:
+            got = ("error", type(exc), str(exc))
+        assert got == want, data

@@ -202,7 +202,7 @@ async def test_bad_calls_in_valid_frames_get_error_answers_on_a_live_connection(
         21: ([1, 21, echo, {"a": 1}], "DispatchError", "must be a list, got dict"),
         22: ([1, 22, echo, None], "DispatchError", "must be a list, got NoneType"),
         23: ([2, 23, "user", "service", "echo"], "DispatchError", "malformed request of kind 2"),
-        24: ([1, 24, echo, [], "extra"], "DispatchError", "malformed request of kind 1"),
+        24: ([1, 24, echo, [], "trace", "extra"], "DispatchError", "malformed request of kind 1"),
         25: ([99, 25], "DispatchError", "malformed request of kind 99"),
         26: ([3, 26, "a response"], "DispatchError", "malformed request of kind 3"),
         27: ([0, 27, []], "DispatchError", "malformed request of kind 0"),

@@ -1,5 +1,7 @@
 """Benchmark service: echo returns its payload."""
 
+from typing import Any
 
-def echo(payload):
+
+def echo(payload: Any) -> Any:
     return payload

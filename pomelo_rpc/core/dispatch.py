@@ -1,5 +1,10 @@
 """Dispatch (namespace -> service -> method), pure-Python twin of ``src/dispatch.pyx``."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from ..errors import DispatchError, FrameError
 
 # Outcome of Dispatcher.dispatch
@@ -16,7 +21,8 @@ class Method:
 
     __slots__ = ("mid", "namespace", "service", "name", "func", "min_args", "max_args", "is_async")
 
-    def __init__(self, mid, namespace, service, name, func, min_args, max_args, is_async):
+    def __init__(self, mid: int, namespace: str, service: str, name: str,
+                 func: Callable[..., Any], min_args: int, max_args: int, is_async: bool) -> None:
         self.mid = mid
         self.namespace = namespace
         self.service = service
@@ -27,56 +33,93 @@ class Method:
         self.is_async = is_async
 
     @property
-    def route(self):
+    def route(self) -> str:
         """``namespace.service.method``."""
         return f"{self.namespace}.{self.service}.{self.name}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Method {self.mid} {self.route}>"
 
 
 class Dispatcher:
     """Looks up methods by id or by name, checks arity and calls them."""
 
-    def __init__(self, methods):
+    def __init__(self,
+                 methods: Iterable[tuple[str, str, str, Callable[..., Any], int, int, bool]]
+                 ) -> None:
         """``methods``: iterable of (namespace, service, name, func, min_args, max_args, is_async)."""
-        self._methods = []
-        self._by_name = {}
+        # index: method id; None where the method was removed by ``replace``
+        self._methods: list[Method | None] = []
+        # live methods only
+        self._by_name: dict[tuple[str, str, str], Method] = {}
+        self._namespaces: dict[str, set[str]] = {}
+        # every (namespace, service, name) ever given an id, by id, and its id
+        self._keys: list[tuple[str, str, str]] = []
+        self._ids: dict[tuple[str, str, str], int] = {}
+        self.replace(methods)
+
+    def replace(self,
+                methods: Iterable[tuple[str, str, str, Callable[..., Any], int, int, bool]]
+                ) -> None:
+        """Make ``methods`` (as for the constructor) the methods served from now on.
+
+        Method ids are stable: a method whose (namespace, service, name) already had an
+        id keeps it, a new one gets the next id, and the id of a method no longer in
+        ``methods`` answers "... was removed" (the table keeps its name, so the ids a
+        client holds stay valid). All or nothing: a duplicate raises ValueError and
+        changes nothing.
+        """
+        keys = list(self._keys)
+        ids = dict(self._ids)
+        by_name: dict[tuple[str, str, str], Method] = {}
         for ns, svc, name, func, lo, hi, is_async in methods:
             key = (ns, svc, name)
-            if key in self._by_name:
+            if key in by_name:
                 raise ValueError(f"duplicate remote method {ns}.{svc}.{name}")
-            m = Method(len(self._methods), ns, svc, name, func, lo, hi, bool(is_async))
-            self._methods.append(m)
-            self._by_name[key] = m
-        self._namespaces = {}
-        for ns, svc, _ in self._by_name:
-            self._namespaces.setdefault(ns, set()).add(svc)
+            mid = ids.get(key)
+            if mid is None:
+                mid = ids[key] = len(keys)
+                keys.append(key)
+            by_name[key] = Method(mid, ns, svc, name, func, lo, hi, bool(is_async))
+        table: list[Method | None] = [None] * len(keys)
+        namespaces: dict[str, set[str]] = {}
+        for m in by_name.values():
+            table[m.mid] = m
+            namespaces.setdefault(m.namespace, set()).add(m.service)
+        self._keys, self._ids, self._by_name = keys, ids, by_name
+        self._methods, self._namespaces = table, namespaces
 
     @property
-    def table(self):
-        """``[[namespace, service, method], ...]``: index i is method id i."""
-        return [[m.namespace, m.service, m.name] for m in self._methods]
+    def table(self) -> list[list[str]]:
+        """``[[namespace, service, method], ...]``: index i is method id i (removed ones too)."""
+        return [[ns, svc, name] for ns, svc, name in self._keys]
 
     @property
-    def methods(self):
-        """The methods, in id order."""
-        return list(self._methods)
+    def methods(self) -> list[Method]:
+        """The methods served, in id order."""
+        return [m for m in self._methods if m is not None]
 
-    def __len__(self):
-        return len(self._methods)
+    def __len__(self) -> int:
+        """The number of methods served."""
+        return len(self._by_name)
 
-    def by_id(self, mid):
+    def by_id(self, mid: object) -> Method:
         """The method with id ``mid``; DispatchError if there is none."""
         if type(mid) is int and 0 <= mid < len(self._methods):
-            return self._methods[mid]
+            m = self._methods[mid]
+            if m is not None:
+                return m
+            ns, svc, name = self._keys[mid]
+            raise DispatchError(f"{ns}.{svc}.{name} was removed (method id {mid})")
         raise DispatchError(f"unknown method id {mid!r}")
 
-    def by_name(self, namespace, service, name):
+    def by_name(self, namespace: str, service: str, name: str) -> Method:
         """The method ``namespace.service.name``; DispatchError naming the missing part."""
         m = self._by_name.get((namespace, service, name))
         if m is not None:
             return m
+        if (namespace, service, name) in self._ids:
+            raise DispatchError(f"{namespace}.{service}.{name} was removed")
         services = self._namespaces.get(namespace)
         if services is None:
             raise DispatchError(f"unknown namespace {namespace!r}")
@@ -84,7 +127,7 @@ class Dispatcher:
             raise DispatchError(f"unknown service {namespace}.{service}")
         raise DispatchError(f"unknown method {namespace}.{service}.{name}")
 
-    def call(self, method, args):
+    def call(self, method: Method, args: list[Any]) -> Any:
         """Check the argument count and call; return the result (or coroutine)."""
         n = len(args)
         if n < method.min_args or (method.max_args >= 0 and n > method.max_args):
@@ -97,20 +140,23 @@ class Dispatcher:
             raise DispatchError(f"{method.route} takes {want} argument(s), got {n}")
         return method.func(*args)
 
-    def dispatch(self, msg):
+    def dispatch(self, msg: object) -> tuple[int, int, Any]:
         """Run a request frame body; return ``(rid, state, outcome)`` (DONE/FAILED/PENDING).
 
+        ``[1, rid, method_id, args]`` or ``[2, rid, namespace, service, method, args]``,
+        either optionally followed by a trace id (see ``describe``), unused here.
         FrameError if ``msg`` is not a request this protocol can answer (no rid).
         """
         if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
             raise FrameError(f"malformed request frame: {msg!r:.80}")
         rid = msg[1]
         kind = msg[0]
+        n = len(msg)
         try:
-            if kind == _REQ_ID and len(msg) == 4:
+            if kind == _REQ_ID and (n == 4 or n == 5):
                 method = self.by_id(msg[2])
                 args = msg[3]
-            elif kind == _REQ_NAME and len(msg) == 6:
+            elif kind == _REQ_NAME and (n == 6 or n == 7):
                 method = self.by_name(msg[2], msg[3], msg[4])
                 args = msg[5]
             else:
@@ -123,3 +169,31 @@ class Dispatcher:
         if method.is_async:
             return rid, PENDING, result
         return rid, DONE, result
+
+    def describe(self, msg: object) -> tuple[str | None, str | None] | None:
+        """``(trace_id, route)`` of a request frame, for tracing; None if ``msg`` is not one.
+
+        ``trace_id`` is the optional last field of ``[1, rid, method_id, args, trace]`` or
+        ``[2, rid, namespace, service, method, args, trace]`` when it is a str, else None;
+        ``route`` is ``namespace.service.method`` (a removed method's too), or None when
+        the frame names no method. Never raises, never runs anything.
+        """
+        if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
+            return None
+        n = len(msg)
+        kind = msg[0]
+        trace = route = None
+        if kind == _REQ_ID and (n == 4 or n == 5):
+            mid = msg[2]
+            if type(mid) is int and 0 <= mid < len(self._keys):
+                ns, svc, name = self._keys[mid]
+                route = f"{ns}.{svc}.{name}"
+            if n == 5 and type(msg[4]) is str:
+                trace = msg[4]
+        elif kind == _REQ_NAME and (n == 6 or n == 7):
+            ns, svc, name = msg[2], msg[3], msg[4]
+            if type(ns) is str and type(svc) is str and type(name) is str:
+                route = f"{ns}.{svc}.{name}"
+            if n == 7 and type(msg[6]) is str:
+                trace = msg[6]
+        return trace, route

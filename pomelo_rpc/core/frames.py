@@ -4,6 +4,10 @@ A frame is a 4-byte big-endian body length followed by one msgpack object, a lis
 whose first item is the message kind (see ``HELLO`` ... ``PONG``).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import msgpack
 
 from ..errors import FrameError
@@ -12,8 +16,8 @@ HEADER_SIZE = 4
 
 # Message kinds: the first item of every frame body.
 HELLO = 0      # server -> client: [HELLO, version, [[namespace, service, method], ...]]
-REQ_ID = 1     # [REQ_ID, rid, method_id, args]
-REQ_NAME = 2   # [REQ_NAME, rid, namespace, service, method, args]
+REQ_ID = 1     # [REQ_ID, rid, method_id, args] (+ trace_id when traced)
+REQ_NAME = 2   # [REQ_NAME, rid, namespace, service, method, args] (+ trace_id when traced)
 RESP_OK = 3    # [RESP_OK, rid, result]
 RESP_ERR = 4   # [RESP_ERR, rid, [type_name, message, stack]]
 PING = 5       # [PING]
@@ -24,23 +28,23 @@ PROTOCOL_VERSION = 1
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
-def _unpack(body):
+def _unpack(body: bytes | bytearray | memoryview) -> Any:
     return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
 class FrameDecoder:
     """Incremental decoder: ``feed`` any split of the byte stream, get whole messages."""
 
-    def __init__(self, max_size=8 * 1024 * 1024):
+    def __init__(self, max_size: int = 8 * 1024 * 1024) -> None:
         self._buf = bytearray()
         self._max = max_size
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Bytes held while waiting for the rest of a frame."""
         return len(self._buf)
 
-    def feed(self, data):
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Add ``data``; return the list of messages completed by it.
 
         Raises FrameError on an oversized frame or a body that is not one msgpack
@@ -79,35 +83,47 @@ class FrameDecoder:
         return out
 
 
-def encode(message):
+def encode(message: Any) -> bytes:
     """Encode one message (a list) as a frame."""
-    body = _packer.pack(message)
+    body: bytes = _packer.pack(message)
     if len(body) > 0xFFFFFFFF:
         raise FrameError(f"message of {len(body)} bytes does not fit in a frame")
     return len(body).to_bytes(HEADER_SIZE, "big") + body
 
 
-def encode_request(rid, method_id, args):
+def encode_request(rid: int, method_id: int, args: list[Any]) -> bytes:
     """A request naming its method by the id from the server's HELLO table."""
     return encode([REQ_ID, rid, method_id, args])
 
 
-def encode_request_by_name(rid, namespace, service, method, args):
+def encode_request_by_name(rid: int, namespace: str, service: str, method: str,
+                           args: list[Any]) -> bytes:
     """A request naming its method in full (before HELLO, or for a name not in it)."""
     return encode([REQ_NAME, rid, namespace, service, method, args])
 
 
-def encode_response(rid, result):
+def encode_request_traced(rid: int, method_id: int, args: list[Any], trace_id: str) -> bytes:
+    """``encode_request`` carrying a trace id (``rpc_debug_log``) as a trailing field."""
+    return encode([REQ_ID, rid, method_id, args, trace_id])
+
+
+def encode_request_by_name_traced(rid: int, namespace: str, service: str, method: str,
+                                  args: list[Any], trace_id: str) -> bytes:
+    """``encode_request_by_name`` carrying a trace id as a trailing field."""
+    return encode([REQ_NAME, rid, namespace, service, method, args, trace_id])
+
+
+def encode_response(rid: int, result: Any) -> bytes:
     """A successful response; TypeError if ``result`` cannot be packed."""
     return encode([RESP_OK, rid, result])
 
 
-def encode_error(rid, type_name, message, stack):
+def encode_error(rid: int, type_name: str, message: str, stack: str | None) -> bytes:
     """An error response."""
     return encode([RESP_ERR, rid, [type_name, message, stack]])
 
 
-def encode_hello(table):
+def encode_hello(table: list[list[str]]) -> bytes:
     """The server's greeting: its method table, whose indexes are the method ids."""
     return encode([HELLO, PROTOCOL_VERSION, table])
 

@@ -13,7 +13,11 @@ decoded as a tuple whose first item is its type:
 ``max_size`` bounds the remaining length (the bytes after the fixed header).
 """
 
+from __future__ import annotations
+
+import json.encoder
 import time
+from typing import Any
 
 from ..errors import FrameError
 
@@ -44,14 +48,14 @@ PINGRESP_PACKET = b"\xd0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 
 
-def _utf8(data, what):
+def _utf8(data: bytes | bytearray | memoryview, what: str) -> str:
     try:
         return str(data, "utf-8")
     except UnicodeDecodeError:
         raise FrameError(f"MQTT {what} is not valid UTF-8") from None
 
 
-def _parse(kind, flags, body):
+def _parse(kind: int, flags: int, body: memoryview) -> tuple[Any, ...]:
     """The packet tuple of one complete packet; FrameError if it is malformed."""
     n = len(body)
     if kind == PUBLISH:
@@ -92,7 +96,7 @@ def _parse(kind, flags, body):
     return (kind, bytes(body))
 
 
-def _parse_connect(body):
+def _parse_connect(body: memoryview) -> tuple[Any, ...]:
     n = len(body)
     if n < 2:
         raise FrameError("MQTT CONNECT too short")
@@ -109,7 +113,7 @@ def _parse_connect(body):
     cflags = body[off + 1]
     keepalive = (body[off + 2] << 8) | body[off + 3]
     off += 4
-    fields = [None]  # client id, then will topic and payload, user name, password
+    fields: list[Any] = [None]  # client id, then will topic and payload, user name, password
     if cflags & 0x04:
         fields += [None, None]
     if cflags & 0x80:
@@ -131,16 +135,16 @@ def _parse_connect(body):
 class MqttDecoder:
     """Incremental MQTT decoder: ``feed`` any split of the byte stream, get whole packets."""
 
-    def __init__(self, max_size=8 * 1024 * 1024):
+    def __init__(self, max_size: int = 8 * 1024 * 1024) -> None:
         self._buf = bytearray()
         self._max = max_size
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Bytes held while waiting for the rest of a packet."""
         return len(self._buf)
 
-    def feed(self, data):
+    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[Any, ...]]:
         """Add ``data``; return the list of packet tuples completed by it.
 
         Raises FrameError on a malformed packet, a remaining length longer than 4
@@ -197,7 +201,7 @@ class MqttDecoder:
         return out
 
 
-def _varint(n):
+def _varint(n: int) -> bytes:
     if n < 0 or n > MAX_REMAINING:
         raise FrameError(f"MQTT remaining length {n} out of range")
     out = bytearray()
@@ -211,19 +215,19 @@ def _varint(n):
             return bytes(out)
 
 
-def _string(value):
+def _string(value: str | bytes) -> bytes:
     raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     if len(raw) > 0xFFFF:
         raise FrameError(f"MQTT string of {len(raw)} bytes is too long")
     return len(raw).to_bytes(2, "big") + raw
 
 
-def make_client_id():
+def make_client_id() -> str:
     """A client id as pomelo-rpc's mqtt mailbox makes it: ``MQTT_RPC_<ms since epoch>``."""
     return f"MQTT_RPC_{int(time.time() * 1000)}"
 
 
-def encode_connect(client_id=None, keepalive=0):
+def encode_connect(client_id: str | bytes | None = None, keepalive: int = 0) -> bytes:
     """A CONNECT packet as Node pomelo-rpc sends it (MQTT 3.1.1, clean session)."""
     if client_id is None:
         client_id = make_client_id()
@@ -233,12 +237,13 @@ def encode_connect(client_id=None, keepalive=0):
     return b"\x10" + _varint(len(body)) + body
 
 
-def encode_connack(return_code=0, session_present=False):
+def encode_connack(return_code: int = 0, session_present: bool = False) -> bytes:
     """A CONNACK packet."""
     return bytes((0x20, 2, 1 if session_present else 0, return_code))
 
 
-def encode_publish(payload, topic=TOPIC_RPC, qos=0, packet_id=0):
+def encode_publish(payload: bytes | bytearray | memoryview, topic: str | bytes = TOPIC_RPC,
+                   qos: int = 0, packet_id: int = 0) -> bytes:
     """A PUBLISH packet carrying ``payload`` (bytes) on ``topic``."""
     if not 0 <= qos <= 2:
         raise FrameError(f"MQTT QoS {qos} out of range")
@@ -251,16 +256,22 @@ def encode_publish(payload, topic=TOPIC_RPC, qos=0, packet_id=0):
             + bytes(payload))
 
 
-def encode_pingreq():
+def encode_pingreq() -> bytes:
     """A PINGREQ packet."""
     return PINGREQ_PACKET
 
 
-def encode_pingresp():
+def encode_pingresp() -> bytes:
     """A PINGRESP packet."""
     return PINGRESP_PACKET
 
 
-def encode_disconnect():
+def encode_disconnect() -> bytes:
     """A DISCONNECT packet."""
     return DISCONNECT_PACKET
+
+
+#: The JSON text of string ``s`` as ``json`` writes it with ``ensure_ascii=False``:
+#: ``json.encoder.encode_basestring`` itself (the compiled twin only quotes an ASCII
+#: string with nothing to escape, without the per-character pass).
+json_string = json.encoder.encode_basestring

@@ -5,7 +5,13 @@ Deadlines are grouped in slots of ``resolution`` seconds so that expiry needs on
 timer per slot, not one per call; an entry answered, discarded or expired is gone.
 """
 
+from __future__ import annotations
+
 import heapq
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 _ID_LIMIT = 0x7FFFFFFF
 
@@ -13,29 +19,32 @@ _ID_LIMIT = 0x7FFFFFFF
 class PendingTable:
     """Calls awaiting their response: ``add`` gives the id, ``pop`` or ``expire`` ends it."""
 
-    def __init__(self, resolution=0.005):
-        self._entries = {}   # rid -> [future, info, the slot's ids dict or None]
-        self._slots = {}     # slot -> {rid: None}; an empty slot stays until it expires
-        self._heap = []      # slots, each pushed once
+    def __init__(self, resolution: float = 0.005) -> None:
+        # rid -> [future, info, the slot's ids dict or None]
+        self._entries: dict[int, list[Any]] = {}
+        # slot -> {rid: None}; an empty slot stays until it expires
+        self._slots: dict[int, dict[int, None]] = {}
+        self._heap: list[int] = []      # slots, each pushed once
         self._next_id = 0
         self._res = resolution
         # the slot of the last deadline added, and the deadlines (lo, hi] it holds: most
         # calls share one timeout, so most adds land in the slot of the one before
-        self._last_ids = None
+        self._last_ids: dict[int, None] | None = None
         self._last_lo = self._last_hi = 0.0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, rid):
+    def __contains__(self, rid: object) -> bool:
         return rid in self._entries
 
     @property
-    def slot_count(self):
+    def slot_count(self) -> int:
         """Deadline slots still held (zero once every deadline has passed)."""
         return len(self._slots)
 
-    def add(self, future, deadline=None, info=None):
+    def add(self, future: asyncio.Future[Any], deadline: float | None = None,
+            info: Any = None) -> int:
         """Register ``future``; return its request id. ``deadline`` is a loop time or None."""
         entries = self._entries
         rid = self._next_id
@@ -65,7 +74,7 @@ class PendingTable:
         entries[rid] = [future, info, ids]
         return rid
 
-    def pop(self, rid):
+    def pop(self, rid: int) -> tuple[asyncio.Future[Any], Any] | None:
         """Remove ``rid``; return ``(future, info)``, or None if it is unknown or gone."""
         entry = self._entries.pop(rid, None)
         if entry is None:
@@ -74,7 +83,7 @@ class PendingTable:
             entry[2].pop(rid, None)
         return entry[0], entry[1]
 
-    def resolve(self, rid, value):
+    def resolve(self, rid: int, value: Any) -> bool:
         """Set the result of call ``rid``; False if it is unknown or already gone."""
         entry = self.pop(rid)
         if entry is None:
@@ -84,7 +93,7 @@ class PendingTable:
             fut.set_result(value)
         return True
 
-    def reject(self, rid, exc):
+    def reject(self, rid: int, exc: BaseException) -> bool:
         """Set ``exc`` on call ``rid``; False if it is unknown or already gone."""
         entry = self.pop(rid)
         if entry is None:
@@ -94,7 +103,7 @@ class PendingTable:
             fut.set_exception(exc)
         return True
 
-    def next_deadline(self):
+    def next_deadline(self) -> float | None:
         """Loop time at which ``expire`` next has work, or None."""
         heap = self._heap
         while heap and heap[0] not in self._slots:
@@ -103,9 +112,9 @@ class PendingTable:
             return None
         return heap[0] * self._res
 
-    def expire(self, now):
+    def expire(self, now: float) -> list[tuple[asyncio.Future[Any], Any]]:
         """Remove every call whose deadline is at or before ``now``; return their ``(future, info)``."""
-        out = []
+        out: list[tuple[asyncio.Future[Any], Any]] = []
         res = self._res
         heap = self._heap
         slots = self._slots
@@ -120,7 +129,7 @@ class PendingTable:
                     out.append((entry[0], entry[1]))
         return out
 
-    def drain(self):
+    def drain(self) -> list[tuple[asyncio.Future[Any], Any]]:
         """Remove every call; return their ``(future, info)``."""
         out = [(e[0], e[1]) for e in self._entries.values()]
         self._entries.clear()

@@ -5,6 +5,11 @@
 //   --keepalive MS --pause MS: one echo call, an idle pause, then the calls (keepalive test)
 //   node client.js --port N --bench COUNT
 //     COUNT sequential user.service.echo calls; prints {"calls", "seconds", "avg_ms", ...}.
+//   node client.js --port N --throughput --conc C --seconds S --size B [--warmup S]
+//                  [--max-calls M] [--service NAME] [--nodelay]
+//     C loops each calling user.<NAME>.echo({"a": "run", "b": "x" * B, "time": t}) back to
+//     back for S seconds (or M calls in all) after a warm-up of the same shape; prints
+//     {"calls_per_s", "p50_us", "p99_us", "calls"} (what pomelo_rpc.bench.measure reports).
 'use strict';
 var common = require('./common');
 var rpc = require('pomelo-rpc');
@@ -82,6 +87,56 @@ function runBench(count) {
   });
 }
 
+function runThroughput() {
+  var conc = Number(opts.conc || 1);
+  var seconds = Number(opts.seconds || 2);
+  var warmup = opts.warmup === undefined ? Math.min(0.3, seconds) : Number(opts.warmup);
+  var maxCalls = Number(opts['max-calls'] || 0);
+  var payload = {a: 'run', b: new Array(Number(opts.size || 10) + 1).join('x'),
+                 time: Date.now() / 1000};
+  var spec = {service: opts.service || 'service', method: 'echo', args: [payload]};
+
+  // conc loops for secs seconds (and at most max calls); done(latencies in µs, elapsed s)
+  function phase(secs, max, done) {
+    var latencies = [];
+    var start = process.hrtime.bigint();
+    var stopAt = start + BigInt(Math.round(secs * 1e9));
+    var started = 0;
+    var running = conc;
+    function loop() {
+      if (process.hrtime.bigint() >= stopAt || (max && started >= max)) {
+        if (--running === 0) {
+          done(latencies, Number(process.hrtime.bigint() - start) / 1e9);
+        }
+        return;
+      }
+      started++;
+      var t0 = process.hrtime.bigint();
+      call(spec, function(args) {
+        if (args[0]) return finish({error: args[0]});
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e3);
+        loop();
+      });
+    }
+    for (var i = 0; i < conc; i++) loop();
+  }
+
+  // one call opens the connection
+  call({method: 'echo', service: spec.service, args: ['warm-up']}, function(args) {
+    if (args[0]) return finish({error: args[0]});
+    phase(warmup, maxCalls ? 1 : 0, function() {
+      phase(seconds, maxCalls, function(lat, elapsed) {
+        lat.sort(function(a, b) { return a - b; });
+        var n = lat.length;
+        var p50 = n % 2 ? lat[(n - 1) / 2] : (lat[n / 2 - 1] + lat[n / 2]) / 2;
+        finish({calls_per_s: n / elapsed, p50_us: p50,
+                p99_us: lat[Math.min(n - 1, Math.floor(n * 0.99))], calls: n,
+                nodelay: common.nodelay});
+      });
+    });
+  });
+}
+
 function finish(obj) {
   common.emit(obj);
   client.stop(true);
@@ -96,7 +151,9 @@ client.start(function(err) {
   client.addServer({id: SERVER_ID, serverType: 'test', host: '127.0.0.1',
                     port: Number(opts.port)});
   var calls = JSON.parse(opts.calls || '[]');
-  if (opts.bench) {
+  if (opts.throughput) {
+    runThroughput();
+  } else if (opts.bench) {
     runBench(Number(opts.bench));
   } else if (opts.pause) {
     call({method: 'echo', args: ['before the pause']}, function(args) {

@@ -18,6 +18,30 @@ net.Server.prototype.listen = function(port) {
   return listen.apply(this, arguments);
 };
 
+// POMELO_RPC_NODE_NODELAY=1 (or --nodelay): every socket gets setNoDelay(true), the
+// Node peers "with TCP_NODELAY patched in" of bench/mqtt_vs_node.py. pomelo-rpc 1.0.7
+// never sets it, so a packet written in pieces waits for the peer's delayed ACK.
+var NODELAY = process.env.POMELO_RPC_NODE_NODELAY === '1' ||
+    process.argv.indexOf('--nodelay') >= 0;
+if (NODELAY) {
+  // outgoing: Socket#connect (net.createConnection); setNoDelay before the connect is
+  // remembered and applied once the handle exists
+  var connect = net.Socket.prototype.connect;
+  net.Socket.prototype.connect = function() {
+    this.setNoDelay(true);
+    return connect.apply(this, arguments);
+  };
+  // incoming: each accepted socket, before the server's own 'connection' listeners
+  var emit = net.Server.prototype.emit;
+  net.Server.prototype.emit = function(event, socket) {
+    if (event === 'connection' && socket && typeof socket.setNoDelay === 'function') {
+      socket.setNoDelay(true);
+    }
+    return emit.apply(this, arguments);
+  };
+}
+module.exports.nodelay = NODELAY;
+
 // Exit when stdin closes: a server started with a pipe as stdin dies with its parent.
 module.exports.exitWithStdin = function() {
   process.stdin.on('end', function() { process.exit(0); });
