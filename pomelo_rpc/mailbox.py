@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .acceptor import set_nodelay
+from .acceptor import WRITE_CHUNK, set_nodelay
 from .errors import (ConnectionLostError, FrameError, PendingQueueFullError, RemoteError,
                      RpcError, RpcTimeoutError)
 from .tracing import context_id, done_callback, log_done, log_send, new_trace_id
@@ -150,9 +150,14 @@ class Mailbox:
 
     def _write(self, data: bytes) -> None:
         """Send ``data``: the first write of a loop turn goes out at once (no added
-        latency); the ones after it in the same turn go out together in one write."""
+        latency); the ones after it in the same turn go out together, every
+        WRITE_CHUNK of them and at the end of the turn."""
         if self._flush_scheduled:
-            self._out.append(data)
+            out = self._out
+            out.append(data)
+            if len(out) >= WRITE_CHUNK and self._transport is not None:
+                self._transport.write(b"".join(out))
+                out.clear()
         elif self._transport is not None:
             self._transport.write(data)
             self._flush_scheduled = True

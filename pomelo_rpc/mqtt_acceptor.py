@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .acceptor import BaseAcceptor, ServerConnection
+from .acceptor import WRITE_CHUNK, BaseAcceptor, ServerConnection
 from .errors import DispatchError, FrameError
 
 if TYPE_CHECKING:
@@ -29,11 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pomelo_rpc.mqtt_acceptor")
 
 _REQ_NAME = 2   # the dispatcher's by-name request kind (see core.frames.REQ_NAME)
-
-#: Answers queued in one read are written every WRITE_CHUNK of them, not all at the end:
-#: the client starts on the first ones while the rest are being made (with 100 calls in
-#: flight, writing a whole read's answers at once left client and server taking turns).
-WRITE_CHUNK = 32
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encoder_dumps = _ENCODER.encode

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .acceptor import set_nodelay
 from .errors import FrameError, RpcError
 from .mailbox import OPEN, Mailbox
-from .mqtt_acceptor import WRITE_CHUNK, batch_payload, core_dumps, dumps, json_bytes, loads
+from .mqtt_acceptor import batch_payload, core_dumps, dumps, json_bytes, loads
 
 if TYPE_CHECKING:
     from .core import Core, MqttDecoderLike
@@ -153,19 +153,6 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
 
     def _send_ping(self) -> None:
         self._write(self._mqtt.PINGREQ_PACKET)
-
-    def _write(self, data: bytes) -> None:
-        """``Mailbox._write``, except that the writes held for the end of the loop turn
-        go out every WRITE_CHUNK of them: the server starts on the first calls while the
-        rest are made (all at the end left client and server taking turns)."""
-        if self._flush_scheduled:
-            out = self._out
-            out.append(data)
-            if len(out) >= WRITE_CHUNK and self._transport is not None:
-                self._transport.write(b"".join(out))
-                out.clear()
-        else:
-            super()._write(data)
 
     def _close_transport(self) -> None:
         if self._batch_timer is not None:
