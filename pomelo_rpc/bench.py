@@ -23,6 +23,7 @@ import msgpack
 
 import pomelo_rpc
 from pomelo_rpc import client
+from pomelo_rpc import core as _core
 
 if TYPE_CHECKING:
     #: ``(call(payload) -> awaitable answer, close() -> None or an awaitable)`` of one cell
@@ -108,14 +109,16 @@ async def _raw_server_main(port_out: TextIO) -> None:
 
 # processes -------------------------------------------------------------------
 
-def _env() -> dict[str, str]:
+def _env(pure: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
+    if pure:
+        env["POMELO_RPC_PURE"] = "1"
     return env
 
 
-def _start(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env())
+def _start(cmd: list[str], pure: bool = False) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env(pure))
     line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: not None
     if not line:
         raise RuntimeError(f"benchmark process failed to start: {cmd}")
@@ -127,12 +130,13 @@ def start_raw_server() -> tuple[subprocess.Popen[str], int]:
     return _start([sys.executable, "-m", "pomelo_rpc.bench", "raw-server"])
 
 
-def start_rpc_server(server_id: str,
-                     transport: str = "native") -> tuple[subprocess.Popen[str], int]:
-    """Start a ``python -m pomelo_rpc serve`` process with the bench service."""
+def start_rpc_server(server_id: str, transport: str = "native",
+                     pure: bool = False) -> tuple[subprocess.Popen[str], int]:
+    """Start a ``python -m pomelo_rpc serve`` process with the bench service
+    (``pure``: with the pure-Python core)."""
     return _start([sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", server_id,
                    "--server-type", "bench", "--transport", transport,
-                   "--remote", f"user={REMOTE}"])
+                   "--remote", f"user={REMOTE}"], pure)
 
 
 def stop_all(procs: Sequence[subprocess.Popen[str]]) -> None:
@@ -279,6 +283,12 @@ async def run_matrix(seconds: float, transports: list[str], clients: int,
             r = await run_cell("rpc-routed", ports, 100, 10, seconds)
             rows.append({"system": f"pomelo_rpc native, routed over {routed_servers} servers",
                          "transport": "native", "concurrency": 100, "size": 10, **r})
+        if "python" in _core.available() and pomelo_rpc.IMPLEMENTATION == "cython":
+            proc, port = start_rpc_server("pure", pure=True)
+            procs.append(proc)
+            r = await run_cell("rpc", [port], 100, 10, seconds, core="python")
+            rows.append({"system": "pomelo_rpc native, pure-Python core", "transport": "pure",
+                         "concurrency": 100, "size": 10, **r})
     finally:
         stop_all(procs)
     return rows
@@ -293,7 +303,12 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
         return None
 
     out: dict[str, float] = {}
-    for transport in sorted({r["transport"] for r in rows} - {"raw"}):
+    pure, compiled = (find("pomelo_rpc native, pure-Python core", 100, 10),
+                      find("pomelo_rpc native", 100, 10))
+    if pure and compiled:
+        out["native throughput, Cython core / pure-Python core, conc=100 size=10"] = (
+            compiled["calls_per_s"] / pure["calls_per_s"])
+    for transport in sorted({r["transport"] for r in rows} - {"raw", "pure"}):
         name = f"pomelo_rpc {transport}"
         for conc, size in ((100, 10), (100, 1000)):
             ours, raw = find(name, conc, size), find("raw uvloop echo", conc, size)
@@ -323,7 +338,10 @@ def print_table(rows: list[dict[str, Any]], ratio_map: dict[str, float],
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
     """Write a bar chart of calls/s per row to ``path`` (needs matplotlib)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'pomelo-rpc[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     labels = [f"{r['system']}\nconc={r['concurrency']} size={r['size']}" for r in rows]

@@ -76,7 +76,11 @@ def _uid(route_param: object) -> str:
 
 def crc32_index(uid: str, count: int) -> int:
     """pomelo's index: ``abs(crc32(uid))`` with crc32 signed as in Node's ``crc``, mod ``count``."""
-    value = zlib.crc32(bytes(ord(ch) & 0xFF for ch in uid))
+    try:
+        data = uid.encode("latin-1")    # Node's crc takes each char code's low byte
+    except UnicodeEncodeError:
+        data = bytes(ord(ch) & 0xFF for ch in uid)
+    value = zlib.crc32(data)
     if value >= 0x80000000:
         value -= 0x100000000
     return abs(value) % count
