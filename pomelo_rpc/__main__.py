@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="log each call with its trace id on pomelo_rpc.trace (with -v)")
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
-    p.add_argument("--calls", type=int, default=10000, help="calls in each throughput run")
+    p.add_argument("--seconds", type=float, default=1.0, help="duration of each figure")
 
     p = sub.add_parser("bench", help="end-to-end benchmark beside a raw uvloop echo")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each cell")

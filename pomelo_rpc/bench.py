@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import msgpack
 
 import pomelo_rpc
-from pomelo_rpc import client
+from pomelo_rpc import client, processes
 from pomelo_rpc import core as _core
 
 if TYPE_CHECKING:
@@ -109,46 +109,19 @@ async def _raw_server_main(port_out: TextIO) -> None:
 
 # processes -------------------------------------------------------------------
 
-def _env(pure: bool = False) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
-    if pure:
-        env["POMELO_RPC_PURE"] = "1"
-    return env
-
-
-def _start(cmd: list[str], pure: bool = False) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env(pure))
-    line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: not None
-    if not line:
-        raise RuntimeError(f"benchmark process failed to start: {cmd}")
-    return proc, json.loads(line)["port"]
-
-
 def start_raw_server() -> tuple[subprocess.Popen[str], int]:
     """Start the raw uvloop echo server process; return (process, port)."""
-    return _start([sys.executable, "-m", "pomelo_rpc.bench", "raw-server"])
+    return processes.start([sys.executable, "-m", "pomelo_rpc.bench", "raw-server"])
 
 
 def start_rpc_server(server_id: str, transport: str = "native",
                      pure: bool = False) -> tuple[subprocess.Popen[str], int]:
     """Start a ``python -m pomelo_rpc serve`` process with the bench service
     (``pure``: with the pure-Python core)."""
-    return _start([sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", server_id,
-                   "--server-type", "bench", "--transport", transport,
-                   "--remote", f"user={REMOTE}"], pure)
+    return processes.start_server(server_id, "bench", REMOTE, transport, pure)
 
 
-def stop_all(procs: Sequence[subprocess.Popen[str]]) -> None:
-    """SIGTERM every process, then wait (kill after 10 s)."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+stop_all = processes.stop_all
 
 
 # measuring -------------------------------------------------------------------
@@ -232,7 +205,7 @@ def multi_client(kind: str, ports: list[int], clients: int, concurrency: int, si
     """``clients`` client processes at once against ``ports``; summed calls/s, worst p50/p99."""
     spec = json.dumps([kind, ports, concurrency, size, seconds, transport])
     procs = [subprocess.Popen([sys.executable, "-m", "pomelo_rpc.bench", "client", spec],
-                              stdout=subprocess.PIPE, text=True, env=_env())
+                              stdout=subprocess.PIPE, text=True, env=processes.child_env())
              for _ in range(clients)]
     results = [json.loads(p.communicate(timeout=seconds + 60)[0]) for p in procs]
     return {"calls_per_s": sum(r["calls_per_s"] for r in results),

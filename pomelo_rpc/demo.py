@@ -4,61 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
-import statistics
 import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pomelo_rpc
-from pomelo_rpc import RemoteError, client
+from pomelo_rpc import RemoteError, client, processes
+from pomelo_rpc.bench import measure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMOTE = os.path.join(HERE, "demo_remote")
 CLUSTER = [("area-1", "area"), ("area-2", "area"), ("area-3", "area"),
            ("chat-1", "chat"), ("chat-2", "chat")]
-
-
-def start_server(server_id: str,
-                 server_type: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start ``python -m pomelo_rpc serve`` for one server; return (process, info)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", server_id,
-         "--server-type", server_type, "--remote", f"user={REMOTE}/{server_type}"],
-        stdout=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: not None
-    if not line:
-        raise RuntimeError(f"server {server_id} failed to start")
-    port = json.loads(line)["port"]
-    return proc, {"id": server_id, "server_type": server_type, "host": "127.0.0.1", "port": port}
-
-
-async def measure(call: Callable[[], Awaitable[Any]], calls: int,
-                  concurrency: int) -> tuple[float, float, float]:
-    """Run ``calls`` awaits of ``call()`` with ``concurrency`` in flight; (calls/s, p50 µs, p99 µs)."""
-    latencies: list[float] = []
-    remaining = calls
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            t0 = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - t0
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return calls / elapsed, statistics.median(latencies) * 1e6, p99 * 1e6
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -68,9 +25,12 @@ async def main(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen[str]] = []
     uid: Any   # a uid in the routing loop, then an iterator of uids for the routed row
     try:
-        started = [start_server(sid, st) for sid, st in CLUSTER]
-        procs = [p for p, _ in started]
-        servers = [info for _, info in started]
+        servers = []
+        for sid, server_type in CLUSTER:
+            proc, port = processes.start_server(sid, server_type, f"{REMOTE}/{server_type}")
+            procs.append(proc)
+            servers.append({"id": sid, "server_type": server_type, "host": "127.0.0.1",
+                            "port": port})
         for info in servers:
             print(f"  server {info['id']:<7} type {info['server_type']:<5} "
                   f"listening on 127.0.0.1:{info['port']} (own process)")
@@ -101,29 +61,23 @@ async def main(args: argparse.Namespace) -> None:
             print(f"a remote that raises reaches the caller as RemoteError: {exc}")
 
         print(f"\nlatency and throughput (client in this process, servers in theirs; "
-              f"{args.calls} calls each):")
+              f"{args.seconds:g} s each):")
         print(f"  {'scenario':<42} {'calls/s':>9} {'p50 µs':>8} {'p99 µs':>8}")
         rows = [("1 in flight, 10 B payload, one server", 1, 10, False),
                 ("100 in flight, 10 B payload, one server", 100, 10, False),
                 ("100 in flight, 1000 B payload, one server", 100, 1000, False),
                 ("100 in flight, 10 B, routed over 3 servers", 100, 10, True)]
         for label, conc, size, routed in rows:
-            payload = {"a": "run", "b": "x" * size, "time": 0}
             if routed:
                 uid = iter(range(10 ** 9))
-                call = lambda: area.echo({"uid": next(uid)}, payload)  # noqa: E731
+                call = lambda payload: area.echo({"uid": next(uid)}, payload)  # noqa: E731
             else:
-                call = lambda: area.echo.to_server("area-1", payload)  # noqa: E731
-            await measure(call, min(200, args.calls), conc)       # warm-up
-            rate, p50, p99 = await measure(call, args.calls, conc)
-            print(f"  {label:<42} {rate:>9,.0f} {p50:>8.0f} {p99:>8.0f}")
+                call = lambda payload: area.echo.to_server("area-1", payload)  # noqa: E731
+            await measure(call, conc, 0.2, size)                  # warm-up
+            r = await measure(call, conc, args.seconds, size)
+            print(f"  {label:<42} {r['calls_per_s']:>9,.0f} {r['p50_us']:>8.0f} "
+                  f"{r['p99_us']:>8.0f}")
         await cli.stop()
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        processes.stop_all(procs)
     print("\ncluster stopped.")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .acceptor import set_nodelay
 from .errors import FrameError, RpcError
-from .mailbox import OPEN, Mailbox
+from .mailbox import Mailbox
 from .mqtt_acceptor import batch_payload, core_dumps, dumps, json_bytes, loads
 
 if TYPE_CHECKING:
@@ -117,7 +117,11 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
             head = self._heads[key]
         except (KeyError, TypeError):
             head = self._call_head(key)
-        part = ('{"id":' + str(rid) + head + self._dumps(msg["args"]) + "}}").encode("utf-8")
+        self._send_part(('{"id":' + str(rid) + head + self._dumps(msg["args"]) + "}}")
+                        .encode("utf-8"), msg)
+
+    def _send_part(self, part: bytes, msg: dict[str, Any]) -> None:
+        """Send the JSON of one call: into the batch (buffer_msg) or as its own PUBLISH."""
         if self._buffer_msg:
             self._check_size(part, msg)
             self._batch.append(part)
@@ -143,13 +147,7 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
             "remote": self.server_id, "id": rid, "msg": {
                 "namespace": msg["namespace"], "serverType": msg.get("server_type"),
                 "service": msg["service"], "method": msg["method"], "args": msg["args"]}})
-        if self._buffer_msg:
-            self._check_size(part, msg)
-            self._batch.append(part)
-            if self._batch_timer is None:
-                self._batch_timer = self._loop.call_later(self._interval, self._flush_batch)
-        else:
-            self._write(self._check_size(self._publish(part), msg))
+        self._send_part(part, msg)
 
     def _send_ping(self) -> None:
         self._write(self._mqtt.PINGREQ_PACKET)

@@ -2,7 +2,6 @@
 
 import struct
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
