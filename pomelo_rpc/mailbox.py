@@ -170,9 +170,6 @@ class Mailbox:
             self._transport.write(b"".join(out) if len(out) > 1 else out[0])
         out.clear()
 
-    def _resolve(self, rid: int, value: Any) -> None:
-        self._table.resolve(rid, value)
-
     def _reject_remote(self, rid: int, type_name: str, message: str, stack: str | None) -> None:
         self._table.reject(rid, RemoteError(message, type_name, stack, self.server_id))
 

@@ -100,13 +100,6 @@ def loads(data: bytes | str) -> Any:
     return _json_loads(data)
 
 
-def json_text(value: Any) -> str:
-    """Compact JSON text of ``value`` (TypeError/ValueError if JSON cannot carry it)."""
-    if type(value) is int:
-        return str(value)
-    return dumps(value)
-
-
 def json_bytes(value: Any) -> bytes:
     """UTF-8 compact JSON of ``value`` (TypeError/ValueError if JSON cannot carry it)."""
     return dumps(value).encode("utf-8")
