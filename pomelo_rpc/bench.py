@@ -267,6 +267,60 @@ async def run_matrix(seconds: float, transports: list[str], clients: int,
     return rows
 
 
+def core_ratio(requests: int = 1000, repeat: int = 15) -> dict[str, float]:
+    """The server's core path (decode, dispatch, encode ``requests`` frames) timed in this
+    process for each core; best of ``repeat``. Empty if only one core is available."""
+    names = _core.available()
+    if len(names) < 2:
+        return {}
+    best: dict[str, float] = {}
+    for name in names:
+        c = _core.select(name)
+        frames, dispatch = c.frames, c.dispatch
+        d = dispatch.Dispatcher([("user", "bench", "echo", lambda x: x, 1, 1, False)])
+        data = b"".join(frames.encode_request(i, 0, [payload_of(10)]) for i in range(requests))
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for msg in frames.FrameDecoder().feed(data):
+                rid, _state, result = d.dispatch(msg)
+                frames.encode_response(rid, result)
+            times.append(time.perf_counter() - t0)
+        best[name] = min(times)
+    return {"core path (decode + dispatch + encode), Cython / pure-Python":
+            best["python"] / best["cython"]}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def memory_in_flight(port: int, calls: int = 10_000) -> dict[str, float]:
+    """Client RSS growth (MB) with ``calls`` held in flight by the server at ``port``."""
+    import gc
+    cli = client.create(timeout=60, pending_size=calls)
+    cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
+    cli.add_servers([{"id": "mem", "server_type": "bench", "port": port}])
+    await cli.start()
+    hold = cli.proxies.user.bench.bench.hold
+    await hold.to_server("mem", "warm", 0)
+    gc.collect()
+    idle = _rss_mb()
+    pending = [asyncio.ensure_future(hold.to_server("mem", payload_of(10), 2.0))
+               for _ in range(calls)]
+    while cli.in_flight("mem") < calls:
+        await asyncio.sleep(0.02)
+    gc.collect()
+    busy = _rss_mb()
+    await asyncio.gather(*pending)
+    await cli.stop()
+    return {f"memory: {calls:,} calls in flight, MB over idle (target < 20)": busy - idle}
+
+
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The ratios the targets are stated in, from rows of one run."""
     def find(system: str, conc: int, size: int) -> dict[str, Any] | None:
@@ -306,7 +360,10 @@ def print_table(rows: list[dict[str, Any]], ratio_map: dict[str, float],
               f"{r['p50_us']:>8.0f} {r['p99_us']:>8.0f}", file=out)
     print("\nratios (same run):", file=out)
     for name, value in ratio_map.items():
-        print(f"  {name:<52} {value:6.2f}x", file=out)
+        unit = " MB" if name.startswith("memory") else "x"
+        print(f"  {name:<66} {value:6.2f}{unit}", file=out)
+    print("\nmqtt against Node pomelo-rpc 1.0.7 (needs Node.js): python bench/mqtt_vs_node.py",
+          file=out)
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
@@ -338,6 +395,12 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown transport(s): {', '.join(unknown)}")
     rows = pomelo_rpc.run(run_matrix(args.seconds, transports, args.clients, args.servers))
     ratio_map = ratios(rows)
+    ratio_map.update(core_ratio())
+    proc, port = start_rpc_server("mem")
+    try:
+        ratio_map.update(pomelo_rpc.run(memory_in_flight(port)))
+    finally:
+        stop_all([proc])
     if args.json:
         print(json.dumps({"implementation": pomelo_rpc.IMPLEMENTATION, "rows": rows,
                           "ratios": ratio_map}, indent=2))
