@@ -354,3 +354,39 @@ async def test_deadline_wins_over_an_answer_read_after_it(spawn, core):
         with pytest.raises(RpcTimeoutError):
             await call
     await cli.stop()
+
+
+async def test_custom_acceptor_and_mailbox_factories(core):
+    """acceptor_factory / mailbox_factory replace the transports, as in pomelo."""
+    from pomelo_rpc import core as core_pkg
+    from pomelo_rpc.acceptor import NativeAcceptor
+    from pomelo_rpc.mailbox import NativeMailbox
+
+    made = {"acceptors": 0, "mailboxes": [], "sent": []}
+
+    def acceptor_factory(opts, dispatcher):
+        made["acceptors"] += 1
+        return NativeAcceptor(opts, dispatcher, core_pkg.select(core))
+
+    class RecordingMailbox(NativeMailbox):
+        def send(self, msg, timeout=None):
+            made["sent"].append((self.server_id, msg["method"], list(msg["args"])))
+            return super().send(msg, timeout)
+
+    def mailbox_factory(info, opts):
+        mailbox = RecordingMailbox(info, opts, core_pkg.select(core))
+        made["mailboxes"].append(info["id"])
+        return mailbox
+
+    gw = server.create(paths=[{"namespace": "user", "path": TEST_DIR}], core=core,
+                       acceptor_factory=acceptor_factory)
+    await gw.start()
+    cli = client.create(core=core, mailbox_factory=mailbox_factory)
+    cli.add_proxies([{"namespace": "user", "server_type": "test", "path": TEST_DIR}])
+    cli.add_servers([{"id": "s", "server_type": "test", "port": gw.port}])
+    await cli.start()
+    assert await cli.proxies.user.test.service.echo(None, "via factories") == "via factories"
+    assert made == {"acceptors": 1, "mailboxes": ["s"],
+                    "sent": [("s", "echo", ["via factories"])]}
+    await cli.stop()
+    await gw.stop()
