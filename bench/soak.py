@@ -30,16 +30,9 @@ import msgpack  # noqa: E402
 
 import pomelo_rpc  # noqa: E402
 from pomelo_rpc import RpcError, client  # noqa: E402
+from pomelo_rpc.processes import rss_kb  # noqa: E402
 
 REMOTE = os.path.join(ROOT, "tests", "remote", "test")
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def start_server(core):

@@ -291,31 +291,24 @@ def core_ratio(requests: int = 1000, repeat: int = 15) -> dict[str, float]:
             best["python"] / best["cython"]}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-async def memory_in_flight(port: int, calls: int = 10_000) -> dict[str, float]:
+async def memory_in_flight(port: int, calls: int = 10_000,
+                           core: str | None = None) -> dict[str, float]:
     """Client RSS growth (MB) with ``calls`` held in flight by the server at ``port``."""
     import gc
-    cli = client.create(timeout=60, pending_size=calls)
+    cli = client.create(timeout=60, pending_size=calls, core=core)
     cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
     cli.add_servers([{"id": "mem", "server_type": "bench", "port": port}])
     await cli.start()
     hold = cli.proxies.user.bench.bench.hold
     await hold.to_server("mem", "warm", 0)
     gc.collect()
-    idle = _rss_mb()
+    idle = processes.rss_kb() / 1024
     pending = [asyncio.ensure_future(hold.to_server("mem", payload_of(10), 2.0))
                for _ in range(calls)]
     while cli.in_flight("mem") < calls:
         await asyncio.sleep(0.02)
     gc.collect()
-    busy = _rss_mb()
+    busy = processes.rss_kb() / 1024
     await asyncio.gather(*pending)
     await cli.stop()
     return {f"memory: {calls:,} calls in flight, MB over idle (target < 20)": busy - idle}

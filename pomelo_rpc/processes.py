@@ -40,6 +40,15 @@ def start_server(server_id: str, server_type: str, remote_dir: str, transport: s
                   "--remote", f"user={remote_dir}"], pure)
 
 
+def rss_kb(pid: int | str = "self") -> int:
+    """Resident memory of process ``pid`` (this one by default), in kB, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def stop_all(procs: Sequence[subprocess.Popen[str]]) -> None:
     """SIGTERM every process, then wait (kill after 10 s)."""
     for p in procs:

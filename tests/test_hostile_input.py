@@ -18,6 +18,7 @@ import pytest
 
 from conftest import REMOTE
 from pomelo_rpc import client
+from pomelo_rpc.processes import rss_kb
 
 TEST_DIR = os.path.join(REMOTE, "test")
 
@@ -31,14 +32,6 @@ def frame(obj):
 
 def raw_frame(body):
     return struct.pack(">I", len(body)) + body
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def fd_count(pid):

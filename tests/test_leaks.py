@@ -12,18 +12,11 @@ import time
 
 from conftest import REMOTE
 from pomelo_rpc import RpcTimeoutError, client
+from pomelo_rpc.processes import rss_kb
 
 TEST_DIR = os.path.join(REMOTE, "test")
 CALLS = 100_000
 BATCH = 1000
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_100k_calls_with_timeouts_leave_no_entry_slot_or_timer(spawn, core):
