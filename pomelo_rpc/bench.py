@@ -41,6 +41,21 @@ def payload_of(size: int) -> dict[str, Any]:
 
 # the raw baseline ------------------------------------------------------------
 
+def _raw_messages(buf: bytes) -> tuple[list[Any], bytes]:
+    """The whole length-prefixed ``[id, payload]`` messages at the front of ``buf``,
+    and the bytes after them."""
+    msgs = []
+    off = 0
+    n = len(buf)
+    while n - off >= 4:
+        (size,) = _HDR.unpack_from(buf, off)
+        if n - off - 4 < size:
+            break
+        msgs.append(msgpack.unpackb(buf[off + 4:off + 4 + size]))
+        off += 4 + size
+    return msgs, buf[off:]
+
+
 class _RawEchoServer(asyncio.Protocol):
     """Length-prefixed msgpack ``[id, payload]``: decode, re-encode, one write per call."""
 
@@ -50,18 +65,10 @@ class _RawEchoServer(asyncio.Protocol):
         self.buf = b""
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        off = 0
-        n = len(buf)
-        while n - off >= 4:
-            (size,) = _HDR.unpack_from(buf, off)
-            if n - off - 4 < size:
-                break
-            rid, body = msgpack.unpackb(buf[off + 4:off + 4 + size])
+        msgs, self.buf = _raw_messages(self.buf + data)
+        for rid, body in msgs:
             out = msgpack.packb([rid, body])
             self.transport.write(_HDR.pack(len(out)) + out)
-            off += 4 + size
-        self.buf = buf[off:]
 
 
 class _RawEchoClient(asyncio.Protocol):
@@ -75,17 +82,9 @@ class _RawEchoClient(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        off = 0
-        n = len(buf)
-        while n - off >= 4:
-            (size,) = _HDR.unpack_from(buf, off)
-            if n - off - 4 < size:
-                break
-            rid, body = msgpack.unpackb(buf[off + 4:off + 4 + size])
+        msgs, self.buf = _raw_messages(self.buf + data)
+        for rid, body in msgs:
             self.waiting.pop(rid).set_result(body)
-            off += 4 + size
-        self.buf = buf[off:]
 
     def call(self, payload: Any) -> asyncio.Future[Any]:
         rid = self.next_id
