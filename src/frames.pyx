@@ -25,6 +25,8 @@ import msgpack
 
 from pomelo_rpc.errors import FrameError
 
+include "_stream.pxi"
+
 cdef enum:
     _HDR = 4
 
@@ -419,13 +421,7 @@ cdef class FrameDecoder:
                 off = end
         finally:
             PyBuffer_Release(&pybuf)
-        if off == n:
-            if buffered:
-                del buf[:]
-        elif buffered:
-            del buf[:off]
-        else:
-            self._buf = bytearray(data[off:])
+        self._buf = _rest(buf, data, off, n, buffered)
         return out
 
 

@@ -29,6 +29,8 @@ from json.encoder import encode_basestring as _encode_basestring
 
 from pomelo_rpc.errors import FrameError
 
+include "_stream.pxi"
+
 CONNECT = 1
 CONNACK = 2
 PUBLISH = 3
@@ -231,13 +233,7 @@ cdef class MqttDecoder:
                 off = end
         finally:
             PyBuffer_Release(&pybuf)
-        if off == n:
-            if buffered:
-                del buf[:]
-        elif buffered:
-            del buf[:off]
-        else:
-            self._buf = bytearray(data[off:])
+        self._buf = _rest(buf, data, off, n, buffered)
         return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import msgpack
 
 from ..errors import FrameError
+from ._stream import rest
 
 HEADER_SIZE = 4
 
@@ -73,13 +74,7 @@ class FrameDecoder:
                 off = end
         finally:
             view.release()
-        if off == n:
-            if buf:
-                buf.clear()
-        elif data is buf:
-            del buf[:off]
-        else:
-            self._buf = bytearray(data[off:])
+        self._buf = rest(buf, data, off)
         return out
 
 

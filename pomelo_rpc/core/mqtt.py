@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from ..errors import FrameError
+from ._stream import rest
 
 CONNECT = 1
 CONNACK = 2
@@ -191,13 +192,7 @@ class MqttDecoder:
                 off = end
         finally:
             view.release()
-        if off == n:
-            if buf:
-                buf.clear()
-        elif data is buf:
-            del buf[:off]
-        else:
-            self._buf = bytearray(data[off:])
+        self._buf = rest(buf, data, off)
         return out
 
 
