@@ -4,8 +4,8 @@ import typing as _typing
 
 from . import client, server
 from .core import default as _default_core
-from .errors import (ConnectionLostError, DispatchError, FrameError, NoServerError,
-                     PendingQueueFullError, RemoteError, RpcError, RpcTimeoutError)
+from .errors import (AuthenticationError, ConnectionLostError, DispatchError, FrameError,
+                     NoServerError, PendingQueueFullError, RemoteError, RpcError, RpcTimeoutError)
 from .proxy import BroadcastError
 
 if _typing.TYPE_CHECKING:   # typing-only names, kept out of the package namespace
@@ -49,6 +49,7 @@ def run(main: "Awaitable[_T]") -> "_T":
 
 __all__ = [
     "server", "client", "IMPLEMENTATION", "run", "new_event_loop",
-    "RpcError", "RemoteError", "RpcTimeoutError", "ConnectionLostError", "NoServerError",
+    "RpcError", "RemoteError", "RpcTimeoutError", "ConnectionLostError", "AuthenticationError",
+    "NoServerError",
     "PendingQueueFullError", "FrameError", "DispatchError", "BroadcastError",
 ]

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import FrameError
+from .options import SERVER_DEFAULTS
+from .security import (RateLimitedLog, check_auth, new_nonce, parse_allow, peer_allowed,
+                       server_proof, token_bytes, warn_if_exposed)
 from .tracing import context_id, traced_dispatch
 
 if TYPE_CHECKING:
@@ -27,6 +30,10 @@ WRITE_CHUNK = 32
 #: Connections the kernel may hold waiting for ``accept`` (capped by net.core.somaxconn);
 #: asyncio's default of 100 drops SYNs, and so stalls connects for 1 s, under a storm.
 LISTEN_BACKLOG = 4096
+
+#: Largest frame a connection may send before it has proven its auth_token (an AUTH
+#: frame is about 80 bytes): an unauthenticated peer cannot make the server buffer more.
+HANDSHAKE_MAX_FRAME = 256
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -78,6 +85,8 @@ class ServerConnection(asyncio.Protocol):
         self._reading_paused = False
         self._eof_sent = False
         self._aborted = False
+        # auth_token: the handshake's deadline, until the peer has proven the token
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     if TYPE_CHECKING:
@@ -92,15 +101,50 @@ class ServerConnection(asyncio.Protocol):
 
     # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """asyncio: a client connected; TCP_NODELAY on."""
+        """asyncio: a client connected (after the TLS handshake, with ssl): refused
+        if ``allow`` or ``max_connections`` say so, else TCP_NODELAY on and ``_start``."""
         self._transport = transport
         self._peer = transport.get_extra_info("peername")
+        refusal = self._acceptor.admit(self._peer)
+        if refusal is not None:
+            self._aborted = True
+            transport.abort()
+            return
         set_nodelay(transport)
         self._acceptor.connections.add(self)
+        if self._acceptor.auth_token is not None:
+            self._handshake_timer = asyncio.get_running_loop().call_later(
+                self._acceptor.handshake_timeout, self._handshake_expired)
+        self._start()
+
+    def _start(self) -> None:
+        """Hook: the connection is admitted; greet the client if the protocol does."""
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        self._deny(f"no valid auth_token proof within {self._acceptor.handshake_timeout:g} s")
+
+    def _authenticated(self) -> None:
+        """The peer proved the auth_token: the handshake deadline is off."""
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def _deny(self, reason: str) -> None:
+        """Close an unauthenticated connection without a word (logged, rate-limited)."""
+        self._acceptor.refused += 1
+        self._acceptor.refusals.warning("auth", "refused connection from %s: %s",
+                                        self._peer, reason)
+        self._aborted = True
+        if self._transport is not None:
+            self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
         self._acceptor.connections.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         if self._decoder is not None and self._decoder.buffered and not self._aborted:
             log.warning("connection from %s closed in the middle of a frame "
                         "(%d bytes of it dropped)", self._peer, self._decoder.buffered)
@@ -253,12 +297,46 @@ class _NativeConnection(ServerConnection):
         self._decoder = frames.FrameDecoder(acceptor.pkg_size)
         self._ping = frames.PING
         self._pong = frames.PONG_FRAME
+        # auth_token: this connection's challenge, and a small decoder for the handshake;
+        # the handshake decoder is None once the client has proven the token
+        self._nonce = b""
+        self._handshake_decoder: FrameDecoderLike | None = None
 
     # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """asyncio: a client connected; send the method table (HELLO)."""
-        super().connection_made(transport)
-        transport.write(self._frames.encode_hello(self._acceptor.dispatcher.table))
+    def _start(self) -> None:
+        """Send the method table (HELLO), or with an auth_token the challenge first."""
+        assert self._transport is not None
+        if self._acceptor.auth_token is None:
+            self._transport.write(self._frames.encode_hello(self._acceptor.dispatcher.table))
+            return
+        self._nonce = new_nonce()
+        self._handshake_decoder = self._frames.FrameDecoder(HANDSHAKE_MAX_FRAME)
+        self._transport.write(self._frames.encode_challenge(self._nonce))
+
+    def _on_handshake(self, data: bytes) -> None:
+        """Before the auth_token is proven: the first frame must be a right AUTH, alone;
+        anything else closes the connection unanswered."""
+        decoder = self._handshake_decoder
+        token = self._acceptor.auth_token
+        assert decoder is not None and token is not None and self._transport is not None
+        try:
+            msgs = decoder.feed(data)
+        except FrameError as exc:
+            self._deny(f"bad handshake frame: {exc}")
+            return
+        if not msgs:
+            return            # part of a small frame: wait (the handshake timer runs)
+        client_nonce = None
+        if len(msgs) == 1 and not decoder.buffered:
+            client_nonce = check_auth(msgs[0], token, self._frames.AUTH, self._nonce)
+        if client_nonce is None:
+            self._deny("wrong auth_token proof, or a frame other than AUTH first")
+            return
+        self._authenticated()
+        self._transport.write(
+            self._frames.encode_auth_ok(server_proof(token, self._nonce, client_nonce))
+            + self._frames.encode_hello(self._acceptor.dispatcher.table))
+        self._handshake_decoder = None
 
     def send_hello(self, frame: bytes) -> None:
         """Send a new HELLO (the method table grew: ``reload_remotes``), after the
@@ -271,6 +349,9 @@ class _NativeConnection(ServerConnection):
 
     def data_received(self, data: bytes) -> None:
         """asyncio: decode frames, run the requests, write the answers ready now at once."""
+        if self._handshake_decoder is not None:
+            self._on_handshake(data)
+            return
         try:
             msgs = self._decoder.feed(data)
         except FrameError as exc:
@@ -329,6 +410,27 @@ class BaseAcceptor:
         self.connections: set[ServerConnection] = set()
         self.accepted = 0          # connections accepted since listen
         self._server: asyncio.Server | None = None
+        # security (README "Security"): see the options of the same names
+        self.ssl = opts.get("ssl")
+        self.auth_token = token_bytes(opts.get("auth_token"))
+        self.allow = parse_allow(opts.get("allow"))
+        self.max_connections: int | None = opts.get("max_connections")
+        self.handshake_timeout: float = opts.get("handshake_timeout",
+                                                 SERVER_DEFAULTS["handshake_timeout"])
+        self.refused = 0           # connections refused: allow, max_connections, auth_token
+        self.refusals = RateLimitedLog(log)
+
+    def admit(self, peer: Any) -> str | None:
+        """Why a new connection from ``peer`` is refused (logged, rate-limited), or None."""
+        if self.allow is not None and not peer_allowed(self.allow, peer):
+            kind, reason = "allow", "not in the allow list"
+        elif self.max_connections is not None and len(self.connections) >= self.max_connections:
+            kind, reason = "max", f"max_connections ({self.max_connections}) reached"
+        else:
+            return None
+        self.refused += 1
+        self.refusals.warning(kind, "refused connection from %s: %s", peer, reason)
+        return reason
 
     @property
     def port(self) -> int | None:
@@ -346,9 +448,15 @@ class BaseAcceptor:
     async def listen(self, host: str, port: int) -> None:
         """Start listening."""
         loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if self.ssl is not None:
+            tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.handshake_timeout}
         self._server = await loop.create_server(self._new_connection, host, port,
-                                                reuse_address=True, backlog=LISTEN_BACKLOG)
-        log.info("%s listening on %s:%s", self.name, host, self.port)
+                                                reuse_address=True, backlog=LISTEN_BACKLOG,
+                                                **tls)
+        warn_if_exposed(log, host, self.opts)
+        log.info("%s listening on %s:%s%s", self.name, host, self.port,
+                 " (TLS)" if self.ssl is not None else "")
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, answer the calls already received (up to ``grace`` s), close."""

@@ -7,6 +7,7 @@ __all__ = [
     "RemoteError",
     "RpcTimeoutError",
     "ConnectionLostError",
+    "AuthenticationError",
     "NoServerError",
     "PendingQueueFullError",
     "FrameError",
@@ -40,6 +41,11 @@ class RpcTimeoutError(RpcError, TimeoutError):
 
 class ConnectionLostError(RpcError, ConnectionError):
     """The connection to the remote server failed or closed before the response."""
+
+
+class AuthenticationError(ConnectionLostError):
+    """The connection was refused for want of proof: a wrong or missing ``auth_token``
+    (on either side), or a TLS certificate that does not verify. The call never ran."""
 
 
 class NoServerError(RpcError, LookupError):

@@ -30,6 +30,25 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # pomelo's rpcDebugLog: log each call (trace id from the caller, route, server id,
     # duration) at DEBUG on the "pomelo_rpc.trace" logger
     "rpc_debug_log": False,
+    # cluster membership (README "Clusters"): the record other processes see, {"id",
+    # "server_type", extras}; host/port default to the bound address
+    "server_info": None,
+    # a URL (file:///path/servers.json, redis://host:port/db, etcd://host:port,
+    # pomelo://host:port) or a pomelo_rpc.registry.Registry object; None: no registry
+    "registry": None,
+    "registry_ttl": 10.0,     # s a record outlives its server (refreshed every ttl/3)
+    "registry_connect_timeout": 5.0,  # s ``start`` may wait for the registry's engine
+    "cluster": "default",     # clusters on one engine never see each other
+    # security (README "Security"): an ssl.SSLContext (mutual TLS when it requires client
+    # certificates); a shared secret clients must prove they hold (HMAC challenge, the
+    # secret never sent; mqtt: CONNECT password); addresses/networks allowed to connect
+    # (None: any); connections held at once (None: no bound); seconds a new connection
+    # has to finish the TLS and auth_token handshakes
+    "ssl": None,
+    "auth_token": None,
+    "allow": None,
+    "max_connections": None,
+    "handshake_timeout": 5.0,
 }
 
 #: Options of ``client.create``.
@@ -61,6 +80,15 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     # pomelo's rpcDebugLog: give each call a trace id, send it with the request (the
     # server logs it too) and log the call and its outcome at DEBUG on "pomelo_rpc.trace"
     "rpc_debug_log": False,
+    # follow a cluster's servers in a registry (a URL or a Registry object, as on
+    # server.create); ``start`` loads them within ``connect_timeout``
+    "registry": None,
+    "cluster": "default",
+    # security (README "Security"): an ssl.SSLContext for the connections; the name its
+    # certificate is checked against (None: the server's host); the servers' shared secret
+    "ssl": None,
+    "server_hostname": None,
+    "auth_token": None,
 }
 
 

@@ -38,6 +38,9 @@ RESP_OK = 3
 RESP_ERR = 4
 PING = 5
 PONG = 6
+CHALLENGE = 7
+AUTH = 8
+AUTH_OK = 9
 PROTOCOL_VERSION = 1
 
 cdef object _msgpack_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
@@ -499,6 +502,21 @@ def encode_error(rid, type_name, message, stack):
 def encode_hello(table):
     """The server's greeting: its method table, whose indexes are the method ids."""
     return encode([HELLO, PROTOCOL_VERSION, table])
+
+
+def encode_challenge(nonce):
+    """The server's first frame when it requires an auth_token: a fresh nonce."""
+    return encode([CHALLENGE, PROTOCOL_VERSION, nonce])
+
+
+def encode_auth(proof, nonce):
+    """The client's answer to a challenge: its proof and a nonce of its own."""
+    return encode([AUTH, proof, nonce])
+
+
+def encode_auth_ok(proof):
+    """The server's proof that it holds the token too (sent just before HELLO)."""
+    return encode([AUTH_OK, proof])
 
 
 PING_FRAME = encode([PING])

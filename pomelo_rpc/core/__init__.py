@@ -41,6 +41,9 @@ if TYPE_CHECKING:
         RESP_ERR: int
         PING: int
         PONG: int
+        CHALLENGE: int
+        AUTH: int
+        AUTH_OK: int
         PROTOCOL_VERSION: int
         PING_FRAME: bytes
         PONG_FRAME: bytes
@@ -59,6 +62,9 @@ if TYPE_CHECKING:
         def encode_error(self, rid: int, type_name: str, message: str,
                          stack: str | None) -> bytes: ...
         def encode_hello(self, table: list[list[str]]) -> bytes: ...
+        def encode_challenge(self, nonce: bytes) -> bytes: ...
+        def encode_auth(self, proof: bytes, nonce: bytes) -> bytes: ...
+        def encode_auth_ok(self, proof: bytes) -> bytes: ...
 
     class PendingTableLike(Protocol):
         def __len__(self) -> int: ...

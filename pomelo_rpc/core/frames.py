@@ -23,6 +23,10 @@ RESP_OK = 3    # [RESP_OK, rid, result]
 RESP_ERR = 4   # [RESP_ERR, rid, [type_name, message, stack]]
 PING = 5       # [PING]
 PONG = 6       # [PONG]
+# The auth_token handshake (see pomelo_rpc.security); a server without a token skips it.
+CHALLENGE = 7  # server -> client, first frame: [CHALLENGE, version, server_nonce]
+AUTH = 8       # client -> server, first frame: [AUTH, proof, client_nonce]
+AUTH_OK = 9    # server -> client, before HELLO: [AUTH_OK, proof]
 
 PROTOCOL_VERSION = 1
 
@@ -121,6 +125,21 @@ def encode_error(rid: int, type_name: str, message: str, stack: str | None) -> b
 def encode_hello(table: list[list[str]]) -> bytes:
     """The server's greeting: its method table, whose indexes are the method ids."""
     return encode([HELLO, PROTOCOL_VERSION, table])
+
+
+def encode_challenge(nonce: bytes) -> bytes:
+    """The server's first frame when it requires an auth_token: a fresh nonce."""
+    return encode([CHALLENGE, PROTOCOL_VERSION, nonce])
+
+
+def encode_auth(proof: bytes, nonce: bytes) -> bytes:
+    """The client's answer to a challenge: its proof and a nonce of its own."""
+    return encode([AUTH, proof, nonce])
+
+
+def encode_auth_ok(proof: bytes) -> bytes:
+    """The server's proof that it holds the token too (sent just before HELLO)."""
+    return encode([AUTH_OK, proof])
 
 
 PING_FRAME = encode([PING])
