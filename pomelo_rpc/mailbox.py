@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .acceptor import WRITE_CHUNK, set_nodelay
-from .errors import (ConnectionLostError, FrameError, PendingQueueFullError, RemoteError,
+from .errors import (AuthenticationError, ConnectionLostError, FrameError, PendingQueueFullError, RemoteError,
                      RpcError, RpcTimeoutError)
+from .security import (challenge_nonce, check_auth_ok, client_proof, new_nonce,
+                       token_bytes)
 from .tracing import context_id, done_callback, log_done, log_send, new_trace_id
 
 if TYPE_CHECKING:
@@ -45,10 +48,16 @@ class Mailbox:
         # callable(mailbox), set by the station
         self.on_close: Callable[[Mailbox], None] | None = None
         self.close_reason: str | None = None      # why the mailbox closed, once it has
+        self._close_error: type[ConnectionLostError] = ConnectionLostError  # and its error
         self._pkg_size: int = opts["pkg_size"]
         self._pending_size: int = opts["pending_size"]
         self._connect_timeout: float = opts["connect_timeout"]
         self._keepalive: float = opts["keepalive"]
+        # security (README "Security"): TLS for create_connection, the shared secret
+        self._tls: dict[str, Any] = {}
+        if opts.get("ssl") is not None:
+            self._tls = {"ssl": opts["ssl"], "server_hostname": opts.get("server_hostname")}
+        self._auth_token = token_bytes(opts.get("auth_token"))
         self._table = core.pending.PendingTable()
         # (rid, msg) of calls made while connecting
         self._waiting: list[tuple[int, dict[str, Any]]] = []
@@ -202,7 +211,7 @@ class Mailbox:
         if self._connect_task is not None:
             await asyncio.shield(self._connect_task)
         if self.state != OPEN:
-            raise ConnectionLostError(self.close_reason or f"cannot connect to {self.server_id}")
+            raise self._close_error(self.close_reason or f"cannot connect to {self.server_id}")
 
     async def _connect(self) -> None:
         try:
@@ -211,8 +220,10 @@ class Mailbox:
             self._connect_task = None     # so that _fail does not cancel this very task
             if self.state != CLOSED:
                 reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc
+                refused = isinstance(exc, (AuthenticationError, ssl.SSLError))
                 self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: "
-                           f"{reason}")
+                           f"{'TLS: ' if isinstance(exc, ssl.SSLError) else ''}{reason}",
+                           AuthenticationError if refused else ConnectionLostError)
             return
         finally:
             self._connect_task = None
@@ -257,12 +268,13 @@ class Mailbox:
             when = last + period
         self._keepalive_handle = self._loop.call_at(when + 0.001, self._on_keepalive)
 
-    def _fail(self, reason: str) -> None:
-        """Close for good: every call in flight or queued fails now with ``reason``."""
+    def _fail(self, reason: str, error: type[ConnectionLostError] = ConnectionLostError) -> None:
+        """Close for good: every call in flight or queued fails now with ``error(reason)``."""
         if self.state == CLOSED:
             return
         self.state = CLOSED
         self.close_reason = reason
+        self._close_error = error
         log.info("mailbox %s closed: %s", self.server_id, reason)
         for handle in (self._timer, self._keepalive_handle):
             if handle is not None:
@@ -272,7 +284,7 @@ class Mailbox:
         self._out.clear()
         for fut, _msg in self._table.drain():
             if not fut.done():
-                fut.set_exception(ConnectionLostError(reason))
+                fut.set_exception(error(reason))
         if self._connect_task is not None:
             self._connect_task.cancel()
         self._close_transport()
@@ -291,6 +303,19 @@ class Mailbox:
 
     async def _open(self) -> None:
         raise NotImplementedError
+
+    async def _create_connection(self) -> None:
+        """Connect this protocol to the server, over TLS with the ``ssl`` option."""
+        # a transport's mailbox is also its asyncio.Protocol (Mailbox alone is not)
+        await self._loop.create_connection(lambda: self, self.host,  # type: ignore[type-var]
+                                           self.port, **self._tls)
+
+    def _auth_failed(self, reason: str) -> None:
+        """The handshake proved the server or this client wrong: close with
+        AuthenticationError (what a call or ``connect`` raises)."""
+        log.warning("%s: %s", self.server_id, reason)
+        self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: {reason}",
+                   AuthenticationError)
 
     def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -318,12 +343,15 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
         self._hello: asyncio.Future[None] | None = None
         self._k_ok, self._k_err, self._k_hello, self._k_pong = (
             frames.RESP_OK, frames.RESP_ERR, frames.HELLO, frames.PONG)
+        # auth_token handshake: the nonces of this connection; proven once AUTH_OK checked
+        self._server_nonce = self._client_nonce = b""
+        self._server_proven = False
         if self._trace_prefix is not None:
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
 
     async def _open(self) -> None:
         self._hello = self._loop.create_future()
-        await self._loop.create_connection(lambda: self, self.host, self.port)
+        await self._create_connection()
         await self._hello
 
     def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
@@ -359,6 +387,11 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._hello is not None and not self._hello.done():
+            if self._client_nonce and not self._server_proven:
+                # the server closed on this client's proof: the tokens differ
+                self._refuse_server("the server closed the connection on this client's "
+                                    "auth_token proof: the tokens differ")
+                return
             self._hello.set_exception(ConnectionLostError(f"connection closed before hello: {exc}"))
         self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
 
@@ -375,16 +408,49 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
                     self._reject_remote(msg[1], err[0], err[1], err[2])
                 elif kind == self._k_hello:
                     self._on_hello(msg)
+                elif kind == self._frames.CHALLENGE or kind == self._frames.AUTH_OK:
+                    self._on_handshake(msg)
                 elif kind != self._k_pong:
                     raise FrameError(f"unexpected message kind {kind!r}")
         except (FrameError, TypeError, IndexError, KeyError) as exc:
             log.warning("bad data from %s, closing: %r", self.server_id, exc)
             self._fail(f"bad data from {self.server_id}: {exc}")
 
+    def _on_handshake(self, msg: list[Any]) -> None:
+        """CHALLENGE: answer with the proof of the auth_token; AUTH_OK: check the
+        server's proof. Either at any other time, or wrong, closes the connection."""
+        if self._hello is None or self._hello.done() or self._transport is None:
+            raise FrameError(f"unexpected handshake message kind {msg[0]!r}")
+        token = self._auth_token
+        if msg[0] == self._frames.CHALLENGE:
+            nonce = challenge_nonce(msg)
+            if token is None:
+                self._refuse_server("the server requires an auth_token; none is set")
+            elif nonce is None or self._server_nonce:
+                raise FrameError(f"malformed or repeated challenge: {msg!r:.80}")
+            else:
+                self._server_nonce, self._client_nonce = nonce, new_nonce()
+                self._transport.write(self._frames.encode_auth(
+                    client_proof(token, nonce, self._client_nonce), self._client_nonce))
+        elif token is None or not self._server_nonce or not check_auth_ok(
+                msg, token, self._server_nonce, self._client_nonce):
+            self._refuse_server("the server's auth_token proof is wrong")
+        else:
+            self._server_proven = True
+
+    def _refuse_server(self, reason: str) -> None:
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(AuthenticationError(reason))
+        self._auth_failed(reason)
+
     def _on_hello(self, msg: list[Any]) -> None:
         """The server's method table: at connect, and again on the open connection when
         a server with ``reload_remotes`` gained methods (ids already known never change,
         so calls in flight are unaffected)."""
+        if self._auth_token is not None and not self._server_proven:
+            self._refuse_server("the server sent its method table without proving the "
+                                "auth_token (it has none, or is not the server expected)")
+            return
         self._ids = {tuple(entry): mid for mid, entry in enumerate(msg[2])}
         if self._hello is not None and not self._hello.done():
             self._hello.set_result(None)
