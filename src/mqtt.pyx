@@ -3,7 +3,8 @@
 
 A packet is decoded as a tuple whose first item is its type:
 
-- ``(CONNECT, client_id, keepalive)``
+- ``(CONNECT, client_id, keepalive, username, password)`` (``username`` a str and
+  ``password`` bytes when their CONNECT flags are set, else None)
 - ``(CONNACK, session_present, return_code)``
 - ``(PUBLISH, topic, payload, qos, packet_id)`` (``packet_id`` is None at QoS 0)
 - ``(PUBACK|PUBREC|PUBREL|PUBCOMP, packet_id)``
@@ -81,6 +82,9 @@ cdef tuple _parse_connect(const unsigned char *body, Py_ssize_t n):
     cdef unsigned int level, cflags, keepalive
     cdef const unsigned char *cid = NULL
     cdef Py_ssize_t cid_len = 0
+    cdef Py_ssize_t user_at = 0, pass_at = 0, user_len = 0
+    cdef const unsigned char *user_p = NULL
+    cdef object password = None
     if n < 2:
         raise FrameError("MQTT CONNECT too short")
     plen = _u16(body)
@@ -100,8 +104,10 @@ cdef tuple _parse_connect(const unsigned char *body, Py_ssize_t n):
     if cflags & 0x04:
         nfields += 2
     if cflags & 0x80:
+        user_at = nfields
         nfields += 1
     if cflags & 0x40:
+        pass_at = nfields
         nfields += 1
     for i in range(nfields):
         if off + 2 > n:
@@ -113,8 +119,14 @@ cdef tuple _parse_connect(const unsigned char *body, Py_ssize_t n):
         if i == 0:
             cid = body + off
             cid_len = flen
+        elif i == user_at:
+            user_p = body + off
+            user_len = flen
+        elif i == pass_at:
+            password = PyBytes_FromStringAndSize(<const char *>body + off, flen)
         off += flen
-    return (CONNECT, _utf8(cid, cid_len, "client id"), keepalive)
+    return (CONNECT, _utf8(cid, cid_len, "client id"), keepalive,
+            _utf8(user_p, user_len, "user name") if user_at else None, password)
 
 
 cdef tuple _parse(int kind, int flags, const unsigned char *body, Py_ssize_t n):
@@ -265,13 +277,22 @@ def make_client_id():
     return f"MQTT_RPC_{int(time.time() * 1000)}"
 
 
-def encode_connect(client_id=None, keepalive=0):
-    """A CONNECT packet as Node pomelo-rpc sends it (MQTT 3.1.1, clean session)."""
+def encode_connect(client_id=None, keepalive=0, username=None, password=None):
+    """A CONNECT packet as Node pomelo-rpc sends it (MQTT 3.1.1, clean session), with
+    a user name and password when given (a password needs a user name)."""
     if client_id is None:
         client_id = make_client_id()
     if not 0 <= keepalive <= 0xFFFF:
         raise FrameError(f"MQTT keepalive {keepalive} out of range")
-    body = b"\x00\x04MQTT\x04\x02" + keepalive.to_bytes(2, "big") + _string(client_id)
+    if password is not None and username is None:
+        raise FrameError("MQTT 3.1.1 CONNECT: a password needs a user name")
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = (b"\x00\x04MQTT\x04" + bytes((flags,)) + keepalive.to_bytes(2, "big")
+            + _string(client_id))
+    if username is not None:
+        body += _string(username)
+    if password is not None:
+        body += _string(password)
     return b"\x10" + _varint(len(body)) + body
 
 

@@ -59,7 +59,14 @@ def test_connect_bytes(mq):
     body = b"\x00\x04MQTT" + b"\x04" + b"\x02" + b"\x00\x00" + b"\x00\x16" + cid.encode()
     assert mq.encode_connect(cid) == b"\x10" + bytes([len(body)]) + body
     assert mq.encode_connect(cid, 60)[9:13] == b"\x02\x00\x3c\x00"
-    assert decode_all(mq, mq.encode_connect(cid, 60)) == [(mq.CONNECT, cid, 60)]
+    assert decode_all(mq, mq.encode_connect(cid, 60)) == [(mq.CONNECT, cid, 60, None, None)]
+    # auth_token on the mqtt transport: a user name and password
+    with_pw = mq.encode_connect(cid, 0, "pomelo_rpc", b"s3cret")
+    assert with_pw[9] == 0x80 | 0x40 | 0x02
+    assert with_pw.endswith(b"\x00\x0apomelo_rpc\x00\x06s3cret")
+    assert decode_all(mq, with_pw) == [(mq.CONNECT, cid, 0, "pomelo_rpc", b"s3cret")]
+    with pytest.raises(FrameError, match="password needs a user name"):
+        mq.encode_connect(cid, 0, None, b"pw")
 
 
 def test_connect_default_client_id(mq):
@@ -67,7 +74,7 @@ def test_connect_default_client_id(mq):
     cid = mq.make_client_id()
     assert re.fullmatch(r"MQTT_RPC_\d{13}", cid)
     assert before <= int(cid[9:]) <= int(time.time() * 1000)
-    [(kind, got, keepalive)] = decode_all(mq, mq.encode_connect())
+    [(kind, got, keepalive, _, _)] = decode_all(mq, mq.encode_connect())
     assert kind == mq.CONNECT and keepalive == 0
     assert re.fullmatch(r"MQTT_RPC_\d{13}", got) and int(got[9:]) >= before
 
@@ -132,9 +139,9 @@ def test_publish_qos_and_packet_id(mq):
 def test_connect_with_will_user_password(mq):
     body = (b"\x00\x04MQTT\x04" + bytes([0x80 | 0x40 | 0x04 | 0x02]) + b"\x00\x0a"
             + b"\x00\x03cid" + b"\x00\x01w" + b"\x00\x02wp" + b"\x00\x04user" + b"\x00\x02pw")
-    assert decode_all(mq, b"\x10" + bytes([len(body)]) + body) == [(mq.CONNECT, "cid", 10)]
+    assert decode_all(mq, b"\x10" + bytes([len(body)]) + body) == [(mq.CONNECT, "cid", 10, "user", b"pw")]
     v31 = b"\x00\x06MQIsdp\x03\x02\x00\x00\x00\x01c"
-    assert decode_all(mq, b"\x10" + bytes([len(v31)]) + v31) == [(mq.CONNECT, "c", 0)]
+    assert decode_all(mq, b"\x10" + bytes([len(v31)]) + v31) == [(mq.CONNECT, "c", 0, None, None)]
 
 
 def test_acks_and_other_types(mq):
@@ -206,7 +213,9 @@ _topic = st.text(max_size=20).filter(lambda t: len(t.encode("utf-8")) < 0xFFFF)
 _packet = st.one_of(
     st.tuples(st.just("publish"), _topic, st.binary(max_size=300), st.integers(0, 2),
               st.integers(0, 0xFFFF)),
-    st.tuples(st.just("connect"), st.text(max_size=30), st.integers(0, 0xFFFF)),
+    st.tuples(st.just("connect"), st.text(max_size=30), st.integers(0, 0xFFFF),
+              st.one_of(st.none(), st.text(max_size=20)),     # user name; a password needs one
+              st.one_of(st.none(), st.binary(max_size=40))),
     st.tuples(st.just("connack"), st.integers(0, 255), st.booleans()),
     st.sampled_from([("pingreq",), ("pingresp",), ("disconnect",)]),
 )
@@ -219,7 +228,10 @@ def _encode(mq, spec):
         return (mq.encode_publish(payload, topic, qos, pid),
                 (mq.PUBLISH, topic, payload, qos, pid if qos else None))
     if kind == "connect":
-        return mq.encode_connect(spec[1], spec[2]), (mq.CONNECT, spec[1], spec[2])
+        _, cid, keepalive, user, password = spec
+        password = None if user is None else password
+        return (mq.encode_connect(cid, keepalive, user, password),
+                (mq.CONNECT, cid, keepalive, user, password))
     if kind == "connack":
         return mq.encode_connack(spec[1], spec[2]), (mq.CONNACK, spec[2], spec[1])
     return {"pingreq": (mq.PINGREQ_PACKET, (mq.PINGREQ,)),

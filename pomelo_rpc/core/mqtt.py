@@ -3,7 +3,8 @@
 Only what pomelo-rpc 1.0.7's mqtt transport uses is parsed in full. A packet is
 decoded as a tuple whose first item is its type:
 
-- ``(CONNECT, client_id, keepalive)``
+- ``(CONNECT, client_id, keepalive, username, password)`` (``username`` a str and
+  ``password`` bytes when their CONNECT flags are set, else None)
 - ``(CONNACK, session_present, return_code)``
 - ``(PUBLISH, topic, payload, qos, packet_id)`` (``packet_id`` is None at QoS 0)
 - ``(PUBACK|PUBREC|PUBREL|PUBCOMP, packet_id)``
@@ -117,9 +118,12 @@ def _parse_connect(body: memoryview) -> tuple[Any, ...]:
     fields: list[Any] = [None]  # client id, then will topic and payload, user name, password
     if cflags & 0x04:
         fields += [None, None]
+    user_at = pass_at = 0       # the index of the user name and password in ``fields``
     if cflags & 0x80:
+        user_at = len(fields)
         fields.append(None)
     if cflags & 0x40:
+        pass_at = len(fields)
         fields.append(None)
     for i in range(len(fields)):
         if off + 2 > n:
@@ -130,7 +134,9 @@ def _parse_connect(body: memoryview) -> tuple[Any, ...]:
             raise FrameError("MQTT CONNECT field overruns the packet")
         fields[i] = body[off:off + flen]
         off += flen
-    return (CONNECT, _utf8(fields[0], "client id"), keepalive)
+    return (CONNECT, _utf8(fields[0], "client id"), keepalive,
+            _utf8(fields[user_at], "user name") if user_at else None,
+            bytes(fields[pass_at]) if pass_at else None)
 
 
 class MqttDecoder:
@@ -222,13 +228,23 @@ def make_client_id() -> str:
     return f"MQTT_RPC_{int(time.time() * 1000)}"
 
 
-def encode_connect(client_id: str | bytes | None = None, keepalive: int = 0) -> bytes:
-    """A CONNECT packet as Node pomelo-rpc sends it (MQTT 3.1.1, clean session)."""
+def encode_connect(client_id: str | bytes | None = None, keepalive: int = 0,
+                   username: str | None = None, password: bytes | None = None) -> bytes:
+    """A CONNECT packet as Node pomelo-rpc sends it (MQTT 3.1.1, clean session), with
+    a user name and password when given (a password needs a user name)."""
     if client_id is None:
         client_id = make_client_id()
     if not 0 <= keepalive <= 0xFFFF:
         raise FrameError(f"MQTT keepalive {keepalive} out of range")
-    body = b"\x00\x04MQTT\x04\x02" + keepalive.to_bytes(2, "big") + _string(client_id)
+    if password is not None and username is None:
+        raise FrameError("MQTT 3.1.1 CONNECT: a password needs a user name")
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = (b"\x00\x04MQTT\x04" + bytes((flags,)) + keepalive.to_bytes(2, "big")
+            + _string(client_id))
+    if username is not None:
+        body += _string(username)
+    if password is not None:
+        body += _string(password)
     return b"\x10" + _varint(len(body)) + body
 
 
