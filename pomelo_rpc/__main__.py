@@ -26,10 +26,15 @@ async def _serve(args: argparse.Namespace) -> None:
     gw = server.create(paths=paths, host=args.host, port=args.port, context=context,
                        transport=args.transport, pkg_size=args.pkg_size,
                        stop_grace=args.stop_grace, reload_remotes=args.reload_remotes,
-                       reload_interval=args.reload_interval, rpc_debug_log=args.rpc_debug_log)
+                       reload_interval=args.reload_interval, rpc_debug_log=args.rpc_debug_log,
+                       metrics=args.metrics_port is not None)
     await gw.start()
-    print(json.dumps({"event": "listening", "port": gw.port, "server_id": args.server_id,
-                      "implementation": gw.core.name}), flush=True)
+    listening = {"event": "listening", "port": gw.port, "server_id": args.server_id,
+                 "implementation": gw.core.name}
+    if args.metrics_port is not None:
+        from pomelo_rpc.metrics import serve as serve_metrics
+        listening["metrics_port"] = serve_metrics(args.metrics_port, args.host)
+    print(json.dumps(listening), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds between two polls of the service files")
     p.add_argument("--rpc-debug-log", action="store_true",
                    help="log each call with its trace id on pomelo_rpc.trace (with -v)")
+    p.add_argument("--metrics-port", type=int, metavar="N",
+                   help="metrics=True, served as /metrics on this port (0 picks one, "
+                        "printed as metrics_port); needs pomelo-rpc[metrics]")
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
     p.add_argument("--seconds", type=float, default=1.0, help="duration of each figure")

@@ -14,7 +14,7 @@ from .errors import FrameError
 from .options import SERVER_DEFAULTS
 from .security import (RateLimitedLog, check_auth, new_nonce, parse_allow, peer_allowed,
                        server_proof, token_bytes, warn_if_exposed)
-from .tracing import context_id, traced_dispatch
+from .observe import observe_acceptor
 
 if TYPE_CHECKING:
     from .core import Core, DispatcherLike, FrameDecoderLike, MqttDecoderLike
@@ -67,12 +67,11 @@ class ServerConnection(asyncio.Protocol):
         self._dispatch: Callable[[object], tuple[int, int, Any]] = acceptor.dispatcher.dispatch
         self._done_state = dispatch.DONE
         self._pending_state = dispatch.PENDING
-        # rpc_debug_log: requests carry their caller's trace id; log them and their answers
-        self._tracing = bool(acceptor.opts.get("rpc_debug_log"))
-        if self._tracing:
-            self._dispatch = traced_dispatch(
-                acceptor.dispatcher, context_id(acceptor.opts.get("context"), "server"),
-                dispatch.DONE, dispatch.PENDING)
+        # metrics, tracing, rpc_debug_log: the acceptor's observer wraps ``_dispatch`` (and
+        # counts bytes); ``_tracing``: requests carry a trace context to read
+        self._tracing = False
+        if acceptor.observer is not None:
+            acceptor.observer.attach(self)
         # the transport's decoder: ``buffered`` is read here
         self._decoder: FrameDecoderLike | MqttDecoderLike | None = None
         self._transport: asyncio.Transport | None = None
@@ -158,6 +157,11 @@ class ServerConnection(asyncio.Protocol):
         self._transport = None
         if not self.closed.done():
             self.closed.set_result(None)
+
+    @property
+    def running(self) -> int:
+        """Calls of this connection running as coroutines."""
+        return len(self._tasks)
 
     def pause_writing(self) -> None:
         """asyncio: the peer does not read its answers; stop reading its requests until
@@ -410,6 +414,7 @@ class BaseAcceptor:
         self.connections: set[ServerConnection] = set()
         self.accepted = 0          # connections accepted since listen
         self._server: asyncio.Server | None = None
+        self.observer = observe_acceptor(self)   # metrics, tracing, rpc_debug_log; or None
         # security (README "Security"): see the options of the same names
         self.ssl = opts.get("ssl")
         self.auth_token = token_bytes(opts.get("auth_token"))

@@ -20,7 +20,7 @@ from .errors import (AuthenticationError, ConnectionLostError, FrameError, Pendi
                      RpcError, RpcTimeoutError)
 from .security import (challenge_nonce, check_auth_ok, client_proof, new_nonce,
                        token_bytes)
-from .tracing import context_id, done_callback, log_done, log_send, new_trace_id
+from .observe import observe_mailbox
 
 if TYPE_CHECKING:
     from .core import Core, FrameDecoderLike
@@ -71,13 +71,11 @@ class Mailbox:
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._connect_task: asyncio.Task[None] | None = None
-        # rpc_debug_log: ``send`` gives each call a trace id (the message's ``trace_id``,
-        # which the transport sends along) and logs it; off, nothing of it runs
+        # rpc_debug_log, tracing, metrics: ``observe_mailbox`` wraps ``send`` (and sets
+        # ``_trace_prefix`` when a trace context travels with each request); off, nothing
         self._trace_prefix: str | None = None
-        if opts.get("rpc_debug_log"):
-            self._trace_prefix = context_id(opts.get("context"), "client")
-            self._send_untraced = self.send
-            self.send = self._send_traced  # type: ignore[method-assign]
+        if opts.get("rpc_debug_log") or opts.get("tracing") or opts.get("metrics"):
+            observe_mailbox(self, opts)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server_id} {self.host}:{self.port} {self.state}>"
@@ -86,6 +84,11 @@ class Mailbox:
     def in_flight(self) -> int:
         """Calls sent or queued and not yet answered."""
         return len(self._table)
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued while the connection opens."""
+        return len(self._waiting)
 
     # calls -------------------------------------------------------------
 
@@ -119,22 +122,6 @@ class Mailbox:
             if state == IDLE:
                 self.state = CONNECTING
                 self._connect_task = loop.create_task(self._connect())
-        return fut
-
-    def _send_traced(self, msg: dict[str, Any],
-                     timeout: float | None = None) -> asyncio.Future[Any]:
-        """``send`` under rpc_debug_log: a trace id, the call and its outcome logged."""
-        trace = new_trace_id(self._trace_prefix or "client")
-        msg = dict(msg)
-        msg["trace_id"] = trace
-        route = call_route(msg)
-        start = log_send(trace, route, self.server_id)
-        try:
-            fut = self._send_untraced(msg, timeout)
-        except Exception as exc:
-            log_done(trace, route, self.server_id, start, exc)
-            raise
-        fut.add_done_callback(done_callback(trace, route, self.server_id, start))
         return fut
 
     def _send_queued(self, rid: int, msg: dict[str, Any]) -> None:
@@ -364,7 +351,8 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
         self._write(self._check_size(frame, msg))
 
     def _send_call_traced(self, rid: int, msg: dict[str, Any]) -> None:
-        """``_send_call`` under rpc_debug_log: the frame ends with the trace id."""
+        """``_send_call`` carrying the call's traceparent (tracing, rpc_debug_log) in the
+        frame's trailing trace field."""
         ns, service, method = msg["namespace"], msg["service"], msg["method"]
         mid = self._ids.get((ns, service, method))
         if mid is not None:

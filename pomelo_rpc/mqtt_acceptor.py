@@ -234,8 +234,8 @@ class _MqttConnection(ServerConnection):
         args = msg.get("args")
         request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"), msg.get("method"),
                    [] if args is None else args]
-        if self._tracing:   # rpc_debug_log: pomelo-rpc's traceId, as the frame's trace field
-            request.append(pkg.get("traceId"))
+        if self._tracing:   # the W3C traceparent, else pomelo-rpc's traceId (rpcDebugLog)
+            request.append(pkg.get("traceparent") or pkg.get("traceId"))
         _, state, outcome = self._dispatch(request)
         if state == self._done_state and not self._buffer_msg:
             # _answer's common case, without its three calls (_encode_result, _respond)

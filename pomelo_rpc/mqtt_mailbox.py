@@ -101,7 +101,8 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         self._batch: list[bytes] = []   # JSON payloads of calls (buffer_msg)
         self._batch_timer: asyncio.TimerHandle | None = None
         self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head
-        if self._trace_prefix is not None:   # rpc_debug_log
+        if self._trace_prefix is not None:   # tracing, rpc_debug_log
+            self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
 
     async def _open(self) -> None:
@@ -140,14 +141,18 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         return head
 
     def _send_call_traced(self, rid: int, msg: dict[str, Any]) -> None:
-        """``_send_call`` under rpc_debug_log: pomelo-rpc's tracing fields beside ``id``
-        and ``msg`` (what its mailbox sends when its own rpcDebugLog is on)."""
-        part = json_bytes({
-            "traceId": msg["trace_id"], "seqId": 1, "source": self._trace_prefix,
-            "remote": self.server_id, "id": rid, "msg": {
-                "namespace": msg["namespace"], "serverType": msg.get("server_type"),
-                "service": msg["service"], "method": msg["method"], "args": msg["args"]}})
-        self._send_part(part, msg)
+        """``_send_call`` carrying the call's W3C traceparent as an extra ``traceparent``
+        field (Node pomelo-rpc ignores it); with rpc_debug_log also pomelo-rpc's own
+        tracing fields (``traceId``: the trace id), which a Node server logs."""
+        carried = msg["trace_id"]
+        pkg: dict[str, Any] = {"traceparent": carried}
+        if self._pomelo_trace:
+            pkg.update(traceId=carried[3:35], seqId=1, source=self._trace_prefix,
+                       remote=self.server_id)
+        pkg["id"] = rid
+        pkg["msg"] = {"namespace": msg["namespace"], "serverType": msg.get("server_type"),
+                      "service": msg["service"], "method": msg["method"], "args": msg["args"]}
+        self._send_part(json_bytes(pkg), msg)
 
     def _send_ping(self) -> None:
         self._write(self._mqtt.PINGREQ_PACKET)

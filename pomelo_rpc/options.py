@@ -30,6 +30,13 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # pomelo's rpcDebugLog: log each call (trace id from the caller, route, server id,
     # duration) at DEBUG on the "pomelo_rpc.trace" logger
     "rpc_debug_log": False,
+    # observability (README "Observability"): Prometheus metrics of the calls served
+    # (extra pomelo-rpc[metrics]) in ``metrics_registry`` (a prometheus_client
+    # CollectorRegistry; None: its global one); OpenTelemetry SERVER spans (extra
+    # pomelo-rpc[otel]): True uses the global tracer provider, or give a TracerProvider
+    "metrics": False,
+    "metrics_registry": None,
+    "tracing": False,
     # cluster membership (README "Clusters"): the record other processes see, {"id",
     # "server_type", extras}; host/port default to the bound address
     "server_info": None,
@@ -77,9 +84,14 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "buffer_msg": False,
     "interval": 0.05,
     "core": None,
-    # pomelo's rpcDebugLog: give each call a trace id, send it with the request (the
+    # pomelo's rpcDebugLog: send each call's trace context with the request (the
     # server logs it too) and log the call and its outcome at DEBUG on "pomelo_rpc.trace"
     "rpc_debug_log": False,
+    # observability, as on server.create: metrics of the calls made (by route and
+    # server), a CLIENT span per call whose context travels with the request
+    "metrics": False,
+    "metrics_registry": None,
+    "tracing": False,
     # follow a cluster's servers in a registry (a URL or a Registry object, as on
     # server.create); ``start`` loads them within ``connect_timeout``
     "registry": None,

@@ -1,33 +1,45 @@
-"""``rpc_debug_log``: a trace id per call, carried to the server with the request, and
-one log line per step of the call on the ``pomelo_rpc.trace`` logger, at DEBUG.
+"""A call's trace context, and ``rpc_debug_log``: a logging view of it.
 
-Client (the mailbox): ``rpc send`` when the call is handed to the connection, ``rpc done``
-with the outcome and the duration. Server (the acceptor): ``rpc received`` before the
+Every call that is traced (``tracing=True``) or logged (``rpc_debug_log=True``) carries
+one W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``) to the server: in the
+native request frame's optional trailing field, and on mqtt as an extra JSON field
+``traceparent`` (which Node pomelo-rpc ignores). With tracing it is the OpenTelemetry
+CLIENT span's (see ``pomelo_rpc.otel``); with the log alone it continues the trace
+current in this process (the request a handler is serving, or an OpenTelemetry span
+of the application's), else it starts a new trace.
+
+``rpc_debug_log`` writes one line per step of a call on the ``pomelo_rpc.trace``
+logger, at DEBUG. Client: ``rpc send`` when the call is handed to the connection,
+``rpc done`` with the outcome and the duration. Server: ``rpc received`` before the
 method runs, ``rpc answered`` with the outcome and the duration. Every line carries
-``trace=<id> route=<namespace.service.method> server=<server id>``, so that grepping a
-trace id finds both sides of a call. A trace id is ``<client server_id>-<n>`` (``client-<n>``
-when the client's context names no server id), ``n`` counting the calls of the process.
+``trace=<trace id> route=<namespace.service.method> server=<server id>``: the 32 hex
+digits of the trace id are the ones an OpenTelemetry backend shows, and grepping them
+finds both sides of a call and the calls it made in turn. A request from a Node client
+with its own rpcDebugLog carries pomelo-rpc's ``traceId`` instead, which is logged as it is.
 
-The native protocol carries the id as a trailing field of the request frame; the mqtt
-one as pomelo-rpc's ``traceId`` (with ``seqId``, ``source``, ``remote``) beside ``id`` and
-``msg``. With the option off nothing of this runs: no id, no extra field, no wrapper.
+With neither option, nothing of this runs: no context, no extra field, no wrapper.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
+import random
+import re
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .core import DispatcherLike
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
+from typing import Any
 
 log = logging.getLogger("pomelo_rpc.trace")
 
-_counter = itertools.count(1)
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+#: the traceparent of the request this task is serving (rpc_debug_log without tracing)
+_current: ContextVar[str | None] = ContextVar("pomelo_rpc_traceparent", default=None)
+
+_otel_current_trace: Any = None     # set on first use: a function, or False without the API
 
 
 def context_id(context: Any, default: str) -> str:
@@ -42,9 +54,61 @@ def context_id(context: Any, default: str) -> str:
     return default
 
 
-def new_trace_id(prefix: str) -> str:
-    """A trace id unique in this process: ``<prefix>-<n>``."""
-    return f"{prefix}-{next(_counter)}"
+def parse_traceparent(value: object) -> tuple[str, str, int] | None:
+    """``(trace id, span id, flags)`` of a W3C traceparent (version 00), or None if
+    ``value`` is not a valid one."""
+    if type(value) is not str or len(value) != 55:
+        return None
+    m = _TRACEPARENT.fullmatch(value)
+    if m is None or m.group(1) == _ZERO_TRACE or m.group(2) == _ZERO_SPAN:
+        return None
+    return m.group(1), m.group(2), int(m.group(3), 16)
+
+
+def trace_id_of(carried: object) -> str | None:
+    """The trace id a request carried: from its traceparent, else pomelo-rpc's
+    ``traceId`` as it is (a str), else None."""
+    parsed = parse_traceparent(carried)
+    if parsed is not None:
+        return parsed[0]
+    return carried if type(carried) is str else None
+
+
+def _otel_trace_id() -> str | None:
+    """The trace id of the application's current OpenTelemetry span, if any."""
+    global _otel_current_trace
+    if _otel_current_trace is None:
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            _otel_current_trace = False
+        else:
+            def current() -> str | None:
+                ctx = trace.get_current_span().get_span_context()
+                return f"{ctx.trace_id:032x}" if ctx.is_valid else None
+            _otel_current_trace = current
+    return _otel_current_trace() if _otel_current_trace else None
+
+
+def child_traceparent() -> str:
+    """A traceparent for a new call: a new span id in the current trace (the request
+    being served, or the application's OpenTelemetry span), or in a new trace."""
+    parsed = parse_traceparent(_current.get())
+    trace_id = parsed[0] if parsed is not None else _otel_trace_id()
+    if trace_id is None:
+        trace_id = f"{random.getrandbits(128) or 1:032x}"
+    return f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-01"
+
+
+def enter(carried: object) -> Token[str | None]:
+    """Make the traceparent a request carried current (its handler's calls continue
+    its trace); undo with ``leave``."""
+    return _current.set(carried if type(carried) is str else None)
+
+
+def leave(token: Token[str | None]) -> None:
+    """Undo ``enter``."""
+    _current.reset(token)
 
 
 def describe_outcome(error: BaseException | None) -> str:
@@ -54,79 +118,14 @@ def describe_outcome(error: BaseException | None) -> str:
     return f"error {type(error).__name__}: {error}"
 
 
-def _elapsed_ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000.0
+def log_step(step: str, trace: str | None, route: str | None, server_id: str) -> None:
+    """Log ``rpc <step>`` (send, received) of a call."""
+    log.debug("rpc %s trace=%s route=%s server=%s", step, trace, route, server_id)
 
 
-# client ------------------------------------------------------------------------
-
-def log_send(trace: str, route: str, server_id: str) -> float:
-    """Log a call being sent; return its start time (for ``log_done``)."""
-    log.debug("rpc send trace=%s route=%s server=%s", trace, route, server_id)
-    return time.perf_counter()
-
-
-def log_done(trace: str, route: str, server_id: str, start: float,
-             error: BaseException | None) -> None:
-    """Log the outcome of a call sent at ``start``."""
+def log_outcome(step: str, trace: str | None, route: str | None, server_id: str,
+                start: float, error: BaseException | None) -> None:
+    """Log ``rpc <step>`` (done, answered) of a call begun at ``start`` (perf_counter)."""
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("rpc done trace=%s route=%s server=%s %s in %.3f ms", trace, route,
-                  server_id, describe_outcome(error), _elapsed_ms(start))
-
-
-def done_callback(trace: str, route: str, server_id: str,
-                  start: float) -> Callable[[asyncio.Future[Any]], None]:
-    """A future's done callback logging the call's outcome."""
-    def _done(fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            error: BaseException | None = asyncio.CancelledError("the call was cancelled")
-        else:
-            error = fut.exception()
-        log_done(trace, route, server_id, start, error)
-    return _done
-
-
-# server ------------------------------------------------------------------------
-
-def _log_answered(trace: str | None, route: str | None, server_id: str, start: float,
-                  error: BaseException | None) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("rpc answered trace=%s route=%s server=%s %s in %.3f ms", trace, route,
-                  server_id, describe_outcome(error), _elapsed_ms(start))
-
-
-async def _traced(coro: Coroutine[Any, Any, Any], trace: str | None, route: str | None,
-                  server_id: str, start: float) -> Any:
-    try:
-        result = await coro
-    except BaseException as exc:
-        _log_answered(trace, route, server_id, start, exc)
-        raise
-    _log_answered(trace, route, server_id, start, None)
-    return result
-
-
-def traced_dispatch(dispatcher: DispatcherLike, server_id: str,
-                    done_state: int, pending_state: int) -> Callable[[object], tuple[int, int, Any]]:
-    """``dispatcher.dispatch`` logging each request received and its answer.
-
-    The answer of a coroutine method is logged when it finishes (the coroutine is
-    wrapped); a frame that is no request (a ping, garbage) goes to ``dispatch`` as it is.
-    """
-    dispatch = dispatcher.dispatch
-    describe = dispatcher.describe
-
-    def run(msg: object) -> tuple[int, int, Any]:
-        info = describe(msg)
-        if info is None:
-            return dispatch(msg)
-        trace, route = info
-        log.debug("rpc received trace=%s route=%s server=%s", trace, route, server_id)
-        start = time.perf_counter()
-        rid, state, outcome = dispatch(msg)
-        if state == pending_state:
-            return rid, state, _traced(outcome, trace, route, server_id, start)
-        _log_answered(trace, route, server_id, start, None if state == done_state else outcome)
-        return rid, state, outcome
-
-    return run
+        log.debug("rpc %s trace=%s route=%s server=%s %s in %.3f ms", step, trace, route,
+                  server_id, describe_outcome(error), (time.perf_counter() - start) * 1000.0)

@@ -1,0 +1,273 @@
+"""``metrics=True``: Prometheus metrics of calls, through prometheus_client
+(the optional extra ``pomelo-rpc[metrics]``).
+
+Calls are counted in plain Python objects on the event loop (a dict lookup, a bisect
+and three additions per call) and turned into metric families only when the registry
+is scraped, by one collector per ``CollectorRegistry``:
+
+- ``pomelo_rpc_{client,server}_calls_total{route, server, outcome}``: ``route`` is
+  ``namespace.service.method``; ``server`` is the peer on the client and this server's
+  own id on the server (the native protocol does not name the caller); ``outcome`` is
+  one of ``OUTCOMES``. A call the server could not dispatch (unknown route, wrong
+  argument count, removed method) counts under ``route="unknown"``, so garbage names
+  never become series; past ``MAX_ROUTES`` distinct routes the rest count as ``other``.
+- ``pomelo_rpc_{client,server}_call_duration_seconds{route, server}``: histograms with
+  ``BUCKETS`` (from 50 µs).
+- gauges ``pomelo_rpc_client_calls_in_flight``, ``pomelo_rpc_client_pending_calls``
+  (waiting for their connection to open), ``pomelo_rpc_client_connections``,
+  ``pomelo_rpc_server_calls_in_flight``, ``pomelo_rpc_server_connections``, read from
+  the live mailboxes and acceptors at scrape time;
+- counters ``pomelo_rpc_client_reconnects_total`` and
+  ``pomelo_rpc_{client,server}_{sent,received}_bytes_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from .errors import ConnectionLostError, RemoteError, RpcTimeoutError
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+    from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                        HistogramMetricFamily, Metric)
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError("metrics=True needs prometheus_client: "
+                      "pip install 'pomelo-rpc[metrics]'") from exc
+
+if TYPE_CHECKING:
+    from .acceptor import BaseAcceptor
+    from .mailbox import Mailbox
+
+#: Upper bounds (seconds) of the duration histograms' buckets: sub-millisecond calls
+#: (a loopback call is ~100 µs) to the 10 s default timeout.
+BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+           0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: Outcomes of a call. ``busy`` (refused by the server's admission control) and
+#: ``expired`` (its deadline passed before it ran) are counted for errors whose class
+#: sets ``metrics_outcome`` to them; ``cancelled``: the caller gave up on the call.
+OUTCOMES = ("ok", "error", "timeout", "busy", "expired", "connection_lost", "cancelled")
+
+#: Distinct route labels kept per side of a registry; later routes count as ``other``.
+MAX_ROUTES = 1000
+
+UNKNOWN_ROUTE = "unknown"
+
+_LE = [repr(b) for b in BUCKETS] + ["+Inf"]    # the buckets' ``le`` labels
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The ``outcome`` label of a call that failed with ``exc``."""
+    if isinstance(exc, (RpcTimeoutError, asyncio.TimeoutError)):
+        return "timeout"
+    if isinstance(exc, ConnectionLostError):
+        return "connection_lost"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    outcome = getattr(exc, "metrics_outcome", None)
+    return outcome if outcome in OUTCOMES else "error"
+
+
+def not_dispatched(exc: BaseException) -> bool:
+    """True when ``exc``, on the client, says the server could not dispatch the call."""
+    return isinstance(exc, RemoteError) and exc.remote_type == "DispatchError"
+
+
+class Series:
+    """The calls of one (route, server): counts by outcome and a duration histogram."""
+
+    __slots__ = ("counts", "buckets", "seconds")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.buckets = [0] * (len(BUCKETS) + 1)    # the last one is +Inf
+        self.seconds = 0.0
+
+    def add(self, outcome: str, seconds: float) -> None:
+        """Count one call that took ``seconds`` and ended with ``outcome``."""
+        self.counts[outcome] += 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``[(le, calls at most that long), ..., ("+Inf", all calls)]``."""
+        out = []
+        total = 0
+        for bound, n in zip(_LE, list(self.buckets)):
+            total += n
+            out.append((bound, float(total)))
+        return out
+
+
+class Side:
+    """The series and counters of one side (client or server) of a registry."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str], Series] = {}
+        self.routes: set[str] = set()
+        self.sent: dict[str, int] = {}
+        self.received: dict[str, int] = {}
+        self.reconnects: dict[str, int] = {}
+        self.connected: set[str] = set()   # servers this process has connected to
+
+    def get(self, route: str, server: str) -> Series:
+        """The series of ``(route, server)``, made on first use (routes bounded)."""
+        series = self.series.get((route, server))
+        if series is None:
+            if route not in self.routes:
+                if len(self.routes) >= MAX_ROUTES:
+                    return self.get("other", server)
+                self.routes.add(route)
+            series = self.series[(route, server)] = Series()
+        return series
+
+    def count_bytes(self, table: dict[str, int], server: str, n: int) -> None:
+        """Add ``n`` to ``table[server]``."""
+        table[server] = table.get(server, 0) + n
+
+
+def _families(prefix: str, side: Side) -> Iterator[Metric]:
+    calls = CounterMetricFamily(f"{prefix}_calls", "Calls by route, server and outcome",
+                                labels=["route", "server", "outcome"])
+    durations = HistogramMetricFamily(f"{prefix}_call_duration_seconds",
+                                      "Call durations by route and server",
+                                      labels=["route", "server"])
+    for (route, server), series in list(side.series.items()):
+        for outcome, n in list(series.counts.items()):
+            calls.add_metric([route, server, outcome], n)
+        buckets = series.cumulative()
+        durations.add_metric([route, server], buckets, series.seconds)
+    yield calls
+    yield durations
+    for name, doc, table in (("sent_bytes", "Bytes written", side.sent),
+                             ("received_bytes", "Bytes read", side.received)):
+        family = CounterMetricFamily(f"{prefix}_{name}", doc, labels=["server"])
+        for server, n in list(table.items()):
+            family.add_metric([server], n)
+        yield family
+
+
+def _gauge(name: str, doc: str, values: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["server"])
+    for server, n in values.items():
+        family.add_metric([server], n)
+    return family
+
+
+def _tally(items: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, n in items:
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+class Metrics:
+    """The metrics of one registry: a prometheus_client collector."""
+
+    def __init__(self) -> None:
+        self.client = Side()
+        self.server = Side()
+        self._lock = threading.Lock()      # the scrape runs in the HTTP server's thread
+        self._mailboxes: weakref.WeakSet[Mailbox] = weakref.WeakSet()
+        self._acceptors: weakref.WeakValueDictionary[int, BaseAcceptor] = (
+            weakref.WeakValueDictionary())
+        self._acceptor_ids: dict[int, str] = {}
+
+    def add_mailbox(self, mailbox: Mailbox) -> None:
+        """Count ``mailbox`` in the client gauges while it lives."""
+        with self._lock:
+            self._mailboxes.add(mailbox)
+
+    def add_acceptor(self, acceptor: BaseAcceptor, server_id: str) -> None:
+        """Count ``acceptor``'s connections and calls in the server gauges while it lives."""
+        with self._lock:
+            self._acceptors[id(acceptor)] = acceptor
+            self._acceptor_ids[id(acceptor)] = server_id
+
+    def describe(self) -> list[Metric]:
+        """prometheus_client: no fixed names to check at registration."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client: every family, read now."""
+        yield from _families("pomelo_rpc_client", self.client)
+        with self._lock:
+            mailboxes = [m for m in list(self._mailboxes) if m.state != "closed"]
+            acceptors = [(self._acceptor_ids[k], a) for k, a in list(self._acceptors.items())]
+        yield _gauge("pomelo_rpc_client_calls_in_flight", "Calls sent or queued, not answered",
+                     _tally((m.server_id, m.in_flight) for m in mailboxes))
+        yield _gauge("pomelo_rpc_client_pending_calls",
+                     "Calls waiting for their connection to open",
+                     _tally((m.server_id, m.waiting) for m in mailboxes))
+        yield _gauge("pomelo_rpc_client_connections", "Open connections to servers",
+                     _tally((m.server_id, int(m.state == "open")) for m in mailboxes))
+        reconnects = CounterMetricFamily("pomelo_rpc_client_reconnects",
+                                         "Connections opened again after one was lost",
+                                         labels=["server"])
+        for server, n in list(self.client.reconnects.items()):
+            reconnects.add_metric([server], n)
+        yield reconnects
+        yield from _families("pomelo_rpc_server", self.server)
+        yield _gauge("pomelo_rpc_server_calls_in_flight", "Coroutine calls running",
+                     _tally((sid, sum(c.running for c in list(a.connections)))
+                            for sid, a in acceptors))
+        yield _gauge("pomelo_rpc_server_connections", "Client connections",
+                     _tally((sid, len(a.connections)) for sid, a in acceptors))
+
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
+
+
+def for_registry(registry: CollectorRegistry | None = None) -> Metrics:
+    """The metrics of ``registry`` (prometheus_client's global one when None),
+    registered in it on first use."""
+    if registry is None:
+        registry = REGISTRY
+    metrics = _by_registry.get(registry)
+    if metrics is None:
+        metrics = _by_registry[registry] = Metrics()
+        registry.register(metrics)
+    return metrics
+
+
+def serve(port: int, host: str = "127.0.0.1",
+          registry: CollectorRegistry | None = None) -> int:
+    """Serve ``/metrics`` of ``registry`` over HTTP in a daemon thread; return the port."""
+    httpd, _thread = start_http_server(port, addr=host,
+                                       registry=REGISTRY if registry is None else registry)
+    return int(httpd.server_port)
+
+
+def quantile(series: Series, q: float) -> float:
+    """The ``q`` quantile (0..1) of a series' durations, interpolated in its bucket
+    as Prometheus' ``histogram_quantile`` does; 0.0 without calls."""
+    counts = list(series.buckets)
+    total = sum(counts)
+    if not total:
+        return 0.0
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for bound, n in zip((*BUCKETS, BUCKETS[-1]), counts):
+        if n and seen + n >= rank:
+            return lower + (bound - lower) * (rank - seen) / n
+        seen += n
+        lower = bound
+    return BUCKETS[-1]
+
+
+def merged(series: Iterable[Series]) -> Series:
+    """One series adding up ``series`` (e.g. a route over every server)."""
+    out = Series()
+    for s in series:
+        for k, n in s.counts.items():
+            out.counts[k] += n
+        out.buckets = [a + b for a, b in zip(out.buckets, s.buckets)]
+        out.seconds += s.seconds
+    return out
