@@ -129,14 +129,19 @@ class ServerConnection(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
 
-    def _deny(self, reason: str) -> None:
-        """Close an unauthenticated connection without a word (logged, rate-limited)."""
+    def _deny(self, reason: str, farewell: bytes = b"") -> None:
+        """Close an unauthenticated connection (logged, rate-limited): at once and
+        without a word, or after ``farewell`` (the protocol's refusal, e.g. a CONNACK)."""
         self._acceptor.refused += 1
         self._acceptor.refusals.warning("auth", "refused connection from %s: %s",
                                         self._peer, reason)
         self._aborted = True
         if self._transport is not None:
-            self._transport.abort()
+            if farewell:
+                self._transport.write(farewell)
+                self._transport.close()
+            else:
+                self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""

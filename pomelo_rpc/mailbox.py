@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .acceptor import WRITE_CHUNK, set_nodelay
-from .errors import (AuthenticationError, ConnectionLostError, FrameError, PendingQueueFullError, RemoteError,
-                     RpcError, RpcTimeoutError)
+from .errors import (AuthenticationError, ConnectionLostError, FrameError,
+                     PendingQueueFullError, RemoteError, RpcError, RpcTimeoutError)
 from .security import (challenge_nonce, check_auth_ok, client_proof, new_nonce,
                        token_bytes)
 from .observe import observe_mailbox
@@ -206,7 +206,11 @@ class Mailbox:
         except Exception as exc:
             self._connect_task = None     # so that _fail does not cancel this very task
             if self.state != CLOSED:
-                reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc
+                if isinstance(exc, asyncio.TimeoutError):
+                    reason = "timed out" + (self._silence_hint if self._last_recv == 0.0
+                                            and self._transport is not None else "")
+                else:
+                    reason = str(exc) or repr(exc)
                 refused = isinstance(exc, (AuthenticationError, ssl.SSLError))
                 self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: "
                            f"{'TLS: ' if isinstance(exc, ssl.SSLError) else ''}{reason}",
@@ -291,6 +295,9 @@ class Mailbox:
     async def _open(self) -> None:
         raise NotImplementedError
 
+    #: Added to "timed out" when the connection opened but the server sent nothing.
+    _silence_hint = " (connected, but the server sent nothing)"
+
     async def _create_connection(self) -> None:
         """Connect this protocol to the server, over TLS with the ``ssl`` option."""
         # a transport's mailbox is also its asyncio.Protocol (Mailbox alone is not)
@@ -319,6 +326,8 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
     """Mailbox speaking the native protocol (length-prefixed msgpack frames)."""
 
     _decoder: FrameDecoderLike
+    _silence_hint = (" (connected, but the server sent no greeting: a TLS server needs ssl=, "
+                     "or it is not a pomelo_rpc native server)")
 
     def __init__(self, server_info: dict[str, Any], opts: dict[str, Any], core: Core) -> None:
         super().__init__(server_info, opts, core)
@@ -380,7 +389,13 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
                 self._refuse_server("the server closed the connection on this client's "
                                     "auth_token proof: the tokens differ")
                 return
-            self._hello.set_exception(ConnectionLostError(f"connection closed before hello: {exc}"))
+            reason = ("the server closed the connection before its greeting"
+                      + (f": {exc}" if exc else "")
+                      + (" (with TLS, how a server requiring client certificates refuses a "
+                         "client without a trusted one)" if self._tls else ""))
+            self._hello.set_exception(ConnectionLostError(reason))
+            self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: {reason}")
+            return
         self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
 
     def data_received(self, data: bytes) -> None:

@@ -12,6 +12,7 @@ queued and sent every ``interval`` seconds as one JSON array.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import json.encoder
 import json.scanner
@@ -160,6 +161,8 @@ class _MqttConnection(ServerConnection):
         self.pings = 0             # PINGREQs answered
         self._batch: list[bytes] = []        # JSON payloads of responses (buffer_msg)
         self._batch_timer: asyncio.TimerHandle | None = None
+        # auth_token: a small decoder for the CONNECT that must prove it; None once proven
+        self._handshake_decoder: MqttDecoderLike | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
@@ -169,8 +172,46 @@ class _MqttConnection(ServerConnection):
         self._batch.clear()
         super().connection_lost(exc)
 
+    def _start(self) -> None:
+        """With an auth_token, the first packet must be a CONNECT carrying it."""
+        token = self._acceptor.auth_token
+        if token is not None:
+            self._handshake_decoder = self._acceptor.core.mqtt.MqttDecoder(512 + len(token))
+
+    def _on_handshake(self, data: bytes) -> None:
+        """Before the auth_token is proven: the first packet must be a CONNECT, alone,
+        whose password is the token; CONNACK 0 then, else CONNACK 5 (a CONNECT with
+        another password) or nothing (anything else), and the connection is closed."""
+        decoder = self._handshake_decoder
+        token = self._acceptor.auth_token
+        assert decoder is not None and token is not None and self._transport is not None
+        mqtt = self._acceptor.core.mqtt
+        try:
+            packets = decoder.feed(data)
+        except FrameError as exc:
+            self._deny(f"bad handshake packet: {exc}")
+            return
+        if not packets:
+            return            # part of a small packet: wait (the handshake timer runs)
+        packet = packets[0]
+        if len(packets) != 1 or decoder.buffered or packet[0] != self._k_connect:
+            self._deny("a packet other than CONNECT first, or more before CONNACK")
+            return
+        password = packet[4]
+        if password is None or not hmac.compare_digest(password, token):
+            self._deny("CONNECT without the right auth_token as its password",
+                       mqtt.encode_connack(5))
+            return
+        self._authenticated()
+        self._handshake_decoder = None
+        self.client_id = packet[1]
+        self._transport.write(mqtt.encode_connack(0))
+
     def data_received(self, data: bytes) -> None:
         """asyncio: decode MQTT packets; run requests, answer PINGREQ, close on DISCONNECT."""
+        if self._handshake_decoder is not None:
+            self._on_handshake(data)
+            return
         try:
             packets = self._decoder.feed(data)
         except FrameError as exc:

@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .acceptor import set_nodelay
-from .errors import FrameError, RpcError
+from .errors import AuthenticationError, FrameError, RpcError
 from .mailbox import Mailbox
 from .mqtt_acceptor import batch_payload, core_dumps, dumps, json_bytes, loads
 
@@ -87,6 +87,8 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
     """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
 
     _decoder: MqttDecoderLike
+    _silence_hint = (" (connected, but no CONNACK for the auth_token: the server has none, "
+                     "like Node pomelo-rpc, or it is a TLS server and needs ssl=)")
 
     def __init__(self, server_info: dict[str, Any], opts: dict[str, Any], core: Core) -> None:
         super().__init__(server_info, opts, core)
@@ -101,12 +103,18 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         self._batch: list[bytes] = []   # JSON payloads of calls (buffer_msg)
         self._batch_timer: asyncio.TimerHandle | None = None
         self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head
+        self._connack: asyncio.Future[None] | None = None   # see _open
         if self._trace_prefix is not None:   # tracing, rpc_debug_log
             self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
 
     async def _open(self) -> None:
-        await self._loop.create_connection(lambda: self, self.host, self.port)
+        # with an auth_token, the server's CONNACK says whether it took it (a server
+        # without one, like Node pomelo-rpc, sends none: the connect then times out)
+        self._connack = self._loop.create_future() if self._auth_token is not None else None
+        await self._create_connection()
+        if self._connack is not None:
+            await self._connack
 
     # transport hooks ---------------------------------------------------
 
@@ -181,7 +189,10 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         """asyncio: connected; TCP_NODELAY on, send CONNECT (no CONNACK is awaited)."""
         self._transport = transport
         set_nodelay(transport)
-        transport.write(self._mqtt.encode_connect(None, 0))
+        if self._auth_token is not None:   # the auth_token as the CONNECT password
+            transport.write(self._mqtt.encode_connect(None, 0, "pomelo_rpc", self._auth_token))
+        else:
+            transport.write(self._mqtt.encode_connect(None, 0))
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; every call in flight fails."""
@@ -200,7 +211,27 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         for packet in packets:
             if packet[0] == self._k_publish:
                 self._on_publish(packet[2])
-            # PINGRESP only refreshes _last_recv; a CONNACK, if any, needs nothing
+            elif packet[0] == self._mqtt.CONNACK:
+                self._on_connack(packet[2])
+            # PINGRESP only refreshes _last_recv
+
+    def _on_connack(self, return_code: int) -> None:
+        """With an auth_token: code 0, the server took it; any other, it did not.
+        Without one, a CONNACK (which Node pomelo-rpc never sends) needs nothing."""
+        connack = self._connack
+        if connack is None:
+            if return_code != 0:   # our server refusing a client without an auth_token
+                self._auth_failed(f"the server requires an auth_token (CONNACK code "
+                                  f"{return_code}); none is set")
+            return
+        if connack.done():
+            return
+        if return_code == 0:
+            connack.set_result(None)
+        else:
+            reason = f"the server refused the auth_token (CONNACK code {return_code})"
+            connack.set_exception(AuthenticationError(reason))
+            self._auth_failed(reason)
 
     def _on_publish(self, payload: bytes) -> None:
         try:
