@@ -23,7 +23,13 @@ async def _serve(args: argparse.Namespace) -> None:
             raise SystemExit(f"--remote takes NAMESPACE=DIR, not {spec!r}")
         paths.append({"namespace": namespace, "path": path})
     context = {"server_id": args.server_id, "server_type": args.server_type}
+    membership: dict[str, object] = {}    # --registry: the membership options
+    if args.registry:
+        membership = {"registry": args.registry, "registry_ttl": args.registry_ttl,
+                      "cluster": args.cluster,
+                      "server_info": {"id": args.server_id, "server_type": args.server_type}}
     gw = server.create(paths=paths, host=args.host, port=args.port, context=context,
+                       **membership,
                        transport=args.transport, pkg_size=args.pkg_size,
                        stop_grace=args.stop_grace, reload_remotes=args.reload_remotes,
                        reload_interval=args.reload_interval, rpc_debug_log=args.rpc_debug_log,
@@ -67,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds between two polls of the service files")
     p.add_argument("--rpc-debug-log", action="store_true",
                    help="log each call with its trace id on pomelo_rpc.trace (with -v)")
+    p.add_argument("--registry", metavar="URL",
+                   help="register in a cluster: redis://h:p/db, etcd://h:p, file:///servers.json")
+    p.add_argument("--registry-ttl", type=float, default=SERVER_DEFAULTS["registry_ttl"],
+                   help="seconds the record outlives this process if it is killed")
+    p.add_argument("--cluster", default=SERVER_DEFAULTS["cluster"],
+                   help="cluster name (clusters on one engine never see each other)")
     p.add_argument("--metrics-port", type=int, metavar="N",
                    help="metrics=True, served as /metrics on this port (0 picks one, "
                         "printed as metrics_port); needs pomelo-rpc[metrics]")

@@ -18,8 +18,10 @@ from . import core as _core
 from . import remotes
 from .errors import NoServerError, RpcError
 from .failure import FailPolicy
-from .options import CLIENT_DEFAULTS, merge
+from .options import CLIENT_DEFAULTS, SERVER_DEFAULTS, merge
 from .proxy import BroadcastError, ProxyNode, add_to_tree
+from .registry import create as create_registry
+from .registry.follow import Follower
 from .router import make_router
 from .station import MailStation
 
@@ -86,18 +88,34 @@ class RpcClient:
         self._station.on_removed = self._policy.server_removed
         # no filter, no handler, failfast: calls go straight to the mailbox
         self._plain = opts["fail_mode"] == "failfast"
+        self._follower: Follower | None = None    # registry=: follows the cluster
 
     # lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the client (connections open lazily, on each server's first call)."""
+        """Start the client (connections open lazily, on each server's first call).
+
+        With ``registry=``, the cluster's server list is loaded before this returns
+        (RegistryError if the engine cannot be reached within ``connect_timeout``),
+        then followed as servers come and go.
+        """
         if self._started:
             raise RuntimeError("client already started")
+        if self.opts["registry"] is not None:
+            reg = create_registry(self.opts["registry"], cluster=self.opts["cluster"],
+                                  ttl=SERVER_DEFAULTS["registry_ttl"],
+                                  connect_timeout=self.opts["connect_timeout"])
+            follower = Follower(self._station, reg)
+            await follower.start()
+            self._follower = follower
         self._started = True
 
     async def stop(self) -> None:
         """Close every connection; calls in flight fail with ConnectionLostError."""
         self._started = False
+        if self._follower is not None:
+            follower, self._follower = self._follower, None
+            await follower.close()
         self._policy.close()
         await self._station.close()
 

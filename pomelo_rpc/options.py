@@ -30,6 +30,15 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # pomelo's rpcDebugLog: log each call (trace id from the caller, route, server id,
     # duration) at DEBUG on the "pomelo_rpc.trace" logger
     "rpc_debug_log": False,
+    # cluster membership (README "Clusters"): the record other processes see, {"id",
+    # "server_type", extras}; host/port default to the bound address
+    "server_info": None,
+    # a URL (file:///path/servers.json, redis://host:port/db, etcd://host:port,
+    # pomelo://host:port) or a pomelo_rpc.registry.Registry object; None: no registry
+    "registry": None,
+    "registry_ttl": 10.0,     # s a record outlives its server (refreshed every ttl/3)
+    "registry_connect_timeout": 5.0,  # s ``start`` may wait for the registry's engine
+    "cluster": "default",     # clusters on one engine never see each other
     # observability (README "Observability"): Prometheus metrics of the calls served
     # (extra pomelo-rpc[metrics]) in ``metrics_registry`` (a prometheus_client
     # CollectorRegistry; None: its global one); OpenTelemetry SERVER spans (extra
@@ -87,6 +96,10 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     # pomelo's rpcDebugLog: send each call's trace context with the request (the
     # server logs it too) and log the call and its outcome at DEBUG on "pomelo_rpc.trace"
     "rpc_debug_log": False,
+    # follow a cluster's servers in a registry (a URL or a Registry object, as on
+    # server.create); ``start`` loads them within ``connect_timeout``
+    "registry": None,
+    "cluster": "default",
     # observability, as on server.create: metrics of the calls made (by route and
     # server), a CLIENT span per call whose context travels with the request
     "metrics": False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,9 @@ from . import remotes
 from .acceptor import NativeAcceptor
 from .mqtt_acceptor import MqttAcceptor
 from .options import SERVER_DEFAULTS, merge
+from .registry import Registry
+from .registry import create as create_registry
+from .registry.base import normalize_server
 from .reloader import ServiceWatcher
 
 if TYPE_CHECKING:
@@ -75,6 +79,14 @@ class Gateway:
         # reload_remotes: the services by file, and the task polling their files
         self._watcher: ServiceWatcher | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        # registry=: where this server's record is published while it runs
+        self.registry: Registry | None = None
+        self.record: dict[str, Any] | None = None
+        if opts["registry"] is not None:
+            info = opts["server_info"] or {}
+            if not info.get("id") or not info.get("server_type", info.get("serverType")):
+                raise ValueError("server.create: registry= needs server_info with "
+                                 "'id' and 'server_type'")
 
     @property
     def port(self) -> int | None:
@@ -142,12 +154,51 @@ class Gateway:
                 self._watch_remotes(self.opts["reload_interval"]))
         log.info("rpc server started on port %s with %d methods (%s core)",
                  self.port, len(self.dispatcher), self.core.name)
+        if self.opts["registry"] is not None:
+            try:
+                await self._register()
+            except BaseException:
+                await self.stop(0)
+                raise
+
+    async def _register(self) -> None:
+        """Publish this server's record (listening already, so it is routable at once)."""
+        opts = self.opts
+        info = dict(opts["server_info"])
+        host = opts["host"]
+        info.setdefault("host", socket.gethostname() if host in ("", "0.0.0.0", "::") else host)
+        info.setdefault("port", self.port)
+        record = normalize_server(info)
+        reg = create_registry(opts["registry"], cluster=opts["cluster"],
+                              ttl=opts["registry_ttl"],
+                              connect_timeout=opts["registry_connect_timeout"])
+        try:
+            await reg.open()
+            await reg.register(record)
+        except BaseException:
+            await reg.close()
+            raise
+        self.registry, self.record = reg, record
+        log.info("registered %s (%s) at %s:%s", record["id"], record["server_type"],
+                 record["host"], record["port"])
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop listening; answer calls already received for up to ``grace`` s; close."""
+        """Stop listening; answer calls already received for up to ``grace`` s; close.
+
+        With a registry, the record is withdrawn first (marked leaving until every
+        client can have seen it, then deleted), so clients stop routing here before
+        the server closes.
+        """
         if self._watch_task is not None:
             self._watch_task.cancel()
             self._watch_task = None
+        reg, self.registry = self.registry, None
+        if reg is not None and self.record is not None:
+            try:
+                await reg.deregister(self.record["id"])
+            except Exception as exc:   # engine down: clients drop it when its ttl runs out
+                log.warning("deregistering %s failed: %s", self.record["id"], exc)
+            await reg.close()
         if self.acceptor is None:
             return
         acceptor, self.acceptor = self.acceptor, None

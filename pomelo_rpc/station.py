@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import NoServerError
 from .mailbox import NativeMailbox
 from .mqtt_mailbox import MqttMailbox
+from .registry.base import normalize_server
+
+__all__ = ["MailStation", "normalize_server", "register_transport"]
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pomelo_rpc.station")
 
+#: seconds between two checks for retiring mailboxes whose calls are all answered
+RETIRE_POLL = 0.05
+
 _MAILBOXES: dict[str, MailboxClass] = {"native": NativeMailbox}
 
 
@@ -44,21 +51,6 @@ def register_transport(name: str, mailbox_class: MailboxClass) -> None:
 
 
 register_transport("mqtt", MqttMailbox)
-
-
-def normalize_server(info: Mapping[str, Any]) -> dict[str, Any]:
-    """A server info with snake_case keys (pomelo's camelCase accepted): id, server_type, host, port."""
-    out = dict(info)
-    if "serverType" in out and "server_type" not in out:
-        out["server_type"] = out.pop("serverType")
-    for key in ("id", "server_type", "port"):
-        if key not in out:
-            raise ValueError(f"server info needs {key!r}: {info!r}")
-    out["port"] = int(out["port"])
-    out.setdefault("host", "127.0.0.1")
-    if not out["host"]:
-        out["host"] = "127.0.0.1"
-    return out
 
 
 class MailStation:
@@ -72,6 +64,9 @@ class MailStation:
         self.mailboxes: dict[str, MailboxLike] = {}    # id -> mailbox
         # callable(server_id), called for each server removed
         self.on_removed: Callable[[str], None] | None = None
+        # mailboxes of servers that left gracefully, closed once their calls are answered
+        self._retiring: set[MailboxLike] = set()
+        self._retire_task: asyncio.Task[None] | None = None
         factory = opts["mailbox_factory"]
         if factory is None:
             transport = opts["transport"]
@@ -107,17 +102,52 @@ class MailStation:
     def remove_servers(self, ids: Iterable[str]) -> None:
         """Forget servers; their calls in flight fail at once with ConnectionLostError."""
         for sid in ids:
-            info = self.servers.pop(sid, None)
-            if info is None:
+            if self._forget(sid):
+                self._drop_mailbox(sid, f"server {sid} was removed")
+                self._removed(sid)
+
+    def retire_servers(self, ids: Iterable[str]) -> None:
+        """Forget servers that leave gracefully: they get no new calls, but their
+        connections stay open until the calls already sent are answered (or time out)."""
+        for sid in ids:
+            if not self._forget(sid):
                 continue
-            ids_of_type = self.by_type.get(info["server_type"])
-            if ids_of_type is not None:
-                ids_of_type.remove(sid)
-                if not ids_of_type:
-                    del self.by_type[info["server_type"]]
-            self._drop_mailbox(sid, f"server {sid} was removed")
-            if self.on_removed is not None:
-                self.on_removed(sid)
+            mailbox = self.mailboxes.pop(sid, None)
+            if mailbox is not None:
+                mailbox.on_close = self._retiring.discard
+                self._retiring.add(mailbox)
+                if self._retire_task is None:
+                    self._retire_task = asyncio.get_running_loop().create_task(
+                        self._close_retired())
+            self._removed(sid)
+
+    async def _close_retired(self) -> None:
+        """Close each retiring mailbox once it has no call in flight."""
+        try:
+            while self._retiring:
+                for mailbox in [m for m in self._retiring if not m.in_flight]:
+                    self._retiring.discard(mailbox)
+                    mailbox.on_close = None
+                    await mailbox.close(f"server {mailbox.server_id} left")
+                await asyncio.sleep(RETIRE_POLL)
+        finally:
+            self._retire_task = None
+
+    def _forget(self, sid: str) -> bool:
+        """Drop ``sid`` from the server list and routing; False if it was unknown."""
+        info = self.servers.pop(sid, None)
+        if info is None:
+            return False
+        ids_of_type = self.by_type.get(info["server_type"])
+        if ids_of_type is not None:
+            ids_of_type.remove(sid)
+            if not ids_of_type:
+                del self.by_type[info["server_type"]]
+        return True
+
+    def _removed(self, sid: str) -> None:
+        if self.on_removed is not None:
+            self.on_removed(sid)
 
     def _drop_mailbox(self, sid: str, reason: str) -> None:
         mailbox = self.mailboxes.pop(sid, None)
@@ -164,9 +194,12 @@ class MailStation:
         return mailbox.in_flight if mailbox is not None else 0
 
     async def close(self, reason: str = "client stopped") -> None:
-        """Close every mailbox."""
-        mailboxes = list(self.mailboxes.values())
+        """Close every mailbox (those of retiring servers too)."""
+        if self._retire_task is not None:
+            self._retire_task.cancel()
+        mailboxes = list(self.mailboxes.values()) + list(self._retiring)
         self.mailboxes.clear()
+        self._retiring.clear()
         for mailbox in mailboxes:
             mailbox.on_close = None
             await mailbox.close(reason)
