@@ -364,6 +364,34 @@ async def test_python_to_python_pkg_size(core):
                 await invoke(cli, "echo", "x" * 1000)
 
 
+# tracing=True next to Node peers -----------------------------------------------------------
+
+async def test_tracing_with_node_peers(node, node_server, core, monkeypatch):
+    """A traced Python client sends Node's server an extra ``traceparent`` field, which
+    Node pomelo-rpc ignores (its answers are right); a Node client sends none, and a
+    traced Python server then starts a trace of its own."""
+    from otel_support import hex_id, new_provider
+    cprov, cexp = new_provider()
+    sent = count_publishes(monkeypatch, core)
+    async with py_client(core, node_server.port, tracing=cprov) as cli:
+        assert await invoke(cli, "echo", {"traced": [1, "ü"]}) == {"traced": [1, "ü"]}
+        with pytest.raises(RemoteError, match="boom"):
+            await invoke(cli, "fail", "boom")
+    echo, fail = cexp.get_finished_spans()
+    first = json.loads(sent[0])
+    ctx = echo.context
+    assert first["traceparent"] == (f"00-{hex_id(ctx.trace_id, 32)}-{hex_id(ctx.span_id, 16)}"
+                                    f"-{int(ctx.trace_flags):02x}")
+    assert first["id"] == 0 and first["msg"]["method"] == "echo"
+    assert fail.status.status_code.name == "ERROR"
+    sprov, sexp = new_provider()
+    async with py_server(core, tracing=sprov) as gw:
+        assert await node_client(node, gw.port, [{"method": "echo", "args": ["hi"]}]) == [
+            [None, "hi"]]
+    [span] = sexp.get_finished_spans()
+    assert span.name == "user.service/echo" and span.parent is None
+
+
 # response decoding ------------------------------------------------------------------------
 
 def test_describe_remote_error_forms():
