@@ -15,6 +15,27 @@ from pomelo_rpc import server
 from pomelo_rpc.options import SERVER_DEFAULTS
 
 
+def _security_options(args: argparse.Namespace) -> dict[str, object]:
+    """The ssl, auth_token, allow, max_connections, handshake_timeout options of
+    ``serve``'s --tls-*, --auth-token(-file), --allow, ... flags."""
+    from pomelo_rpc.security import server_ssl_context
+    opts: dict[str, object] = {"handshake_timeout": args.handshake_timeout,
+                               "max_connections": args.max_connections}
+    if args.tls_cert:
+        opts["ssl"] = server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca)
+    elif args.tls_key or args.tls_ca:
+        raise SystemExit("--tls-key and --tls-ca need --tls-cert")
+    token = args.auth_token
+    if args.auth_token_file:
+        with open(args.auth_token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    if token:
+        opts["auth_token"] = token
+    if args.allow:
+        opts["allow"] = ",".join(args.allow)
+    return opts
+
+
 async def _serve(args: argparse.Namespace) -> None:
     paths = []
     for spec in args.remote:
@@ -33,7 +54,7 @@ async def _serve(args: argparse.Namespace) -> None:
                        transport=args.transport, pkg_size=args.pkg_size,
                        stop_grace=args.stop_grace, reload_remotes=args.reload_remotes,
                        reload_interval=args.reload_interval, rpc_debug_log=args.rpc_debug_log,
-                       metrics=args.metrics_port is not None)
+                       metrics=args.metrics_port is not None, **_security_options(args))
     await gw.start()
     listening = {"event": "listening", "port": gw.port, "server_id": args.server_id,
                  "implementation": gw.core.name}
@@ -73,6 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds between two polls of the service files")
     p.add_argument("--rpc-debug-log", action="store_true",
                    help="log each call with its trace id on pomelo_rpc.trace (with -v)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve over TLS with this certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="its private key (if not in --tls-cert)")
+    p.add_argument("--tls-ca", metavar="PEM",
+                   help="mutual TLS: require client certificates signed by this CA")
+    p.add_argument("--auth-token", help="shared secret clients must prove (visible in ps: "
+                   "prefer --auth-token-file)")
+    p.add_argument("--auth-token-file", metavar="FILE", help="read the shared secret from FILE")
+    p.add_argument("--allow", action="append", default=[], metavar="NET",
+                   help="address or network allowed to connect (repeatable, or comma-separated)")
+    p.add_argument("--max-connections", type=int, default=SERVER_DEFAULTS["max_connections"],
+                   help="connections held at once; more are closed at accept")
+    p.add_argument("--handshake-timeout", type=float,
+                   default=SERVER_DEFAULTS["handshake_timeout"],
+                   help="seconds a new connection has for the TLS and auth_token handshakes")
     p.add_argument("--registry", metavar="URL",
                    help="register in a cluster: redis://h:p/db, etcd://h:p, file:///servers.json")
     p.add_argument("--registry-ttl", type=float, default=SERVER_DEFAULTS["registry_ttl"],

@@ -194,13 +194,16 @@ class _MqttConnection(ServerConnection):
         if not packets:
             return            # part of a small packet: wait (the handshake timer runs)
         packet = packets[0]
-        if len(packets) != 1 or decoder.buffered or packet[0] != self._k_connect:
-            self._deny("a packet other than CONNECT first, or more before CONNACK")
+        if packet[0] != self._k_connect:
+            self._deny("a packet other than CONNECT first")
             return
         password = packet[4]
         if password is None or not hmac.compare_digest(password, token):
             self._deny("CONNECT without the right auth_token as its password",
                        mqtt.encode_connack(5))
+            return
+        if len(packets) != 1 or decoder.buffered:
+            self._deny("packets after CONNECT before the CONNACK")
             return
         self._authenticated()
         self._handshake_decoder = None

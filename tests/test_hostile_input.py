@@ -58,9 +58,15 @@ async def expect_closed(reader, timeout=3):
     assert data == b"", f"expected the server to close, got {data[:60]!r}"
 
 
-async def connect(port):
-    """A raw connection, past the server's HELLO; returns (reader, writer, method table)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def connect(srv):
+    """A raw connection, past the server's HELLO; returns (reader, writer, method table).
+
+    A server with an ``open_raw`` (test_security.py's TLS + auth_token one) is reached
+    through it: TLS and the handshake done, the HELLO next."""
+    if hasattr(srv, "open_raw"):
+        reader, writer = await srv.open_raw()
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     hello = await read_frame(reader)
     assert hello[0] == 0, hello
@@ -68,7 +74,7 @@ async def connect(port):
 
 
 def make_client(core, srv, **opts):
-    cli = client.create(core=core, timeout=5, **opts)
+    cli = client.create(core=core, timeout=5, **getattr(srv, "client_opts", {}), **opts)
     cli.add_proxies([{"namespace": "user", "server_type": "test", "path": TEST_DIR}])
     cli.add_servers([srv.info])
     return cli
@@ -158,7 +164,7 @@ async def test_malformed_frames_close_only_that_connection(server, core):
     srv = server()
     async with Steady(core, srv) as steady:
         for name, payload in CLOSE_CASES.items():
-            reader, writer, _ = await connect(srv.port)
+            reader, writer, _ = await connect(srv)
             writer.write(payload)
             try:
                 await expect_closed(reader)
@@ -175,7 +181,7 @@ async def test_malformed_frames_close_only_that_connection(server, core):
 
 async def test_bad_calls_in_valid_frames_get_error_answers_on_a_live_connection(server, core):
     srv = server()
-    reader, writer, table = await connect(srv.port)
+    reader, writer, table = await connect(srv)
     echo = table.index(("user", "service", "echo"))
     big_rid = 2 ** 64 - 1
     cases = {
@@ -240,7 +246,7 @@ async def test_truncated_frame_then_close_is_logged_and_the_server_goes_on(serve
     async with Steady(core, srv) as steady:
         for name, payload in cuts.items():
             for reset in (False, True):
-                reader, writer, _ = await connect(srv.port)
+                reader, writer, _ = await connect(srv)
                 if reset:    # RST instead of FIN
                     writer.get_extra_info("socket").setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -260,7 +266,7 @@ async def test_frame_over_pkg_size_is_refused_from_its_header(server, core):
     """--pkg-size 4096: a body of exactly 4096 bytes is served; a header announcing
     4097 closes the connection at once, before any body arrives."""
     srv = server("--pkg-size", "4096")
-    reader, writer, table = await connect(srv.port)
+    reader, writer, table = await connect(srv)
     echo = table.index(("user", "service", "echo"))
     overhead = len(msgpack.packb([1, 1, echo, [""]]))
     text = "y" * (4096 - overhead - 2)      # str16 header: 3 bytes instead of 1
@@ -270,7 +276,7 @@ async def test_frame_over_pkg_size_is_refused_from_its_header(server, core):
     assert await read_frame(reader) == [3, 1, text]
 
     for declared in (4097, 0xFFFFFFFF):
-        reader, writer, _ = await connect(srv.port)
+        reader, writer, _ = await connect(srv)
         t0 = time.monotonic()
         writer.write(struct.pack(">I", declared))   # the header alone
         await expect_closed(reader, timeout=2)
@@ -292,7 +298,7 @@ async def test_slow_clients_dribbling_bytes_do_not_stall_the_others(server, core
     srv = server()
 
     async def dribbler(n):
-        reader, writer, table = await connect(srv.port)
+        reader, writer, table = await connect(srv)
         echo = table.index(("user", "service", "echo"))
         data = (frame([1, 1, echo, [f"slow-{n}-" + "z" * 150]])
                 + frame([2, 2, "user", "service", "slow_echo", [n, 0.01]]))
