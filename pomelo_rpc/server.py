@@ -19,7 +19,7 @@ from .mqtt_acceptor import MqttAcceptor
 from .options import SERVER_DEFAULTS, merge
 from .registry import Registry
 from .registry import create as create_registry
-from .registry.base import normalize_server
+from .registry.base import TTL_KEY, normalize_server
 from .reloader import ServiceWatcher
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ class Gateway:
         host = opts["host"]
         info.setdefault("host", socket.gethostname() if host in ("", "0.0.0.0", "::") else host)
         info.setdefault("port", self.port)
+        info[TTL_KEY] = opts["registry_ttl"]   # how long clients wait for it after an outage
         record = normalize_server(info)
         reg = create_registry(opts["registry"], cluster=opts["cluster"],
                               ttl=opts["registry_ttl"],
