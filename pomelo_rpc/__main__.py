@@ -120,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
     p.add_argument("--seconds", type=float, default=1.0, help="duration of each figure")
+    p.add_argument("--registry", metavar="URL",
+                   help="servers register there, the client follows them; one is killed "
+                        "and one stopped mid-demo (e.g. file:///tmp/servers.json)")
 
     p = sub.add_parser("bench", help="end-to-end benchmark beside a raw uvloop echo")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each cell")

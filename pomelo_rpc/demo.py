@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import os
 import subprocess
+import sys
+import time
 from typing import Any
 
 import pomelo_rpc
@@ -14,8 +16,29 @@ from pomelo_rpc.bench import measure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMOTE = os.path.join(HERE, "demo_remote")
+DEMO_TTL = 2.0      # --registry: a killed server's record expires after this
 CLUSTER = [("area-1", "area"), ("area-2", "area"), ("area-3", "area"),
            ("chat-1", "chat"), ("chat-2", "chat")]
+
+
+async def _membership(cli: client.RpcClient, procs: list[subprocess.Popen[str]]) -> None:
+    """Kill one area server, stop another gracefully, and show the client's list follow."""
+    print(f"\nmembership (registry_ttl {DEMO_TTL:g} s): area servers {cli.server_ids('area')}")
+    for index, how in ((2, "SIGKILL"), (1, "SIGTERM")):
+        sid = CLUSTER[index][0]
+        t0 = time.monotonic()
+        if how == "SIGKILL":
+            procs[index].kill()
+        else:
+            procs[index].terminate()
+        while sid in cli.server_ids("area") and time.monotonic() - t0 < DEMO_TTL + 5:
+            await asyncio.sleep(0.01)
+        done = "killed: its record expired" if how == "SIGKILL" else "stopped: it deregistered"
+        print(f"  {sid} {done}; gone from the client after {time.monotonic() - t0:.2f} s: "
+              f"area servers {cli.server_ids('area')}")
+    answers = {(await cli.proxies.user.area.player.move({"uid": u}, u, 0, 0))["server_id"]
+               for u in range(1001, 1013)}
+    print(f"  12 sessions now land on {sorted(answers)}")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -27,18 +50,32 @@ async def main(args: argparse.Namespace) -> None:
     try:
         servers = []
         for sid, server_type in CLUSTER:
-            proc, port = processes.start_server(sid, server_type, f"{REMOTE}/{server_type}")
+            if args.registry:
+                proc, port = processes.start(
+                    [sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", sid,
+                     "--server-type", server_type, "--remote", f"user={REMOTE}/{server_type}",
+                     "--registry", args.registry, "--registry-ttl", str(DEMO_TTL),
+                     "--cluster", "demo"])
+            else:
+                proc, port = processes.start_server(sid, server_type, f"{REMOTE}/{server_type}")
             procs.append(proc)
             servers.append({"id": sid, "server_type": server_type, "host": "127.0.0.1",
                             "port": port})
         for info in servers:
             print(f"  server {info['id']:<7} type {info['server_type']:<5} "
                   f"listening on 127.0.0.1:{info['port']} (own process)")
-        cli = client.create(context={"server_id": "connector-1"})
+        if args.registry:
+            cli = client.create(context={"server_id": "connector-1"}, registry=args.registry,
+                                cluster="demo")
+        else:
+            cli = client.create(context={"server_id": "connector-1"})
+            cli.add_servers(servers)
         cli.add_proxies([{"namespace": "user", "server_type": "area", "path": f"{REMOTE}/area"},
                          {"namespace": "user", "server_type": "chat", "path": f"{REMOTE}/chat"}])
-        cli.add_servers(servers)
         await cli.start()
+        if args.registry:
+            print(f"the client follows cluster 'demo' in {args.registry}: "
+                  f"area {cli.server_ids('area')}, chat {cli.server_ids('chat')}")
         area = cli.proxies.user.area.player
         chat = cli.proxies.user.chat.room
 
@@ -77,6 +114,8 @@ async def main(args: argparse.Namespace) -> None:
             r = await measure(call, conc, args.seconds, size)
             print(f"  {label:<42} {r['calls_per_s']:>9,.0f} {r['p50_us']:>8.0f} "
                   f"{r['p99_us']:>8.0f}")
+        if args.registry:
+            await _membership(cli, procs)
         await cli.stop()
     finally:
         processes.stop_all(procs)
