@@ -1,0 +1,82 @@
+// A small pomelo 2.2.7 application for pomelo_rpc's tests (tests/test_pomelo_master.py):
+// the master and backend servers of type "node" (remote relayRemote). Python servers of
+// type "py" join through the master. The tests copy this directory to a temp dir, write
+// config/*.json there with free ports and run `node app.js` with NODE_PATH set to
+// tests/node/node_modules. By hand: `NODE_PATH=../node_modules node app.js` here.
+'use strict';
+var http = require('http');
+var net = require('net');
+var pomelo = require('pomelo');
+
+// pomelo-admin's master and pomelo-rpc's acceptor call listen(port): every interface.
+// The tests stay on loopback.
+var listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function(port) {
+  if (arguments.length === 1 && typeof port === 'number') {
+    return listen.call(this, port, '127.0.0.1');
+  }
+  return listen.apply(this, arguments);
+};
+
+// The master spawns the servers with their stdout and stderr piped to itself. When it
+// dies (the tests kill and restart it), a server's next log line would fail with EPIPE
+// and, uncaught, break whatever was logging (an rpc call, say): drop such output instead.
+['stdout', 'stderr'].forEach(function(name) {
+  process[name].on('error', function() {});
+});
+
+var app = pomelo.createApp();
+app.set('name', 'pomelo-rpc-python-interop');
+
+// The tests' window into a Node server: a loopback HTTP endpoint on the port its
+// servers.json entry names as hookPort.
+//   GET  /servers  -> {id: server info} as this server's app knows them
+//   POST /rpc {type, service, method, args, serverId?, uid?} -> {error, result}
+//        app.rpc.<type>.<service>.<method>(...), routed by uid or toServer(serverId)
+function hook(app) {
+  var cur = app.getCurServer();
+  if (!cur.hookPort) {
+    return;
+  }
+  http.createServer(function(req, res) {
+    var body = '';
+    req.on('data', function(chunk) { body += chunk; });
+    req.on('end', function() {
+      var reply = function(obj) {
+        res.writeHead(200, {'Content-Type': 'application/json'});
+        res.end(JSON.stringify(obj));
+      };
+      if (req.url === '/servers') {
+        return reply(app.getServers());
+      }
+      if (req.url !== '/rpc') {
+        res.writeHead(404);
+        return res.end();
+      }
+      var q = JSON.parse(body);
+      var remote = app.rpc[q.type] && app.rpc[q.type][q.service];
+      var method = remote && remote[q.method];
+      if (!method) {
+        return reply({error: 'no proxy app.rpc.' + [q.type, q.service, q.method].join('.')});
+      }
+      var cb = function(err, result) {
+        reply({error: err ? (err.message || String(err)) : null, result: result});
+      };
+      if (q.serverId) {
+        method.toServer.apply(null, [q.serverId].concat(q.args, [cb]));
+      } else {
+        method.apply(null, [{uid: q.uid || ''}].concat(q.args, [cb]));
+      }
+    });
+  }).listen(cur.hookPort, '127.0.0.1');
+}
+
+app.configure('development', 'node', function() {
+  hook(app);
+});
+
+app.start();
+
+process.on('uncaughtException', function(err) {
+  console.error(' Caught exception: ' + err.stack);
+});

@@ -1,0 +1,408 @@
+"""registry="pomelo://...": Python processes join a running Node pomelo 2.2.7 cluster.
+
+The cluster is tests/node/pomelo_app (pomelo@2.2.7 from npm): its master and two
+backend servers of type "node", started with ``node app.js`` on free loopback ports
+(one cluster for the module). Each Node server answers on a small HTTP hook: its
+server list (``app.getServers()``) and ``app.rpc.<type>.<service>.<method>`` calls.
+Python servers are of type "py" (tests/remote/pomelo), on the mqtt transport.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REMOTE, ROOT
+from pomelo_rpc import client, server
+from pomelo_rpc.registry import RegistryError
+from pomelo_rpc.registry.pomelo import MasterRefusedError, PomeloMasterRegistry
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_DIR = os.path.join(HERE, "node")
+APP_DIR = os.path.join(NODE_DIR, "pomelo_app")
+PY_REMOTE = os.path.join(REMOTE, "pomelo")
+TOKENS = {"node": "node-secret", "py": "py-secret", "pyclient": "pyclient-secret"}
+NODE_IDS = ["node-1", "node-2"]
+#: in CI (./dev test) a missing Node.js or npm package fails instead of skipping
+STRICT = any(os.environ.get(v, "") not in ("", "0")
+             for v in ("POMELO_RPC_REQUIRE_NODE", "POMELO_RPC_REQUIRE_CYTHON"))
+
+
+def free_port():
+    """A port nothing listens on now (127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_exe():
+    """``node``, with pomelo 2.2.7 installed in tests/node/node_modules (npm ci if not)."""
+    exe = shutil.which("node")
+    if exe is None:
+        if STRICT:
+            pytest.fail("Node.js is not installed: the pomelo cluster tests need it")
+        pytest.skip("Node.js is not installed: the pomelo cluster tests need it")
+    pkg = os.path.join(NODE_DIR, "node_modules", "pomelo", "package.json")
+    if not os.path.exists(pkg):
+        npm = shutil.which("npm")
+        assert npm is not None, "npm is needed to install pomelo 2.2.7 for these tests"
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+    with open(pkg) as f:
+        assert json.load(f)["version"] == "2.2.7"
+    return exe
+
+
+class PomeloCluster:
+    """tests/node/pomelo_app copied to a temp dir, with config on free ports, running."""
+
+    def __init__(self, node, base):
+        self.node = node
+        self.base = base
+        shutil.copytree(APP_DIR, base, dirs_exist_ok=True)
+        self.master_port = free_port()
+        self.ports = {sid: free_port() for sid in NODE_IDS}
+        self.hooks = {sid: free_port() for sid in NODE_IDS}
+        self._write("master.json", {"development": {
+            "id": "master-server-1", "host": "127.0.0.1", "port": self.master_port}})
+        self._write("servers.json", {"development": {"node": [
+            {"id": sid, "host": "127.0.0.1", "port": self.ports[sid],
+             "hookPort": self.hooks[sid]} for sid in NODE_IDS]}})
+        self._write("adminServer.json", [{"type": t, "token": k} for t, k in TOKENS.items()])
+        self.groups = []          # process groups started here (master and its servers)
+        self.master = None
+        self.log = open(os.path.join(base, "pomelo.log"), "ab")
+
+    def _write(self, name, obj):
+        with open(os.path.join(self.base, "config", name), "w") as f:
+            json.dump(obj, f)
+
+    def url(self, token_type="py", **params):
+        """``pomelo://`` URL of the master with the token of ``token_type``."""
+        query = "&".join([f"token={TOKENS[token_type]}"] + [f"{k}={v}" for k, v in params.items()])
+        return f"pomelo://127.0.0.1:{self.master_port}?{query}"
+
+    def start_master(self, *args):
+        """``node app.js`` in a process group of its own (``type=master``: no servers)."""
+        env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
+        self.master = subprocess.Popen([self.node, "app.js", *args], cwd=self.base, env=env,
+                                       stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        self.groups.append(self.master.pid)
+
+    def kill_all(self):
+        """SIGKILL every process group started here."""
+        for pgid in self.groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.master is not None:
+            self.master.wait(10)
+        self.log.close()
+
+    def log_tail(self):
+        """The end of the cluster's log, for failure messages."""
+        with open(os.path.join(self.base, "pomelo.log"), "rb") as f:
+            return f.read()[-3000:].decode(errors="replace")
+
+
+def _http_sync(port, path, body=None, timeout=2.0):
+    data = json.dumps(body).encode() if body is not None else b""
+    method = "POST" if body is not None else "GET"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"{method} {path} HTTP/1.0\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                  + data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks).split(b"\r\n\r\n", 1)[1])
+
+
+async def http(port, path, body=None):
+    """GET (or POST ``body`` as JSON) a Node server's hook; its JSON answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = json.dumps(body).encode() if body is not None else b""
+    method = "POST" if body is not None else "GET"
+    writer.write(f"{method} {path} HTTP/1.0\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                 + data)
+    raw = await asyncio.wait_for(reader.read(), 15)
+    writer.close()
+    return json.loads(raw.split(b"\r\n\r\n", 1)[1])
+
+
+async def node_lists(cluster):
+    """``{node_server_id: sorted ids it knows}``."""
+    return {sid: sorted(await http(port, "/servers")) for sid, port in cluster.hooks.items()}
+
+
+async def node_rpc(cluster, via, service, method, *args, server_id=None, uid=None):
+    """``app.rpc.py.<service>.<method>`` called on Node server ``via``."""
+    return await http(cluster.hooks[via], "/rpc", {
+        "type": "py", "service": service, "method": method, "args": list(args),
+        "serverId": server_id, "uid": uid})
+
+
+async def until(cond, limit, what):
+    """Poll async ``cond()`` until true; the seconds it took (AssertionError at ``limit``)."""
+    t0 = time.monotonic()
+    while True:
+        if await cond():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > limit:
+            raise AssertionError(f"not within {limit} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+def everywhere(cluster, sid, present=True):
+    """A condition: every Node server knows ``sid`` (or none does)."""
+    async def cond():
+        lists = await node_lists(cluster)
+        return all((sid in ids) == present for ids in lists.values())
+    return cond
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """The pomelo app's master and its two Node servers, up and hooked."""
+    c = PomeloCluster(node_exe(), str(tmp_path_factory.mktemp("pomelo_app")))
+    c.start_master()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                lists = {sid: _http_sync(port, "/servers") for sid, port in c.hooks.items()}
+                if all(sorted(ids) == NODE_IDS for ids in lists.values()):
+                    break
+            except OSError:
+                pass
+            assert c.master.poll() is None, f"the pomelo master exited:\n{c.log_tail()}"
+            assert time.monotonic() < deadline, f"the pomelo cluster did not start:\n{c.log_tail()}"
+            time.sleep(0.05)
+        yield c
+    finally:
+        c.kill_all()
+
+
+def py_server(cluster, sid, core="cython", **opts):
+    """A Python server of type "py" joining ``cluster`` (not started)."""
+    return server.create(paths=[{"namespace": "user", "path": PY_REMOTE}], transport="mqtt",
+                         context={"server_id": sid}, core=core,
+                         server_info={"id": sid, "server_type": "py"},
+                         registry=cluster.url("py"), **opts)
+
+
+def py_client(cluster, core="cython"):
+    """A watch-only Python client of the cluster (mqtt, as the Node servers speak)."""
+    return client.create(transport="mqtt", core=core, registry=cluster.url(
+        "pyclient", client_type="pyclient"))
+
+
+RELAY = {"namespace": "user", "server_type": "node", "service": "relayRemote"}
+
+
+# ---------------------------------------------------------------------------------------
+
+async def test_python_server_joins_and_node_servers_call_it(cluster, core):
+    gw = py_server(cluster, "py-join", core)
+    await gw.start()
+    try:
+        took = await until(everywhere(cluster, "py-join"), 5, "both Node servers list py-join")
+        print(f"py-join in every Node server's list {took * 1000:.0f} ms after start()")
+        for via in NODE_IDS:
+            # app.rpc.py.echoRemote.echo.toServer("py-join", ...) and routed by uid
+            answer = await node_rpc(cluster, via, "echoRemote", "echo", {"n": 1, "s": "é"},
+                                    server_id="py-join")
+            assert answer == {"error": None, "result": {"server_id": "py-join",
+                                                        "msg": {"n": 1, "s": "é"}}}
+            answer = await node_rpc(cluster, via, "echoRemote", "echo", "routed", uid="u1")
+            assert answer["result"] == {"server_id": "py-join", "msg": "routed"}
+        info = (await http(cluster.hooks["node-1"], "/servers"))["py-join"]
+        assert info["serverType"] == "py" and info["host"] == "127.0.0.1"
+        assert info["port"] == gw.port and info["pid"] == os.getpid()
+    finally:
+        await gw.stop()
+    await until(everywhere(cluster, "py-join", present=False), 5, "py-join left")
+
+
+async def test_python_client_sees_the_cluster_and_round_trips_through_node(cluster, core):
+    gw = py_server(cluster, "py-rt", core)
+    await gw.start()
+    cli = py_client(cluster, core)
+    await cli.start()
+    try:
+        assert cli.server_ids("node") == NODE_IDS
+        assert cli.server_info("node-1")["port"] == cluster.ports["node-1"]
+        assert cli.server_ids("py") == ["py-rt"]
+        # Python -> Node (relayRemote.relay) -> Python (echoRemote.echo on py-rt) -> back
+        for via in NODE_IDS:
+            answer = await cli.rpc_invoke(via, dict(RELAY, method="relay", args=["py-rt", "hi"]))
+            assert answer == {"via": via, "answer": {"server_id": "py-rt", "msg": "hi"}}
+        who = await cli.rpc_invoke("node-2", dict(RELAY, method="whoami", args=[]))
+        assert who == {"id": "node-2", "servers": {"node": NODE_IDS, "py": ["py-rt"]}}
+        # a watch-only process is not a server: no Node server lists it
+        assert all(ids == NODE_IDS + ["py-rt"] for ids in (await node_lists(cluster)).values())
+        # a server joining later reaches the client too
+        late = py_server(cluster, "py-late", core)
+        await late.start()
+        try:
+            took = await until(lambda: _async(cli.server_ids("py") == ["py-late", "py-rt"]), 5,
+                               "the client sees py-late")
+            print(f"client sees py-late {took * 1000:.0f} ms after its start()")
+        finally:
+            await late.stop()
+        await until(lambda: _async(cli.server_ids("py") == ["py-rt"]), 5, "py-late gone")
+    finally:
+        await cli.stop()
+        await gw.stop()
+
+
+async def _async(value):
+    return value
+
+
+async def test_graceful_stop_and_sigkill_each_remove_the_python_server(cluster):
+    cli = py_client(cluster)
+    await cli.start()
+    proc = None
+    try:
+        gw = py_server(cluster, "py-stop")
+        await gw.start()
+        await until(everywhere(cluster, "py-stop"), 5, "py-stop joined")
+        await gw.stop()
+        took = await until(everywhere(cluster, "py-stop", present=False), 5, "py-stop left")
+        print(f"graceful stop: gone from every Node server {took * 1000:.0f} ms after stop()")
+        await until(lambda: _async("py-stop" not in cli.server_ids("py")), 2,
+                    "py-stop left the Python client")
+
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", KILLED_SERVER, PY_REMOTE, cluster.url("py"), "py-killed",
+            stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT))
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert json.loads(line)["registered"] == "py-killed"
+        await until(everywhere(cluster, "py-killed"), 5, "py-killed joined")
+        await until(lambda: _async("py-killed" in cli.server_ids("py")), 2, "client sees it")
+        assert (await node_rpc(cluster, "node-1", "echoRemote", "echo", 7,
+                               server_id="py-killed"))["result"]["msg"] == 7
+        proc.kill()
+        await proc.wait()
+        took = await until(everywhere(cluster, "py-killed", present=False), 5,
+                           "py-killed dropped by every Node server")
+        print(f"SIGKILL: gone from every Node server {took * 1000:.0f} ms after the kill")
+        await until(lambda: _async("py-killed" not in cli.server_ids("py")), 2,
+                    "py-killed dropped by the Python client")
+        assert cli.server_ids("node") == NODE_IDS
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await cli.stop()
+
+
+KILLED_SERVER = """
+import asyncio, json, sys
+import pomelo_rpc
+from pomelo_rpc import server
+
+async def main():
+    remote, url, sid = sys.argv[1:4]
+    gw = server.create(paths=[{"namespace": "user", "path": remote}], transport="mqtt",
+                       context={"server_id": sid}, server_info={"id": sid, "server_type": "py"},
+                       registry=url)
+    await gw.start()
+    print(json.dumps({"registered": sid, "port": gw.port}), flush=True)
+    await asyncio.Event().wait()
+
+pomelo_rpc.run(main())
+"""
+
+
+async def test_wrong_token_and_unreachable_master_are_clear_errors(cluster):
+    gw = server.create(paths=[{"namespace": "user", "path": PY_REMOTE}], transport="mqtt",
+                       server_info={"id": "py-bad", "server_type": "py"},
+                       registry=cluster.url("node"), registry_connect_timeout=2.0)
+    with pytest.raises(MasterRefusedError) as err:
+        await gw.start()
+    assert "server auth failed" in str(err.value) and "adminServer.json" in str(err.value)
+    assert "'py'" in str(err.value)
+    assert gw.port is None                                  # it stopped listening again
+    assert all("py-bad" not in ids for ids in (await node_lists(cluster)).values())
+
+    cli = client.create(transport="mqtt", registry=cluster.url("node", client_type="pyclient"))
+    with pytest.raises(MasterRefusedError):
+        await cli.start()
+
+    port = free_port()
+    cli = client.create(transport="mqtt", connect_timeout=1.0,
+                        registry=f"pomelo://127.0.0.1:{port}?token=x")
+    t0 = time.monotonic()
+    with pytest.raises(RegistryError, match="unreachable"):
+        await cli.start()
+    assert time.monotonic() - t0 < 1.5
+
+
+async def test_master_restart_reregisters_and_resyncs(cluster):
+    gw = py_server(cluster, "py-ha", registry_ttl=3.0)
+    await gw.start()
+    cli = py_client(cluster)
+    await cli.start()
+    try:
+        await until(everywhere(cluster, "py-ha"), 5, "py-ha joined")
+        lost = []
+        cli_ids = lambda: cli.server_ids("node") + cli.server_ids("py")   # noqa: E731
+
+        cluster.master.kill()
+        await asyncio.get_running_loop().run_in_executor(None, cluster.master.wait)
+        # master down: the Python client keeps its list and calls keep flowing
+        for _ in range(3):
+            answer = await cli.rpc_invoke("node-1", dict(RELAY, method="relay",
+                                                         args=["py-ha", "down"]))
+            assert answer["answer"] == {"server_id": "py-ha", "msg": "down"}
+            await asyncio.sleep(0.2)
+            lost += [sid for sid in NODE_IDS + ["py-ha"] if sid not in cli_ids()]
+        cluster.start_master("type=master")      # the same port, no servers started
+        t0 = time.monotonic()
+
+        async def master_knows_all():      # asked of the new master by a fresh watcher
+            reg = PomeloMasterRegistry(cluster.url("pyclient", client_type="pyclient"),
+                                       cluster="default", ttl=3.0, connect_timeout=1.0)
+            try:
+                await reg.open()
+                return sorted(await reg.watch(lambda m: None)) == NODE_IDS + ["py-ha"]
+            except RegistryError:
+                return False
+            finally:
+                await reg.close()
+        await until(master_knows_all, 15, "the new master knows py-ha and the Node servers")
+        print(f"master restarted: py-ha and both Node servers registered with the new master "
+              f"{(time.monotonic() - t0) * 1000:.0f} ms after its start")
+        lost += [sid for sid in NODE_IDS + ["py-ha"] if sid not in cli_ids()]
+        assert lost == []        # the client never lost a server meanwhile
+
+        # the new master relays changes both ways: a server joining now, one leaving now
+        late = py_server(cluster, "py-after")
+        await late.start()
+        try:
+            await until(everywhere(cluster, "py-after"), 5, "py-after in every Node server")
+            await until(lambda: _async("py-after" in cli.server_ids("py")), 5,
+                        "the resynced client sees py-after")
+            answer = await node_rpc(cluster, "node-2", "echoRemote", "echo", "again",
+                                    server_id="py-ha")
+            assert answer["result"] == {"server_id": "py-ha", "msg": "again"}
+            await gw.stop()
+            await until(everywhere(cluster, "py-ha", present=False), 5, "py-ha left")
+            await until(lambda: _async(cli.server_ids("py") == ["py-after"]), 5,
+                        "the client saw py-ha leave")
+        finally:
+            await late.stop()
+    finally:
+        await cli.stop()
+        await gw.stop()
