@@ -109,7 +109,7 @@ class Mailbox:
             deadline = loop.time() + timeout
             rid = self._table.add(fut, deadline, msg)
             if self._timer_at is None or deadline < self._timer_at:
-                self._arm_timer(deadline)
+                self._arm_timer()
         else:
             rid = self._table.add(fut, None, msg)
         if state == OPEN:
@@ -170,22 +170,36 @@ class Mailbox:
         self._table.reject(rid, RemoteError(message, type_name, stack, self.server_id))
 
     # deadlines ---------------------------------------------------------
+    # One timer per mailbox, armed for the earliest deadline slot of the table. It runs
+    # once per slot that has work: a firing expires its slot even when the loop clock
+    # (whole milliseconds under uvloop) reads a hair before the slot's time, and an
+    # expiry run early by ``_received`` cancels the timer it stands in for, so a second
+    # timer can never start beside the first.
 
-    def _arm_timer(self, when: float) -> None:
+    def _arm_timer(self) -> None:
+        """(Re)arm the timer for the table's next deadline slot, or leave none."""
+        when = self._table.next_deadline()
         if self._timer is not None:
+            if when == self._timer_at:
+                return
             self._timer.cancel()
         self._timer_at = when
-        self._timer = self._loop.call_at(when + 0.001, self._on_timer)
+        # a millisecond late, so that a clock of any granularity reads ``when`` by then
+        self._timer = None if when is None else self._loop.call_at(when + 0.001, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
-        for fut, msg in self._table.expire(self._loop.time()):
+        when = self._timer_at
+        self._timer = None
+        now = self._loop.time()
+        self._expire(now if when is None or now > when else when)
+
+    def _expire(self, now: float) -> None:
+        """Fail the calls whose deadline is at or before ``now``; re-arm the timer."""
+        for fut, msg in self._table.expire(now):
             if not fut.done():
                 fut.set_exception(RpcTimeoutError(
                     f"{call_route(msg)} to {self.server_id} got no response in time"))
-        nxt = self._table.next_deadline()
-        if nxt is not None:
-            self._arm_timer(nxt)
+        self._arm_timer()
 
     # connection --------------------------------------------------------
 
@@ -236,7 +250,7 @@ class Mailbox:
         may run I/O before a timer that is already due)."""
         now = self._last_recv = self._loop.time()
         if self._timer_at is not None and now >= self._timer_at:
-            self._on_timer()
+            self._expire(now)
 
     def _on_keepalive(self) -> None:
         """Ping once the peer has been silent for one period; fail once it has been
