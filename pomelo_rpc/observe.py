@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -74,42 +75,84 @@ def _count_bytes(protocol: Any, side: Side, key: str,
 
 
 class _RouteSeries:
-    """The metric series of one peer, by route; unknown routes share one series."""
+    """The metric series of one peer, by route: ``key_of(msg)`` is a hashable key of the
+    message's route, ``route_of(msg)`` its name; calls the server could not dispatch
+    share the ``unknown`` series, and so do names that are no route at all."""
 
-    def __init__(self, side: Side, server_id: str) -> None:
+    def __init__(self, side: Side, server_id: str, key_of: Callable[[Any], Any],
+                 route_of: Callable[[Any], str | None]) -> None:
         from .metrics import MAX_ROUTES, UNKNOWN_ROUTE, outcome_of
+        self.cache: dict[Any, Series] = {}     # by key_of(msg), read by the fast paths
         self._side = side
         self._server_id = server_id
-        self._cache: dict[Any, Series] = {}
+        self._key_of = key_of
+        self._route_of = route_of
         self._max = MAX_ROUTES
+        self._outcome_of = outcome_of
         self._unknown_route = UNKNOWN_ROUTE
-        self.outcome_of = outcome_of
 
-    def get(self, key: Any, route: Callable[[], str | None]) -> Series:
-        """The series of route ``key`` (hashable); ``route()`` names it on first use."""
+    @property
+    def unknown(self) -> Series:
+        """The series of calls to no route the server knows (made on first use)."""
+        return self._side.get(self._unknown_route, self._server_id)
+
+    def lookup(self, msg: Any) -> Series:
+        """The series of ``msg``'s route, made on first use."""
         try:
-            series = self._cache.get(key)
-        except TypeError:       # an unhashable name: not a route the server knows
-            return self._side.get(self._unknown_route, self._server_id)
+            key = self._key_of(msg)
+            series = self.cache.get(key)
+        except (TypeError, KeyError, IndexError):   # no route: unhashable or missing names
+            return self.unknown
         if series is None:
-            name = route()
-            series = self._side.get(name or self._unknown_route, self._server_id)
-            if len(self._cache) < self._max:
-                self._cache[key] = series
+            route = self._route_of(msg)
+            series = self._side.get(route, self._server_id) if route else self.unknown
+            if len(self.cache) < self._max:
+                self.cache[key] = series
         return series
 
-    def add(self, key: Any, route: Callable[[], str | None], error: BaseException | None,
-            seconds: float) -> None:
-        """Count one call of route ``key`` that ended with ``error`` after ``seconds``."""
+    def record(self, msg: Any, error: BaseException | None, seconds: float) -> None:
+        """Count one call of ``msg`` that ended with ``error`` (None: ok) after ``seconds``."""
         if error is None:
-            self.get(key, route).add("ok", seconds)
+            self.lookup(msg).add("ok", seconds)
         elif not_dispatched(error):
-            self._side.get(self._unknown_route, self._server_id).add("error", seconds)
+            self.unknown.add("error", seconds)
         else:
-            self.get(key, route).add(self.outcome_of(error), seconds)
+            self.lookup(msg).add(self._outcome_of(error), seconds)
+
+
+def _client_key(msg: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return msg["namespace"], msg["service"], msg["method"]
 
 
 # client -----------------------------------------------------------------------------
+
+def _metered_send(send: Callable[..., Any], routes: _RouteSeries,
+                  ) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """``send`` counting each call in ``routes`` (metrics alone: the fast path)."""
+    from .metrics import BUCKETS
+    cache = routes.cache
+    record = routes.record
+    clock = _clock
+
+    async def metered_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
+        start = clock()
+        try:
+            result = await send(msg, timeout)
+        except BaseException as exc:
+            record(msg, exc, clock() - start)
+            raise
+        seconds = clock() - start
+        try:
+            series = cache[msg["namespace"], msg["service"], msg["method"]]
+        except (KeyError, TypeError):
+            series = routes.lookup(msg)
+        series.counts[0] += 1
+        series.buckets[bisect_left(BUCKETS, seconds)] += 1
+        series.seconds += seconds
+        return result
+
+    return metered_send
+
 
 def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
     """Install on ``mailbox`` what ``metrics``, ``tracing`` and ``rpc_debug_log`` ask for."""
@@ -122,7 +165,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
         tracer = otel.tracer_of(opts["tracing"])
         start_span, traceparent, end_span = (otel.start_client_span, otel.traceparent,
                                              otel.end_span)
-    series: _RouteSeries | None = None
+    routes: _RouteSeries | None = None
     if opts.get("metrics"):
         from .metrics import for_registry
         metrics = for_registry(opts.get("metrics_registry"))
@@ -137,26 +180,27 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
 
         if isinstance(mailbox, asyncio.Protocol):
             _count_bytes(mailbox, side, sid, reconnected)
-        series = _RouteSeries(side, sid)
-    if tracer is not None or debug:
-        mailbox._trace_prefix = context_id(opts.get("context"), "client")
-    transport = str(opts.get("transport", "native"))
+        routes = _RouteSeries(side, sid, _client_key, call_route)
     send = mailbox.send
+    if tracer is None and not debug:
+        assert routes is not None
+        mailbox.send = _metered_send(send, routes)  # type: ignore[method-assign,assignment]
+        return
+    mailbox._trace_prefix = context_id(opts.get("context"), "client")
+    transport = str(opts.get("transport", "native"))
 
     async def observed_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
         span: Any = None
-        carried = None
         if tracer is not None:
             span = start_span(tracer, call_route(msg), sid, mailbox.host, mailbox.port,
                               transport)
             carried = traceparent(span)
-        elif debug:
+        else:
             carried = child_traceparent()
-        if carried is not None:
-            msg = dict(msg)
-            msg["trace_id"] = carried
+        msg = dict(msg)
+        msg["trace_id"] = carried
         if debug:
-            log_step("send", carried[3:35] if carried else None, call_route(msg), sid)
+            log_step("send", carried[3:35], call_route(msg), sid)
         start = _clock()
         error: BaseException | None = None
         try:
@@ -165,14 +209,12 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
             error = exc
             raise
         finally:
-            if series is not None:
-                series.add((msg.get("namespace"), msg.get("service"), msg.get("method")),
-                           lambda: call_route(msg), error, _clock() - start)
+            if routes is not None:
+                routes.record(msg, error, _clock() - start)
             if span is not None:
                 end_span(span, error, not not_dispatched(error))
             if debug:
-                log_outcome("done", carried[3:35] if carried else None, call_route(msg), sid,
-                            start, error)
+                log_outcome("done", carried[3:35], call_route(msg), sid, start, error)
 
     mailbox.send = observed_send  # type: ignore[method-assign,assignment]
 
@@ -186,22 +228,34 @@ class ServerObserver:
     def __init__(self, acceptor: BaseAcceptor) -> None:
         opts = acceptor.opts
         self.server_id = server_id = context_id(opts.get("context"), "server")
-        self.debug = debug = bool(opts.get("rpc_debug_log"))
+        self.debug = bool(opts.get("rpc_debug_log"))
         self.tracer: Any = None
         if opts.get("tracing"):
             from . import otel
             self.tracer = otel.tracer_of(opts["tracing"])
         self.side: Side | None = None
-        series: _RouteSeries | None = None
+        routes: _RouteSeries | None = None
+        dispatcher = acceptor.dispatcher
         if opts.get("metrics"):
             from .metrics import for_registry
             metrics = for_registry(opts.get("metrics_registry"))
             metrics.add_acceptor(acceptor, server_id)
             self.side = metrics.server
-            series = _RouteSeries(self.side, server_id)
+            describe = dispatcher.describe
+
+            def route_of(msg: Any) -> str | None:
+                info = describe(msg)
+                return None if info is None else info[1]
+            routes = _RouteSeries(self.side, server_id, _server_key, route_of)
         #: requests carry a trace context the wrapper reads
-        self.reads_context = self.tracer is not None or debug
-        self.dispatch = self._make_dispatch(acceptor, series)
+        self.reads_context = self.tracer is not None or self.debug
+        states = acceptor.core.dispatch
+        if self.reads_context:
+            self.dispatch = self._observed_dispatch(acceptor, routes)
+        else:
+            assert routes is not None
+            self.dispatch = _metered_dispatch(dispatcher.dispatch, routes, states.DONE,
+                                              states.PENDING)
 
     def attach(self, conn: ServerConnection) -> None:
         """Install the wrappers on a new connection."""
@@ -210,8 +264,9 @@ class ServerObserver:
         if self.side is not None:
             _count_bytes(conn, self.side, self.server_id)
 
-    def _make_dispatch(self, acceptor: BaseAcceptor, series: _RouteSeries | None,
-                       ) -> Callable[[object], tuple[int, int, Any]]:
+    def _observed_dispatch(self, acceptor: BaseAcceptor, routes: _RouteSeries | None,
+                           ) -> Callable[[object], tuple[int, int, Any]]:
+        """``dispatch`` with spans and/or the debug log (and metrics, if on)."""
         dispatcher = acceptor.dispatcher
         dispatch, describe = dispatcher.dispatch, dispatcher.describe
         done_state = acceptor.core.dispatch.DONE
@@ -224,21 +279,18 @@ class ServerObserver:
             otel_attach, otel_detach, in_context = (otel.attach, otel.detach,
                                                     otel.set_span_in_context)
 
-        def enter_context(carried: object, span: Any) -> Callable[[], None] | None:
+        def enter_context(carried: object, span: Any) -> Callable[[], None]:
             """Make the request's context current; return what undoes it."""
             if span is not None:
                 token = otel_attach(in_context(span))
                 return lambda: otel_detach(token)
-            if debug:
-                debug_token = enter(carried)
-                return lambda: leave(debug_token)
-            return None
+            debug_token = enter(carried)
+            return lambda: leave(debug_token)
 
         def finish(msg: object, route: str | None, span: Any, trace: str | None,
                    start: float, error: BaseException | None) -> None:
-            if series is not None:
-                key = msg[2] if type(msg) is list and msg[0] == 1 else route
-                series.add(key, lambda: route, error, _clock() - start)
+            if routes is not None:
+                routes.record(msg, error, _clock() - start)
             if span is not None:
                 end_span(span, error, not not_dispatched(error))
             if debug:
@@ -255,8 +307,7 @@ class ServerObserver:
                 error = exc
                 raise
             finally:
-                if undo is not None:
-                    undo()
+                undo()
                 finish(msg, route, span, trace, start, error)
 
         def observed(msg: object) -> tuple[int, int, Any]:
@@ -276,8 +327,7 @@ class ServerObserver:
             try:
                 rid, state, outcome = dispatch(msg)
             finally:
-                if undo is not None:
-                    undo()
+                undo()
             if state == pending_state:
                 return rid, state, finish_later(outcome, msg, carried, route, span, trace,
                                                 start)
@@ -285,6 +335,50 @@ class ServerObserver:
             return rid, state, outcome
 
         return observed
+
+
+def _server_key(msg: Any) -> Any:
+    """A request's route key: its method id, or its names (kinds 1 and 2)."""
+    return msg[2] if msg[0] == 1 else (msg[2], msg[3], msg[4])
+
+
+def _metered_dispatch(dispatch: Callable[[object], tuple[int, int, Any]], routes: _RouteSeries,
+                      done_state: int, pending_state: int,
+                      ) -> Callable[[object], tuple[int, int, Any]]:
+    """``dispatch`` counting each request in ``routes`` (metrics alone: the fast path)."""
+    from .metrics import BUCKETS
+    cache = routes.cache
+    record = routes.record
+    clock = _clock
+
+    async def metered_later(coro: Coroutine[Any, Any, Any], msg: object, start: float) -> Any:
+        try:
+            result = await coro
+        except BaseException as exc:
+            record(msg, exc, clock() - start)
+            raise
+        record(msg, None, clock() - start)
+        return result
+
+    def metered(msg: Any) -> tuple[int, int, Any]:
+        start = clock()
+        rid, state, outcome = dispatch(msg)     # FrameError (no request) goes up uncounted
+        if state == pending_state:
+            return rid, state, metered_later(outcome, msg, start)
+        seconds = clock() - start
+        if state != done_state:
+            record(msg, outcome, seconds)
+            return rid, state, outcome
+        try:
+            series = cache[msg[2] if msg[0] == 1 else (msg[2], msg[3], msg[4])]
+        except KeyError:
+            series = routes.lookup(msg)
+        series.counts[0] += 1
+        series.buckets[bisect_left(BUCKETS, seconds)] += 1
+        series.seconds += seconds
+        return rid, state, outcome
+
+    return metered
 
 
 def observe_acceptor(acceptor: BaseAcceptor) -> ServerObserver | None:

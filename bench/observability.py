@@ -1,0 +1,167 @@
+"""What metrics=True and tracing=True cost: calls/s and instructions per call, one run.
+
+    python bench/observability.py [--seconds 2] [--rounds 3] [--no-callgrind]
+
+Each mode runs a gateway and a client in this process, over a real loopback socket,
+with the option on both sides (so the figure is what a call costs its client and its
+server together), 100 calls in flight, payload 10 bytes, the bench service's echo:
+
+- ``off``: no option (the default);
+- ``metrics``: ``metrics=True`` (a registry of its own);
+- ``tracing``: ``tracing=`` an OpenTelemetry SDK TracerProvider recording every span,
+  exported by a SimpleSpanProcessor to an exporter that drops them (the SDK's cost
+  without a backend's);
+- ``tracing, 0% sampled``: the same provider with the ALWAYS_OFF sampler (spans are
+  made and the context still travels, nothing is recorded);
+- ``metrics + tracing``.
+
+calls/s: the modes take turns, ``--rounds`` times, and the median of each is printed
+with its ratio to ``off`` (the machine is shared and noisy: compare rows of one run).
+Instructions per call: ``valgrind --tool=callgrind`` counts the instructions of the
+whole process for N and for 3N calls; the difference over 2N is the cost of one call
+(start-up and warm-up cancel out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import pomelo_rpc  # noqa: E402
+from pomelo_rpc import client, server  # noqa: E402
+from pomelo_rpc.bench import REMOTE, measure, payload_of  # noqa: E402
+
+MODES = ("off", "metrics", "tracing", "tracing, 0% sampled", "metrics + tracing")
+CONCURRENCY = 100
+
+
+def options(mode: str) -> dict[str, Any]:
+    """The options a mode gives both the gateway and the client."""
+    opts: dict[str, Any] = {}
+    if "metrics" in mode:
+        from prometheus_client import CollectorRegistry
+        opts.update(metrics=True, metrics_registry=CollectorRegistry())
+    if "tracing" in mode:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (SimpleSpanProcessor, SpanExporter,
+                                                    SpanExportResult)
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider(sampler=ALWAYS_OFF if "0%" in mode else ALWAYS_ON)
+        provider.add_span_processor(SimpleSpanProcessor(Drop()))
+        opts["tracing"] = provider
+    return opts
+
+
+async def run_mode(mode: str, seconds: float = 0.0, calls: int = 0) -> dict[str, float]:
+    """One gateway + client in ``mode``: measure for ``seconds``, or make exactly
+    ``calls`` calls (after a warm-up) for the instruction count."""
+    opts = options(mode)
+    gw = server.create(paths=[{"namespace": "user", "path": REMOTE}],
+                       context={"server_id": "bench-1"}, **opts)
+    await gw.start()
+    cli = client.create(timeout=30, **opts)
+    cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
+    cli.add_servers([{"id": "bench-1", "server_type": "bench", "port": gw.port}])
+    await cli.start()
+    echo = cli.proxies.user.bench.bench.echo
+
+    def call(payload: Any) -> Any:
+        return echo.to_server("bench-1", payload)
+    try:
+        if seconds:
+            await measure(call, CONCURRENCY, min(0.3, seconds), 10)
+            return await measure(call, CONCURRENCY, seconds, 10)
+        payload = payload_of(10)
+        left = [300]                      # warm-up, then the counted calls
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                await call(payload)
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        left[0] = calls
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return {"calls": calls}
+    finally:
+        await cli.stop()
+        await gw.stop()
+
+
+def throughput(seconds: float, rounds: int) -> dict[str, float]:
+    """Median calls/s of each mode, the modes taking turns ``rounds`` times."""
+    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            r = pomelo_rpc.run(run_mode(mode, seconds=seconds))
+            runs[mode].append(r["calls_per_s"])
+    return {mode: statistics.median(values) for mode, values in runs.items()}
+
+
+def instructions(mode: str, calls: int) -> int:
+    """Instructions callgrind counts in a process making ``calls`` calls in ``mode``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        sys.executable, os.path.abspath(__file__), "--count", mode, str(calls)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(out) as f:
+            for line in f:
+                m = re.match(r"(?:summary|totals):\s+(\d+)", line)
+                if m:
+                    return int(m.group(1))
+    raise RuntimeError("no instruction total in the callgrind output")
+
+
+def per_call(mode: str, calls: int) -> float:
+    """Instructions of one call in ``mode`` (client and server together)."""
+    return (instructions(mode, 3 * calls) - instructions(mode, calls)) / (2 * calls)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table (and run one counted mode when called with ``--count``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="duration of each cell")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of every mode")
+    parser.add_argument("--calls", type=int, default=2000,
+                        help="N of the instruction count (N and 3N calls)")
+    parser.add_argument("--no-callgrind", action="store_true")
+    parser.add_argument("--count", nargs=2, metavar=("MODE", "CALLS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.count:
+        pomelo_rpc.run(run_mode(args.count[0], calls=int(args.count[1])))
+        return 0
+    print(f"pomelo_rpc {pomelo_rpc.__version__}, {pomelo_rpc.IMPLEMENTATION} core, "
+          f"client and server in one process, {CONCURRENCY} in flight, payload 10 B")
+    rates = throughput(args.seconds, args.rounds)
+    counted = not args.no_callgrind and shutil.which("valgrind") is not None
+    cost = {mode: per_call(mode, args.calls) for mode in MODES} if counted else {}
+    print(f"{'mode':<22} {'calls/s':>9} {'vs off':>7} {'instr/call':>11} {'vs off':>7}")
+    for mode in MODES:
+        line = f"{mode:<22} {rates[mode]:>9,.0f} {rates[mode] / rates['off']:>7.3f}"
+        if cost:
+            line += f" {cost[mode]:>11,.0f} {cost[mode] / cost['off']:>7.3f}"
+        print(line)
+    if not counted:
+        print("(instructions per call: needs valgrind)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
