@@ -84,8 +84,10 @@ class ServerConnection(asyncio.Protocol):
         self._reading_paused = False
         self._eof_sent = False
         self._aborted = False
-        # auth_token: the handshake's deadline, until the peer has proven the token
+        # auth_token: the handshake's deadline and a small decoder of its frames, until
+        # the peer has proven the token (both None then, and without a token)
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self._handshake_decoder: FrameDecoderLike | MqttDecoderLike | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     if TYPE_CHECKING:
@@ -123,8 +125,20 @@ class ServerConnection(asyncio.Protocol):
         self._handshake_timer = None
         self._deny(f"no valid auth_token proof within {self._acceptor.handshake_timeout:g} s")
 
+    def _handshake_feed(self, data: bytes) -> list[Any]:
+        """Decode handshake bytes: the messages completed (none while a small one is
+        incomplete, the handshake timer running), or none and the connection denied
+        when the bytes are not a frame of the protocol."""
+        assert self._handshake_decoder is not None
+        try:
+            return self._handshake_decoder.feed(data)
+        except FrameError as exc:
+            self._deny(f"bad handshake frame: {exc}")
+            return []
+
     def _authenticated(self) -> None:
-        """The peer proved the auth_token: the handshake deadline is off."""
+        """The peer proved the auth_token: the handshake is over, its deadline off."""
+        self._handshake_decoder = None
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -306,10 +320,7 @@ class _NativeConnection(ServerConnection):
         self._decoder = frames.FrameDecoder(acceptor.pkg_size)
         self._ping = frames.PING
         self._pong = frames.PONG_FRAME
-        # auth_token: this connection's challenge, and a small decoder for the handshake;
-        # the handshake decoder is None once the client has proven the token
-        self._nonce = b""
-        self._handshake_decoder: FrameDecoderLike | None = None
+        self._nonce = b""         # auth_token: this connection's challenge
 
     # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
     def _start(self) -> None:
@@ -325,16 +336,12 @@ class _NativeConnection(ServerConnection):
     def _on_handshake(self, data: bytes) -> None:
         """Before the auth_token is proven: the first frame must be a right AUTH, alone;
         anything else closes the connection unanswered."""
-        decoder = self._handshake_decoder
         token = self._acceptor.auth_token
-        assert decoder is not None and token is not None and self._transport is not None
-        try:
-            msgs = decoder.feed(data)
-        except FrameError as exc:
-            self._deny(f"bad handshake frame: {exc}")
-            return
+        decoder = self._handshake_decoder
+        msgs = self._handshake_feed(data)
         if not msgs:
-            return            # part of a small frame: wait (the handshake timer runs)
+            return
+        assert token is not None and decoder is not None and self._transport is not None
         client_nonce = None
         if len(msgs) == 1 and not decoder.buffered:
             client_nonce = check_auth(msgs[0], token, self._frames.AUTH, self._nonce)
@@ -345,12 +352,12 @@ class _NativeConnection(ServerConnection):
         self._transport.write(
             self._frames.encode_auth_ok(server_proof(token, self._nonce, client_nonce))
             + self._frames.encode_hello(self._acceptor.dispatcher.table))
-        self._handshake_decoder = None
 
     def send_hello(self, frame: bytes) -> None:
         """Send a new HELLO (the method table grew: ``reload_remotes``), after the
-        answers already queued; the client takes the new ids from it."""
-        if self._transport is None or self._eof_sent:
+        answers already queued; the client takes the new ids from it. A connection
+        still proving its auth_token gets none (it gets the table once proven)."""
+        if self._transport is None or self._eof_sent or self._handshake_decoder is not None:
             return
         self._out.append(frame)
         if not self._flush_scheduled:

@@ -161,8 +161,6 @@ class _MqttConnection(ServerConnection):
         self.pings = 0             # PINGREQs answered
         self._batch: list[bytes] = []        # JSON payloads of responses (buffer_msg)
         self._batch_timer: asyncio.TimerHandle | None = None
-        # auth_token: a small decoder for the CONNECT that must prove it; None once proven
-        self._handshake_decoder: MqttDecoderLike | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
@@ -182,17 +180,13 @@ class _MqttConnection(ServerConnection):
         """Before the auth_token is proven: the first packet must be a CONNECT, alone,
         whose password is the token; CONNACK 0 then, else CONNACK 5 (a CONNECT with
         another password) or nothing (anything else), and the connection is closed."""
-        decoder = self._handshake_decoder
         token = self._acceptor.auth_token
-        assert decoder is not None and token is not None and self._transport is not None
-        mqtt = self._acceptor.core.mqtt
-        try:
-            packets = decoder.feed(data)
-        except FrameError as exc:
-            self._deny(f"bad handshake packet: {exc}")
-            return
+        decoder = self._handshake_decoder
+        packets = self._handshake_feed(data)
         if not packets:
-            return            # part of a small packet: wait (the handshake timer runs)
+            return
+        assert token is not None and decoder is not None and self._transport is not None
+        mqtt = self._acceptor.core.mqtt
         packet = packets[0]
         if packet[0] != self._k_connect:
             self._deny("a packet other than CONNECT first")
@@ -206,7 +200,6 @@ class _MqttConnection(ServerConnection):
             self._deny("packets after CONNECT before the CONNACK")
             return
         self._authenticated()
-        self._handshake_decoder = None
         self.client_id = packet[1]
         self._transport.write(mqtt.encode_connack(0))
 
