@@ -29,8 +29,7 @@ sys.path.insert(0, ROOT)
 import msgpack  # noqa: E402
 
 import pomelo_rpc  # noqa: E402
-from pomelo_rpc import RpcError, client  # noqa: E402
-from pomelo_rpc.processes import rss_kb  # noqa: E402
+from pomelo_rpc import RpcError, client, sustained  # noqa: E402
 
 REMOTE = os.path.join(ROOT, "tests", "remote", "test")
 
@@ -95,29 +94,20 @@ async def main(args):
 
     workers = [asyncio.ensure_future(worker(w)) for w in range(args.concurrency)]
     churner = asyncio.ensure_future(churn(port, stop))
-    t0 = time.monotonic()
-    samples = []
-    print(f"soak: {args.seconds}s, {args.core} core, {args.concurrency} calls in flight")
-    print(f"{'t(s)':>6} {'server kB':>10} {'client kB':>10} {'calls':>10} {'calls/s':>8} "
-          f"{'in flight':>9}")
-    last_calls = 0
+    print(f"soak: {args.seconds:g}s, {args.core} core, {args.concurrency} calls in flight")
+
+    def table():
+        mailbox = cli._station.mailboxes.get("soak")
+        return getattr(mailbox, "_table", None)
+
     try:
-        while time.monotonic() - t0 < args.seconds:
-            await asyncio.sleep(args.every)
-            t = time.monotonic() - t0
-            calls = sum(done.values())
-            samples.append((t, rss_kb(proc.pid), rss_kb(os.getpid())))
-            print(f"{t:6.0f} {samples[-1][1]:10d} {samples[-1][2]:10d} {calls:10d} "
-                  f"{(calls - last_calls) / args.every:8.0f} {cli.in_flight('soak'):9d}",
-                  flush=True)
-            last_calls = calls
-            if proc.poll() is not None:
-                print("FAIL: the server process died")
-                return 1
+        report = await sustained.sample_while(lambda: sum(done.values()), table, proc.pid,
+                                              args.seconds, args.every, sys.stdout)
     finally:
         stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
         conns = await churner
+    alive = proc.poll() is None
     await asyncio.sleep(2.5)        # every deadline passes
     mailbox = cli._station.mailboxes.get("soak")
     table_ok = mailbox is not None and len(mailbox._table) == 0 \
@@ -126,23 +116,20 @@ async def main(args):
     proc.terminate()
     proc.wait(10)
     print(f"calls: {done}; raw connections dropped: {conns}")
+    sustained.summary(report, sys.stdout)
     status = 0
+    if not alive:
+        print("FAIL: the server process died")
+        status = 1
     if done["error"]:
         print(f"FAIL: {done['error']} calls failed with an unexpected error")
         status = 1
     if not table_ok:
         print("FAIL: the request table, its deadline slots or its timer did not drain")
         status = 1
-    if len(samples) >= 3:
-        ref = samples[len(samples) // 3]
-        end = samples[-1]
-        for name, idx in (("server", 1), ("client", 2)):
-            growth = (end[idx] - ref[idx]) / 1024
-            verdict = "ok" if growth <= args.max_growth_mb else "FAIL"
-            print(f"{name} RSS {ref[idx]} kB at {ref[0]:.0f}s -> {end[idx]} kB at "
-                  f"{end[0]:.0f}s: {growth:+.1f} MB {verdict}")
-            if verdict == "FAIL":
-                status = 1
+    for failure in report.failures(args.min_ratio, args.max_growth_mb):
+        print(f"FAIL: {failure}")
+        status = 1
     return status
 
 
@@ -152,5 +139,7 @@ if __name__ == "__main__":
     parser.add_argument("--every", type=float, default=10)
     parser.add_argument("--core", choices=("cython", "python"), default="cython")
     parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--max-growth-mb", type=float, default=5)
+    parser.add_argument("--max-growth-mb", type=float, default=sustained.MAX_GROWTH_MB)
+    parser.add_argument("--min-ratio", type=float, default=sustained.MIN_RATIO,
+                        help="fail when the last interval's calls/s is under this share of the best")
     sys.exit(pomelo_rpc.run(main(parser.parse_args())))

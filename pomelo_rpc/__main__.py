@@ -29,7 +29,9 @@ def _security_options(args: argparse.Namespace) -> dict[str, object]:
     if args.auth_token_file:
         with open(args.auth_token_file, encoding="utf-8") as f:
             token = f.read().strip()
-    if token:
+    if token is not None:
+        if not token:
+            raise SystemExit("the auth token is empty")
         opts["auth_token"] = token
     if args.allow:
         opts["allow"] = ",".join(args.allow)
@@ -131,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--servers", type=int, default=2, help="server processes in the routed row")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", metavar="FILE", help="write a PNG chart (needs matplotlib)")
+    p.add_argument("--sustained", type=float, metavar="SECONDS",
+                   help="instead of the matrix: 100 calls in flight for SECONDS per core and "
+                        "transport, calls/s and memory every --every s")
+    p.add_argument("--every", type=float, default=10.0, help="interval of --sustained, s")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

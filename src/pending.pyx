@@ -40,11 +40,11 @@ cdef class PendingTable:
     cdef double _last_lo
     cdef double _last_hi
 
-    def __cinit__(self, double resolution=0.005):
+    def __cinit__(self, double resolution=0.005, Py_ssize_t first_id=0):
         self._entries = {}
         self._slots = {}
         self._heap = []
-        self._next_id = 0
+        self._next_id = first_id & _ID_LIMIT
         self._res = resolution
         self._last_ids = None
 

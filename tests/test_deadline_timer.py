@@ -10,9 +10,12 @@ often the timer runs and is armed per deadline slot. Both cores.
 import asyncio
 import heapq
 import math
+import os
 
 import pytest
+from conftest import REMOTE
 
+from pomelo_rpc import client, server
 from pomelo_rpc import core as _core
 from pomelo_rpc.errors import RpcTimeoutError
 from pomelo_rpc.mailbox import OPEN, Mailbox
@@ -194,3 +197,41 @@ def test_table_expire_at_next_deadline_always_empties_that_slot(core, start):
         assert abs(slots - 5000 * step / RESOLUTION) <= 2, slots
     finally:
         fut_loop.close()
+
+
+# request ids: a server up for weeks makes more than 2**31 calls ---------------------
+
+ID_LIMIT = 0x7FFFFFFF
+
+
+def test_request_ids_wrap_to_zero_after_the_largest(core):
+    table = _core.select(core).pending.PendingTable(first_id=ID_LIMIT - 1)
+    fut_loop = asyncio.new_event_loop()
+    try:
+        ids = [table.add(fut_loop.create_future()) for _ in range(4)]
+        assert ids == [ID_LIMIT - 1, ID_LIMIT, 0, 1]
+        assert len(table) == 4 and all(rid in table for rid in ids)
+    finally:
+        fut_loop.close()
+
+
+@pytest.mark.parametrize("transport", ["native", "mqtt"])
+async def test_calls_across_the_id_wrap_reach_the_server_and_back(core, transport):
+    remote = os.path.join(REMOTE, "test")
+    gw = server.create(paths=[{"namespace": "user", "path": remote}], transport=transport,
+                       core=core)
+    await gw.start()
+    cli = client.create(transport=transport, core=core)
+    try:
+        cli.add_proxies([{"namespace": "user", "server_type": "test", "path": remote}])
+        cli.add_servers([{"id": "s", "server_type": "test", "port": gw.port}])
+        await cli.start()
+        mailbox = cli._station.mailbox("s")
+        mailbox._table = mailbox.core.pending.PendingTable(first_id=ID_LIMIT - 20)
+        echo = cli.proxies.user.test.service.echo.to_server
+        answers = await asyncio.gather(*(echo("s", i) for i in range(50)))
+        assert answers == list(range(50))
+        assert len(mailbox._table) == 0
+    finally:
+        await cli.stop()
+        await gw.stop()

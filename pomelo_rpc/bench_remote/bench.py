@@ -13,3 +13,8 @@ def echo(payload: Any) -> Any:
 async def hold(payload: Any, seconds: float) -> Any:
     await asyncio.sleep(seconds)
     return payload
+
+
+async def aecho(payload: Any) -> Any:
+    """``echo`` as an ``async def`` that never suspends, as most handlers are written."""
+    return payload

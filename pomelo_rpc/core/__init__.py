@@ -83,7 +83,8 @@ if TYPE_CHECKING:
     class PendingModule(Protocol):
         """``pomelo_rpc.core.pending`` / ``pomelo_rpc._cy.pending``."""
 
-        def PendingTable(self, resolution: float = ...) -> PendingTableLike: ...
+        def PendingTable(self, resolution: float = ...,
+                         first_id: int = ...) -> PendingTableLike: ...
 
     #: ``(namespace, service, name, func, min_args, max_args, is_async)``; max_args -1: ``*args``
     MethodEntry = tuple[str, str, str, Callable[..., Any], int, int, bool]

@@ -19,13 +19,15 @@ _ID_LIMIT = 0x7FFFFFFF
 class PendingTable:
     """Calls awaiting their response: ``add`` gives the id, ``pop`` or ``expire`` ends it."""
 
-    def __init__(self, resolution: float = 0.005) -> None:
+    def __init__(self, resolution: float = 0.005, first_id: int = 0) -> None:
+        """Slots of ``resolution`` s; ids count from ``first_id`` and wrap after 2**31 - 1
+        back to 0, skipping ids still pending."""
         # rid -> [future, info, the slot's ids dict or None]
         self._entries: dict[int, list[Any]] = {}
         # slot -> {rid: None}; an empty slot stays until it expires
         self._slots: dict[int, dict[int, None]] = {}
         self._heap: list[int] = []      # slots, each pushed once
-        self._next_id = 0
+        self._next_id = first_id & _ID_LIMIT
         self._res = resolution
         # the slot of the last deadline added, and the deadlines (lo, hi] it holds: most
         # calls share one timeout, so most adds land in the slot of the one before
