@@ -34,11 +34,16 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 def token_bytes(token: str | bytes | None) -> bytes | None:
-    """The ``auth_token`` option as bytes (a str is UTF-8 encoded); None or empty: no token."""
+    """The ``auth_token`` option as bytes (a str is UTF-8 encoded); None: no token.
+    An empty token is a ValueError (an unset variable must not turn authentication off)."""
     if token is None:
         return None
+    if not isinstance(token, (str, bytes, bytearray)):
+        raise TypeError(f"auth_token must be a str or bytes, not {type(token).__name__}")
     raw = token.encode("utf-8") if isinstance(token, str) else bytes(token)
-    return raw or None
+    if not raw:
+        raise ValueError("auth_token is empty")
+    return raw
 
 
 def new_nonce() -> bytes:
@@ -195,8 +200,8 @@ def is_loopback(host: Any) -> bool:
 def warn_if_exposed(logger: logging.Logger, host: Any, opts: dict[str, Any]) -> bool:
     """Log a warning when ``host`` is not loopback and none of ssl, auth_token, allow
     is set; return True if it warned."""
-    if is_loopback(host) or opts.get("ssl") is not None or token_bytes(
-            opts.get("auth_token")) is not None or opts.get("allow") is not None:
+    if is_loopback(host) or any(opts.get(key) is not None
+                                for key in ("ssl", "auth_token", "allow")):
         return False
     logger.warning("listening on %s with none of ssl, auth_token, allow: anyone who can "
                    "reach this port can call every remote method", host or "every interface")

@@ -20,15 +20,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import CORES
-from pomelo_rpc import AuthenticationError, ConnectionLostError, client
+from pomelo_rpc import AuthenticationError, ConnectionLostError, RemoteError, client
 from pomelo_rpc import core as core_pkg
 from pomelo_rpc.core.frames import AUTH, AUTH_OK, CHALLENGE, HELLO
 from pomelo_rpc.security import (check_auth, check_auth_ok, client_proof, client_ssl_context,
                                  new_nonce, parse_allow, peer_allowed, server_proof,
-                                 warn_if_exposed)
+                                 token_bytes, warn_if_exposed)
 from pomelo_rpc.selfsigned import make_certs
 from test_hostile_input import (CLOSE_CASES, TEST_DIR, Steady, expect_closed, frame,
                                 read_frame)
+from test_reload_and_trace import SVC_V1, SVC_V2, until, write
 # the hostile-input suite, collected here again: it runs against this module's
 # ``server`` fixture, a TLS + auth_token server (see ``server`` below)
 from test_hostile_input import (  # noqa: F401
@@ -62,7 +63,7 @@ def start(spawn, core, tmp_path, certs):
     ca = certs[0]
     count = [0]
 
-    def _start(*args, tls="", token=TOKEN, transport="native"):
+    def _start(*args, tls="", token=TOKEN, transport="native", **spawn_kw):
         count[0] += 1
         flags = list(args)
         if tls:
@@ -76,7 +77,7 @@ def start(spawn, core, tmp_path, certs):
         log_path = tmp_path / f"server-{count[0]}.log"
         with open(log_path, "w") as log:
             srv = spawn(f"sec-{count[0]}", core=core, stderr=log, args=flags,
-                        transport=transport)
+                        transport=transport, **spawn_kw)
         srv.log = log_path.read_text
         srv.transport = transport
         srv.client_opts = {"transport": transport}
@@ -211,6 +212,46 @@ async def test_unauthenticated_connections_get_no_table_no_answer_and_are_closed
     await assert_still_serving(core, srv)
 
 
+async def test_a_reload_sends_no_method_table_to_a_connection_still_proving_its_token(
+        start, core, tmp_path):
+    """reload_remotes sends the grown method table to connected clients; one still in
+    its handshake gets nothing, and the new table once it has proven the token."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    write(str(remote / "svc.py"), SVC_V1)
+    srv = start("--reload-remotes", "--reload-interval", "0.05", "--handshake-timeout", "30",
+                server_type="t", remotes={"user": str(remote)})
+    reader, writer = await open_plain(srv.port)
+    challenge = await read_frame(reader)
+    assert challenge[0] == CHALLENGE
+    cli = client.create(core=core, auth_token=TOKEN)
+    cli.add_servers([srv.info])
+    await cli.start()
+
+    async def fresh_served():
+        try:
+            return await cli.rpc_invoke(srv.server_id, {
+                "namespace": "user", "server_type": "t", "service": "svc",
+                "method": "fresh", "args": []}) == "fresh"
+        except RemoteError:
+            return False
+
+    try:
+        assert not await fresh_served()
+        write(str(remote / "svc.py"), SVC_V2)
+        await until(fresh_served, what="the reloaded method")
+        with pytest.raises(asyncio.TimeoutError):        # not a byte to the unproven one
+            await asyncio.wait_for(reader.read(1), 0.3)
+        nonce = os.urandom(32)
+        writer.write(frame([AUTH, client_proof(TOKEN.encode(), challenge[2], nonce), nonce]))
+        assert (await read_frame(reader))[0] == AUTH_OK
+        hello = await read_frame(reader)
+        assert hello[0] == HELLO and ["user", "svc", "fresh"] in hello[2]
+    finally:
+        writer.close()
+        await cli.stop()
+
+
 @pytest.mark.parametrize("transport", ["native", "mqtt"])
 async def test_wrong_or_missing_token_is_a_clear_error_and_others_are_served(start, core,
                                                                               transport):
@@ -324,6 +365,14 @@ def test_allow_parsing_and_matching():
         ipaddress.ip_network("::1/128"), ipaddress.ip_network("fd00::/8")]
     with pytest.raises(ValueError, match="not an IP address"):
         parse_allow(["example.com"])
+
+
+def test_token_is_a_non_empty_str_or_bytes():
+    assert token_bytes("s\u00e9cret") == "s\u00e9cret".encode() and token_bytes(None) is None
+    with pytest.raises(ValueError, match="empty"):
+        token_bytes("")
+    with pytest.raises(TypeError, match="str or bytes"):
+        token_bytes(12345)
 
 
 def test_warning_for_a_non_loopback_bind_without_protection(caplog):
