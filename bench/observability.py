@@ -15,6 +15,9 @@ server together), 100 calls in flight, payload 10 bytes, the bench service's ech
   made and the context still travels, nothing is recorded);
 - ``metrics + tracing``.
 
+Then calls/s with the server in its own process (``serve``, with ``--metrics-port 0``
+for metrics), the client here: off against metrics on both sides.
+
 calls/s: the modes take turns, ``--rounds`` times, and the median of each is printed
 with its ratio to ``off`` (the machine is shared and noisy: compare rows of one run).
 Instructions per call: ``valgrind --tool=callgrind`` counts the instructions of the
@@ -104,6 +107,43 @@ async def run_mode(mode: str, seconds: float = 0.0, calls: int = 0) -> dict[str,
         await gw.stop()
 
 
+async def run_remote(port: int, metrics: bool, seconds: float) -> dict[str, float]:
+    """A client (``metrics`` on or off) in this process against a server process."""
+    opts = options("metrics") if metrics else {}
+    cli = client.create(timeout=30, **opts)
+    cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
+    cli.add_servers([{"id": "bench-1", "server_type": "bench", "port": port}])
+    await cli.start()
+    echo = cli.proxies.user.bench.bench.echo
+
+    def call(payload: Any) -> Any:
+        return echo.to_server("bench-1", payload)
+    try:
+        await measure(call, CONCURRENCY, min(0.3, seconds), 10)
+        return await measure(call, CONCURRENCY, seconds, 10)
+    finally:
+        await cli.stop()
+
+
+def throughput_two_processes(seconds: float, rounds: int) -> dict[str, float]:
+    """Median calls/s, client here and server in its own process: both off, or metrics
+    on both (the server with ``serve --metrics-port 0``)."""
+    from pomelo_rpc import processes
+    plain, plain_port = processes.start_server("plain", "bench", REMOTE)
+    metered, metered_port = processes.start([
+        sys.executable, "-m", "pomelo_rpc", "serve", "--server-id", "metered",
+        "--server-type", "bench", "--remote", f"user={REMOTE}", "--metrics-port", "0"])
+    runs: dict[str, list[float]] = {"off": [], "metrics": []}
+    try:
+        for _ in range(rounds):
+            for mode, port in (("off", plain_port), ("metrics", metered_port)):
+                r = pomelo_rpc.run(run_remote(port, mode == "metrics", seconds))
+                runs[mode].append(r["calls_per_s"])
+    finally:
+        processes.stop_all([plain, metered])
+    return {mode: statistics.median(values) for mode, values in runs.items()}
+
+
 def throughput(seconds: float, rounds: int) -> dict[str, float]:
     """Median calls/s of each mode, the modes taking turns ``rounds`` times."""
     runs: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -160,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     if not counted:
         print("(instructions per call: needs valgrind)")
+    remote = throughput_two_processes(args.seconds, args.rounds)
+    print(f"\nclient here, server in its own process (metrics on both sides, or off):")
+    for mode, rate in remote.items():
+        print(f"{mode:<22} {rate:>9,.0f} {rate / remote['off']:>7.3f}")
     return 0
 
 

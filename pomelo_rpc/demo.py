@@ -64,11 +64,13 @@ async def main(args: argparse.Namespace) -> None:
         for info in servers:
             print(f"  server {info['id']:<7} type {info['server_type']:<5} "
                   f"listening on 127.0.0.1:{info['port']} (own process)")
+        registry = _metrics_registry()
+        observed = {"metrics": registry is not None, "metrics_registry": registry}
         if args.registry:
             cli = client.create(context={"server_id": "connector-1"}, registry=args.registry,
-                                cluster="demo")
+                                cluster="demo", **observed)
         else:
-            cli = client.create(context={"server_id": "connector-1"})
+            cli = client.create(context={"server_id": "connector-1"}, **observed)
             cli.add_servers(servers)
         cli.add_proxies([{"namespace": "user", "server_type": "area", "path": f"{REMOTE}/area"},
                          {"namespace": "user", "server_type": "chat", "path": f"{REMOTE}/chat"}])
@@ -117,6 +119,29 @@ async def main(args: argparse.Namespace) -> None:
         if args.registry:
             await _membership(cli, procs)
         await cli.stop()
+        _print_metrics(registry)
     finally:
         processes.stop_all(procs)
     print("\ncluster stopped.")
+
+
+def _metrics_registry() -> Any:
+    """A prometheus_client registry for the demo client's metrics; None without the extra."""
+    try:
+        from prometheus_client import CollectorRegistry
+    except ImportError:
+        return None
+    return CollectorRegistry()
+
+
+def _print_metrics(registry: Any) -> None:
+    """The client's own metrics (metrics=True): calls by server, p50/p99 from the histogram."""
+    if registry is None:
+        print("\n(metrics: pip install 'pomelo-rpc[metrics]' to see the client's own)")
+        return
+    from pomelo_rpc.metrics import client_summary
+    print("\nthe client's own metrics (metrics=True: every call above; p50/p99 from the "
+          "histogram's buckets):")
+    print(f"  {'server':<8} {'calls':>9} {'p50 µs':>8} {'p99 µs':>8}")
+    for server_id, (count, p50, p99) in client_summary(registry).items():
+        print(f"  {server_id:<8} {count:>9,} {p50 * 1e6:>8.0f} {p99 * 1e6:>8.0f}")

@@ -181,28 +181,39 @@ class Metrics:
         self._acceptors: weakref.WeakValueDictionary[int, BaseAcceptor] = (
             weakref.WeakValueDictionary())
         self._acceptor_ids: dict[int, str] = {}
+        self._client_used = self._server_used = False
 
     def add_mailbox(self, mailbox: Mailbox) -> None:
         """Count ``mailbox`` in the client gauges while it lives."""
         with self._lock:
             self._mailboxes.add(mailbox)
+            self._client_used = True
 
     def add_acceptor(self, acceptor: BaseAcceptor, server_id: str) -> None:
         """Count ``acceptor``'s connections and calls in the server gauges while it lives."""
         with self._lock:
             self._acceptors[id(acceptor)] = acceptor
             self._acceptor_ids[id(acceptor)] = server_id
+            self._server_used = True
 
     def describe(self) -> list[Metric]:
         """prometheus_client: no fixed names to check at registration."""
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """prometheus_client: every family, read now."""
-        yield from _families("pomelo_rpc_client", self.client)
+        """prometheus_client: every family of the sides in use (a server process shows
+        no client families until it makes a call), read now."""
         with self._lock:
             mailboxes = [m for m in list(self._mailboxes) if m.state != "closed"]
             acceptors = [(self._acceptor_ids[k], a) for k, a in list(self._acceptors.items())]
+            client_used, server_used = self._client_used, self._server_used
+        if client_used:
+            yield from self._client_families(mailboxes)
+        if server_used:
+            yield from self._server_families(acceptors)
+
+    def _client_families(self, mailboxes: list[Mailbox]) -> Iterator[Metric]:
+        yield from _families("pomelo_rpc_client", self.client)
         yield _gauge("pomelo_rpc_client_calls_in_flight", "Calls sent or queued, not answered",
                      _tally((m.server_id, m.in_flight) for m in mailboxes))
         yield _gauge("pomelo_rpc_client_pending_calls",
@@ -216,6 +227,8 @@ class Metrics:
         for server, n in list(self.client.reconnects.items()):
             reconnects.add_metric([server], n)
         yield reconnects
+
+    def _server_families(self, acceptors: list[tuple[str, BaseAcceptor]]) -> Iterator[Metric]:
         yield from _families("pomelo_rpc_server", self.server)
         yield _gauge("pomelo_rpc_server_calls_in_flight", "Coroutine calls running",
                      _tally((sid, sum(c.running for c in list(a.connections)))
