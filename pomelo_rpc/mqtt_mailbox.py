@@ -104,6 +104,7 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         self._batch_timer: asyncio.TimerHandle | None = None
         self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head
         self._connack: asyncio.Future[None] | None = None   # see _open
+        self._heard = False        # any byte received yet (see connection_lost)
         if self._trace_prefix is not None:   # tracing, rpc_debug_log
             self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
@@ -197,11 +198,18 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; every call in flight fails."""
         self._transport = None
-        self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
+        reason = f"connection to {self.server_id} lost" + (f": {exc}" if exc else "")
+        if not self._heard:      # refused at once: say what usually refuses a client so
+            reason += (" before the server sent anything (with TLS: a server requiring "
+                       "client certificates refuses a client without a trusted one)"
+                       if self._tls else " before the server sent anything (if it "
+                       "serves TLS, set ssl=)")
+        self._fail(reason)
 
     def data_received(self, data: bytes) -> None:
         """asyncio: decode MQTT packets and resolve the calls they answer."""
         self._received()
+        self._heard = True
         try:
             packets = self._decoder.feed(data)
         except FrameError as exc:
