@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import socket
 import struct
 import time
 
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CORES
+from conftest import CORES, ServerProcess
 from pomelo_rpc import AuthenticationError, ConnectionLostError, RemoteError, client
 from pomelo_rpc import core as core_pkg
 from pomelo_rpc.core.frames import AUTH, AUTH_OK, CHALLENGE, HELLO
@@ -443,3 +444,49 @@ def test_fuzz_handshake_frames_are_the_same_bytes_on_both_cores(nonce, proof, cu
         assert got == [[CHALLENGE, 1, nonce], [AUTH, proof, nonce], [AUTH_OK, proof]]
     assert hmac.compare_digest(server_proof(b"k", nonce, proof), server_proof(b"k", nonce, proof))
     assert server_proof(b"k", nonce, proof) != client_proof(b"k", nonce, proof)
+
+
+@pytest.fixture(scope="module", params=CORES)
+def token_server(request, tmp_path_factory):
+    """One server process with an auth_token per core, for the fuzz below."""
+    token_file = tmp_path_factory.mktemp("fuzz") / "token"
+    token_file.write_text(TOKEN)
+    srv = ServerProcess("fuzz-1", "test", {"user": TEST_DIR}, core=request.param,
+                        args=["--auth-token-file", str(token_file)])
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+def _recv_all(sock):
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:
+        return data
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=st.one_of(st.binary(max_size=300), _values.map(frame), _near_auth.map(frame),
+                       st.lists(_near_auth.map(frame), min_size=2, max_size=3).map(b"".join)))
+def test_fuzz_any_first_bytes_to_a_real_server_get_the_challenge_and_nothing_else(
+        token_server, first):
+    """Whatever a client sends first (then closing its side), the server process sends
+    its challenge and nothing more: no method table, no answer."""
+    with socket.create_connection(("127.0.0.1", token_server.port), timeout=5) as sock:
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+            data += sock.recv(4096)
+        challenge = msgpack.unpackb(data[4:])
+        assert challenge[0] == CHALLENGE and len(challenge[2]) == 32
+        try:
+            sock.sendall(first)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:              # the server has reset the connection already
+            pass
+        assert _recv_all(sock) == b""           # nothing more: no table, no answer
+    assert token_server.proc.poll() is None
