@@ -321,12 +321,14 @@ async def test_tls_mismatches_are_clear_errors_within_connect_timeout(start, cor
 
 async def test_allow_list_closes_others_at_accept_with_rate_limited_logs(start, core):
     srv = start("--allow", "10.0.0.0/8", "--allow", "192.168.1.7", token=None)
+    t0 = time.monotonic()
     for _ in range(20):
         reader, writer = await open_plain(srv.port)
         await expect_closed(reader)        # no HELLO: closed at once
         writer.close()
-    log = srv.log()
-    assert log.count("not in the allow list") == 1, log   # 20 refusals, one line a second
+    elapsed = time.monotonic() - t0
+    lines = srv.log().count("not in the allow list")
+    assert 1 <= lines <= 1 + elapsed, (lines, elapsed)    # 20 refusals, a line a second
     allowed = start("--allow", "10.0.0.0/8,127.0.0.0/8", token=None)
     await assert_still_serving(core, allowed)
 
