@@ -21,6 +21,7 @@ from .failure import FailPolicy
 from .options import CLIENT_DEFAULTS, SERVER_DEFAULTS, merge
 from .proxy import BroadcastError, ProxyNode, add_to_tree
 from .registry import create as create_registry
+from .registry.base import check_cluster
 from .registry.follow import Follower
 from .router import make_router
 from .station import MailStation
@@ -89,6 +90,8 @@ class RpcClient:
         # no filter, no handler, failfast: calls go straight to the mailbox
         self._plain = opts["fail_mode"] == "failfast"
         self._follower: Follower | None = None    # registry=: follows the cluster
+        if opts["registry"] is not None:
+            check_cluster(opts["cluster"])
 
     # lifecycle ---------------------------------------------------------
 

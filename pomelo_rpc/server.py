@@ -19,7 +19,7 @@ from .mqtt_acceptor import MqttAcceptor
 from .options import SERVER_DEFAULTS, merge
 from .registry import Registry
 from .registry import create as create_registry
-from .registry.base import TTL_KEY, normalize_server
+from .registry.base import TTL_KEY, check_cluster, normalize_server
 from .reloader import ServiceWatcher
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class Gateway:
             if not info.get("id") or not info.get("server_type", info.get("serverType")):
                 raise ValueError("server.create: registry= needs server_info with "
                                  "'id' and 'server_type'")
+            check_cluster(opts["cluster"])
 
     @property
     def port(self) -> int | None:

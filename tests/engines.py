@@ -10,6 +10,7 @@ POMELO_RPC_REQUIRE_ENGINES=1 (or POMELO_RPC_REQUIRE_CYTHON=1, both set by ./dev 
 
 import asyncio
 import base64
+import importlib
 import json
 import os
 import shutil
@@ -56,8 +57,18 @@ class Engine:
     """Base: a running engine with ``url``; ``astop``/``astart`` for async tests."""
 
     name = "?"
+    program = package = None      # the engine's executable, and its Debian package
+    library = None                # the Python client the backend needs, and its extra
 
     def __init__(self):
+        if self.program and shutil.which(self.program) is None:
+            unavailable(f"{self.program} is not installed (Debian package {self.package})")
+        if self.library:
+            try:
+                importlib.import_module(self.library)
+            except ImportError:
+                unavailable(f"{self.library} is not installed "
+                            f"(pip install 'pomelo-rpc[{self.name}]')")
         self.dir = tempfile.mkdtemp(prefix=f"pomelo-{self.name}-")
 
     async def astop(self):
@@ -108,33 +119,19 @@ class FileEngine(Engine):
         self._write(json.dumps(data))
 
 
-class RedisEngine(Engine):
-    name = "redis"
+class ProcessEngine(Engine):
+    """An engine that is a process listening on ``self.port`` (``url_for(port)``)."""
 
     def __init__(self):
-        if shutil.which("redis-server") is None:
-            unavailable("redis-server is not installed (Debian package redis-server)")
-        try:
-            import redis  # noqa: F401
-        except ImportError:
-            unavailable("redis-py is not installed (pip install 'pomelo-rpc[redis]')")
         super().__init__()
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = self.url_for(self.port)
         self.proc = None
-        self.start()
 
-    def _ping(self):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._ping, 10, "redis-server")
+    def launch(self, cmd, ready, timeout):
+        """Start ``cmd`` and wait until ``ready()``."""
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(ready, timeout, self.program)
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -142,7 +139,31 @@ class RedisEngine(Engine):
             self.proc.wait(10)
 
     def unreachable_url(self):
-        return f"redis://127.0.0.1:{free_port()}/0"
+        return self.url_for(free_port())
+
+
+class RedisEngine(ProcessEngine):
+    name = "redis"
+    program = package = "redis-server"
+    library = "redis"
+
+    def __init__(self):
+        super().__init__()
+        self.start()
+
+    @staticmethod
+    def url_for(port):
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _ping(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    def start(self):
+        self.launch(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no", "--dir", self.dir,
+                     "--loglevel", "warning"], self._ping, 10)
 
     def put_garbage(self, cluster):
         import redis
@@ -156,23 +177,20 @@ class RedisEngine(Engine):
         r.close()
 
 
-class EtcdEngine(Engine):
+class EtcdEngine(ProcessEngine):
     name = "etcd"
+    program, package = "etcd", "etcd-server"
+    library = "aetcd"
 
     def __init__(self):
-        if shutil.which("etcd") is None:
-            unavailable("etcd is not installed (Debian package etcd-server)")
-        try:
-            import aetcd  # noqa: F401
-        except ImportError:
-            unavailable("aetcd is not installed (pip install 'pomelo-rpc[etcd]')")
         super().__init__()
-        self.port = free_port()
         self.peer_port = free_port()
-        self.url = f"etcd://127.0.0.1:{self.port}"
-        self.proc = None
         self.runs = 0
         self.start()
+
+    @staticmethod
+    def url_for(port):
+        return f"etcd://127.0.0.1:{port}"
 
     def _healthy(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=0.5) as r:
@@ -183,21 +201,11 @@ class EtcdEngine(Engine):
         data = os.path.join(self.dir, f"data{self.runs}")      # a new one: empty
         peer = f"http://127.0.0.1:{self.peer_port}"
         client = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            ["etcd", "--name", "test", "--data-dir", data, "--listen-client-urls", client,
-             "--advertise-client-urls", client, "--listen-peer-urls", peer,
-             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"test={peer}",
-             "--log-level", "error", "--logger", "zap"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._healthy, 20, "etcd")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def unreachable_url(self):
-        return f"etcd://127.0.0.1:{free_port()}"
+        self.launch(["etcd", "--name", "test", "--data-dir", data,
+                     "--listen-client-urls", client, "--advertise-client-urls", client,
+                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                     "--initial-cluster", f"test={peer}", "--log-level", "error",
+                     "--logger", "zap"], self._healthy, 20)
 
     def _put(self, key, value):
         body = json.dumps({"key": base64.b64encode(key.encode()).decode(),

@@ -43,7 +43,7 @@ class EngineRegistry:
         self._current: dict[str, Record] = {}        # what the listener got last
         self._outage = False
         self._recheck: asyncio.TimerHandle | None = None
-        self._follow_backoff = Backoff()
+        self._follow_backoff = Backoff(most=1.0)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} cluster={self.cluster}>"

@@ -55,13 +55,23 @@ class EtcdRegistry(EngineRegistry):
     def __init__(self, url: str, *, cluster: str, ttl: float, connect_timeout: float) -> None:
         super().__init__(url, cluster=cluster, ttl=ttl, connect_timeout=connect_timeout)
         parts = urlsplit(url)
-        self._client: Any = aetcd.Client(host=parts.hostname or "127.0.0.1",
-                                         port=parts.port or 2379,
-                                         timeout=connect_timeout, options=_CHANNEL_OPTIONS)
+        self._address = (parts.hostname or "127.0.0.1", parts.port or 2379)
+        self._client: Any = self._new_client()
         self._prefix = f"/pomelo_rpc/{self.cluster}/servers/".encode()
         self._lease_ttl = max(1, math.ceil(self.ttl))
         self._leases: dict[str, int] = {}       # server id -> its lease id
         self._warned: set[str] = set()
+
+    def _new_client(self) -> Any:
+        host, port = self._address
+        return aetcd.Client(host=host, port=port, timeout=self.connect_timeout,
+                            options=_CHANNEL_OPTIONS)
+
+    async def _close_client(self, client: Any) -> None:
+        try:
+            await asyncio.wait_for(client.close(), 2.0)
+        except self.engine_errors + (RuntimeError,):
+            pass
 
     async def _connect(self) -> None:
         await self._client.get(self._prefix)
@@ -96,8 +106,8 @@ class EtcdRegistry(EngineRegistry):
             return None
         return record
 
-    async def _load(self) -> tuple[dict[str, Record], int]:
-        found = await self._client.get_prefix(self._prefix)
+    async def _load(self, client: Any) -> tuple[dict[str, Record], int]:
+        found = await client.get_prefix(self._prefix)
         records = {}
         for kv in found:
             record = self._record(kv.key, kv.value)
@@ -106,13 +116,16 @@ class EtcdRegistry(EngineRegistry):
         return records, found.header.revision
 
     async def _snapshot(self) -> dict[str, Record]:
-        return (await self._load())[0]
+        return (await self._load(self._client))[0]
 
     async def _follow(self) -> None:
-        records, revision = await self._load()
-        self._deliver(dict(records))
-        watch = await self._client.watch_prefix(self._prefix, start_revision=revision + 1)
+        # a client of its own for each watch: aetcd's watcher does not always recover
+        # from a broken stream, a new connection always does
+        client = self._new_client()
         try:
+            records, revision = await self._load(client)
+            self._deliver(dict(records))
+            watch = await client.watch_prefix(self._prefix, start_revision=revision + 1)
             async for event in watch:
                 sid = event.kv.key[len(self._prefix):].decode(errors="replace")
                 record = self._record(event.kv.key, event.kv.value) \
@@ -123,14 +136,8 @@ class EtcdRegistry(EngineRegistry):
                     records[sid] = record
                 self._deliver(dict(records))
         finally:
-            try:
-                await asyncio.wait_for(watch.cancel(), 1.0)
-            except self.engine_errors + (asyncio.CancelledError,):
-                pass
+            await self._close_client(client)
         raise ConnectionError("the etcd watch ended")
 
     async def _disconnect(self) -> None:
-        try:
-            await asyncio.wait_for(self._client.close(), 2.0)
-        except self.engine_errors:
-            pass
+        await self._close_client(self._client)
