@@ -116,10 +116,13 @@ async def sample_while(done: Callable[[], int], table_of: Callable[[], Any], ser
     report = Report()
     if out is not None:
         header(out)
+    loop = asyncio.get_running_loop()
     t0 = last_t = time.monotonic()
+    start = loop.time()
     last = done()
-    while last_t - t0 < seconds - 1e-6:
-        await asyncio.sleep(min(every, seconds - (last_t - t0)))
+    for k in range(1, max(1, round(seconds / every)) + 1):
+        # sample on a fixed grid of the loop clock, so late wake-ups do not accumulate
+        await asyncio.sleep(max(0.0, start + k * every - loop.time()))
         now, calls = time.monotonic(), done()
         table = table_of()
         s = Sample(now - t0, calls - last, (calls - last) / (now - last_t),
