@@ -10,6 +10,7 @@ Python servers are of type "py" (tests/remote/pomelo), on the mqtt transport.
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import pytest
 
 from conftest import REMOTE, ROOT
 from pomelo_rpc import client, server
+from pomelo_rpc.core import mqtt
 from pomelo_rpc.registry import RegistryError
 from pomelo_rpc.registry.pomelo import MasterRefusedError, PomeloMasterRegistry
 
@@ -406,3 +408,159 @@ async def test_master_restart_reregisters_and_resyncs(cluster):
     finally:
         await cli.stop()
         await gw.stop()
+
+
+POMELO_BIN = os.path.join(NODE_DIR, "node_modules", "pomelo", "bin", "pomelo")
+
+
+async def node_script(cluster, *args):
+    """Run ``node <args>`` in the app's directory; its exit code and output (no colours)."""
+    proc = await asyncio.create_subprocess_exec(
+        cluster.node, *args, cwd=cluster.base, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules")))
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, re.sub(r"\x1b\[[0-9;]*m", "", out.decode(errors="replace"))
+
+
+async def admin(cluster, module_id, body):
+    """A request of the admin console (admin.js) to the master: its ``data``."""
+    code, out = await node_script(cluster, "admin.js", str(cluster.master_port), module_id,
+                                  json.dumps(body))
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and answer["error"] is None, out
+    return answer["data"]
+
+
+async def test_pomelo_admin_tools_list_watch_and_stop_a_python_server(cluster, spawn):
+    loop = asyncio.get_running_loop()
+    # the README's line: a `serve` process joining the cluster
+    srv = await loop.run_in_executor(None, lambda: spawn(
+        "py-admin", "py", {"user": PY_REMOTE}, transport="mqtt",
+        args=["--registry", cluster.url("py")]))
+    await until(everywhere(cluster, "py-admin"), 5, "py-admin joined")
+    pid = srv.proc.pid
+
+    # `pomelo list`: the console module's list signal, answered by every process
+    code, out = await node_script(cluster, POMELO_BIN, "list", "-P", str(cluster.master_port))
+    rows = [line.split() for line in out.splitlines() if line.startswith("py-admin ")]
+    assert code == 0 and rows and rows[0][:3] == ["py-admin", "py", str(pid)], out
+    assert all(float(x) >= 0 for x in rows[0][3:7]), rows
+
+    servers = (await admin(cluster, "watchServer", {"comd": "servers", "context": "all"}))["msg"]
+    assert sorted(servers) == ["master-server-1", "node-1", "node-2", "py-admin"]
+    assert servers["py-admin"]["serverType"] == "py" and servers["py-admin"]["pid"] == pid
+    assert servers["py-admin"]["port"] == srv.port
+
+    # systemInfo and nodeInfo: the master pulls them from every process each second
+    async def pulled():
+        return ("py-admin" in await admin(cluster, "systemInfo", {})
+                and "py-admin" in await admin(cluster, "nodeInfo", {}))
+    await until(pulled, 10, "the master collected systemInfo and nodeInfo of py-admin")
+    system = (await admin(cluster, "systemInfo", {}))["py-admin"]
+    assert system["hostname"] == socket.gethostname() and system["totalmem"] > 0
+    assert 0 <= system["cpu_idle"] <= 100 and len(system["Time"]) == 19
+    node_info = (await admin(cluster, "nodeInfo", {}))["py-admin"]
+    assert node_info["pid"] == pid and int(node_info["rss"]) > 0
+    assert node_info["serverType"] == "py"
+
+    # `pomelo stop py-admin`: the Python process stops gracefully and leaves
+    code, out = await node_script(cluster, POMELO_BIN, "stop", "-P", str(cluster.master_port),
+                                  "py-admin")
+    assert code == 0, out
+    assert await loop.run_in_executor(None, lambda: srv.proc.wait(15)) == 0
+    await until(everywhere(cluster, "py-admin", present=False), 5, "py-admin left")
+
+
+class RawMaster:
+    """A listener that speaks just enough of the master's side to register a monitor,
+    then sends what a test asks it to: the registry's hostile-input peer."""
+
+    def __init__(self):
+        self.conns = asyncio.Queue()      # (reader-side queue of messages, writer) per link
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _conn(self, reader, writer):
+        msgs = asyncio.Queue()
+        decoder = mqtt.MqttDecoder()
+        await self.conns.put((msgs, writer))
+        while data := await reader.read(65536):
+            for pkt in decoder.feed(data):
+                if pkt[0] == mqtt.CONNECT:
+                    writer.write(mqtt.encode_connack())
+                elif pkt[0] == mqtt.PINGREQ:
+                    writer.write(mqtt.encode_pingresp())
+                elif pkt[0] == mqtt.PUBLISH:
+                    msg = json.loads(pkt[2])
+                    msg = json.loads(msg) if isinstance(msg, str) else msg
+                    if pkt[1] == "register":
+                        self.send(writer, "register", {"code": 1, "msg": "ok"})
+                    elif msg.get("body", {}).get("action") == "subscribe":
+                        self.send(writer, "monitor", json.dumps(
+                            {"respId": msg["reqId"], "body": {"node-9": {
+                                "id": "node-9", "serverType": "node", "host": "127.0.0.1",
+                                "port": 1}}}))
+                    await msgs.put((pkt[1], msg))
+
+    @staticmethod
+    def send(writer, topic, payload):
+        writer.write(mqtt.encode_publish(json.dumps(payload).encode(), topic))
+
+    async def close(self):
+        self.server.close()
+
+
+async def test_unexpected_and_malformed_master_messages_are_answered_or_logged(caplog):
+    master = await RawMaster().start()
+    reg = PomeloMasterRegistry(f"pomelo://127.0.0.1:{master.port}", cluster="default", ttl=3.0,
+                               connect_timeout=2.0)
+    seen = []
+    try:
+        await reg.open()
+        assert await reg.watch(seen.append) == {"node-9": {
+            "id": "node-9", "server_type": "node", "host": "127.0.0.1", "port": 1}}
+        msgs, writer = await master.conns.get()
+        topic, register = await msgs.get()
+        assert topic == "register" and register["type"] == "monitor"
+        assert register["serverType"] == "pomelo_rpc_client" and "serverType" not in register["info"]
+        await msgs.get()                                   # the subscribe request
+
+        async def ask(req_id, module_id, body):
+            master.send(writer, "monitor", json.dumps(
+                {"reqId": req_id, "moduleId": module_id, "body": body}))
+            topic, resp = await asyncio.wait_for(msgs.get(), 5)
+            assert topic == "monitor" and resp["respId"] == req_id
+            return resp.get("error"), resp.get("body")
+
+        error, _ = await ask(1, "noSuchModule", {})
+        assert "unknown moduleId:noSuchModule" in error
+        assert await ask(2, "__monitorwatcher__", {"action": "explode"}) == (0, None)
+        assert await ask(3, "__monitorwatcher__", "not an object") == (0, None)
+        assert await ask(4, "__monitorwatcher__", {"action": "addServer",
+                                                  "server": {"id": "x"}}) == (0, None)
+        error, _ = await ask(5, "watchServer", {"comd": "cpu"})
+        assert "not supported" in error
+        error, _ = await ask(6, "__console__", {"signal": "list"})
+        assert error["body"]["pid"] == os.getpid()
+        assert await ask(7, "__monitorwatcher__", {"action": "addServer", "server": {
+            "id": "node-8", "serverType": "node", "host": "127.0.0.1", "port": 2}}) == (1, None)
+        assert sorted(seen[-1]) == ["node-8", "node-9"]
+        assert "explode" in caplog.text and "noSuchModule" in caplog.text
+
+        # garbage: the link is closed (logged), then opened again and re-registered
+        for garbage in (mqtt.encode_publish(b"\xff{not json", "monitor"), b"\xf0\x00",
+                        mqtt.encode_publish(b"[1, 2]", "register")):
+            writer.write(garbage)
+            msgs, writer = await asyncio.wait_for(master.conns.get(), 5)
+            topic, again = await asyncio.wait_for(msgs.get(), 5)
+            assert topic == "register" and again["id"] == register["id"]
+            await msgs.get()                               # subscribed again
+        assert "malformed" in caplog.text
+        assert sorted(seen[-1]) == ["node-8", "node-9"]    # kept through the reconnections
+    finally:
+        await reg.close()
+        await master.close()

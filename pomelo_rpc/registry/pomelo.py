@@ -51,7 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 from . import pomelo_admin
 from .base import (LEAVING, Backoff, Listener, OutageHold, Record, RegistryError, normalize_server,
                    parse_record)
-from .pomelo_monitor import PRO_OK, MonitorLink, connect
+from .pomelo_monitor import PRO_OK, MonitorLink, connect, within
 
 __all__ = ["PomeloMasterRegistry", "MasterRefusedError", "URL_DEFAULTS"]
 
@@ -183,15 +183,12 @@ class PomeloMasterRegistry:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({task}, timeout=self.connect_timeout)
         link, self._link = self._link, None
         if link is not None:
             link.disconnect()
             try:
-                await asyncio.wait_for(asyncio.shield(link.closed), self.connect_timeout)
+                await within(asyncio.shield(link.closed), self.connect_timeout)
             except asyncio.TimeoutError:
                 link.abort()
         self._identity, self._is_server = None, False

@@ -23,15 +23,17 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from ..core import mqtt
 from ..errors import FrameError
 
-__all__ = ["MonitorLink", "connect", "PRO_OK", "PRO_FAIL"]
+__all__ = ["MonitorLink", "connect", "within", "PRO_OK", "PRO_FAIL"]
 
 log = logging.getLogger("pomelo_rpc.registry.pomelo_monitor")
+
+_T = TypeVar("_T")
 
 #: pomelo-admin's protocol codes in a ``register`` answer
 PRO_OK = 1
@@ -42,6 +44,25 @@ MAX_PACKET = 8 * 1024 * 1024
 
 #: ``handler(link, message)`` for each request, notify or command from the master
 Handler = Callable[["MonitorLink", dict[str, Any]], None]
+
+
+async def within(aw: Awaitable[_T], timeout: float) -> _T:
+    """``await aw`` for at most ``timeout`` s (asyncio.TimeoutError after, ``aw`` cancelled).
+
+    Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation of the caller is never
+    lost when ``aw`` completes in the same loop turn: the supervising task of a registry
+    must stop when it is cancelled.
+    """
+    fut = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({fut}, timeout=timeout)
+    except BaseException:
+        fut.cancel()
+        raise
+    if not done:
+        fut.cancel()
+        raise asyncio.TimeoutError()
+    return fut.result()
 
 
 def _json(obj: Any) -> str:
@@ -161,7 +182,7 @@ class MonitorLink(asyncio.Protocol):
         """Send ``register`` and return the master's answer (``{"code", "msg"}``)."""
         self._registered = asyncio.get_running_loop().create_future()
         self.publish("register", req)
-        return await asyncio.wait_for(self._registered, timeout)
+        return await within(self._registered, timeout)
 
     async def request(self, module_id: str, body: Any, timeout: float) -> tuple[Any, Any]:
         """A request to one of the master's modules: its ``(error, body)``."""
@@ -171,7 +192,7 @@ class MonitorLink(asyncio.Protocol):
         self._pending[req_id] = fut
         self.publish("monitor", _json({"reqId": req_id, "moduleId": module_id, "body": body}))
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await within(fut, timeout)
         finally:
             self._pending.pop(req_id, None)
 
@@ -235,6 +256,6 @@ async def connect(host: str, port: int, handler: Handler, *, timeout: float,
             raise
         return link
 
-    link = await asyncio.wait_for(_open(), timeout)
+    link = await within(_open(), timeout)
     link.start_keepalive()
     return link

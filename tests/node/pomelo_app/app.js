@@ -75,6 +75,22 @@ app.configure('development', 'node', function() {
   hook(app);
 });
 
+// The master pulls systemInfo and nodeInfo from every server each second (pomelo's
+// default with the systemMonitor setting is every 5 minutes); the admin client
+// (admin.js) reads what it collected. The master's own process does not report: its
+// pomelo-monitor would need iostat and pidstat.
+app.configure('development', 'master', function() {
+  ['systemInfo', 'nodeInfo'].forEach(function(id) {
+    app.registerAdmin(id, function(opts, consoleService) {
+      var module = require('pomelo-admin').modules[id](opts);
+      if (!consoleService.master) {
+        module.monitorHandler = function() {};
+      }
+      return module;
+    }, {interval: 1, delay: 0.1});   // delay 0 would mean the default, 10 s
+  });
+});
+
 app.start();
 
 process.on('uncaughtException', function(err) {

@@ -19,13 +19,16 @@ RelayRemote.prototype.relay = function(serverId, msg, cb) {
   });
 };
 
-// This server's id and the ids of the servers it knows, by type.
+// This server's id and the ids of the servers it knows, by type (sorted).
 RelayRemote.prototype.whoami = function(cb) {
-  var byType = {};
+  var byType = {}, type;
   var servers = this.app.getServers();
   for (var id in servers) {
-    var type = servers[id].serverType;
+    type = servers[id].serverType;
     (byType[type] = byType[type] || []).push(id);
+  }
+  for (type in byType) {
+    byType[type].sort();
   }
   cb(null, {id: this.app.getServerId(), servers: byType});
 };
