@@ -33,15 +33,30 @@ def new_event_loop() -> "asyncio.AbstractEventLoop":
 
 
 def run(main: "Awaitable[_T]") -> "_T":
-    """Run coroutine ``main`` to completion on uvloop when installed (like ``asyncio.run``)."""
+    """Run ``main`` to completion on uvloop when installed, as ``asyncio.run`` does: at the
+    end, tasks still pending are cancelled, async generators and the default executor
+    are shut down, and the loop is closed."""
     import asyncio
-    loop = new_event_loop()
+
+    async def _main() -> "_T":
+        return await main
+
+    if hasattr(asyncio, "Runner"):      # Python 3.11+
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            result: _T = runner.run(_main())
+            return result
+    loop = new_event_loop()             # Python 3.10: asyncio.run's steps by hand
     try:
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(main)
+        return loop.run_until_complete(_main())
     finally:
         try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
