@@ -10,13 +10,14 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import time
 
 import pytest
 
 from conftest import REMOTE
 from engines import engine  # noqa: F401  (the fixture: each engine in turn)
-from pomelo_rpc import client, server
+from pomelo_rpc import ConnectionLostError, client, server
 from pomelo_rpc.registry import RegistryError
 
 TTL = 2.0           # etcd's shortest lease is 2 s
@@ -91,6 +92,27 @@ async def test_new_server_routable_within_1s_killed_one_gone_within_ttl(engine, 
     assert time.monotonic() - killed <= TTL + 1.0
     for cli in clients:
         await cli.stop()
+
+
+async def test_frozen_server_vanishes_and_its_calls_in_flight_fail_at_once(engine, spawn):
+    (proc,) = await start_procs(spawn, engine, "area-1")
+    cli = await follower(engine, timeout=30.0)
+    await wait_for(lambda: ids(cli) == {"area-1"}, 1.0, "area-1 listed")
+    hold = cli.proxies.user.area.work.hold
+    calls = [asyncio.ensure_future(hold.to_server("area-1", 20.0)) for _ in range(5)]
+    await wait_for(lambda: cli.in_flight("area-1") == 5, 1.0, "calls in flight")
+    os.kill(proc.proc.pid, signal.SIGSTOP)      # alive, connected, silent: its ttl runs out
+    frozen = time.monotonic()
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True),
+                                         TTL + 1.0)
+        assert time.monotonic() - frozen <= TTL + 1.0
+        assert all(isinstance(r, ConnectionLostError) and "area-1 was removed" in str(r)
+                   for r in results), results
+        assert ids(cli) == set()
+    finally:
+        os.kill(proc.proc.pid, signal.SIGCONT)
+    await cli.stop()
 
 
 async def test_graceful_stop_under_routed_load_fails_no_call(engine, spawn):
@@ -276,9 +298,14 @@ async def test_50_servers_churning_under_3_routing_clients(engine):
     await asyncio.gather(*churn)
     settled = max(changes)            # a vanished server's change is its record's expiry
     alive = set(running)
-    for cli in clients:
-        await wait_for(lambda cli=cli: ids(cli) == alive,
-                       max(0.1, settled + 2.0 - time.monotonic()), "clients converge")
+    for n, cli in enumerate(clients):
+        try:
+            await wait_for(lambda cli=cli: ids(cli) == alive,
+                           max(0.1, settled + 2.0 - time.monotonic()), "clients converge")
+        except AssertionError:
+            raise AssertionError(f"client {n} lacks {sorted(alive - ids(cli))}, still lists "
+                                 f"{sorted(ids(cli) - alive)}, {time.monotonic() - settled:.2f}"
+                                 f" s after the last change") from None
     assert time.monotonic() <= settled + 2.0
     loading = False
     await asyncio.gather(*workers)
