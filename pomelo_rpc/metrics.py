@@ -30,7 +30,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .errors import ConnectionLostError, RemoteError, RpcTimeoutError
+from .errors import ConnectionLostError, RpcTimeoutError
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
@@ -76,27 +76,32 @@ def outcome_of(exc: BaseException) -> str:
     return outcome if outcome in OUTCOMES else "error"
 
 
-def not_dispatched(exc: BaseException) -> bool:
-    """True when ``exc``, on the client, says the server could not dispatch the call."""
-    return isinstance(exc, RemoteError) and exc.remote_type == "DispatchError"
-
-
 class Series:
-    """The calls of one (route, server): counts by outcome (``counts[i]`` for
-    ``OUTCOMES[i]``; ``counts[0]`` is ok) and a duration histogram."""
+    """The calls of one (route, server): a duration histogram, which counts every call,
+    and the calls that failed by outcome (``counts[i]`` for ``OUTCOMES[i]``; ok calls
+    are the histogram's total less the others, one addition fewer per call)."""
 
     __slots__ = ("counts", "buckets", "seconds")
 
     def __init__(self) -> None:
-        self.counts = [0] * len(OUTCOMES)
+        self.counts = [0] * len(OUTCOMES)         # counts[0], ok, stays 0: see by_outcome
         self.buckets = [0] * (len(BUCKETS) + 1)    # the last one is +Inf
         self.seconds = 0.0
 
     def add(self, outcome: str, seconds: float) -> None:
         """Count one call that took ``seconds`` and ended with ``outcome``."""
-        self.counts[_OUTCOME_INDEX[outcome]] += 1
+        index = _OUTCOME_INDEX[outcome]
+        if index:
+            self.counts[index] += 1
         self.buckets[bisect_left(BUCKETS, seconds)] += 1
         self.seconds += seconds
+
+    def by_outcome(self) -> list[int]:
+        """Calls by outcome, in the order of ``OUTCOMES``."""
+        total = sum(list(self.buckets))
+        counts = list(self.counts)
+        counts[0] = max(0, total - sum(counts))
+        return counts
 
     def cumulative(self) -> list[tuple[str, float]]:
         """``[(le, calls at most that long), ..., ("+Inf", all calls)]``."""
@@ -142,7 +147,7 @@ def _families(prefix: str, side: Side) -> Iterator[Metric]:
                                       "Call durations by route and server",
                                       labels=["route", "server"])
     for (route, server), series in list(side.series.items()):
-        for outcome, n in zip(OUTCOMES, list(series.counts)):
+        for outcome, n in zip(OUTCOMES, series.by_outcome()):
             calls.add_metric([route, server, outcome], n)
         buckets = series.cumulative()
         durations.add_metric([route, server], buckets, series.seconds)

@@ -146,7 +146,6 @@ def _metered_send(send: Callable[..., Any], routes: _RouteSeries,
             series = cache[msg["namespace"], msg["service"], msg["method"]]
         except (KeyError, TypeError):
             series = routes.lookup(msg)
-        series.counts[0] += 1
         series.buckets[bisect_left(BUCKETS, seconds)] += 1
         series.seconds += seconds
         return result
@@ -373,7 +372,6 @@ def _metered_dispatch(dispatch: Callable[[object], tuple[int, int, Any]], routes
             series = cache[msg[2] if msg[0] == 1 else (msg[2], msg[3], msg[4])]
         except KeyError:
             series = routes.lookup(msg)
-        series.counts[0] += 1
         series.buckets[bisect_left(BUCKETS, seconds)] += 1
         series.seconds += seconds
         return rid, state, outcome

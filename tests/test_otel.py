@@ -155,23 +155,17 @@ async def test_one_side_tracing(core):
     """A traced client and a server without tracing (and the other way round) work;
     the untraced side simply makes no span, a traced server without a caller's
     context starts a trace of its own."""
-    cprov, cexp = new_provider()
-    gw, cli = await pair(core, "native", False, cprov)
-    try:
-        assert await cli.rpc_invoke("srv-1", msg("service", "echo", 1)) == 1
-    finally:
-        await cli.stop()
-        await gw.stop()
-    assert [s.kind for s in cexp.get_finished_spans()] == [SpanKind.CLIENT]
-    sprov, sexp = new_provider()
-    gw, cli = await pair(core, "native", sprov, False)
-    try:
-        assert await cli.rpc_invoke("srv-1", msg("service", "echo", 2)) == 2
-    finally:
-        await cli.stop()
-        await gw.stop()
-    [span] = sexp.get_finished_spans()
-    assert span.kind == SpanKind.SERVER and span.parent is None
+    for traced, kind in (("client", SpanKind.CLIENT), ("server", SpanKind.SERVER)):
+        provider, exporter = new_provider()
+        gw, cli = await pair(core, "native", provider if traced == "server" else False,
+                             provider if traced == "client" else False)
+        try:
+            assert await cli.rpc_invoke("srv-1", msg("service", "echo", traced)) == traced
+        finally:
+            await cli.stop()
+            await gw.stop()
+        [span] = exporter.get_finished_spans()
+        assert span.kind == kind and span.parent is None
 
 
 LOG_LINE = re.compile(r"^rpc (send|done|received|answered) trace=(\S+) route=(\S+) server=(\S+)")
