@@ -9,7 +9,9 @@ import pytest
 
 from conftest import REMOTE
 from pomelo_rpc import client, server
+from pomelo_rpc import registry
 from pomelo_rpc.registry import RegistryError
+from pomelo_rpc.registry.file import FileRegistry
 
 AREA = os.path.join(REMOTE, "area")
 
@@ -75,3 +77,19 @@ def test_registry_needs_a_server_id_and_type():
         server.create(registry="file:///tmp/servers.json", server_info={"id": "x"})
     with pytest.raises(ValueError, match="cluster name"):
         client.create(registry="file:///tmp/servers.json", cluster="a b")
+
+
+async def test_registry_objects_and_schemes_of_ones_own(tmp_path):
+    path = tmp_path / "servers.json"
+    write(path, {"development": {"area": [{"id": "area-1", "port": 3150}]}})
+    with pytest.raises(ValueError, match="unknown registry scheme 'consul'"):
+        registry.create("consul://127.0.0.1:8500", cluster="development", ttl=1.0,
+                        connect_timeout=1.0)
+    registry.register_scheme("servers", FileRegistry)
+    reg = registry.create(f"servers://{path}", cluster="development", ttl=1.0,
+                          connect_timeout=1.0)
+    assert isinstance(reg, FileRegistry) and isinstance(reg, registry.Registry)
+    cli = client.create(registry=reg, cluster="development")     # an object, as it is
+    await cli.start()
+    assert cli.server_ids("area") == ["area-1"]
+    await cli.stop()

@@ -125,7 +125,10 @@ class EngineRegistry:
                 delay + 0.01, lambda: self._deliver(self._fresh))
         if (merged != self._current or resync) and self._listener is not None:
             self._current = merged
-            self._listener(dict(merged))
+            try:
+                self._listener(dict(merged))
+            except Exception:     # the listener's bug must not stop the following
+                log.exception("registry: the listener of cluster %s failed", self.cluster)
 
     # the protocol --------------------------------------------------------
 
