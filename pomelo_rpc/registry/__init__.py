@@ -23,6 +23,7 @@ __all__ = ["create", "register_scheme", "Registry", "RegistryError", "Record", "
 _SCHEMES: dict[str, str | type] = {
     "file": "pomelo_rpc.registry.file:FileRegistry",
     "redis": "pomelo_rpc.registry.redis:RedisRegistry",
+    "rediss": "pomelo_rpc.registry.redis:RedisRegistry",    # Redis over TLS
     "etcd": "pomelo_rpc.registry.etcd:EtcdRegistry",
     "pomelo": "pomelo_rpc.registry.pomelo:PomeloMasterRegistry",
 }

@@ -44,8 +44,8 @@ class Follower:
 
     async def start(self) -> None:
         """Open the registry and apply its first snapshot (then follow its changes)."""
-        await self.registry.open()
         try:
+            await self.registry.open()
             self.apply(await self.registry.watch(self.apply))
         except BaseException:
             await self.registry.close()
