@@ -72,12 +72,10 @@ async def propagation(eng, n_clients, trials):
     for trial in range(trials):
         sid = f"area-{n_clients}-{trial}"
         gw = gateway(eng.url, sid, 2.0)
-        t0 = time.monotonic()
-        start = asyncio.ensure_future(gw.start())
+        start = asyncio.ensure_future(gw.start())     # timed from here by until_all
         first, last = await until_all(clients, lambda c: sid in c.server_ids("area"))
         await start
         joins.append((first, last))
-        t0 = time.monotonic()
         stop = asyncio.ensure_future(gw.stop())
         first, last = await until_all(clients, lambda c: sid not in c.server_ids("area"))
         leaves.append((first, last))
