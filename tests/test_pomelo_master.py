@@ -540,7 +540,8 @@ async def test_unexpected_and_malformed_master_messages_are_answered_or_logged(c
         msgs, writer = await master.conns.get()
         topic, register = await msgs.get()
         assert topic == "register" and register["type"] == "monitor"
-        assert register["serverType"] == "pomelo_rpc_client" and "serverType" not in register["info"]
+        assert register["serverType"] == "pomelo_rpc_client"
+        assert "serverType" not in register["info"]          # kept out of the server list
         await msgs.get()                                   # the subscribe request
 
         async def ask(req_id, module_id, body):

@@ -106,7 +106,6 @@ class PomeloMasterRegistry:
         self._servers: dict[str, Record] = {}   # what the listener got last
         self._link: MonitorLink | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
     @property
     def where(self) -> str:
@@ -143,7 +142,6 @@ class PomeloMasterRegistry:
 
     async def close(self) -> None:
         """Leave the master (DISCONNECT) and stop following it."""
-        self._closed = True
         self._listener = None
         await self._leave()
         if self._hold_timer is not None:
@@ -160,8 +158,9 @@ class PomeloMasterRegistry:
             return await connect(self.host, self.port, self._on_message,
                                  timeout=self.connect_timeout, keepalive=max(self.ttl / 3, 0.2))
         except (OSError, asyncio.TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
             raise RegistryError(f"pomelo master at {self.where} unreachable within "
-                                f"{self.connect_timeout} s: {str(exc) or type(exc).__name__}") from exc
+                                f"{self.connect_timeout} s: {why}") from exc
 
     async def _join(self, identity: dict[str, Any], server: bool) -> None:
         """Register as ``identity`` on a link of its own, then keep it registered."""
