@@ -310,6 +310,43 @@ async def test_graceful_stop_and_sigkill_each_remove_the_python_server(cluster):
         await cli.stop()
 
 
+async def test_graceful_stop_under_load_fails_no_python_call(cluster, core):
+    servers = [py_server(cluster, sid, core) for sid in ("py-a", "py-b")]
+    for gw in servers:
+        await gw.start()
+    cli = client.create(transport="mqtt", core=core, router_type="rr",
+                        registry=cluster.url("pyclient", client_type="pyclient"))
+    cli.add_proxies([{"namespace": "user", "server_type": "py", "path": PY_REMOTE}])
+    await cli.start()
+    slow = cli.proxies.user.py.echoRemote.slow
+    answers, errors, stopped = [], [], asyncio.Event()
+
+    async def caller(n):
+        while not stopped.is_set():
+            try:
+                answers.append(((await slow(None, n, 0.05))["server_id"], time.monotonic()))
+            except Exception as exc:      # any failure is the test's failure
+                errors.append(exc)
+
+    try:
+        assert cli.server_ids("py") == ["py-a", "py-b"]
+        callers = [asyncio.ensure_future(caller(n)) for n in range(20)]
+        await asyncio.sleep(0.3)
+        await servers[0].stop()          # leaves, waits for the notice, drains, closes
+        after = time.monotonic()
+        await asyncio.sleep(0.3)
+        stopped.set()
+        await asyncio.gather(*callers)
+        assert errors == []
+        assert {sid for sid, _ in answers} == {"py-a", "py-b"}
+        assert all(sid == "py-b" for sid, t in answers if t > after)
+        assert cli.server_ids("py") == ["py-b"]
+    finally:
+        await cli.stop()
+        for gw in servers:
+            await gw.stop()
+
+
 KILLED_SERVER = """
 import asyncio, json, sys
 import pomelo_rpc

@@ -78,6 +78,10 @@ class MasterRefusedError(RegistryError):
 class PomeloMasterRegistry:
     """A ``Registry`` whose engine is the master of a Node pomelo cluster."""
 
+    #: s ``deregister`` waits after leaving, while the master tells every process (it
+    #: takes milliseconds); the server still serves what is routed to it meanwhile
+    notice_delay = 0.5
+
     def __init__(self, url: str, *, cluster: str, ttl: float, connect_timeout: float) -> None:
         parts = urlsplit(url)
         if parts.hostname is None or parts.port is None:
@@ -128,10 +132,12 @@ class PomeloMasterRegistry:
                          server=True)
 
     async def deregister(self, server_id: str) -> None:
-        """Leave the cluster (DISCONNECT): the master drops this server everywhere."""
+        """Leave the cluster (DISCONNECT): the master drops this server everywhere;
+        returns ``notice_delay`` s later, when every process has heard of it."""
         if not self._is_server or self._identity is None or self._identity["id"] != server_id:
             return
         await self._leave()     # and stops following: the listener keeps the last list
+        await asyncio.sleep(self.notice_delay)
 
     async def watch(self, listener: Listener) -> dict[str, Record]:
         """The cluster's servers (Node ones included); ``listener`` follows the changes."""

@@ -4,6 +4,7 @@
 'use strict';
 module.exports = function() {
   return {
-    echo: function(msg, cb) { cb(new Error('echoRemote runs on the Python servers')); }
+    echo: function(msg, cb) { cb(new Error('echoRemote runs on the Python servers')); },
+    slow: function(msg, seconds, cb) { cb(new Error('echoRemote runs on the Python servers')); }
   };
 };
