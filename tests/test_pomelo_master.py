@@ -245,6 +245,9 @@ async def test_python_client_sees_the_cluster_and_round_trips_through_node(clust
         assert cli.server_ids("node") == NODE_IDS
         assert cli.server_info("node-1")["port"] == cluster.ports["node-1"]
         assert cli.server_ids("py") == ["py-rt"]
+        # the client may hear of py-rt before the Node servers do (and pomelo-rpc holds a
+        # call to a server it does not know yet, unanswered): wait for them
+        await until(everywhere(cluster, "py-rt"), 5, "both Node servers list py-rt")
         # Python -> Node (relayRemote.relay) -> Python (echoRemote.echo on py-rt) -> back
         for via in NODE_IDS:
             answer = await cli.rpc_invoke(via, dict(RELAY, method="relay", args=["py-rt", "hi"]))
