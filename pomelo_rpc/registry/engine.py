@@ -133,8 +133,24 @@ class EngineRegistry:
     # the protocol --------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect; RegistryError within ``connect_timeout`` if unreachable."""
-        await self._engine("connecting", self._connect())
+        """Connect; RegistryError within ``connect_timeout`` if unreachable.
+
+        Failed attempts are retried until then (an engine restarting, or a busy one
+        slow to finish its handshake, is not an error yet).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        delay = 0.05
+        while True:
+            try:
+                await asyncio.wait_for(self._connect(), max(0.01, deadline - loop.time()))
+                return
+            except self.engine_errors as exc:
+                if loop.time() + delay >= deadline:
+                    raise RegistryError(f"{self.url}: connecting failed: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.5)
 
     async def register(self, record: Record) -> None:
         """Publish ``record`` and keep it alive (every ttl/3) until deregister/close."""
