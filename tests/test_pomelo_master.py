@@ -219,7 +219,7 @@ async def test_python_server_joins_and_node_servers_call_it(cluster, core):
     await gw.start()
     try:
         took = await until(everywhere(cluster, "py-join"), 5, "both Node servers list py-join")
-        print(f"py-join in every Node server's list {took * 1000:.0f} ms after start()")
+        print(f"py-join in every Node server's list {took * 1000:.0f} ms after start() returned")
         for via in NODE_IDS:
             # app.rpc.py.echoRemote.echo.toServer("py-join", ...) and routed by uid
             answer = await node_rpc(cluster, via, "echoRemote", "echo", {"n": 1, "s": "é"},
@@ -262,7 +262,7 @@ async def test_python_client_sees_the_cluster_and_round_trips_through_node(clust
         try:
             took = await until(lambda: _async(cli.server_ids("py") == ["py-late", "py-rt"]), 5,
                                "the client sees py-late")
-            print(f"client sees py-late {took * 1000:.0f} ms after its start()")
+            print(f"client sees py-late {took * 1000:.0f} ms after its start() returned")
         finally:
             await late.stop()
         await until(lambda: _async(cli.server_ids("py") == ["py-rt"]), 5, "py-late gone")
@@ -283,9 +283,11 @@ async def test_graceful_stop_and_sigkill_each_remove_the_python_server(cluster):
         gw = py_server(cluster, "py-stop")
         await gw.start()
         await until(everywhere(cluster, "py-stop"), 5, "py-stop joined")
-        await gw.stop()
+        stopping = asyncio.ensure_future(gw.stop())
         took = await until(everywhere(cluster, "py-stop", present=False), 5, "py-stop left")
-        print(f"graceful stop: gone from every Node server {took * 1000:.0f} ms after stop()")
+        print(f"graceful stop: gone from every Node server {took * 1000:.0f} ms after stop() "
+              f"was called")
+        await stopping
         await until(lambda: _async("py-stop" not in cli.server_ids("py")), 2,
                     "py-stop left the Python client")
 
