@@ -618,6 +618,17 @@ async def test_unexpected_and_malformed_master_messages_are_answered_or_logged(c
             await msgs.get()                               # subscribed again
         assert "malformed" in caplog.text
         assert sorted(seen[-1]) == ["node-8", "node-9"]    # kept through the reconnections
+
+        # the watcher's other actions, on the last link
+        assert await ask(8, "__monitorwatcher__", {"action": "startOver"}) == (1, None)
+        node7 = {"id": "node-7", "serverType": "node", "host": "127.0.0.1", "port": 3}
+        assert await ask(9, "__monitorwatcher__", {"action": "replaceServer",
+                                                  "servers": {"node-7": node7}}) == (1, None)
+        assert seen[-2]["node-8"]["leaving"] and seen[-2]["node-9"]["leaving"]
+        assert sorted(seen[-1]) == ["node-7"]
+        assert await ask(10, "__monitorwatcher__", {"action": "removeServer",
+                                                   "id": "node-7"}) == (1, None)
+        assert seen[-2]["node-7"]["leaving"] and seen[-1] == {}
     finally:
         await reg.close()
         await master.close()

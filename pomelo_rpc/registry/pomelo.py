@@ -298,12 +298,15 @@ class PomeloMasterRegistry:
         self._publish()
         return True
 
-    def _remove(self, ids: list[str]) -> None:
-        """Removals: each record with ``leaving`` first, then gone."""
+    def _remove(self, ids: list[str], fresh: dict[str, Record] | None = None) -> None:
+        """Removals (then the master's list ``fresh``, when given): each removed record
+        with ``leaving`` first, then gone."""
         gone = [sid for sid in ids if sid in self._servers]
         for sid in ids:
             self._fresh.pop(sid, None)
             self._hold.held.pop(sid, None)
+        if fresh is not None:
+            self._fresh = fresh
         if gone:
             for sid in gone:
                 self._servers[sid] = {**self._servers[sid], LEAVING: True}
@@ -335,9 +338,7 @@ class PomeloMasterRegistry:
             self._remove([body["id"]])
         elif action == "replaceServer" and isinstance(body.get("servers"), dict):
             fresh = self._records(body["servers"])
-            self._remove([sid for sid in self._servers if sid not in fresh])
-            self._fresh = fresh
-            self._publish()
+            self._remove([sid for sid in self._servers if sid not in fresh], fresh)
         elif action != "startOver":      # startOver: no lifecycle callbacks here
             log.warning("registry: pomelo master watcher action %r not understood: %.200r",
                         action, body)
