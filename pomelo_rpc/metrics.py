@@ -1,9 +1,9 @@
 """``metrics=True``: Prometheus metrics of calls, through prometheus_client
 (the optional extra ``pomelo-rpc[metrics]``).
 
-Calls are counted in plain Python objects on the event loop (a dict lookup, a bisect
-and three additions per call) and turned into metric families only when the registry
-is scraped, by one collector per ``CollectorRegistry``:
+Calls are counted in plain Python objects on the event loop (two clock reads, a dict
+lookup, a bisect and two additions per call) and turned into metric families only when
+the registry is scraped, by one collector per ``CollectorRegistry``:
 
 - ``pomelo_rpc_{client,server}_calls_total{route, server, outcome}``: ``route`` is
   ``namespace.service.method``; ``server`` is the peer on the client and this server's
