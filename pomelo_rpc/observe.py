@@ -243,8 +243,16 @@ class ServerObserver:
             describe = dispatcher.describe
 
             def route_of(msg: Any) -> str | None:
+                """The route a request names, if the server serves it (else None: the
+                ``unknown`` series; never a series per name a client made up)."""
                 info = describe(msg)
-                return None if info is None else info[1]
+                route = None if info is None else info[1]
+                if route is not None and msg[0] != 1:      # by name: check it is served
+                    try:
+                        dispatcher.by_name(msg[2], msg[3], msg[4])
+                    except Exception:
+                        return None
+                return route
             routes = _RouteSeries(self.side, server_id, _server_key, route_of)
         #: requests carry a trace context the wrapper reads
         self.reads_context = self.tracer is not None or self.debug
