@@ -4,8 +4,10 @@ import typing as _typing
 
 from . import client, server
 from .core import default as _default_core
+from .deadline import time_remaining
 from .errors import (AuthenticationError, ConnectionLostError, DispatchError, FrameError,
-                     NoServerError, PendingQueueFullError, RemoteError, RpcError, RpcTimeoutError)
+                     NoServerError, PendingQueueFullError, RemoteError, RpcError,
+                     RpcTimeoutError, ServerBusyError)
 from .proxy import BroadcastError
 
 if _typing.TYPE_CHECKING:   # typing-only names, kept out of the package namespace
@@ -63,8 +65,8 @@ def run(main: "Awaitable[_T]") -> "_T":
 
 
 __all__ = [
-    "server", "client", "IMPLEMENTATION", "run", "new_event_loop",
+    "server", "client", "IMPLEMENTATION", "run", "new_event_loop", "time_remaining",
     "RpcError", "RemoteError", "RpcTimeoutError", "ConnectionLostError", "AuthenticationError",
-    "NoServerError",
+    "NoServerError", "ServerBusyError",
     "PendingQueueFullError", "FrameError", "DispatchError", "BroadcastError",
 ]

@@ -56,7 +56,9 @@ async def _serve(args: argparse.Namespace) -> None:
                        transport=args.transport, pkg_size=args.pkg_size,
                        stop_grace=args.stop_grace, reload_remotes=args.reload_remotes,
                        reload_interval=args.reload_interval, rpc_debug_log=args.rpc_debug_log,
-                       metrics=args.metrics_port is not None, **_security_options(args))
+                       metrics=args.metrics_port is not None, **_security_options(args),
+                       max_in_flight=args.max_in_flight, default_budget=args.default_budget,
+                       handler_slice=args.handler_slice, deadlines=not args.no_deadlines)
     await gw.start()
     listening = {"event": "listening", "port": gw.port, "server_id": args.server_id,
                  "implementation": gw.core.name}
@@ -110,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--handshake-timeout", type=float,
                    default=SERVER_DEFAULTS["handshake_timeout"],
                    help="seconds a new connection has for the TLS and auth_token handshakes")
+    p.add_argument("--max-in-flight", type=int, default=SERVER_DEFAULTS["max_in_flight"],
+                   metavar="N", help="calls held at once; past it: busy (default: no bound)")
+    p.add_argument("--default-budget", type=float, default=SERVER_DEFAULTS["default_budget"],
+                   metavar="S", help="deadline of calls that carry none (Node clients), s")
+    p.add_argument("--handler-slice", type=float, default=SERVER_DEFAULTS["handler_slice"],
+                   metavar="S", help="s of synchronous handlers per loop turn")
+    p.add_argument("--no-deadlines", action="store_true",
+                   help="ignore the callers' budgets (for comparisons)")
     p.add_argument("--registry", metavar="URL",
                    help="register in a cluster: redis://h:p/db, etcd://h:p, file:///servers.json")
     p.add_argument("--registry-ttl", type=float, default=SERVER_DEFAULTS["registry_ttl"],

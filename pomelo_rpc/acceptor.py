@@ -7,11 +7,14 @@ import asyncio
 import logging
 import socket
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import FrameError
+from .deadline import current_deadline
+from .errors import DispatchError, FrameError, ServerBusyError
 from .options import SERVER_DEFAULTS
+from .overload import BadBudget, Entry, Overload, budget_of, clock
 from .security import (RateLimitedLog, check_auth, new_nonce, parse_allow, peer_allowed,
                        server_proof, token_bytes, warn_if_exposed)
 from .observe import observe_acceptor
@@ -78,6 +81,9 @@ class ServerConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Future[Any]] = set()
+        # overload (pomelo_rpc.overload): the acceptor's; requests waiting for a later turn
+        self._overload: Overload = acceptor.overload
+        self._queue: deque[Entry] = deque()
         self._peer: Any = None        # the transport's peername (its type depends on the family)
         self._stopping: float | None = None  # the stop grace, once drain_and_close has begun
         self._refused = 0             # requests received after the stop began, not run
@@ -97,6 +103,7 @@ class ServerConnection(asyncio.Protocol):
         def _encode_failure(self, rid: Any, exc: BaseException) -> bytes: ...
         def _is_ping(self, msg: Any) -> bool: ...
         def _respond_pong(self) -> None: ...
+        def _run_request(self, request: Any, rid: Any, deadline: float | None) -> None: ...
 
     # asyncio callbacks -------------------------------------------------
 
@@ -170,6 +177,7 @@ class ServerConnection(asyncio.Protocol):
             log.warning("%d request(s) from %s arrived while the server was stopping and "
                         "were not run; the caller sees the connection close",
                         self._refused, self._peer)
+        self._overload.dropped(self)
         for task in self._tasks:
             task.cancel()
         self._out.clear()
@@ -197,20 +205,70 @@ class ServerConnection(asyncio.Protocol):
 
     # requests and answers ------------------------------------------------
 
-    def _answer(self, rid: Any, state: int, outcome: Any) -> None:
+    def _submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
+        """Run a request now, or queue it for a later turn (this connection has queued
+        requests, or the turn's handler slice is spent), or refuse it (busy)."""
+        overload = self._overload
+        if overload.full:
+            overload.refused(self, request, "busy")
+            self._respond(self._encode_busy(rid))
+            return
+        try:
+            deadline = overload.deadline(budget, arrived)
+        except BadBudget as exc:
+            self._respond(self._encode_failure(rid, DispatchError(str(exc))))
+            return
+        if self._queue or overload.spent():
+            overload.enqueue(self, (request, rid, deadline))
+        else:
+            self._run_entry((request, rid, deadline))
+
+    def _encode_busy(self, rid: Any) -> bytes:
+        """The answer refusing call ``rid`` past ``max_in_flight``."""
+        return self._encode_failure(rid, ServerBusyError(self._overload.busy_text))
+
+    def _run_entry(self, entry: Entry) -> None:
+        """Run a request unless its deadline has passed (then it is counted, not
+        answered); with a deadline, ``time_remaining()`` reads it in the handler."""
+        if self._transport is None or self._aborted:
+            return
+        request, rid, deadline = entry
+        if deadline is None:
+            self._run_request(request, rid, None)
+            return
+        if deadline <= clock():
+            self._overload.refused(self, request, "expired")
+            return
+        token = current_deadline.set(deadline)
+        try:
+            self._run_request(request, rid, deadline)
+        finally:
+            current_deadline.reset(token)
+
+    def _turn_done(self) -> None:
+        """The overload runner ran requests of this connection: send their answers."""
+        if self._out and not self._flush_scheduled:
+            self._flush()
+
+    def _answer(self, rid: Any, state: int, outcome: Any,
+                deadline: float | None = None) -> None:
         """Queue the answer to call ``rid`` from the dispatcher's ``(state, outcome)``;
-        a coroutine's answer goes out when it finishes."""
+        a coroutine's answer goes out when it finishes (it is cancelled at
+        ``deadline``, unanswered)."""
         if state == self._done_state:
             self._respond(self._encode_result(rid, outcome))
         elif state == self._pending_state:
             task = asyncio.ensure_future(outcome)
             self._tasks.add(task)
-            task.add_done_callback(lambda t, rid=rid: self._task_done(rid, t))
+            tid = self._overload.started(task, deadline)
+            task.add_done_callback(lambda t, rid=rid, tid=tid: self._task_done(rid, t, tid))
         else:
             self._respond(self._encode_failure(rid, outcome))
 
-    def _task_done(self, rid: Any, task: asyncio.Future[Any]) -> None:
+    def _task_done(self, rid: Any, task: asyncio.Future[Any], tid: int | None = None) -> None:
         self._tasks.discard(task)
+        if self._overload.finished(task, tid):
+            return      # cut at its deadline: its caller has had its timeout
         if self._transport is None:
             return
         if task.cancelled():
@@ -278,6 +336,8 @@ class ServerConnection(asyncio.Protocol):
         not close its side within 2 s is cut. Takes at most about ``grace`` + 3 s.
         """
         self._stopping = grace
+        while self._queue and self._transport is not None:   # received: run them first
+            await asyncio.sleep(0.001)
         if self._tasks:
             _done, late = await asyncio.wait(set(self._tasks), timeout=grace)
             if late:
@@ -376,22 +436,30 @@ class _NativeConnection(ServerConnection):
         if self._stopping is not None:
             self._refuse(msgs)
             return
-        dispatch = self._dispatch
-        answer = self._answer
+        arrived = clock()
+        submit = self._submit
         for msg in msgs:
-            try:
-                rid, state, outcome = dispatch(msg)
-            except FrameError as exc:
+            if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
                 if self._is_ping(msg):
                     self._respond_pong()
                     continue
-                self._abort(exc)
+                self._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
                 return
-            answer(rid, state, outcome)
+            submit(msg, msg[1], budget_of(msg), arrived)
+            if self._aborted:
+                return
             if len(self._out) >= WRITE_CHUNK and not self._flush_scheduled:
                 self._flush()
         if self._out and not self._flush_scheduled:
             self._flush()
+
+    def _run_request(self, request: Any, rid: Any, deadline: float | None) -> None:
+        try:
+            rid, state, outcome = self._dispatch(request)
+        except FrameError as exc:
+            self._abort(exc)
+            return
+        self._answer(rid, state, outcome, deadline)
 
     def _is_ping(self, msg: Any) -> bool:
         return type(msg) is list and len(msg) == 1 and msg[0] == self._ping
@@ -410,6 +478,10 @@ class _NativeConnection(ServerConnection):
         type_name, message, stack = describe_error(exc)
         return self._frames.encode_error(rid, type_name, message, stack)
 
+    def _encode_busy(self, rid: Any) -> bytes:
+        # no stack to format: a refusal under load must cost next to nothing
+        return self._frames.encode_error(rid, "ServerBusyError", self._overload.busy_text, None)
+
 
 class BaseAcceptor:
     """Listens on a TCP port; each connection is a ``connection_class(self)``."""
@@ -426,6 +498,8 @@ class BaseAcceptor:
         self.connections: set[ServerConnection] = set()
         self.accepted = 0          # connections accepted since listen
         self._server: asyncio.Server | None = None
+        # deadlines, admission, fairness (README "Overload"): see pomelo_rpc.overload
+        self.overload = Overload(opts, core)
         self.observer = observe_acceptor(self)   # metrics, tracing, rpc_debug_log; or None
         # security (README "Security"): see the options of the same names
         self.ssl = opts.get("ssl")
@@ -485,6 +559,7 @@ class BaseAcceptor:
             await asyncio.gather(*(c.drain_and_close(grace) for c in conns))
         await self._server.wait_closed()
         self._server = None
+        self.overload.close()
 
 
 class NativeAcceptor(BaseAcceptor):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import core as _core
 from . import remotes
+from .deadline import inherited_timeout
 from .errors import NoServerError, RpcError
 from .failure import FailPolicy
 from .options import CLIENT_DEFAULTS, SERVER_DEFAULTS, merge
@@ -257,7 +258,9 @@ class RpcClient:
                              timeout: float | None) -> Any:
         """A call through the before filters, the fail mode and the after filters."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self._timeout if timeout is None else timeout)
+        # a call made by a handler keeps to what is left of the deadline of the call served
+        deadline = loop.time() + (inherited_timeout(self._timeout if timeout is None else timeout)
+                                  or 0.0)
         result: Any
         error: Exception | None
         result = error = None

@@ -10,6 +10,7 @@ __all__ = [
     "AuthenticationError",
     "NoServerError",
     "PendingQueueFullError",
+    "ServerBusyError",
     "FrameError",
     "DispatchError",
 ]
@@ -54,6 +55,18 @@ class NoServerError(RpcError, LookupError):
 
 class PendingQueueFullError(RpcError):
     """Too many calls are waiting for a connection to open (``pending_size``)."""
+
+
+class ServerBusyError(RpcError):
+    """The server held ``max_in_flight`` calls already and refused this one at once.
+
+    The call never ran, so it is safe to send elsewhere (``failover`` does)."""
+
+    metrics_outcome = "busy"
+
+    def __init__(self, message: str, server_id: str | None = None) -> None:
+        super().__init__(message)
+        self.server_id = server_id
 
 
 class FrameError(RpcError, ValueError):

@@ -1,7 +1,8 @@
 """Fail modes: what a call does when the connection to its server fails.
 
-Only ConnectionLostError triggers them (the server is gone or unreachable); a
-RemoteError or a timeout reaches the caller as it is. Every mode keeps the call's
+Only ConnectionLostError triggers them (the server is gone or unreachable), and for
+failover also ServerBusyError (the server refused the call at once: it never ran);
+a RemoteError or a timeout reaches the caller as it is. Every mode keeps the call's
 deadline: a call never waits longer than its timeout in all. A call whose server is
 removed (``remove_servers``) or whose client stops fails at once, whatever the mode,
 except that failover still tries the other servers of the type.
@@ -14,7 +15,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConnectionLostError, NoServerError, PendingQueueFullError, RpcTimeoutError
+from .errors import (ConnectionLostError, NoServerError, PendingQueueFullError, RpcTimeoutError,
+                     ServerBusyError)
 
 if TYPE_CHECKING:
     from .client import RpcClient
@@ -96,12 +98,16 @@ class FailPolicy:
         while True:
             try:
                 return await self._send(sid, msg, deadline)
-            except ConnectionLostError as exc:
+            except (ConnectionLostError, ServerBusyError) as exc:
                 if not self.client._started:
                     raise
                 tried.append(sid)
                 others = [s for s in self.client.server_ids(msg["server_type"]) if s not in tried]
                 if not others:
+                    if isinstance(exc, ServerBusyError):
+                        raise ServerBusyError(
+                            f"failover: every server of type {msg['server_type']!r} failed or "
+                            f"was busy ({', '.join(tried)}); last: {exc}", sid) from exc
                     raise ConnectionLostError(
                         f"failover: every server of type {msg['server_type']!r} failed "
                         f"({', '.join(tried)}); last: {exc}") from exc

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .acceptor import WRITE_CHUNK, set_nodelay
+from .deadline import budget_ms, current_deadline
 from .errors import (AuthenticationError, ConnectionLostError, FrameError,
-                     PendingQueueFullError, RemoteError, RpcError, RpcTimeoutError)
+                     PendingQueueFullError, RemoteError, RpcError, RpcTimeoutError,
+                     ServerBusyError)
 from .security import (challenge_nonce, check_auth_ok, client_proof, new_nonce,
                        token_bytes)
 from .observe import observe_mailbox
@@ -59,8 +62,8 @@ class Mailbox:
             self._tls = {"ssl": opts["ssl"], "server_hostname": opts.get("server_hostname")}
         self._auth_token = token_bytes(opts.get("auth_token"))
         self._table = core.pending.PendingTable()
-        # (rid, msg) of calls made while connecting
-        self._waiting: list[tuple[int, dict[str, Any]]] = []
+        # (rid, msg, deadline or None) of calls made while connecting
+        self._waiting: list[tuple[int, dict[str, Any], float | None]] = []
         # None until the first send or connect sets it; nothing reads it before that
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timer: asyncio.TimerHandle | None = None
@@ -93,8 +96,14 @@ class Mailbox:
     # calls -------------------------------------------------------------
 
     def send(self, msg: dict[str, Any], timeout: float | None = None) -> asyncio.Future[Any]:
-        """Send call ``msg`` (namespace, service, method, args); return a future of the result."""
+        """Send call ``msg`` (namespace, service, method, args); return a future of the result.
+
+        ``timeout`` (None or 0: none) is bounded by what is left of the deadline of the
+        call being served, when a handler makes this call; the server is told the
+        budget left (native frame field, mqtt JSON field ``budget``) as it is sent."""
         state = self.state
+        if current_deadline.get() is not None:
+            timeout = self._inherit(msg, timeout)
         if state == CLOSED:
             raise ConnectionLostError(f"connection to {self.server_id} is closed")
         loop = self._loop
@@ -105,28 +114,53 @@ class Mailbox:
                 f"{len(self._waiting)} calls already wait for the connection to "
                 f"{self.server_id} (pending_size={self._pending_size})")
         fut = loop.create_future()
+        deadline: float | None = None
         if timeout:
-            deadline = loop.time() + timeout
-            rid = self._table.add(fut, deadline, msg)
-            if self._timer_at is None or deadline < self._timer_at:
+            deadline = when = loop.time() + timeout
+            rid = self._table.add(fut, when, msg)
+            if self._timer_at is None or when < self._timer_at:
                 self._arm_timer()
         else:
             rid = self._table.add(fut, None, msg)
         if state == OPEN:
-            try:
-                self._send_call(rid, msg)
-            except Exception as exc:  # unserializable arguments, oversized frame
-                self._send_failed(rid, msg, exc)
+            self._send_queued(rid, msg, deadline)
         else:
-            self._waiting.append((rid, msg))
+            self._waiting.append((rid, msg, deadline))
             if state == IDLE:
                 self.state = CONNECTING
                 self._connect_task = loop.create_task(self._connect())
         return fut
 
-    def _send_queued(self, rid: int, msg: dict[str, Any]) -> None:
+    def _inherit(self, msg: dict[str, Any], timeout: float | None) -> float:
+        """``timeout`` bounded by the deadline of the call being served; RpcTimeoutError
+        at once when that deadline has passed (nothing is sent)."""
+        deadline = current_deadline.get()
+        assert deadline is not None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RpcTimeoutError(f"{call_route(msg)} to {self.server_id}: the deadline of "
+                                  f"the call being served has passed")
+        return left if not timeout or left < timeout else timeout
+
+    def _send_queued(self, rid: int, msg: dict[str, Any], deadline: float | None) -> None:
+        """Send call ``rid`` with the budget it has left (now or once the connection is
+        open); one whose deadline has passed is not sent: it fails with its timeout now.
+
+        The budget is counted from the clock, not from ``loop.time()``, which uvloop
+        reads once per loop turn: a turn sending many calls would send stale budgets."""
+        budget = None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                entry = self._table.pop(rid)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(RpcTimeoutError(
+                        f"{call_route(msg)} to {self.server_id} got no response in time "
+                        f"(it expired while the connection opened; not sent)"))
+                return
+            budget = budget_ms(left)
         try:
-            self._send_call(rid, msg)
+            self._send_call(rid, msg, budget)
         except Exception as exc:  # unserializable arguments, oversized frame
             self._send_failed(rid, msg, exc)
 
@@ -167,6 +201,10 @@ class Mailbox:
         out.clear()
 
     def _reject_remote(self, rid: int, type_name: str, message: str, stack: str | None) -> None:
+        if type_name == "ServerBusyError":   # refused by admission control: it never ran
+            self._table.reject(rid, ServerBusyError(f"{self.server_id}: {message}",
+                                                    self.server_id))
+            return
         self._table.reject(rid, RemoteError(message, type_name, stack, self.server_id))
 
     # deadlines ---------------------------------------------------------
@@ -240,9 +278,9 @@ class Mailbox:
             self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
         waiting, self._waiting = self._waiting, []
         table = self._table
-        for rid, msg in waiting:
+        for rid, msg, deadline in waiting:
             if rid in table:
-                self._send_queued(rid, msg)
+                self._send_queued(rid, msg, deadline)
 
     def _received(self) -> None:
         """Call first in ``data_received``: the peer is alive, and a deadline that
@@ -325,7 +363,8 @@ class Mailbox:
         self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: {reason}",
                    AuthenticationError)
 
-    def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
+    def _send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
+        """Send call ``rid`` with ``budget``, the ms left before its deadline (or None)."""
         raise NotImplementedError
 
     def _send_ping(self) -> None:
@@ -349,6 +388,7 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
         self._frames = frames
         self._decoder = frames.FrameDecoder(self._pkg_size)
         self._encode_request = frames.encode_request
+        self._encode_request_budget = frames.encode_request_budget
         self._ids: dict[tuple[str, str, str], int] = {}   # method ids from the HELLO
         self._hello: asyncio.Future[None] | None = None
         self._k_ok, self._k_err, self._k_hello, self._k_pong = (
@@ -364,25 +404,38 @@ class NativeMailbox(Mailbox, asyncio.Protocol):
         await self._create_connection()
         await self._hello
 
-    def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
+    def _send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
         ns, service, method = msg["namespace"], msg["service"], msg["method"]
         mid = self._ids.get((ns, service, method))
-        if mid is not None:
+        if budget is not None:
+            if mid is not None:
+                frame = self._encode_request_budget(rid, mid, msg["args"], None, budget)
+            else:
+                frame = self._frames.encode_request_by_name_budget(
+                    rid, ns, service, method, msg["args"], None, budget)
+        elif mid is not None:
             frame = self._encode_request(rid, mid, msg["args"])
         else:
             frame = self._frames.encode_request_by_name(rid, ns, service, method, msg["args"])
         self._write(self._check_size(frame, msg))
 
-    def _send_call_traced(self, rid: int, msg: dict[str, Any]) -> None:
+    def _send_call_traced(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
         """``_send_call`` carrying the call's traceparent (tracing, rpc_debug_log) in the
-        frame's trailing trace field."""
+        frame's trace field (and the budget after it)."""
         ns, service, method = msg["namespace"], msg["service"], msg["method"]
         mid = self._ids.get((ns, service, method))
-        if mid is not None:
-            frame = self._frames.encode_request_traced(rid, mid, msg["args"], msg["trace_id"])
+        frames, trace = self._frames, msg["trace_id"]
+        if budget is not None:
+            if mid is not None:
+                frame = frames.encode_request_budget(rid, mid, msg["args"], trace, budget)
+            else:
+                frame = frames.encode_request_by_name_budget(
+                    rid, ns, service, method, msg["args"], trace, budget)
+        elif mid is not None:
+            frame = frames.encode_request_traced(rid, mid, msg["args"], trace)
         else:
-            frame = self._frames.encode_request_by_name_traced(
-                rid, ns, service, method, msg["args"], msg["trace_id"])
+            frame = frames.encode_request_by_name_traced(rid, ns, service, method,
+                                                         msg["args"], trace)
         self._write(self._check_size(frame, msg))
 
     def _send_ping(self) -> None:

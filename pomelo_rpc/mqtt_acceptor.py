@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .acceptor import WRITE_CHUNK, BaseAcceptor, ServerConnection
 from .errors import DispatchError, FrameError
+from .overload import clock
 
 if TYPE_CHECKING:
     from .core import Core, DispatcherLike, MqttDecoderLike
@@ -253,13 +254,14 @@ class _MqttConnection(ServerConnection):
         except ValueError as exc:
             log.warning("bad rpc payload from %s: %s", self._peer, exc)
             return
+        arrived = clock()
         if type(pkg) is list:
             for item in pkg:
-                self._on_request(item)
+                self._on_request(item, arrived)
         else:
-            self._on_request(pkg)
+            self._on_request(pkg, arrived)
 
-    def _on_request(self, pkg: Any) -> None:
+    def _on_request(self, pkg: Any, arrived: float) -> None:
         if type(pkg) is not dict:
             log.warning("rpc request from %s is not an object: %.80r", self._peer, pkg)
             return
@@ -273,12 +275,16 @@ class _MqttConnection(ServerConnection):
                    [] if args is None else args]
         if self._tracing:   # the W3C traceparent, else pomelo-rpc's traceId (rpcDebugLog)
             request.append(pkg.get("traceparent") or pkg.get("traceId"))
+        # "budget": ms left, from a Python client (a Node client sends none)
+        self._submit(request, rid, pkg.get("budget"), arrived)
+
+    def _run_request(self, request: Any, rid: Any, deadline: float | None) -> None:
         _, state, outcome = self._dispatch(request)
         if state == self._done_state and not self._buffer_msg:
             # _answer's common case, without its three calls (_encode_result, _respond)
             self._out.append(self._publish(result_payload(rid, outcome, self._dumps)))
         else:
-            self._answer(rid, state, outcome)
+            self._answer(rid, state, outcome, deadline)
 
     # answers -------------------------------------------------------------
 

@@ -119,15 +119,17 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
 
     # transport hooks ---------------------------------------------------
 
-    def _send_call(self, rid: int, msg: dict[str, Any]) -> None:
+    def _send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
         # the JSON of {"id": rid, "msg": {"namespace", "serverType", "service", "method",
-        # "args"}}, the text between the id and the args made once per route
+        # "args"}}, the text between the id and the args made once per route; with a
+        # deadline, "budget": ms left after the id (a Node server ignores it)
         key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
         try:
             head = self._heads[key]
         except (KeyError, TypeError):
             head = self._call_head(key)
-        self._send_part(('{"id":' + str(rid) + head + self._dumps(msg["args"]) + "}}")
+        rid_text = str(rid) if budget is None else f"{rid},\"budget\":{budget}"
+        self._send_part(('{"id":' + rid_text + head + self._dumps(msg["args"]) + "}}")
                         .encode("utf-8"), msg)
 
     def _send_part(self, part: bytes, msg: dict[str, Any]) -> None:
@@ -149,7 +151,7 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
             self._heads[key] = head
         return head
 
-    def _send_call_traced(self, rid: int, msg: dict[str, Any]) -> None:
+    def _send_call_traced(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
         """``_send_call`` carrying the call's W3C traceparent as an extra ``traceparent``
         field (Node pomelo-rpc ignores it); with rpc_debug_log also pomelo-rpc's own
         tracing fields (``traceId``: the trace id), which a Node server logs."""
@@ -159,6 +161,8 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
             pkg.update(traceId=carried[3:35], seqId=1, source=self._trace_prefix,
                        remote=self.server_id)
         pkg["id"] = rid
+        if budget is not None:
+            pkg["budget"] = budget
         pkg["msg"] = {"namespace": msg["namespace"], "serverType": msg.get("server_type"),
                       "service": msg["service"], "method": msg["method"], "args": msg["args"]}
         self._send_part(json_bytes(pkg), msg)

@@ -82,13 +82,20 @@ class _RouteSeries:
     def __init__(self, side: Side, server_id: str, key_of: Callable[[Any], Any],
                  route_of: Callable[[Any], str | None]) -> None:
         from .metrics import MAX_ROUTES, UNKNOWN_ROUTE, outcome_of
+        from .overload import DEADLINE_PASSED
+
+        def outcome(exc: BaseException) -> str:
+            # a coroutine call cut at its deadline by the server's overload control
+            if isinstance(exc, asyncio.CancelledError) and exc.args == (DEADLINE_PASSED,):
+                return "expired"
+            return outcome_of(exc)
         self.cache: dict[Any, Series] = {}     # by key_of(msg), read by the fast paths
         self._side = side
         self._server_id = server_id
         self._key_of = key_of
         self._route_of = route_of
         self._max = MAX_ROUTES
-        self._outcome_of = outcome_of
+        self._outcome_of = outcome
         self._unknown_route = UNKNOWN_ROUTE
 
     @property
@@ -254,6 +261,13 @@ class ServerObserver:
                         return None
                 return route
             routes = _RouteSeries(self.side, server_id, _server_key, route_of)
+            # requests refused (busy) or skipped (expired) never reach dispatch: the
+            # acceptor's overload control reports them here (pomelo_rpc.overload)
+            refused_routes = routes
+
+            def refused(_conn: object, request: Any, outcome: str) -> None:
+                refused_routes.lookup(request).add(outcome, 0.0)
+            acceptor.overload.on_refused = refused
         #: requests carry a trace context the wrapper reads
         self.reads_context = self.tracer is not None or self.debug
         states = acceptor.core.dispatch

@@ -65,6 +65,15 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "allow": None,
     "max_connections": None,
     "handshake_timeout": 5.0,
+    # overload (README "Overload"): calls held at once, queued or running (None: no
+    # bound); past it a call is answered ServerBusyError at once. The budget of calls
+    # that carry none (Node clients), in s (None: none). Seconds of synchronous handlers
+    # run per loop turn before the rest waits for the next turn. ``deadlines=False``
+    # ignores the callers' budgets (nothing skipped or cancelled: for comparisons)
+    "max_in_flight": None,
+    "default_budget": None,
+    "handler_slice": 0.003,
+    "deadlines": True,
 }
 
 #: Options of ``client.create``.

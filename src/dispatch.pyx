@@ -148,7 +148,8 @@ cdef class Dispatcher:
         """Run a request frame body; return ``(rid, state, outcome)`` (DONE/FAILED/PENDING).
 
         ``[1, rid, method_id, args]`` or ``[2, rid, namespace, service, method, args]``,
-        either optionally followed by a trace id (see ``describe``), unused here.
+        either optionally followed by a trace id (see ``describe``) and a budget in ms
+        (see ``core.frames``), both unused here.
         FrameError if ``msg`` is not a request this protocol can answer (no rid).
         """
         cdef list m
@@ -161,10 +162,10 @@ cdef class Dispatcher:
         kind = m[0]
         n = len(m)
         try:
-            if kind == _REQ_ID and (n == 4 or n == 5):
+            if kind == _REQ_ID and 4 <= n <= 6:
                 method = self.by_id(m[2])
                 args = m[3]
-            elif kind == _REQ_NAME and (n == 6 or n == 7):
+            elif kind == _REQ_NAME and 6 <= n <= 8:
                 method = self.by_name(m[2], m[3], m[4])
                 args = m[5]
             else:
@@ -181,8 +182,8 @@ cdef class Dispatcher:
     def describe(self, object msg):
         """``(trace_id, route)`` of a request frame, for tracing; None if ``msg`` is not one.
 
-        ``trace_id`` is the optional last field of ``[1, rid, method_id, args, trace]`` or
-        ``[2, rid, namespace, service, method, args, trace]`` when it is a str, else None;
+        ``trace_id`` is the optional field of ``[1, rid, method_id, args, trace, budget]`` or
+        ``[2, rid, namespace, service, method, args, trace, budget]`` when it is a str, else None;
         ``route`` is ``namespace.service.method`` (a removed method's too), or None when
         the frame names no method. Never raises, never runs anything.
         """
@@ -194,17 +195,17 @@ cdef class Dispatcher:
         n = len(m)
         kind = m[0]
         trace = route = None
-        if kind == _REQ_ID and (n == 4 or n == 5):
+        if kind == _REQ_ID and 4 <= n <= 6:
             mid = m[2]
             if type(mid) is int and 0 <= mid < len(self._keys):
                 ns, svc, name = self._keys[mid]
                 route = f"{ns}.{svc}.{name}"
-            if n == 5 and type(m[4]) is str:
+            if n >= 5 and type(m[4]) is str:
                 trace = m[4]
-        elif kind == _REQ_NAME and (n == 6 or n == 7):
+        elif kind == _REQ_NAME and 6 <= n <= 8:
             ns, svc, name = m[2], m[3], m[4]
             if type(ns) is str and type(svc) is str and type(name) is str:
                 route = f"{ns}.{svc}.{name}"
-            if n == 7 and type(m[6]) is str:
+            if n >= 7 and type(m[6]) is str:
                 trace = m[6]
         return (trace, route)

@@ -489,6 +489,17 @@ def encode_request_by_name_traced(rid, namespace, service, method, args, trace_i
     return encode([REQ_NAME, rid, namespace, service, method, args, trace_id])
 
 
+def encode_request_budget(rid, method_id, args, trace_id, budget_ms):
+    """``encode_request`` carrying the caller's remaining budget in ms (and a trace id
+    or None) as the trailing fields."""
+    return encode([REQ_ID, rid, method_id, args, trace_id, budget_ms])
+
+
+def encode_request_by_name_budget(rid, namespace, service, method, args, trace_id, budget_ms):
+    """``encode_request_by_name`` carrying the remaining budget in ms (and a trace id)."""
+    return encode([REQ_NAME, rid, namespace, service, method, args, trace_id, budget_ms])
+
+
 def encode_response(rid, result):
     """A successful response; TypeError if ``result`` cannot be packed."""
     return encode([RESP_OK, rid, result])

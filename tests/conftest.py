@@ -4,6 +4,7 @@ import asyncio
 import inspect
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -52,8 +53,8 @@ class ServerProcess:
         self.args = list(args)      # extra ``serve`` options, e.g. ["--stop-grace", "0.5"]
         self.stderr = stderr        # a file for the process's log (default: inherited)
 
-    def start(self, timeout=20):
-        """Start the process and wait for its 'listening' line."""
+    def _launch(self):
+        """Start the process (its 'listening' line is read by ``start``/``astart``)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["POMELO_RPC_PURE"] = "1" if self.core == "python" else "0"
@@ -65,15 +66,33 @@ class ServerProcess:
             cmd += ["--remote", f"{ns}={path}"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
                                      text=True)
-        deadline = time.monotonic() + timeout
-        line = self.proc.stdout.readline()
-        if not line or time.monotonic() > deadline:
+
+    def _listening(self, line):
+        if not line:
             self.kill()
             raise RuntimeError(f"server {self.server_id} did not start")
-        info = json.loads(line)
+        info = self.listening = json.loads(line)     # port, metrics_port (if any)
         assert info["implementation"] == self.core, info
         self.port = info["port"]
         return self
+
+    def start(self, timeout=20):
+        """Start the process and wait (at most ``timeout`` s) for its 'listening' line.
+        Blocks: from async code use ``astart``."""
+        self._launch()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self._listening(self.proc.stdout.readline() if ready else "")
+
+    async def astart(self, timeout=20):
+        """``start`` for async code: the line is read in a thread, the loop runs on."""
+        self._launch()
+        loop = asyncio.get_running_loop()
+        try:
+            line = await asyncio.wait_for(
+                loop.run_in_executor(None, self.proc.stdout.readline), timeout)
+        except asyncio.TimeoutError:
+            line = ""
+        return self._listening(line)
 
     @property
     def info(self):
@@ -87,11 +106,28 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    async def akill(self, timeout=10):
+        """``kill`` for async code: waits for the process's end without blocking the loop."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"server {self.server_id} did not die")
+                await asyncio.sleep(0.01)
+
     def terminate(self, timeout=15):
         """SIGTERM: a graceful stop."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout)
+
+
+def _process(procs, server_id, server_type, remotes, kw):
+    p = ServerProcess(server_id, server_type,
+                      remotes or {"user": os.path.join(REMOTE, "test")}, **kw)
+    procs.append(p)
+    return p
 
 
 @pytest.fixture
@@ -100,10 +136,21 @@ def spawn():
     procs = []
 
     def _spawn(server_id, server_type="test", remotes=None, **kw):
-        p = ServerProcess(server_id, server_type,
-                          remotes or {"user": os.path.join(REMOTE, "test")}, **kw)
-        procs.append(p)
-        return p.start()
+        return _process(procs, server_id, server_type, remotes, kw).start()
+
+    yield _spawn
+    for p in procs:
+        p.kill()
+
+
+@pytest.fixture
+def aspawn():
+    """``spawn`` for async tests: ``await aspawn(...)`` starts a ServerProcess without
+    blocking the loop; every process is killed at teardown."""
+    procs = []
+
+    async def _spawn(server_id, server_type="test", remotes=None, **kw):
+        return await _process(procs, server_id, server_type, remotes, kw).astart()
 
     yield _spawn
     for p in procs:

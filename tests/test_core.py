@@ -808,9 +808,9 @@ def test_method_that_raises(core, disp):
     [3, 5, 0, [1]],                       # a response kind
     [0, 5, 0, [1]],
     [1, 5, 0],                            # REQ_ID with 3 fields
-    [1, 5, 0, [1], "trace", "extra"],     # REQ_ID with 6 fields (5: the trace id)
+    [1, 5, 0, [1], "trace", 9, "extra"],  # REQ_ID with 7 fields (5: trace id, 6: budget)
     [2, 5, "user", "calc", "echo"],       # REQ_NAME with 5 fields
-    [2, 5, "user", "calc", "echo", [1], "trace", "extra"],   # 8 (7: the trace id)
+    [2, 5, "user", "calc", "echo", [1], "trace", 9, "extra"],   # 9 (7: trace, 8: budget)
     ["1", 5, 0, [1]],
     [None, 5],
 ])

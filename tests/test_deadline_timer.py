@@ -93,7 +93,7 @@ class CountingMailbox(Mailbox):
         self.sent = []          # rids, in the order sent
         self.fired = 0
 
-    def _send_call(self, rid, msg):
+    def _send_call(self, rid, msg, budget=None):
         self.sent.append(rid)
 
     def _on_timer(self):

@@ -139,14 +139,15 @@ async def test_scrape_after_known_traffic(core):
             with pytest.raises(RemoteError, match="argument"):
                 await svc.add.to_server("srv-1", 1, 2, 3)
 
-        # the server finishes the K slow calls after their callers gave up: they are ok there
+        # the server cuts the K slow calls at their deadline: expired there
         async def settled():
             found = await scrape(info["metrics_port"])
-            return found if calls(found, "server", "user.service.slow_echo", "ok") == k else None
+            return (found if calls(found, "server", "user.service.slow_echo", "expired") == k
+                    else None)
         found = await wait_for(settled)
         assert found, "the slow calls never finished on the server"
         mine = samples(generate_latest(registry).decode())
-        for side, slow_outcome in (("server", "ok"), ("client", "timeout")):
+        for side, slow_outcome in (("server", "expired"), ("client", "timeout")):
             got = found if side == "server" else mine
             assert calls(got, side, "user.service.echo", "ok") == n
             assert calls(got, side, "user.service.fail", "error") == m

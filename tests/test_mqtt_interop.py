@@ -289,10 +289,29 @@ async def test_python_client_calls_node_server(node_server, core, py_buffer, mon
     if py_buffer:
         assert isinstance(first, list) and len(sent) < 20, "requests were not batched"
         first = first[0]
+    # the call's budget in ms (the 10 s default timeout, less the time to connect): an
+    # extra field, which Node pomelo-rpc ignores (every answer above is right)
+    assert 9000 < first.pop("budget") <= 10000
     # request ids start at 0; the message carries pomelo's camelCase serverType
     assert first == {"id": 0, "msg": {"namespace": "user", "serverType": "test",
                                       "service": "service", "method": "echo",
                                       "args": [VALUES[0]]}}
+
+
+async def test_node_server_ignores_the_budget_field(node_server, core, monkeypatch):
+    """A call with a short timeout carries a small ``budget``; a call without one
+    carries none; Node's server answers both (it ignores the field, and has no
+    deadlines of its own: a call past its budget still runs there)."""
+    sent = count_publishes(monkeypatch, core)
+    async with py_client(core, node_server.port, timeout=0) as cli:
+        assert await invoke(cli, "echo", "none") == "none"
+        short = cli.rpc_invoke("target", {"namespace": "user", "serverType": "test",
+                                          "service": "service", "method": "slowEcho",
+                                          "args": ["short", 10]}, timeout=0.5)
+        assert await short == "short"
+    without, with_budget = (json.loads(p) for p in sent)
+    assert "budget" not in without
+    assert 0 < with_budget["budget"] <= 500 and with_budget["msg"]["method"] == "slowEcho"
 
 
 async def test_python_client_reads_node_batched_responses(node_server_buffered, core):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 
@@ -18,3 +19,11 @@ async def hold(payload: Any, seconds: float) -> Any:
 async def aecho(payload: Any) -> Any:
     """``echo`` as an ``async def`` that never suspends, as most handlers are written."""
     return payload
+
+
+def burn(ms: float) -> float:
+    """Spin the CPU for ``ms`` milliseconds (a synchronous handler doing real work)."""
+    end = time.perf_counter() + ms / 1000.0
+    while time.perf_counter() < end:
+        pass
+    return ms

@@ -144,7 +144,8 @@ class Dispatcher:
         """Run a request frame body; return ``(rid, state, outcome)`` (DONE/FAILED/PENDING).
 
         ``[1, rid, method_id, args]`` or ``[2, rid, namespace, service, method, args]``,
-        either optionally followed by a trace id (see ``describe``), unused here.
+        either optionally followed by a trace id (see ``describe``) and a budget in ms
+        (see ``core.frames``), both unused here.
         FrameError if ``msg`` is not a request this protocol can answer (no rid).
         """
         if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
@@ -153,10 +154,10 @@ class Dispatcher:
         kind = msg[0]
         n = len(msg)
         try:
-            if kind == _REQ_ID and (n == 4 or n == 5):
+            if kind == _REQ_ID and 4 <= n <= 6:
                 method = self.by_id(msg[2])
                 args = msg[3]
-            elif kind == _REQ_NAME and (n == 6 or n == 7):
+            elif kind == _REQ_NAME and 6 <= n <= 8:
                 method = self.by_name(msg[2], msg[3], msg[4])
                 args = msg[5]
             else:
@@ -173,8 +174,8 @@ class Dispatcher:
     def describe(self, msg: object) -> tuple[str | None, str | None] | None:
         """``(trace_id, route)`` of a request frame, for tracing; None if ``msg`` is not one.
 
-        ``trace_id`` is the optional last field of ``[1, rid, method_id, args, trace]`` or
-        ``[2, rid, namespace, service, method, args, trace]`` when it is a str, else None;
+        ``trace_id`` is the optional field of ``[1, rid, method_id, args, trace, budget]`` or
+        ``[2, rid, namespace, service, method, args, trace, budget]`` when it is a str, else None;
         ``route`` is ``namespace.service.method`` (a removed method's too), or None when
         the frame names no method. Never raises, never runs anything.
         """
@@ -183,17 +184,17 @@ class Dispatcher:
         n = len(msg)
         kind = msg[0]
         trace = route = None
-        if kind == _REQ_ID and (n == 4 or n == 5):
+        if kind == _REQ_ID and 4 <= n <= 6:
             mid = msg[2]
             if type(mid) is int and 0 <= mid < len(self._keys):
                 ns, svc, name = self._keys[mid]
                 route = f"{ns}.{svc}.{name}"
-            if n == 5 and type(msg[4]) is str:
+            if n >= 5 and type(msg[4]) is str:
                 trace = msg[4]
-        elif kind == _REQ_NAME and (n == 6 or n == 7):
+        elif kind == _REQ_NAME and 6 <= n <= 8:
             ns, svc, name = msg[2], msg[3], msg[4]
             if type(ns) is str and type(svc) is str and type(name) is str:
                 route = f"{ns}.{svc}.{name}"
-            if n == 7 and type(msg[6]) is str:
+            if n >= 7 and type(msg[6]) is str:
                 trace = msg[6]
         return trace, route

@@ -2,6 +2,13 @@
 
 A frame is a 4-byte big-endian body length followed by one msgpack object, a list
 whose first item is the message kind (see ``HELLO`` ... ``PONG``).
+
+A request has optional trailing fields, each present only when a later one is or
+when it has a value: ``[REQ_ID, rid, method_id, args, trace, budget_ms]`` and
+``[REQ_NAME, rid, namespace, service, method, args, trace, budget_ms]``, where
+``trace`` is a str (W3C traceparent or rpc_debug_log trace id) or None, and
+``budget_ms`` the caller's remaining time budget in whole milliseconds (an int,
+relative so that clocks need not agree). Without either, a request is 4 (6) fields.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ HEADER_SIZE = 4
 
 # Message kinds: the first item of every frame body.
 HELLO = 0      # server -> client: [HELLO, version, [[namespace, service, method], ...]]
-REQ_ID = 1     # [REQ_ID, rid, method_id, args] (+ trace_id when traced)
-REQ_NAME = 2   # [REQ_NAME, rid, namespace, service, method, args] (+ trace_id when traced)
+REQ_ID = 1     # [REQ_ID, rid, method_id, args] (+ trace) (+ budget_ms): see above
+REQ_NAME = 2   # [REQ_NAME, rid, namespace, service, method, args] (+ trace) (+ budget_ms)
 RESP_OK = 3    # [RESP_OK, rid, result]
 RESP_ERR = 4   # [RESP_ERR, rid, [type_name, message, stack]]
 PING = 5       # [PING]
@@ -110,6 +117,20 @@ def encode_request_by_name_traced(rid: int, namespace: str, service: str, method
                                   args: list[Any], trace_id: str) -> bytes:
     """``encode_request_by_name`` carrying a trace id as a trailing field."""
     return encode([REQ_NAME, rid, namespace, service, method, args, trace_id])
+
+
+def encode_request_budget(rid: int, method_id: int, args: list[Any], trace_id: str | None,
+                          budget_ms: int) -> bytes:
+    """``encode_request`` carrying the caller's remaining budget in ms (and a trace id
+    or None) as the trailing fields."""
+    return encode([REQ_ID, rid, method_id, args, trace_id, budget_ms])
+
+
+def encode_request_by_name_budget(rid: int, namespace: str, service: str, method: str,
+                                  args: list[Any], trace_id: str | None,
+                                  budget_ms: int) -> bytes:
+    """``encode_request_by_name`` carrying the remaining budget in ms (and a trace id)."""
+    return encode([REQ_NAME, rid, namespace, service, method, args, trace_id, budget_ms])
 
 
 def encode_response(rid: int, result: Any) -> bytes:
