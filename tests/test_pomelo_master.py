@@ -80,7 +80,7 @@ class PomeloCluster:
             {"id": sid, "host": "127.0.0.1", "port": self.ports[sid],
              "hookPort": self.hooks[sid]} for sid in NODE_IDS]}})
         self._write("adminServer.json", [{"type": t, "token": k} for t, k in TOKENS.items()])
-        self.groups = []          # process groups started here (master and its servers)
+        self.groups = []          # processes started here, each leading a process group
         self.master = None
         self.log = open(os.path.join(base, "pomelo.log"), "ab")
 
@@ -99,17 +99,26 @@ class PomeloCluster:
         self.master = subprocess.Popen([self.node, "app.js", *args], cwd=self.base, env=env,
                                        stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
-        self.groups.append(self.master.pid)
+        self.groups.append(self.master)
+
+    def start_server(self, sid):
+        """Start Node server ``sid`` as the master does (``node app.js key=value...``)."""
+        env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
+        args = ["env=development", f"id={sid}", "host=127.0.0.1", f"port={self.ports[sid]}",
+                f"hookPort={self.hooks[sid]}", "serverType=node"]
+        proc = subprocess.Popen([self.node, "app.js", *args], cwd=self.base, env=env,
+                                stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.groups.append(proc)
 
     def kill_all(self):
         """SIGKILL every process group started here."""
-        for pgid in self.groups:
+        for proc in self.groups:
             try:
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.master is not None:
-            self.master.wait(10)
+            proc.wait(10)
         self.log.close()
 
     def log_tail(self):
@@ -269,6 +278,29 @@ async def test_python_client_sees_the_cluster_and_round_trips_through_node(clust
     finally:
         await cli.stop()
         await gw.stop()
+
+
+async def test_python_client_follows_node_servers_going_and_coming_back(cluster):
+    cli = py_client(cluster)
+    await cli.start()
+    try:
+        info = cli.server_info("node-2")
+        os.kill(info["pid"], signal.SIGKILL)        # a Node server crashes
+        took = await until(lambda: _async(cli.server_ids("node") == ["node-1"]), 5,
+                           "the client dropped node-2")
+        print(f"Node server killed: gone from the Python client {took * 1000:.0f} ms later")
+        assert sorted(await http(cluster.hooks["node-1"], "/servers")) == ["node-1"]
+        # and comes back, started the way the master starts it
+        cluster.start_server("node-2")
+        took = await until(lambda: _async(cli.server_ids("node") == NODE_IDS), 15,
+                           "the client sees node-2 again")
+        print(f"Node server restarted: in the Python client {took * 1000:.0f} ms after spawn")
+        # node-2 itself learns the list from its own subscription, maybe a bit later
+        await until(everywhere(cluster, "node-2"), 5, "both Node servers list node-2")
+        who = await cli.rpc_invoke("node-2", dict(RELAY, method="whoami", args=[]))
+        assert who == {"id": "node-2", "servers": {"node": NODE_IDS}}
+    finally:
+        await cli.stop()
 
 
 async def _async(value):
