@@ -6,7 +6,8 @@ views. The shapes are those of the Node answers, so the master's own code (which
 reads fields without checking them) works on ours:
 
 - ``__console__`` ``list``: ``{serverId, serverType, pid, rss, heapTotal, heapUsed,
-  uptime}`` (MB and minutes, as text with 2 decimals);
+  uptime}`` (MB and minutes, as text with 2 decimals; Python has no V8 heap, so the
+  heap figures are the RSS too);
 - ``watchServer`` ``servers``: ``{serverId, serverType, host, port, pid, heapUsed,
   uptime}``;
 - ``nodeInfo`` / ``watchServer status``: ``ps`` figures of the process (pomelo-monitor's
