@@ -135,10 +135,6 @@ class Side:
             series = self.series[(route, server)] = Series()
         return series
 
-    def count_bytes(self, table: dict[str, int], server: str, n: int) -> None:
-        """Add ``n`` to ``table[server]``."""
-        table[server] = table.get(server, 0) + n
-
 
 def _families(prefix: str, side: Side) -> Iterator[Metric]:
     calls = CounterMetricFamily(f"{prefix}_calls", "Calls by route, server and outcome",
