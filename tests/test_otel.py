@@ -105,25 +105,38 @@ class Front:
         return [hex_id(ctx.trace_id, 32), hex_id(ctx.span_id, 16)]
 
 
+async def two_hops(core, transport, back_opts, front_opts, outer_opts):
+    """back-1 (the test services), front-1 (Front, calling back-1 through a client with
+    ``front_opts``) and an outer client to front-1; returns (outer, close)."""
+    back = server.create(paths=[{"namespace": "user", "path": TEST_DIR}], core=core,
+                         transport=transport, context={"server_id": "back-1"}, **back_opts)
+    await back.start()
+    inner = client.create(core=core, transport=transport, context={"server_id": "front-1"},
+                          **front_opts)
+    inner.add_servers([{"id": "back-1", "server_type": "test", "port": back.port}])
+    await inner.start()
+    front = server.create(services={"user": {"front": Front(inner)}}, core=core,
+                          transport=transport, context={"server_id": "front-1"}, **front_opts)
+    await front.start()
+    outer = client.create(core=core, transport=transport, **outer_opts)
+    outer.add_servers([{"id": "front-1", "server_type": "front", "port": front.port}])
+    await outer.start()
+
+    async def close():
+        for c in (outer, inner):
+            await c.stop()
+        for g in (front, back):
+            await g.stop()
+    return outer, close
+
+
 @pytest.mark.parametrize("transport", ["native", "mqtt"])
 async def test_two_hops_make_one_trace(core, transport):
     """app span -> CLIENT -> front SERVER -> (the handler's call) CLIENT -> back SERVER."""
     (app_prov, app_exp), (front_prov, front_exp), (back_prov, back_exp) = (
         new_provider(), new_provider(), new_provider())
-    back = server.create(paths=[{"namespace": "user", "path": TEST_DIR}], core=core,
-                         transport=transport, context={"server_id": "back-1"},
-                         tracing=back_prov)
-    await back.start()
-    inner = client.create(core=core, transport=transport, tracing=front_prov)
-    inner.add_servers([{"id": "back-1", "server_type": "test", "port": back.port}])
-    await inner.start()
-    front = server.create(services={"user": {"front": Front(inner)}}, core=core,
-                          transport=transport, context={"server_id": "front-1"},
-                          tracing=front_prov)
-    await front.start()
-    outer = client.create(core=core, transport=transport, tracing=app_prov)
-    outer.add_servers([{"id": "front-1", "server_type": "front", "port": front.port}])
-    await outer.start()
+    outer, close = await two_hops(core, transport, {"tracing": back_prov},
+                                  {"tracing": front_prov}, {"tracing": app_prov})
     try:
         with app_prov.get_tracer("app").start_as_current_span("handle request") as root:
             relayed = await outer.rpc_invoke(
@@ -131,10 +144,7 @@ async def test_two_hops_make_one_trace(core, transport):
             seen = await outer.rpc_invoke("front-1", msg("front", "whoami", server_type="front"))
         assert relayed == "x"
     finally:
-        for c in (outer, inner):
-            await c.stop()
-        for g in (front, back):
-            await g.stop()
+        await close()
     app_spans = app_exp.get_finished_spans()
     outer_relay = one(app_spans, "user.front/relay", SpanKind.CLIENT)
     front_relay = one(front_exp.get_finished_spans(), "user.front/relay", SpanKind.SERVER)
@@ -205,27 +215,14 @@ async def test_rpc_debug_log_alone_carries_one_trace_across_two_hops(core, caplo
     """Without OpenTelemetry spans, the calls a handler makes log the trace id of the
     request it serves."""
     caplog.set_level(logging.DEBUG, logger="pomelo_rpc.trace")
-    back = server.create(paths=[{"namespace": "user", "path": TEST_DIR}], core=core,
-                         context={"server_id": "back-1"}, rpc_debug_log=True)
-    await back.start()
-    inner = client.create(core=core, rpc_debug_log=True, context={"server_id": "front-1"})
-    inner.add_servers([{"id": "back-1", "server_type": "test", "port": back.port}])
-    await inner.start()
-    front = server.create(services={"user": {"front": Front(inner)}}, core=core,
-                          context={"server_id": "front-1"}, rpc_debug_log=True)
-    await front.start()
-    outer = client.create(core=core, rpc_debug_log=True)
-    outer.add_servers([{"id": "front-1", "server_type": "front", "port": front.port}])
-    await outer.start()
+    on = {"rpc_debug_log": True}
+    outer, close = await two_hops(core, "native", on, on, on)
     try:
         for value in ("a", "b"):
             assert await outer.rpc_invoke(
                 "front-1", msg("front", "relay", value, server_type="front")) == value
     finally:
-        for c in (outer, inner):
-            await c.stop()
-        for g in (front, back):
-            await g.stop()
+        await close()
     lines = logged_traces(caplog)
     assert len(lines) == 16                     # 2 requests x 2 hops x 4 steps
     traces = {trace for _step, trace, *_ in lines}
