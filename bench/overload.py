@@ -7,8 +7,8 @@ offered load, with and without deadlines, admission and fairness.
 
 The server (its own process, ``python -m pomelo_rpc serve``) runs ``burn``: ``--work-ms``
 of CPU per call. Capacity is measured first (calls/s with 32 calls kept in flight).
-Then, per offered load (a multiple of capacity) and per configuration, a fresh server
-process is sent calls at that rate for ``--seconds`` (open loop: calls start on
+Then, per offered load (a multiple of that capacity) and per configuration, a fresh
+server process is sent calls at that rate for ``--seconds`` (open loop: calls start on
 schedule whether or not earlier ones were answered), each with ``--timeout`` s:
 
 - ``with``: ``--max-in-flight N``, the callers' budgets honoured, 3 ms handler slices
@@ -18,13 +18,16 @@ schedule whether or not earlier ones were answered), each with ``--timeout`` s:
 
 Per cell: goodput (answered in time per second) and its ratio to capacity, p99 of the
 calls answered in time, the calls refused busy or timed out, and the server's peak
-RSS. This process is the client.
+RSS. This process is the client. The ratio is to the capacity measured again just
+before the cells of each load (a shared machine's speed drifts during a run); with
+``--rounds R`` every load is measured R times, in turn, and each figure is the median.
 """
 
 import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -165,20 +168,40 @@ async def run(args):
         cap = await capacity(port, args.core, args.work_ms, args.seconds)
     finally:
         processes.stop_all([proc])
-    rows = []
-    for load in args.loads:
-        for config in CONFIGS:
-            rows.append(await cell(config, load, cap, args))
-            if not args.json:
-                print_row(rows[-1])
+    runs = {}
+    for _round in range(args.rounds):
+        for load in args.loads:
+            proc, port = start_server("with", args.max_in_flight, args.core == "python")
+            try:
+                now = await capacity(port, args.core, args.work_ms, min(args.seconds, 2.0))
+            finally:
+                processes.stop_all([proc])
+            for config in CONFIGS:
+                row = await cell(config, load, cap, args)
+                row.update(capacity_now=now, goodput_ratio=row["goodput"] / now)
+                runs.setdefault((load, config), []).append(row)
+    rows = [median_row(group) for group in runs.values()]
+    if not args.json:
+        for row in rows:
+            print_row(row)
     return cap, rows
+
+
+def median_row(group):
+    """The median of each figure of a cell's rounds."""
+    out = dict(group[0])
+    for key, value in group[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in group)
+    out["rounds"] = len(group)
+    return out
 
 
 def print_row(r):
     """One line of the table."""
-    print(f"{r['load']:>5.1f}x  {r['config']:<8} goodput {r['goodput']:8.0f}/s "
-          f"({r['goodput_ratio']:6.1%} of capacity)  p99 {r['p99_ms']:7.1f} ms  "
-          f"busy {r['busy']:6d}  timeout {r['timeout']:6d}  server {r['server_peak_mb']:6.1f} MB",
+    print(f"{r['load']:>5.1f}x  {r['config']:<8} goodput {r['goodput']:6.0f}/s "
+          f"({r['goodput_ratio']:6.1%} of {r['capacity_now']:4.0f}/s)  p99 {r['p99_ms']:6.1f} ms  "
+          f"busy {r['busy']:6.0f}  timeout {r['timeout']:6.0f}  server {r['server_peak_mb']:6.1f} MB",
           flush=True)
 
 
@@ -215,6 +238,7 @@ def main():
                         default=[0.5, 1, 2, 5, 10], help="offered loads, × capacity")
     parser.add_argument("--max-in-flight", type=int, default=100,
                         help="max_in_flight of the 'with' server")
+    parser.add_argument("--rounds", type=int, default=1, help="measures of each cell")
     parser.add_argument("--core", default=pomelo_rpc.IMPLEMENTATION)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", metavar="FILE", help="write a PNG chart (needs matplotlib)")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .deadline import current_deadline
 from .errors import DispatchError, FrameError, ServerBusyError
 from .options import SERVER_DEFAULTS
-from .overload import BadBudget, Entry, Overload, budget_of, clock
+from .overload import BadBudget, Entry, Overload, clock
 from .security import (RateLimitedLog, check_auth, new_nonce, parse_allow, peer_allowed,
                        server_proof, token_bytes, warn_if_exposed)
 from .observe import observe_acceptor
@@ -437,7 +437,12 @@ class _NativeConnection(ServerConnection):
             self._refuse(msgs)
             return
         arrived = clock()
-        submit = self._submit
+        overload = self._overload
+        queue = self._queue
+        cap = overload.max_in_flight
+        honour = overload.deadlines
+        dispatch = self._dispatch
+        answer = self._answer
         for msg in msgs:
             if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
                 if self._is_ping(msg):
@@ -445,7 +450,31 @@ class _NativeConnection(ServerConnection):
                     continue
                 self._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
                 return
-            submit(msg, msg[1], budget_of(msg), arrived)
+            n = len(msg)      # the budget field, if any (see core.frames)
+            budget = (msg[5] if n == 6 and msg[0] == 1 else
+                      msg[7] if n == 8 and msg[0] == 2 else None)
+            # the common cases inline (``_submit`` in full for the others): nothing queued
+            # here, room to hold it, this turn's slice not spent, no budget or a live one
+            end = overload.slice_end
+            if (queue or (cap is not None and overload.held >= cap)
+                    or (end is not None and clock() >= end)):
+                self._submit(msg, msg[1], budget, arrived)
+            elif end is None:
+                overload.start_slice()
+                self._submit(msg, msg[1], budget, arrived)
+            elif budget is None and overload.default_budget is None or not honour:
+                rid, state, outcome = dispatch(msg)
+                answer(rid, state, outcome)
+            elif type(budget) is int and budget > 0:
+                deadline = arrived + budget * 0.001
+                token = current_deadline.set(deadline)
+                try:
+                    rid, state, outcome = dispatch(msg)
+                    answer(rid, state, outcome, deadline)
+                finally:
+                    current_deadline.reset(token)
+            else:
+                self._submit(msg, msg[1], budget, arrived)
             if self._aborted:
                 return
             if len(self._out) >= WRITE_CHUNK and not self._flush_scheduled:

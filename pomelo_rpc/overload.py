@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pomelo_rpc.overload")
 
-_REQ_ID = 1     # core.frames.REQ_ID
-_REQ_NAME = 2   # core.frames.REQ_NAME
-
 #: A queued request: (request, rid or None (the native one's is in the request), deadline)
 Entry = tuple[Any, Any, "float | None"]
 
@@ -43,17 +40,6 @@ clock = time.monotonic
 
 #: The message of the CancelledError a coroutine call gets at its deadline.
 DEADLINE_PASSED = "the call's deadline passed"
-
-
-def budget_of(msg: Any) -> Any:
-    """The budget field of a native request frame body (see ``core.frames``), or None."""
-    if type(msg) is list:
-        n = len(msg)
-        if n == 6:
-            return msg[5] if msg[0] == _REQ_ID else None
-        if n == 8 and msg[0] == _REQ_NAME:
-            return msg[7]
-    return None
 
 
 class BadBudget(ValueError):
@@ -80,7 +66,8 @@ class Overload:
         #: hook ``f(conn, request, outcome)`` for a request not run ("busy", "expired"),
         #: or a call cut at its deadline ("expired"); the observer sets it (metrics)
         self.on_refused: Any = None
-        self._slice_end: float | None = None
+        #: when this loop turn's slice of handler time ends (None: no slice started)
+        self.slice_end: float | None = None
         self._ready: deque[ServerConnection] = deque()
         self._runner = False
         self._running = core.pending.PendingTable()   # coroutine calls with a deadline
@@ -121,15 +108,19 @@ class Overload:
     def spent(self) -> bool:
         """True when this loop turn's slice of handler time is used up; the first
         call of a turn starts its slice."""
-        end = self._slice_end
+        end = self.slice_end
         if end is None:
-            self._slice_end = clock() + self.slice
-            asyncio.get_running_loop().call_soon(self._turn_ended)
+            self.start_slice()
             return False
         return clock() >= end
 
+    def start_slice(self) -> None:
+        """Start this loop turn's slice of handler time (it ends with the turn)."""
+        self.slice_end = clock() + self.slice
+        asyncio.get_running_loop().call_soon(self._turn_ended)
+
     def _turn_ended(self) -> None:
-        self._slice_end = None
+        self.slice_end = None
 
     def enqueue(self, conn: ServerConnection, entry: Entry) -> None:
         """Queue ``entry`` on ``conn`` for a later turn."""

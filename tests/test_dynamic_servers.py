@@ -68,7 +68,7 @@ async def test_removal_ends_failsafe_and_failback_waits_at_once(spawn, core):
         hold = [asyncio.ensure_future(cli.rpc_invoke("area-0", area_msg("hold", 0.5, i)))
                 for i in range(5)]
         await wait_running(cli, "area-0", 5)
-        servers[0].kill()
+        await servers[0].akill()
         # calls to the dead server now wait in failsafe / failback (failover: area-1 answers)
         waiting = [asyncio.ensure_future(echo.to_server("area-0", i)) for i in range(5)]
         await asyncio.sleep(0.3)
@@ -117,7 +117,7 @@ async def test_a_server_back_on_a_new_port_keeps_its_place(spawn, core):
     where = cli.proxies.user.area.work.hold
     before = {uid: (await where({"uid": uid}, 0))["server_id"] for uid in range(60)}
     old_pid = (await where.to_server("area-1", 0))["pid"]
-    servers[1].kill()
+    await servers[1].akill()
     moved = spawn("area-1", "area", AREA_REMOTES, core=core)   # a new process, a new port
     assert moved.port != servers[1].port
     cli.add_servers([moved.info])
@@ -144,7 +144,7 @@ async def test_broadcast_reports_each_server_and_pending_queue_is_bounded(spawn,
     assert {sid: s["server_id"] for sid, s in stats.items()} == {
         "area-0": "area-0", "area-1": "area-1", "area-2": "area-2"}
     assert stats["area-2"]["calls"] == 20
-    servers[0].kill()
+    await servers[0].akill()
     with pytest.raises(BroadcastError) as info:
         await work.stats.to_server("*")
     assert set(info.value.results) == {"area-1", "area-2"}

@@ -24,7 +24,7 @@ async def test_failfast_calls_to_the_killed_server_fail_at_once(spawn, core):
     calls = [asyncio.ensure_future(hold(None, 0.8)) for _ in range(200)]
     await wait_running(cli, "area-0", 100)
     t0 = time.monotonic()
-    servers[0].kill()
+    await servers[0].akill()
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(r, ConnectionLostError) for r in results[0::2]), results[:2]
     assert [r["server_id"] for r in results[1::2]] == ["area-1"] * 100
@@ -39,14 +39,14 @@ async def test_failover_every_call_succeeds_through_the_other_server(spawn, core
     hold = cli.proxies.user.area.work.hold
     calls = [asyncio.ensure_future(hold(None, 0.5, i)) for i in range(400)]
     await wait_running(cli, "area-0", 200)
-    servers[0].kill()
+    await servers[0].akill()
     # traffic goes on while area-0 is dead: rr still picks it for half of these
     later = [asyncio.ensure_future(hold(None, 0, 400 + i)) for i in range(100)]
     results = await asyncio.gather(*calls, *later)
     assert [r["tag"] for r in results] == list(range(500))
     assert tally(results) == {"area-1": 500}     # area-0 died before answering any
 
-    servers[1].kill()
+    await servers[1].akill()
     with pytest.raises(ConnectionLostError,
                        match="failover: every server of type 'area' failed"):
         await hold(None, 0)
@@ -62,7 +62,7 @@ async def test_failsafe_retries_until_the_server_is_back(spawn, core):
     first_pid = (await hold(None, 0))["pid"]
     calls = [asyncio.ensure_future(hold(None, 0.5, i)) for i in range(50)]
     await wait_running(cli, "area-0", 50)
-    servers[0].kill()
+    await servers[0].akill()
     await asyncio.sleep(0.2)
     later = [asyncio.ensure_future(hold(None, 0, 50 + i)) for i in range(20)]
     back = await restart(spawn, servers[0], core)    # same port, within the retry window
@@ -79,7 +79,7 @@ async def test_failsafe_gives_up_after_retry_times_with_growing_delays(spawn, co
                           retry_connect_time=0.1)
         await cli.start()
         assert (await cli.rpc_invoke("area-0", area_msg("echo", 1)))["value"] == 1
-        servers[0].kill()
+        await servers[0].akill()
         t0 = time.monotonic()
         with pytest.raises(ConnectionLostError,
                            match=f"failsafe: area-0 failed {retry_times + 1} time"):
@@ -136,7 +136,7 @@ async def test_failback_resends_queued_calls_when_the_server_is_back(spawn, core
     hold = cli.proxies.user.area.work.hold
     calls = [asyncio.ensure_future(hold(None, 0.5, i)) for i in range(30)]
     await wait_running(cli, "area-0", 30)
-    servers[0].kill()
+    await servers[0].akill()
     await asyncio.sleep(0.3)
     later = [asyncio.ensure_future(hold(None, 0, 30 + i)) for i in range(20)]
     await asyncio.sleep(0.1)
@@ -156,7 +156,7 @@ async def test_failback_queue_is_bounded(spawn, core):
     hold = cli.proxies.user.area.work.hold
     calls = [asyncio.ensure_future(hold(None, 0.5, i)) for i in range(20)]
     await wait_running(cli, "area-0", 20)
-    servers[0].kill()
+    await servers[0].akill()
     await asyncio.sleep(0.2)
     with pytest.raises(PendingQueueFullError, match="failback_size=5"):
         await hold(None, 0)
@@ -178,7 +178,7 @@ async def test_failback_call_whose_server_never_returns_times_out(spawn, core):
     t0 = time.monotonic()
     calls = [asyncio.ensure_future(hold(None, 5)) for _ in range(10)]
     await wait_running(cli, "area-0", 10)
-    servers[0].kill()
+    await servers[0].akill()
     results = await asyncio.gather(*calls, return_exceptions=True)
     elapsed = time.monotonic() - t0
     assert all(isinstance(r, RpcTimeoutError) for r in results), results[:2]
@@ -198,7 +198,7 @@ async def test_waiting_calls_fail_at_once_when_the_client_stops(spawn, core):
                           retry_connect_time=0.2, timeout=30)
         await cli.start()
         assert (await cli.rpc_invoke("area-0", area_msg("echo", 1)))["value"] == 1
-        servers[0].kill()
+        await servers[0].akill()
         calls = [asyncio.ensure_future(cli.rpc_invoke("area-0", area_msg("echo", i)))
                  for i in range(5)]
         await asyncio.sleep(0.3)

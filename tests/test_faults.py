@@ -41,11 +41,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-async def test_kill_mid_traffic_fails_every_call_at_once_then_reconnects(spawn, core):
+async def test_kill_mid_traffic_fails_every_call_at_once_then_reconnects(aspawn, core):
     """Workers keep calling (fast and slow calls) while the server is SIGKILLed: every
     call in flight fails with ConnectionLostError at once, none waits for its 30 s
     timeout, nothing stays in flight; once a server is back on the port, calls work."""
-    srv = spawn("test-1", core=core)
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], timeout=30)
     await cli.start()
     svc = cli.proxies.user.test.service
@@ -72,7 +72,7 @@ async def test_kill_mid_traffic_fails_every_call_at_once_then_reconnects(spawn, 
     await asyncio.sleep(0.5)
     assert outcomes and not any(isinstance(o[2], Exception) for o in outcomes)
     killed_at = time.monotonic()
-    srv.kill()
+    await srv.akill()
     await asyncio.sleep(1.0)
     after_kill = [o for o in outcomes if o[1] >= killed_at]
     in_flight = [o for o in after_kill if o[0] < killed_at]
@@ -80,15 +80,14 @@ async def test_kill_mid_traffic_fails_every_call_at_once_then_reconnects(spawn, 
     for started, ended, result in after_kill:
         assert isinstance(result, ConnectionLostError), result
         assert not isinstance(result, RpcTimeoutError)
-    # every call in flight at the kill failed at once: within 2 s (the kill itself
-    # blocks this loop until the process is reaped, which takes long on a busy
-    # machine), where their timeout is 30 s
+    # every call in flight at the kill failed at once: within 2 s (the kill and the
+    # reaping take a while on a busy machine), where their timeout is 30 s
     assert max(o[1] for o in in_flight) - killed_at < 2.0
     # each of the 20 workers was awaiting exactly one call at the kill, and every one of
     # those calls has ended (calls made since are reconnect attempts, not leftovers)
     assert len(in_flight) == 20
 
-    srv2 = spawn("test-1", core=core, port=srv.port)
+    srv2 = await aspawn("test-1", core=core, port=srv.port)
     revived_at = time.monotonic()
     await asyncio.sleep(1.0)
     stop.set()
@@ -98,14 +97,14 @@ async def test_kill_mid_traffic_fails_every_call_at_once_then_reconnects(spawn, 
     assert await svc.echo(None, "back") == "back"
     assert cli.in_flight("test-1") == 0
     await cli.stop()
-    srv2.kill()
+    await srv2.akill()
 
 
-async def test_sigterm_answers_calls_already_received_then_closes(spawn, core):
+async def test_sigterm_answers_calls_already_received_then_closes(aspawn, core):
     """A graceful stop (SIGTERM) with calls in flight: each one received is answered,
     calls sent after the stop began fail with ConnectionLostError as soon as the
     connection closes (not after their timeout), and the process exits cleanly."""
-    srv = spawn("test-1", core=core)
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], timeout=30)
     await cli.start()
     svc = cli.proxies.user.test.service
@@ -129,11 +128,11 @@ async def test_sigterm_answers_calls_already_received_then_closes(spawn, core):
     await cli.stop()
 
 
-async def test_sigterm_grace_bounds_the_wait_and_late_calls_get_an_error(spawn, core):
+async def test_sigterm_grace_bounds_the_wait_and_late_calls_get_an_error(aspawn, core):
     """With --stop-grace 0.5, a call still running when the grace ends is answered with
     an error saying so (not dropped, not left to its 30 s timeout); calls that end in
     time are answered normally; the process exits soon after the grace."""
-    srv = spawn("test-1", core=core, args=["--stop-grace", "0.5"])
+    srv = await aspawn("test-1", core=core, args=["--stop-grace", "0.5"])
     cli = make_client(core, [srv], timeout=30)
     await cli.start()
     svc = cli.proxies.user.test.service
@@ -157,13 +156,13 @@ async def test_sigterm_grace_bounds_the_wait_and_late_calls_get_an_error(spawn, 
     await cli.stop()
 
 
-async def test_frozen_server_detected_by_keepalive_within_two_periods(spawn, core):
+async def test_frozen_server_detected_by_keepalive_within_two_periods(aspawn, core):
     """A server that stops answering but keeps its socket open (SIGSTOP): with
     keepalive=0.5 s, the calls in flight fail with ConnectionLostError within two
     periods of the last byte received, far before their 30 s timeout. After SIGCONT,
     the next call opens a new connection and works."""
     period = 0.5
-    srv = spawn("test-1", core=core)
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], timeout=30, keepalive=period)
     await cli.start()
     svc = cli.proxies.user.test.service
@@ -190,10 +189,10 @@ async def test_frozen_server_detected_by_keepalive_within_two_periods(spawn, cor
     await cli.stop()
 
 
-async def test_keepalive_keeps_an_idle_healthy_connection(spawn, core):
+async def test_keepalive_keeps_an_idle_healthy_connection(aspawn, core):
     """The other side of keepalive: an idle connection to a live server is not closed
     (pings are answered), so a call after several idle periods uses it at once."""
-    srv = spawn("test-1", core=core)
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], timeout=5, keepalive=0.2)
     await cli.start()
     svc = cli.proxies.user.test.service
@@ -205,7 +204,7 @@ async def test_keepalive_keeps_an_idle_healthy_connection(spawn, core):
     await cli.stop()
 
 
-async def test_connect_refused_fails_every_queued_call_at_once_then_reconnects(spawn, core):
+async def test_connect_refused_fails_every_queued_call_at_once_then_reconnects(aspawn, core):
     """Nothing listens on the port: the calls queued while connecting all fail at once
     with the same clear error, long before the connect timeout; once a server listens
     there, the next call connects."""
@@ -222,7 +221,7 @@ async def test_connect_refused_fails_every_queued_call_at_once_then_reconnects(s
         assert isinstance(result, ConnectionLostError), result
         assert f"cannot connect to test-1 at 127.0.0.1:{port}" in str(result)
     assert cli.in_flight("test-1") == 0
-    spawn("test-1", core=core, port=port)
+    await aspawn("test-1", core=core, port=port)
     assert await asyncio.gather(*(svc.echo(None, i) for i in range(50))) == list(range(50))
     await cli.stop()
 

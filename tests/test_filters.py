@@ -162,7 +162,7 @@ async def test_error_handler_gets_error_server_and_message(spawn):
         await work.fail(None, "nope")
     assert handled == [(RemoteError, "area-1", "fail", ["nope"])]
 
-    servers[0].kill()
+    await servers[0].akill()
     with pytest.raises(ConnectionLostError):
         await work.echo(None, 2)
     assert handled[1] == (ConnectionLostError, "area-0", "echo", [2])

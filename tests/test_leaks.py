@@ -19,8 +19,8 @@ CALLS = 100_000
 BATCH = 1000
 
 
-async def test_100k_calls_with_timeouts_leave_no_entry_slot_or_timer(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_100k_calls_with_timeouts_leave_no_entry_slot_or_timer(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = client.create(core=core, timeout=2)
     cli.add_proxies([{"namespace": "user", "server_type": "test", "path": TEST_DIR}])
     cli.add_servers([srv.info])

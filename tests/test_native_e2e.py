@@ -26,8 +26,8 @@ def make_client(core, servers, **opts):
     return cli
 
 
-async def test_proxies_echo_sync_async_and_errors(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_proxies_echo_sync_async_and_errors(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv])
     await cli.start()
     svc = cli.proxies.user.test.service
@@ -67,8 +67,8 @@ async def test_proxies_echo_sync_async_and_errors(spawn, core):
     await cli.stop()
 
 
-async def test_rpc_invoke_with_camel_and_snake_keys_and_unknown_names(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_rpc_invoke_with_camel_and_snake_keys_and_unknown_names(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv])
     await cli.start()
     msg = {"namespace": "user", "serverType": "test", "service": "service",
@@ -95,8 +95,8 @@ async def test_rpc_invoke_with_camel_and_snake_keys_and_unknown_names(spawn, cor
     await cli.stop()
 
 
-async def test_thousand_concurrent_calls_all_answered(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_thousand_concurrent_calls_all_answered(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv])
     await cli.start()
     echo = cli.proxies.user.test.service.echo
@@ -108,8 +108,8 @@ async def test_thousand_concurrent_calls_all_answered(spawn, core):
     await cli.stop()
 
 
-async def test_timeout_fails_the_call_and_leaves_nothing_pending(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_timeout_fails_the_call_and_leaves_nothing_pending(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], timeout=0.2)
     await cli.start()
     slow = cli.proxies.user.test.service.slow_echo
@@ -124,8 +124,8 @@ async def test_timeout_fails_the_call_and_leaves_nothing_pending(spawn, core):
     await cli.stop()
 
 
-async def test_default_router_to_server_and_broadcast(spawn, core):
-    servers = [spawn(f"area-{i}", "area", {"user": AREA_DIR}, core=core) for i in range(3)]
+async def test_default_router_to_server_and_broadcast(aspawn, core):
+    servers = [await aspawn(f"area-{i}", "area", {"user": AREA_DIR}, core=core) for i in range(3)]
     cli = make_client(core, servers)
     await cli.start()
     where = cli.proxies.user.area.player.where
@@ -142,7 +142,7 @@ async def test_default_router_to_server_and_broadcast(spawn, core):
     assert {sid: r["server_id"] for sid, r in everyone.items()} == {
         "area-0": "area-0", "area-1": "area-1", "area-2": "area-2"}
 
-    servers[1].kill()
+    await servers[1].akill()
     with pytest.raises(BroadcastError) as info:
         await where.to_server("*", 7)
     assert set(info.value.results) == {"area-0", "area-2"}
@@ -150,8 +150,8 @@ async def test_default_router_to_server_and_broadcast(spawn, core):
     await cli.stop()
 
 
-async def test_no_server_of_type_and_custom_router_errors(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_no_server_of_type_and_custom_router_errors(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], router=lambda param, msg, ctx: "ghost")
     await cli.start()
     with pytest.raises(NoServerError, match="ghost"):
@@ -164,8 +164,8 @@ async def test_no_server_of_type_and_custom_router_errors(spawn, core):
     await cli.stop()
 
 
-async def test_async_router_and_route_object(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_async_router_and_route_object(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     seen = []
 
     async def router(param, msg, ctx):
@@ -188,24 +188,24 @@ async def test_async_router_and_route_object(spawn, core):
     await cli.stop()
 
 
-async def test_killed_server_fails_calls_at_once_and_reconnects(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_killed_server_fails_calls_at_once_and_reconnects(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], timeout=30)
     await cli.start()
     slow = cli.proxies.user.test.service.slow_echo
     calls = [asyncio.ensure_future(slow(None, i, 20)) for i in range(50)]
     await asyncio.sleep(0.3)
     t0 = time.monotonic()
-    srv.kill()
+    await srv.akill()
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert time.monotonic() - t0 < 2
     assert all(isinstance(r, ConnectionLostError) for r in results), results[:3]
     with pytest.raises(ConnectionLostError, match="cannot connect to test-1"):
         await cli.proxies.user.test.service.echo(None, 1)
     port = srv.port
-    srv2 = spawn("test-1", core=core, port=port)
+    srv2 = await aspawn("test-1", core=core, port=port)
     assert await cli.proxies.user.test.service.echo(None, "back") == "back"
-    srv2.kill()
+    await srv2.akill()
     await cli.stop()
 
 
@@ -224,8 +224,8 @@ async def test_connect_refused_is_a_clear_error(core):
     await cli.stop()
 
 
-async def test_pending_queue_is_bounded_while_connecting(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_pending_queue_is_bounded_while_connecting(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], pending_size=10)
     await cli.start()
     echo = cli.proxies.user.test.service.echo
@@ -239,8 +239,8 @@ async def test_pending_queue_is_bounded_while_connecting(spawn, core):
     await cli.stop()
 
 
-async def test_calls_before_start_and_after_stop_are_refused(spawn, core):
-    srv = spawn("test-1", core=core)
+async def test_calls_before_start_and_after_stop_are_refused(aspawn, core):
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv])
     with pytest.raises(RpcError, match="not started"):
         await cli.proxies.user.test.service.echo(None, 1)
@@ -339,10 +339,10 @@ def test_wire_protocol_hello_ids_and_hostile_bytes(spawn, core):
         assert _read_frame(sock) == [3, 1, "alive"]
 
 
-async def test_deadline_wins_over_an_answer_read_after_it(spawn, core):
+async def test_deadline_wins_over_an_answer_read_after_it(aspawn, core):
     """The loop may read an answer before running a timer that is already due: the
     call must still fail with its timeout, not succeed late."""
-    srv = spawn("test-1", core=core)
+    srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv])
     await cli.start()
     slow = cli.proxies.user.test.service.slow_echo

@@ -93,7 +93,9 @@ async def test_flood_of_calls_timing_out_is_skipped_and_a_fresh_client_is_served
         burn = flood.proxies.user.load.load.burn
         t0 = time.monotonic()
         futs = [asyncio.ensure_future(burn.to_server("flood", 1, i)) for i in range(calls)]
-        await asyncio.sleep(0.05)       # the flood is on the wire
+        await asyncio.sleep(0)             # every call is sent in this turn
+        assert flood.in_flight("flood") == calls
+        await wait_for(lambda: _answered_some(flood, calls), 5.0)   # the server is at it
         fresh = load_client(core, [srv], timeout=5.0)
         started = time.monotonic()
         async with fresh:
@@ -169,8 +171,8 @@ async def test_max_in_flight_answers_busy_at_once_and_failover_sends_elsewhere(a
     async with load_client(core, [small, other], fail_mode="failover", timeout=5.0) as cli:
         load = cli.proxies.user.load.load
         held = [asyncio.ensure_future(load.sleepy.to_server("small", 0.5)) for _ in range(2)]
+        # sent on the one connection before the ping: the server holds both when it reads it
         await wait_for(lambda: _in_flight(cli, "small", 2), 2.0)
-        await asyncio.sleep(0.05)        # both are running on the server
         # failover: refused by "small" at once (it never ran), answered by "other"
         t0 = time.monotonic()
         assert await load.ping.to_server("small") == "other"
@@ -180,7 +182,6 @@ async def test_max_in_flight_answers_busy_at_once_and_failover_sends_elsewhere(a
         load = cli.proxies.user.load.load
         held = [asyncio.ensure_future(load.sleepy.to_server("small", 0.5)) for _ in range(2)]
         await wait_for(lambda: _in_flight(cli, "small", 2), 2.0)
-        await asyncio.sleep(0.05)
         t0 = time.monotonic()
         with pytest.raises(ServerBusyError, match="max_in_flight"):
             await load.ping.to_server("small")
@@ -191,6 +192,10 @@ async def test_max_in_flight_answers_busy_at_once_and_failover_sends_elsewhere(a
 
 async def _in_flight(cli, sid, count):
     return cli.in_flight(sid) >= count
+
+
+async def _answered_some(cli, calls):
+    return cli.in_flight("flood") < calls
 
 
 # fail modes keep the deadline ------------------------------------------------------------
