@@ -44,6 +44,9 @@ class EngineRegistry:
         self._outage = False
         self._recheck: asyncio.TimerHandle | None = None
         self._follow_backoff = Backoff(most=1.0)
+        # set by close(): the loops check it too, since asyncio.wait_for may swallow a
+        # cancellation before Python 3.12 (when its inner call completes at that moment)
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} cluster={self.cluster}>"
@@ -84,9 +87,9 @@ class EngineRegistry:
 
     async def _keep_alive(self) -> None:
         backoff = Backoff(most=max(0.05, self.ttl / 4))
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.ttl / 3)
-            while self._mine:
+            while self._mine and not self._closed:
                 try:
                     for record in list(self._mine.values()):
                         await asyncio.wait_for(self._put(record, True), self.connect_timeout)
@@ -98,7 +101,7 @@ class EngineRegistry:
                 break
 
     async def _follow_forever(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 await self._follow()
             except self.engine_errors as exc:
@@ -181,16 +184,17 @@ class EngineRegistry:
 
     async def close(self) -> None:
         """Stop keeping records alive and following; records not deregistered expire."""
+        self._closed = True
+        self._mine.clear()
+        self._listener = None
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if tasks:     # a task that swallowed its cancellation ends at its next check
+            await asyncio.wait(tasks, timeout=1.0)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("registry: %s had crashed", task, exc_info=task.exception())
         if self._recheck is not None:
             self._recheck.cancel()
-        self._mine.clear()
-        self._listener = None
         await self._disconnect()
