@@ -127,6 +127,8 @@ class EtcdRegistry(EngineRegistry):
             self._deliver(dict(records))
             watch = await client.watch_prefix(self._prefix, start_revision=revision + 1)
             async for event in watch:
+                if self._closed:
+                    break
                 sid = event.kv.key[len(self._prefix):].decode(errors="replace")
                 record = self._record(event.kv.key, event.kv.value) \
                     if event.kind == "PUT" else None
@@ -137,7 +139,8 @@ class EtcdRegistry(EngineRegistry):
                 self._deliver(dict(records))
         finally:
             await self._close_client(client)
-        raise ConnectionError("the etcd watch ended")
+        if not self._closed:
+            raise ConnectionError("the etcd watch ended")
 
     async def _disconnect(self) -> None:
         await self._close_client(self._client)

@@ -155,6 +155,6 @@ class FileRegistry(EngineRegistry):
         return self._read()
 
     async def _follow(self) -> None:
-        while True:
+        while not self._closed:
             self._deliver(self._read())
             await asyncio.sleep(POLL)

@@ -101,7 +101,7 @@ class RedisRegistry(EngineRegistry):
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._channel)
-            while True:
+            while not self._closed:
                 self._deliver(await self._snapshot())
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RESYNC)
                 while msg is not None:     # many notices: one read
