@@ -109,6 +109,12 @@ class Mailbox:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        waiting = self._waiting
+        if state != OPEN and len(waiting) >= self._pending_size and len(self._table) < len(waiting):
+            # calls whose deadline passed while they waited make room (never sent); until
+            # the connection opens, every call of the table is one of the waiting
+            table = self._table
+            self._waiting = [w for w in waiting if w[0] in table]
         if state != OPEN and len(self._waiting) >= self._pending_size:
             raise PendingQueueFullError(
                 f"{len(self._waiting)} calls already wait for the connection to "

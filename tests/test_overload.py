@@ -106,7 +106,7 @@ async def test_flood_of_calls_timing_out_is_skipped_and_a_fresh_client_is_served
     timed_out = {i for i, r in enumerate(out) if isinstance(r, RpcTimeoutError)}
     answered = [r for r in out if not isinstance(r, Exception)]
     assert len(timed_out) + len(answered) == calls, {type(r) for r in out}
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 5.0, elapsed       # every call ended about its timeout: none hung
     assert fresh_latency < 2.0, fresh_latency
     assert len(timed_out) > calls // 2        # a flood indeed: 1 ms each, 1 s to do them
 
@@ -176,7 +176,7 @@ async def test_max_in_flight_answers_busy_at_once_and_failover_sends_elsewhere(a
         # failover: refused by "small" at once (it never ran), answered by "other"
         t0 = time.monotonic()
         assert await load.ping.to_server("small") == "other"
-        assert time.monotonic() - t0 < 0.3
+        assert time.monotonic() - t0 < 0.5
         assert await asyncio.wait_for(asyncio.gather(*held), 3) == ["slept", "slept"]
     async with load_client(core, [small], timeout=5.0) as cli:
         load = cli.proxies.user.load.load
@@ -185,7 +185,7 @@ async def test_max_in_flight_answers_busy_at_once_and_failover_sends_elsewhere(a
         t0 = time.monotonic()
         with pytest.raises(ServerBusyError, match="max_in_flight"):
             await load.ping.to_server("small")
-        assert time.monotonic() - t0 < 0.3
+        assert time.monotonic() - t0 < 0.5
         assert await asyncio.wait_for(asyncio.gather(*held), 3) == ["slept", "slept"]
         assert await load.ping.to_server("small") == "small"
 
@@ -263,8 +263,9 @@ async def _finally_ran_twice(cli):
 
 async def test_calls_that_expire_while_connecting_are_never_sent(core):
     """A server slow to greet (a real socket that sends its HELLO after 0.4 s): calls
-    made meanwhile with a 0.2 s timeout fail at their timeout and are never sent; a
-    call with 2 s is sent once the connection opens, with the budget it has left."""
+    made meanwhile with a 0.2 s timeout fail at their timeout, make room in the full
+    pending queue, and are never sent; calls with 2 s are sent once the connection
+    opens, with the budget they have left."""
     frames = core_pkg.select(core).frames
     received = []
     done = asyncio.Event()
@@ -273,7 +274,7 @@ async def test_calls_that_expire_while_connecting_are_never_sent(core):
         await asyncio.sleep(0.4)
         writer.write(frames.encode_hello([["user", "load", "ping"]]))
         decoder = frames.FrameDecoder()
-        while not received:
+        while len(received) < 2:
             data = await reader.read(65536)
             if not data:
                 break
@@ -285,7 +286,7 @@ async def test_calls_that_expire_while_connecting_are_never_sent(core):
 
     listener = await asyncio.start_server(slow_greeter, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    cli = client.create(core=core)
+    cli = client.create(core=core, pending_size=6)
     cli.add_proxies([{"namespace": "user", "server_type": "load", "path": LOAD_DIR}])
     cli.add_servers([{"id": "slow", "server_type": "load", "port": port}])
     async with cli, listener:
@@ -297,11 +298,14 @@ async def test_calls_that_expire_while_connecting_are_never_sent(core):
             with pytest.raises(RpcTimeoutError):
                 await fut
         assert time.monotonic() - t0 < 0.4
+        # the queue was full (6); the expired calls no longer count
+        also = asyncio.ensure_future(ping.to_server("slow", timeout=2.0))
         await asyncio.wait_for(done.wait(), 3)
         kept.cancel()
-    [request] = received                 # the kept call alone, with what it had left
-    assert request[0] == frames.REQ_ID and request[3] == []
-    assert 1400 <= request[-1] <= 1650, request
+        also.cancel()
+    # the kept calls alone, with what they had left
+    assert [r[0] for r in received] == [frames.REQ_ID] * 2, received
+    assert all(1400 <= r[-1] <= 1850 for r in received), received
 
 
 async def _read_now(reader):
