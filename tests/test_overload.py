@@ -13,6 +13,7 @@ import pytest
 
 import pomelo_rpc
 from conftest import CORES, REMOTE
+from test_hostile_input import connect, frame, read_frame
 from pomelo_rpc import client, server
 from pomelo_rpc import core as core_pkg
 from pomelo_rpc.errors import ConnectionLostError, RpcTimeoutError, ServerBusyError
@@ -101,6 +102,13 @@ async def test_flood_of_calls_timing_out_is_skipped_and_a_fresh_client_is_served
         async with fresh:
             assert await fresh.proxies.user.load.load.ping.to_server("flood") == "flood"
         fresh_latency = time.monotonic() - started
+        # a keepalive PING on a new raw connection is answered during the flood too
+        reader, writer, _table = await connect(srv)
+        started = time.monotonic()
+        writer.write(core_pkg.select(core).frames.PING_FRAME)
+        assert await read_frame(reader) == [core_pkg.select(core).frames.PONG]
+        pong_latency = time.monotonic() - started
+        writer.close()
         out = await asyncio.gather(*futs, return_exceptions=True)
         elapsed = time.monotonic() - t0
     timed_out = {i for i, r in enumerate(out) if isinstance(r, RpcTimeoutError)}
@@ -108,6 +116,7 @@ async def test_flood_of_calls_timing_out_is_skipped_and_a_fresh_client_is_served
     assert len(timed_out) + len(answered) == calls, {type(r) for r in out}
     assert elapsed < 5.0, elapsed       # every call ended about its timeout: none hung
     assert fresh_latency < 2.0, fresh_latency
+    assert pong_latency < 1.0, pong_latency
     assert len(timed_out) > calls // 2        # a flood indeed: 1 ms each, 1 s to do them
 
     async def settled():
@@ -123,7 +132,8 @@ async def test_flood_of_calls_timing_out_is_skipped_and_a_fresh_client_is_served
     assert len(late) <= 0.05 * len(timed_out), (len(late), len(timed_out), len(executed))
     grown_mb = (after["peak_rss_kb"] - before["rss_kb"]) / 1024
     print(f"flood: {len(answered)} answered, {len(timed_out)} timed out, {len(late)} of them "
-          f"executed; fresh client {fresh_latency:.3f} s; server +{grown_mb:.1f} MB")
+          f"executed; fresh client {fresh_latency:.3f} s, pong {pong_latency:.3f} s; "
+          f"server +{grown_mb:.1f} MB")
     assert grown_mb < 60, grown_mb
 
 
@@ -254,6 +264,23 @@ async def test_mqtt_budget_and_default_budget(core):
             late.cancel()
 
 
+async def test_mqtt_busy_answer_is_a_server_busy_error(core):
+    gw = server.create(paths=[{"namespace": "user", "path": LOAD_DIR}], transport="mqtt",
+                       core=core, context={"server_id": "mq"}, max_in_flight=1)
+    async with gw:
+        cli = client.create(transport="mqtt", core=core)
+        cli.add_proxies([{"namespace": "user", "server_type": "load", "path": LOAD_DIR}])
+        cli.add_servers([{"id": "mq", "server_type": "load", "port": gw.port}])
+        async with cli:
+            load = cli.proxies.user.load.load
+            held = asyncio.ensure_future(load.sleepy.to_server("mq", 0.3))
+            await wait_for(lambda: _in_flight(cli, "mq", 1), 2.0)
+            with pytest.raises(ServerBusyError, match="max_in_flight"):
+                await load.ping.to_server("mq")
+            assert await held == "slept"
+            assert await load.ping.to_server("mq") == "mq"
+
+
 async def _finally_ran_twice(cli):
     got = await cli.proxies.user.load.load.stats.to_server("mq")
     return got if got["finally_ran"] >= 2 else None
@@ -322,7 +349,6 @@ async def test_busy_and_expired_requests_are_counted_in_the_servers_metrics(aspa
     runs (its slice spent), the ping behind it waits for the next turn and its 30 ms
     budget has passed by then: expired, not run, not answered. Then, with max_in_flight
     1 held by a sleeping call, a ping is answered ServerBusyError at once."""
-    from test_hostile_input import connect, frame, read_frame
     from test_metrics import calls, scrape
     srv = await aspawn("srv-1", "load", LOAD, core=core,
                        args=["--metrics-port", "0", "--max-in-flight", "1"])
