@@ -215,7 +215,8 @@ def print_row(r):
     """One line of the table."""
     print(f"{r['load']:>5.1f}x  {r['config']:<8} goodput {r['goodput']:6.0f}/s "
           f"({r['goodput_ratio']:6.1%})  p99 {r['p99_ms']:6.1f} ms  "
-          f"busy {r['busy']:6.0f}  timeout {r['timeout']:6.0f}  server {r['server_peak_mb']:6.1f} MB",
+          f"busy {r['busy']:6.0f}  timeout {r['timeout']:6.0f}  "
+          f"server {r['server_peak_mb']:6.1f} MB",
           flush=True)
 
 

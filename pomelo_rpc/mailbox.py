@@ -110,7 +110,8 @@ class Mailbox:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         waiting = self._waiting
-        if state != OPEN and len(waiting) >= self._pending_size and len(self._table) < len(waiting):
+        if (state != OPEN and len(waiting) >= self._pending_size
+                and len(self._table) < len(waiting)):
             # calls whose deadline passed while they waited make room (never sent); until
             # the connection opens, every call of the table is one of the waiting
             table = self._table

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from conftest import REMOTE
 from pomelo_rpc import client
@@ -12,19 +11,18 @@ AREA_DIR = os.path.join(REMOTE, "area")
 AREA_REMOTES = {"user": AREA_DIR}
 
 
-def start_areas(spawn, count, core="cython", first=0):
-    """Start ``area-<first>`` … ``area-<first+count-1>`` at once; return them in order."""
-    ids = [f"area-{i}" for i in range(first, first + count)]
-    with ThreadPoolExecutor(len(ids)) as pool:
-        return list(pool.map(lambda sid: spawn(sid, "area", AREA_REMOTES, core=core), ids))
+async def astart_areas(aspawn, count, core="cython", first=0):
+    """Start ``area-<first>`` … ``area-<first+count-1>`` at once (``aspawn``: the
+    fixture), the loop running on; return them in order."""
+    return list(await asyncio.gather(
+        *(aspawn(f"area-{i}", "area", AREA_REMOTES, core=core)
+          for i in range(first, first + count))))
 
 
-async def restart(spawn, proc, core="cython"):
-    """Start ``proc``'s server again on the port it had, without blocking the loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        None, lambda: spawn(proc.server_id, proc.server_type, AREA_REMOTES, core=core,
-                            port=proc.port))
+async def restart(aspawn, proc, core="cython"):
+    """Start ``proc``'s server again on the port it had (``aspawn``: the fixture)."""
+    return await aspawn(proc.server_id, proc.server_type, AREA_REMOTES, core=core,
+                        port=proc.port)
 
 
 def area_client(core, servers, weights=None, **opts):

@@ -5,13 +5,13 @@ import time
 
 import pytest
 
-from cluster import AREA_REMOTES, area_client, area_msg, start_areas, tally, wait_running
+from cluster import AREA_REMOTES, area_client, area_msg, astart_areas, tally, wait_running
 from pomelo_rpc import BroadcastError, ConnectionLostError, NoServerError, PendingQueueFullError
 from pomelo_rpc.router import default_route
 
 
-async def test_added_servers_take_calls_and_join_broadcasts(spawn, core):
-    servers = start_areas(spawn, 3, core)
+async def test_added_servers_take_calls_and_join_broadcasts(aspawn, core):
+    servers = await astart_areas(aspawn, 3, core)
     cli = area_client(core, servers[:1], router_type="rr")
     await cli.start()
     work = cli.proxies.user.area.work
@@ -28,8 +28,8 @@ async def test_added_servers_take_calls_and_join_broadcasts(spawn, core):
     await cli.stop()
 
 
-async def test_removed_server_fails_its_calls_in_flight_at_once(spawn, core):
-    servers = start_areas(spawn, 3, core)
+async def test_removed_server_fails_its_calls_in_flight_at_once(aspawn, core):
+    servers = await astart_areas(aspawn, 3, core)
     cli = area_client(core, servers, router_type="rr", timeout=10)
     await cli.start()
     hold = cli.proxies.user.area.work.hold
@@ -56,9 +56,9 @@ async def test_removed_server_fails_its_calls_in_flight_at_once(spawn, core):
     await cli.stop()
 
 
-async def test_removal_ends_failsafe_and_failback_waits_at_once(spawn, core):
+async def test_removal_ends_failsafe_and_failback_waits_at_once(aspawn, core):
     for mode in ("failsafe", "failback", "failover"):
-        servers = start_areas(spawn, 2, core)
+        servers = await astart_areas(aspawn, 2, core)
         cli = area_client(core, servers, fail_mode=mode, retry_times=50,
                           retry_connect_time=0.2, timeout=10)
         await cli.start()
@@ -84,8 +84,8 @@ async def test_removal_ends_failsafe_and_failback_waits_at_once(spawn, core):
         await cli.stop()
 
 
-async def test_replace_servers_keeps_unchanged_connections(spawn, core):
-    servers = start_areas(spawn, 4, core)
+async def test_replace_servers_keeps_unchanged_connections(aspawn, core):
+    servers = await astart_areas(aspawn, 4, core)
     cli = area_client(core, servers[:3], timeout=10)
     await cli.start()
     hold = cli.proxies.user.area.work.hold
@@ -110,15 +110,15 @@ async def test_replace_servers_keeps_unchanged_connections(spawn, core):
     await cli.stop()
 
 
-async def test_a_server_back_on_a_new_port_keeps_its_place(spawn, core):
-    servers = start_areas(spawn, 3, core)
+async def test_a_server_back_on_a_new_port_keeps_its_place(aspawn, core):
+    servers = await astart_areas(aspawn, 3, core)
     cli = area_client(core, servers, timeout=5)
     await cli.start()
     where = cli.proxies.user.area.work.hold
     before = {uid: (await where({"uid": uid}, 0))["server_id"] for uid in range(60)}
     old_pid = (await where.to_server("area-1", 0))["pid"]
     await servers[1].akill()
-    moved = spawn("area-1", "area", AREA_REMOTES, core=core)   # a new process, a new port
+    moved = await aspawn("area-1", "area", AREA_REMOTES, core=core)   # a new process, a new port
     assert moved.port != servers[1].port
     cli.add_servers([moved.info])
     assert cli.server_ids("area") == ["area-0", "area-1", "area-2"]
@@ -129,8 +129,8 @@ async def test_a_server_back_on_a_new_port_keeps_its_place(spawn, core):
     await cli.stop()
 
 
-async def test_broadcast_reports_each_server_and_pending_queue_is_bounded(spawn, core):
-    servers = start_areas(spawn, 3, core)
+async def test_broadcast_reports_each_server_and_pending_queue_is_bounded(aspawn, core):
+    servers = await astart_areas(aspawn, 3, core)
     cli = area_client(core, servers, pending_size=20)
     await cli.start()
     work = cli.proxies.user.area.work

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cluster import area_client, area_msg, restart, start_areas, tally, wait_running
+from cluster import area_client, area_msg, astart_areas, restart, tally, wait_running
 from pomelo_rpc import (ConnectionLostError, PendingQueueFullError, RemoteError, RpcTimeoutError,
                         client)
 
@@ -16,8 +16,8 @@ def _split(results):
     return ok, errors
 
 
-async def test_failfast_calls_to_the_killed_server_fail_at_once(spawn, core):
-    servers = start_areas(spawn, 2, core)
+async def test_failfast_calls_to_the_killed_server_fail_at_once(aspawn, core):
+    servers = await astart_areas(aspawn, 2, core)
     cli = area_client(core, servers, router_type="rr", timeout=20)
     await cli.start()
     hold = cli.proxies.user.area.work.hold
@@ -32,8 +32,8 @@ async def test_failfast_calls_to_the_killed_server_fail_at_once(spawn, core):
     await cli.stop()
 
 
-async def test_failover_every_call_succeeds_through_the_other_server(spawn, core):
-    servers = start_areas(spawn, 2, core)
+async def test_failover_every_call_succeeds_through_the_other_server(aspawn, core):
+    servers = await astart_areas(aspawn, 2, core)
     cli = area_client(core, servers, router_type="rr", fail_mode="failover", timeout=10)
     await cli.start()
     hold = cli.proxies.user.area.work.hold
@@ -53,8 +53,8 @@ async def test_failover_every_call_succeeds_through_the_other_server(spawn, core
     await cli.stop()
 
 
-async def test_failsafe_retries_until_the_server_is_back(spawn, core):
-    servers = start_areas(spawn, 1, core)
+async def test_failsafe_retries_until_the_server_is_back(aspawn, core):
+    servers = await astart_areas(aspawn, 1, core)
     cli = area_client(core, servers, fail_mode="failsafe", retry_times=6,
                       retry_connect_time=0.15, timeout=10)
     await cli.start()
@@ -65,16 +65,16 @@ async def test_failsafe_retries_until_the_server_is_back(spawn, core):
     await servers[0].akill()
     await asyncio.sleep(0.2)
     later = [asyncio.ensure_future(hold(None, 0, 50 + i)) for i in range(20)]
-    back = await restart(spawn, servers[0], core)    # same port, within the retry window
+    back = await restart(aspawn, servers[0], core)    # same port, within the retry window
     results = await asyncio.gather(*calls, *later)
     assert [r["tag"] for r in results] == list(range(70))
     assert {r["pid"] for r in results} == {back.proc.pid} != {first_pid}
     await cli.stop()
 
 
-async def test_failsafe_gives_up_after_retry_times_with_growing_delays(spawn, core):
+async def test_failsafe_gives_up_after_retry_times_with_growing_delays(aspawn, core):
     for retry_times, least, most in ((3, 0.6, 1.2), (1, 0.1, 0.6)):
-        servers = start_areas(spawn, 1, core)
+        servers = await astart_areas(aspawn, 1, core)
         cli = area_client(core, servers, fail_mode="failsafe", retry_times=retry_times,
                           retry_connect_time=0.1)
         await cli.start()
@@ -114,8 +114,8 @@ async def test_failsafe_pauses_grow_between_attempts(core):
     await listener.wait_closed()
 
 
-async def test_failsafe_does_not_retry_remote_errors_or_timeouts(spawn, core):
-    servers = start_areas(spawn, 1, core)
+async def test_failsafe_does_not_retry_remote_errors_or_timeouts(aspawn, core):
+    servers = await astart_areas(aspawn, 1, core)
     cli = area_client(core, servers, fail_mode="failsafe", retry_connect_time=0.5)
     await cli.start()
     t0 = time.monotonic()
@@ -129,8 +129,8 @@ async def test_failsafe_does_not_retry_remote_errors_or_timeouts(spawn, core):
     await cli.stop()
 
 
-async def test_failback_resends_queued_calls_when_the_server_is_back(spawn, core):
-    servers = start_areas(spawn, 1, core)
+async def test_failback_resends_queued_calls_when_the_server_is_back(aspawn, core):
+    servers = await astart_areas(aspawn, 1, core)
     cli = area_client(core, servers, fail_mode="failback", retry_connect_time=0.1, timeout=10)
     await cli.start()
     hold = cli.proxies.user.area.work.hold
@@ -141,15 +141,15 @@ async def test_failback_resends_queued_calls_when_the_server_is_back(spawn, core
     later = [asyncio.ensure_future(hold(None, 0, 30 + i)) for i in range(20)]
     await asyncio.sleep(0.1)
     assert not any(c.done() for c in calls + later)      # queued, not failed
-    back = await restart(spawn, servers[0], core)
+    back = await restart(aspawn, servers[0], core)
     results = await asyncio.gather(*calls, *later)
     assert [r["tag"] for r in results] == list(range(50))
     assert {r["pid"] for r in results} == {back.proc.pid}
     await cli.stop()
 
 
-async def test_failback_queue_is_bounded(spawn, core):
-    servers = start_areas(spawn, 1, core)
+async def test_failback_queue_is_bounded(aspawn, core):
+    servers = await astart_areas(aspawn, 1, core)
     cli = area_client(core, servers, fail_mode="failback", failback_size=5,
                       retry_connect_time=0.1, timeout=10)
     await cli.start()
@@ -160,7 +160,7 @@ async def test_failback_queue_is_bounded(spawn, core):
     await asyncio.sleep(0.2)
     with pytest.raises(PendingQueueFullError, match="failback_size=5"):
         await hold(None, 0)
-    back = await restart(spawn, servers[0], core)
+    back = await restart(aspawn, servers[0], core)
     ok, errors = _split(await asyncio.gather(*calls, return_exceptions=True))
     assert len(ok) == 5 and len(errors) == 15
     assert all(isinstance(e, PendingQueueFullError) for e in errors), errors[0]
@@ -170,8 +170,8 @@ async def test_failback_queue_is_bounded(spawn, core):
     await cli.stop()
 
 
-async def test_failback_call_whose_server_never_returns_times_out(spawn, core):
-    servers = start_areas(spawn, 1, core)
+async def test_failback_call_whose_server_never_returns_times_out(aspawn, core):
+    servers = await astart_areas(aspawn, 1, core)
     cli = area_client(core, servers, fail_mode="failback", retry_connect_time=0.1, timeout=0.8)
     await cli.start()
     hold = cli.proxies.user.area.work.hold
@@ -191,9 +191,9 @@ async def test_failback_call_whose_server_never_returns_times_out(spawn, core):
     await cli.stop()
 
 
-async def test_waiting_calls_fail_at_once_when_the_client_stops(spawn, core):
+async def test_waiting_calls_fail_at_once_when_the_client_stops(aspawn, core):
     for mode in ("failsafe", "failback"):
-        servers = start_areas(spawn, 1, core)
+        servers = await astart_areas(aspawn, 1, core)
         cli = area_client(core, servers, fail_mode=mode, retry_times=50,
                           retry_connect_time=0.2, timeout=30)
         await cli.start()

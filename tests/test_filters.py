@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from cluster import area_client, area_msg, server_calls, start_areas
+from cluster import area_client, area_msg, astart_areas, server_calls
 from pomelo_rpc import ConnectionLostError, RemoteError, RpcError
 
 CORE = "cython"
 
 
-async def test_before_filters_change_target_and_message(spawn):
-    servers = start_areas(spawn, 2)
+async def test_before_filters_change_target_and_message(aspawn):
+    servers = await astart_areas(aspawn, 2)
     cli = area_client(CORE, servers, router=lambda param, msg, ctx: "area-0")
     seen = []
 
@@ -49,8 +49,8 @@ async def test_before_filters_change_target_and_message(spawn):
     await cli.stop()
 
 
-async def test_after_filters_see_results_and_errors_and_may_replace_results(spawn):
-    servers = start_areas(spawn, 1)
+async def test_after_filters_see_results_and_errors_and_may_replace_results(aspawn):
+    servers = await astart_areas(aspawn, 1)
     cli = area_client(CORE, servers)
     seen = []
 
@@ -77,8 +77,8 @@ async def test_after_filters_see_results_and_errors_and_may_replace_results(spaw
     await cli.stop()
 
 
-async def test_filter_object_adds_both_kinds(spawn):
-    servers = start_areas(spawn, 2)
+async def test_filter_object_adds_both_kinds(aspawn):
+    servers = await astart_areas(aspawn, 2)
     cli = area_client(CORE, servers, router_type="rr")
 
     class Sticky:
@@ -108,8 +108,8 @@ async def test_filter_object_adds_both_kinds(spawn):
     await cli.stop()
 
 
-async def test_raising_filters_reach_the_caller_and_never_hang(spawn):
-    servers = start_areas(spawn, 1)
+async def test_raising_filters_reach_the_caller_and_never_hang(aspawn):
+    servers = await astart_areas(aspawn, 1)
 
     class Refused(Exception):
         pass
@@ -145,8 +145,8 @@ async def test_raising_filters_reach_the_caller_and_never_hang(spawn):
     await cli.stop()
 
 
-async def test_error_handler_gets_error_server_and_message(spawn):
-    servers = start_areas(spawn, 2)
+async def test_error_handler_gets_error_server_and_message(aspawn):
+    servers = await astart_areas(aspawn, 2)
     cli = area_client(CORE, servers, router_type="rr")
     handled = []
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from cluster import area_client, server_calls, start_areas, tally
+from cluster import area_client, astart_areas, server_calls, tally
 from pomelo_rpc import NoServerError, client
 from pomelo_rpc.router import ConsistentHash, crc32_index, default_route
 
@@ -41,8 +41,8 @@ def test_default_router_index_is_node_pomelos():
     assert default_route(Session(), ids) == "area-1"
 
 
-async def test_default_router_sends_each_uid_where_node_would(spawn):
-    servers = start_areas(spawn, 3)
+async def test_default_router_sends_each_uid_where_node_would(aspawn):
+    servers = await astart_areas(aspawn, 3)
     cli = area_client(CORE, servers)
     await cli.start()
     echo = cli.proxies.user.area.work.echo
@@ -59,8 +59,8 @@ async def test_default_router_sends_each_uid_where_node_would(spawn):
     await cli.stop()
 
 
-async def test_round_robin_is_exact(spawn):
-    servers = start_areas(spawn, 3)
+async def test_round_robin_is_exact(aspawn):
+    servers = await astart_areas(aspawn, 3)
     cli = area_client(CORE, servers, router_type="rr")
     await cli.start()
     echo = cli.proxies.user.area.work.echo
@@ -71,8 +71,8 @@ async def test_round_robin_is_exact(spawn):
     await cli.stop()
 
 
-async def test_weighted_round_robin_follows_weights(spawn):
-    servers = start_areas(spawn, 3)
+async def test_weighted_round_robin_follows_weights(aspawn):
+    servers = await astart_areas(aspawn, 3)
     weights = {"area-0": 1, "area-1": 2, "area-2": 3}
     cli = area_client(CORE, servers, weights=weights, router_type="wrr")
     await cli.start()
@@ -94,8 +94,8 @@ async def test_weighted_round_robin_follows_weights(spawn):
     await cli.stop()
 
 
-async def test_least_active_counts_calls_in_flight_not_calls_made(spawn):
-    servers = start_areas(spawn, 2)
+async def test_least_active_counts_calls_in_flight_not_calls_made(aspawn):
+    servers = await astart_areas(aspawn, 2)
     cli = area_client(CORE, servers, router_type="la")
     await cli.start()
     work = cli.proxies.user.area.work
@@ -123,8 +123,8 @@ async def test_least_active_counts_calls_in_flight_not_calls_made(spawn):
     await cli.stop()
 
 
-async def test_consistent_hash_is_stable_and_moves_only_the_keys_it_must(spawn):
-    servers = start_areas(spawn, 4)
+async def test_consistent_hash_is_stable_and_moves_only_the_keys_it_must(aspawn):
+    servers = await astart_areas(aspawn, 4)
     cli = area_client(CORE, servers[:3], router_type="ch", hash_field_index=1)
     await cli.start()
     hold = cli.proxies.user.area.work.hold    # hold(delay, tag): args[1] is the key
@@ -184,8 +184,8 @@ def test_consistent_hash_key_falls_back_like_pomelo():
     assert ch.route(None, dict(msg, args=["k7"]), None) == "area-2"
 
 
-async def test_random_router_spreads_evenly(spawn):
-    servers = start_areas(spawn, 3)
+async def test_random_router_spreads_evenly(aspawn):
+    servers = await astart_areas(aspawn, 3)
     cli = area_client(CORE, servers, router_type="rd")
     await cli.start()
     echo = cli.proxies.user.area.work.echo
@@ -197,8 +197,8 @@ async def test_random_router_spreads_evenly(spawn):
     await cli.stop()
 
 
-async def test_custom_routers_sync_async_and_objects(spawn):
-    servers = start_areas(spawn, 2)
+async def test_custom_routers_sync_async_and_objects(aspawn):
+    servers = await astart_areas(aspawn, 2)
     seen = []
 
     def plain(param, msg, ctx):
@@ -238,8 +238,8 @@ async def test_custom_routers_sync_async_and_objects(spawn):
     await cli.stop()
 
 
-async def test_router_errors_reach_the_caller(spawn):
-    servers = start_areas(spawn, 1)
+async def test_router_errors_reach_the_caller(aspawn):
+    servers = await astart_areas(aspawn, 1)
 
     async def ghost(param, msg, ctx):
         return "area-9"
