@@ -49,6 +49,14 @@ def rss_kb(pid: int | str = "self") -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """CPU time (user + system) process ``pid`` has used so far, in seconds, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        # the fields after the command name, which is in parentheses and may hold spaces
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_all(procs: Sequence[subprocess.Popen[str]]) -> None:
     """SIGTERM every process, then wait (kill after 10 s)."""
     for p in procs:
