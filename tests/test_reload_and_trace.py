@@ -301,13 +301,13 @@ async def test_reload_while_connected(core, tmp_path, caplog):
         await gw.stop()
 
 
-async def test_serve_process_reloads_its_remotes(spawn, core, tmp_path):
+async def test_serve_process_reloads_its_remotes(aspawn, core, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()
     svc = str(remote / "svc.py")
     write(svc, SVC_V1)
-    srv = spawn("srv-1", server_type="t", remotes={"user": str(remote)}, core=core,
-                args=["--reload-remotes", "--reload-interval", "0.05"])
+    srv = await aspawn("srv-1", server_type="t", remotes={"user": str(remote)}, core=core,
+                       args=["--reload-remotes", "--reload-interval", "0.05"])
     cli = client.create(core=core)
     await cli.start()
     cli.add_servers([srv.info])
