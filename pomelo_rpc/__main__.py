@@ -147,6 +147,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="instead of the matrix: 100 calls in flight for SECONDS per core and "
                         "transport, calls/s and memory every --every s")
     p.add_argument("--every", type=float, default=10.0, help="interval of --sustained, s")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="runs of every cell, the systems' order rotated each round; "
+                        "median and min-max printed")
+    p.add_argument("--instructions", action="store_true",
+                   help="instead of the matrix: instructions per call under valgrind's "
+                        "callgrind, client and server in one process (needs valgrind)")
+    p.add_argument("--calls", type=int, default=2000,
+                   help="--instructions: N of the runs of N and 3N calls subtracted")
+    p.add_argument("--rows", metavar="ROW,...",
+                   help="--instructions: only these rows (raw, raw-coalesced, cython-async, "
+                        "cython-def, python-async, python-def)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="--instructions: write where the instructions of cython-async go to FILE")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import signal
 import statistics
 import struct
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 import msgpack
@@ -96,9 +99,53 @@ class _RawEchoClient(asyncio.Protocol):
         return fut
 
 
-async def _raw_server_main(port_out: TextIO) -> None:
+class _CoalescedEchoServer(_RawEchoServer):
+    """The raw echo answering all the calls of one read in a single write."""
+
+    def data_received(self, data: bytes) -> None:
+        msgs, self.buf = _raw_messages(self.buf + data)
+        out = []
+        for rid, body in msgs:
+            frame = msgpack.packb([rid, body])
+            out.append(_HDR.pack(len(frame)) + frame)
+        if out:
+            self.transport.write(b"".join(out))
+
+
+class _CoalescedEchoClient(_RawEchoClient):
+    """The raw echo client sending all the calls made in one loop turn in a single write
+    (the stricter baseline: pomelo_rpc's mailbox coalesces the same way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[bytes] = []
+
+    def call(self, payload: Any) -> asyncio.Future[Any]:
+        rid = self.next_id
+        self.next_id += 1
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self.waiting[rid] = fut
+        out = msgpack.packb([rid, payload])
+        if not self.queued:
+            loop.call_soon(self.flush)
+        self.queued.append(_HDR.pack(len(out)) + out)
+        return fut
+
+    def flush(self) -> None:
+        """Send the frames queued in this loop turn."""
+        self.transport.write(b"".join(self.queued))
+        self.queued.clear()
+
+
+#: (server protocol, client protocol) of the raw echo, and of the coalesced one
+RAW_PROTOCOLS = {False: (_RawEchoServer, _RawEchoClient),
+                 True: (_CoalescedEchoServer, _CoalescedEchoClient)}
+
+
+async def _raw_server_main(port_out: TextIO, coalesce: bool = False) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_RawEchoServer, "127.0.0.1", 0)
+    server = await loop.create_server(RAW_PROTOCOLS[coalesce][0], "127.0.0.1", 0)
     print(json.dumps({"event": "listening", "port": server.sockets[0].getsockname()[1]}),
           file=port_out, flush=True)
     stop = asyncio.Event()
@@ -108,9 +155,11 @@ async def _raw_server_main(port_out: TextIO) -> None:
 
 # processes -------------------------------------------------------------------
 
-def start_raw_server() -> tuple[subprocess.Popen[str], int]:
-    """Start the raw uvloop echo server process; return (process, port)."""
-    return processes.start([sys.executable, "-m", "pomelo_rpc.bench", "raw-server"])
+def start_raw_server(coalesce: bool = False) -> tuple[subprocess.Popen[str], int]:
+    """Start the raw uvloop echo server process (``coalesce``: one write per read);
+    return (process, port)."""
+    return processes.start([sys.executable, "-m", "pomelo_rpc.bench", "raw-server"]
+                           + (["coalesce"] if coalesce else []))
 
 
 def start_rpc_server(server_id: str, transport: str = "native",
@@ -150,15 +199,17 @@ async def measure(call: Callable[[Any], Awaitable[Any]], concurrency: int, secon
             "calls": len(latencies)}
 
 
-async def _raw_caller(port: int) -> Caller:
+async def _raw_caller(port: int, coalesce: bool = False) -> Caller:
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(_RawEchoClient, "127.0.0.1", port)
+    _, proto = await loop.create_connection(RAW_PROTOCOLS[coalesce][1], "127.0.0.1", port)
     return proto.call, proto.transport.close
 
 
 async def _rpc_caller(ports: Sequence[int], transport: str, core: str | None = None,
-                      routed: bool = False, timeout: float = 10.0) -> Caller:
-    cli = client.create(transport=transport, timeout=timeout, core=core)
+                      kind: str = "rpc", timeout: float = 10.0) -> Caller:
+    custom = kind == "rpc-async-router"
+    cli = client.create(transport=transport, timeout=timeout, core=core,
+                        router=bench_router if custom else None)
     cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
     cli.add_servers([{"id": f"bench-{i}", "server_type": "bench", "port": port}
                      for i, port in enumerate(ports)])
@@ -166,7 +217,10 @@ async def _rpc_caller(ports: Sequence[int], transport: str, core: str | None = N
     echo = cli.proxies.user.bench.bench.echo
     for i in range(len(ports)):
         await echo.to_server(f"bench-{i}", "warm")
-    if routed:
+    if custom:
+        aecho = cli.proxies.user.bench.bench.aecho
+        call = lambda payload: aecho(None, payload)  # noqa: E731
+    elif kind == "rpc-routed":
         uid = iter(range(1 << 62))
         call = lambda payload: echo({"uid": next(uid)}, payload)  # noqa: E731
     else:
@@ -179,12 +233,14 @@ async def _rpc_caller(ports: Sequence[int], transport: str, core: str | None = N
 
 async def run_cell(kind: str, ports: Sequence[int], concurrency: int, size: int, seconds: float,
                    transport: str = "native", core: str | None = None) -> dict[str, float]:
-    """One measurement: ``kind`` is "raw", "rpc" or "rpc-routed". The calls' timeout is a
-    third of the cell, so that deadlines pass (and their timer runs) while it measures."""
-    if kind == "raw":
-        call, close = await _raw_caller(ports[0])
+    """One measurement: ``kind`` is "raw", "raw-coalesced", "rpc" (``echo.to_server``),
+    "rpc-routed" (pomelo's default router over ``ports``) or "rpc-async-router" (an
+    ``async def`` method, a custom router). The calls' timeout is a third of the cell,
+    so that deadlines pass (and their timer runs) while it measures."""
+    if kind.startswith("raw"):
+        call, close = await _raw_caller(ports[0], kind == "raw-coalesced")
     else:
-        call, close = await _rpc_caller(ports, transport, core, routed=kind == "rpc-routed",
+        call, close = await _rpc_caller(ports, transport, core, kind,
                                         timeout=max(0.2, seconds / 3))
     await measure(call, concurrency, min(0.3, seconds), size)          # warm-up
     result = await measure(call, concurrency, seconds, size)
@@ -217,55 +273,94 @@ def multi_client(kind: str, ports: list[int], clients: int, concurrency: int, si
 
 # the matrix --------------------------------------------------------------------
 
+RAW = "raw uvloop echo"
+RAW_COALESCED = "raw uvloop echo, coalesced writes"
+ASYNC_ROUTER = "pomelo_rpc native, async def method, router"
+PURE = "pomelo_rpc native, pure-Python core"
+
+
+@dataclass
+class Cell:
+    """One system under one workload; ``runs`` holds the result of each round."""
+
+    system: str
+    transport: str
+    kind: str
+    ports: list[int]
+    concurrency: int
+    size: int
+    core: str | None = None
+    clients: int = 1
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    async def run(self, seconds: float) -> None:
+        """Measure once more (``clients`` > 1: that many client processes at once)."""
+        if self.clients > 1:
+            r = await asyncio.get_running_loop().run_in_executor(
+                None, multi_client, self.kind, self.ports, self.clients, 100, self.size,
+                seconds, self.transport)
+        else:
+            r = await run_cell(self.kind, self.ports, self.concurrency, self.size, seconds,
+                               self.transport, self.core)
+        self.runs.append(r)
+
+    def row(self) -> dict[str, Any]:
+        """Medians of the runs, with the min and max of calls/s and every run's calls/s."""
+        rates = [r["calls_per_s"] for r in self.runs]
+        return {"system": self.system, "transport": self.transport,
+                "concurrency": self.concurrency, "size": self.size,
+                "calls_per_s": statistics.median(rates), "calls_per_s_min": min(rates),
+                "calls_per_s_max": max(rates), "calls_per_s_runs": rates,
+                "p50_us": statistics.median(r["p50_us"] for r in self.runs),
+                "p99_us": statistics.median(r["p99_us"] for r in self.runs),
+                "calls": sum(r["calls"] for r in self.runs)}
+
+
 async def run_matrix(seconds: float, transports: list[str], clients: int,
-                     routed_servers: int) -> list[dict[str, Any]]:
-    """Every row of the benchmark; returns a list of dicts."""
-    rows: list[dict[str, Any]] = []
+                     routed_servers: int, rounds: int = 3) -> list[dict[str, Any]]:
+    """Every row of the benchmark; returns a list of dicts. The cells of one workload
+    run in turn, ``rounds`` times, their order rotated by one each round (so that no
+    system always follows the same one); each row is the median of its runs."""
     procs: list[subprocess.Popen[str]] = []
+
+    def server(started: tuple[subprocess.Popen[str], int]) -> list[int]:
+        procs.append(started[0])
+        return [started[1]]
     try:
-        raw_proc, raw_port = start_raw_server()
-        procs.append(raw_proc)
-        servers: dict[str, int] = {}
-        for transport in transports:
-            proc, port = start_rpc_server(f"bench-{transport}", transport)
-            procs.append(proc)
-            servers[transport] = port
+        raw = server(start_raw_server())
+        coalesced = server(start_raw_server(coalesce=True))
+        rpc = {t: server(start_rpc_server(f"bench-{t}", t)) for t in transports}
+        groups: list[list[Cell]] = []
         for conc, size in ((1, 10), (100, 10), (100, 1000)):
-            r = await run_cell("raw", [raw_port], conc, size, seconds)
-            rows.append({"system": "raw uvloop echo", "transport": "raw", "concurrency": conc,
-                         "size": size, **r})
-            for transport in transports:
-                r = await run_cell("rpc", [servers[transport]], conc, size, seconds, transport)
-                rows.append({"system": f"pomelo_rpc {transport}", "transport": transport,
-                             "concurrency": conc, "size": size, **r})
-        if clients > 1:
-            loop = asyncio.get_running_loop()
-            r = await loop.run_in_executor(None, multi_client, "raw", [raw_port], clients, 100,
-                                           10, seconds)
-            rows.append({"system": f"raw uvloop echo, {clients} client processes",
-                         "transport": "raw", "concurrency": 100 * clients, "size": 10, **r})
-            r = await loop.run_in_executor(None, multi_client, "rpc", [servers["native"]],
-                                           clients, 100, 10, seconds)
-            rows.append({"system": f"pomelo_rpc native, {clients} client processes",
-                         "transport": "native", "concurrency": 100 * clients, "size": 10, **r})
-        if routed_servers > 1:
-            ports: list[int] = []
-            for i in range(routed_servers):
-                proc, port = start_rpc_server(f"routed-{i}")
-                procs.append(proc)
-                ports.append(port)
-            r = await run_cell("rpc-routed", ports, 100, 10, seconds)
-            rows.append({"system": f"pomelo_rpc native, routed over {routed_servers} servers",
-                         "transport": "native", "concurrency": 100, "size": 10, **r})
+            group = [Cell(RAW, "raw", "raw", raw, conc, size),
+                     Cell(RAW_COALESCED, "raw", "raw-coalesced", coalesced, conc, size)]
+            group += [Cell(f"pomelo_rpc {t}", t, "rpc", rpc[t], conc, size) for t in transports]
+            if "native" in rpc and size == 10:
+                group.append(Cell(ASYNC_ROUTER, "native", "rpc-async-router", rpc["native"],
+                                  conc, size))
+            groups.append(group)
         if "python" in _core.available() and pomelo_rpc.IMPLEMENTATION == "cython":
-            proc, port = start_rpc_server("pure", pure=True)
-            procs.append(proc)
-            r = await run_cell("rpc", [port], 100, 10, seconds, core="python")
-            rows.append({"system": "pomelo_rpc native, pure-Python core", "transport": "pure",
-                         "concurrency": 100, "size": 10, **r})
+            pure = server(start_rpc_server("pure", pure=True))
+            groups[1].append(Cell(PURE, "native", "rpc", pure, 100, 10, core="python"))
+        if routed_servers > 1:
+            ports = [server(start_rpc_server(f"routed-{i}"))[0] for i in range(routed_servers)]
+            groups[1].append(Cell(f"pomelo_rpc native, routed over {routed_servers} servers",
+                                  "native", "rpc-routed", ports, 100, 10))
+        if clients > 1 and "native" in rpc:
+            groups.append([Cell(f"{name}, {clients} client processes", "raw", kind, ports,
+                                100 * clients, 10, clients=clients)
+                           for name, kind, ports in ((RAW, "raw", raw),
+                                                     (RAW_COALESCED, "raw-coalesced", coalesced))]
+                          + [Cell(f"pomelo_rpc native, {clients} client processes", "native",
+                                  "rpc", rpc["native"], 100 * clients, 10, clients=clients)])
+        for i in range(rounds):
+            for group in groups:
+                turn = i % len(group)
+                for cell in group[turn:] + group[:turn]:
+                    await cell.run(seconds)
     finally:
         stop_all(procs)
-    return rows
+    return [cell.row() for group in groups for cell in group]
 
 
 def core_ratio(requests: int = 1000, repeat: int = 15) -> dict[str, float]:
@@ -315,8 +410,166 @@ async def memory_in_flight(port: int, calls: int = 10_000,
     return {f"memory: {calls:,} calls in flight, MB over idle (target < 20)": busy - idle}
 
 
+# instructions per call (callgrind) ---------------------------------------------
+
+#: rows of ``bench --instructions``: key -> label (client and server in one process)
+INSTRUCTION_ROWS = {
+    "raw": "raw uvloop msgpack echo",
+    "raw-coalesced": "raw uvloop msgpack echo, coalesced writes",
+    "cython-async": "pomelo_rpc, Cython core, async def method, router",
+    "cython-def": "pomelo_rpc, Cython core, def method, router",
+    "python-async": "pomelo_rpc, pure-Python core, async def method, router",
+    "python-def": "pomelo_rpc, pure-Python core, def method, router",
+}
+#: calls kept in flight by the counted run, and calls made before counting starts
+IN_FLIGHT, WARM_UP = 100, 300
+
+
+def bench_router(route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
+    """The custom router of the instruction rows: every call goes to ``bench-0``."""
+    return "bench-0"
+
+
+async def in_process_caller(row: str) -> Caller:
+    """A server and a client of ``row`` (a key of INSTRUCTION_ROWS) on this loop,
+    over a real loopback socket; returns (call, close)."""
+    loop = asyncio.get_running_loop()
+    if row.startswith("raw"):
+        server_proto, client_proto = RAW_PROTOCOLS[row == "raw-coalesced"]
+        raw = await loop.create_server(server_proto, "127.0.0.1", 0)
+        _, proto = await loop.create_connection(client_proto, "127.0.0.1",
+                                                raw.sockets[0].getsockname()[1])
+
+        async def close_raw() -> None:
+            proto.transport.close()
+            raw.close()
+            await raw.wait_closed()
+        return proto.call, close_raw
+    from pomelo_rpc import server
+    core, kind = row.split("-")
+    gw = server.create(paths=[{"namespace": "user", "path": REMOTE}], core=core,
+                       context={"server_id": "bench-0"})
+    await gw.start()
+    cli = client.create(timeout=30, core=core, router=bench_router)
+    cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
+    cli.add_servers([{"id": "bench-0", "server_type": "bench", "port": gw.port}])
+    await cli.start()
+    service = cli.proxies.user.bench.bench
+    method = service.aecho if kind == "async" else service.echo
+
+    async def close_rpc() -> None:
+        await cli.stop()
+        await gw.stop()
+    return (lambda payload: method(None, payload)), close_rpc
+
+
+async def make_calls(call: Callable[[Any], Awaitable[Any]], calls: int,
+                     concurrency: int = IN_FLIGHT, size: int = 10) -> None:
+    """Exactly ``calls`` calls, ``concurrency`` in flight (fewer at the very end)."""
+    payload = payload_of(size)
+    left = calls
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call(payload)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def count_row(row: str, calls: int, profiler: cProfile.Profile | None = None) -> None:
+    """The process callgrind counts: ``row``'s pair, a warm-up, then ``calls`` calls
+    (``profiler``: enabled during these calls only)."""
+    call, close = await in_process_caller(row)
+    await make_calls(call, WARM_UP)
+    if profiler:
+        profiler.enable()
+    await make_calls(call, calls)
+    if profiler:
+        profiler.disable()
+    done = close()
+    if done is not None:
+        await done
+
+
+def python_profile(row: str, calls: int, top: int = 30) -> str:
+    """The Python-level view of ``row`` (cProfile, in this process, measured calls
+    only): the functions of most own time, with how many times each runs per call."""
+    profiler = cProfile.Profile()
+    pomelo_rpc.run(count_row(row, calls, profiler))
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]  # untyped field
+    rows = sorted(entries.items(), key=lambda kv: -kv[1][2])
+    own = sum(v[2] for v in entries.values())
+    lines = [f"Python-level: {sum(v[1] for v in entries.values()) / calls:.1f} function calls "
+             f"per call (Python and C functions); top {top} by own time (cProfile):",
+             f"{'per call':>8} {'own time':>8}  function"]
+    for (path, line, func), (_cc, ncalls, tottime, _ct, _callers) in rows[:top]:
+        where = f"{os.path.basename(path)}:{line}({func})" if line else func
+        lines.append(f"{ncalls / calls:>8.2f} {tottime / own:>8.1%}  {where}")
+    return "\n".join(lines) + "\n"
+
+
+def _count_argv(row: str) -> Callable[[int], list[str]]:
+    return lambda calls: [sys.executable, "-m", "pomelo_rpc.bench", "count", row, str(calls)]
+
+
+def instruction_counts(rows: Sequence[str], calls: int, profile_path: str | None = None,
+                       profile_row: str = "cython-async") -> dict[str, float]:
+    """Instructions per call of each row, by subtraction of a run of ``calls`` from one
+    of ``3 * calls`` (see pomelo_rpc.callgrind); rows run in parallel, one valgrind
+    child each. With ``profile_path``, the top 30 functions of ``profile_row`` go there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pomelo_rpc import callgrind
+    callgrind.require()
+    env = processes.child_env()
+
+    def one(row: str) -> float:
+        if profile_path and row == profile_row:
+            per, funcs = callgrind.profile(_count_argv(row), calls, env)
+            with open(profile_path, "w", encoding="utf-8") as f:
+                f.write(f"{INSTRUCTION_ROWS[row]}: {IN_FLIGHT} in flight, 10 B payload, "
+                        f"client and server in one process\n\n"
+                        + callgrind.format_profile(per, funcs) + "\n"
+                        + python_profile(row, calls))
+            return per
+        return callgrind.per_op(_count_argv(row), calls, env)
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+        return dict(zip(rows, pool.map(one, rows)))
+
+
+def instruction_ratios(counts: dict[str, float]) -> dict[str, float]:
+    """The ratios issue 13 states its targets in, from ``instruction_counts``."""
+    out: dict[str, float] = {}
+    for kind in ("async", "def"):
+        cy, py = counts.get(f"cython-{kind}"), counts.get(f"python-{kind}")
+        for base in ("raw", "raw-coalesced"):
+            if cy and counts.get(base):
+                out[f"Cython core, {kind} method / {INSTRUCTION_ROWS[base]}"] = cy / counts[base]
+        if cy and py:
+            out[f"pure-Python core / Cython core, {kind} method"] = py / cy
+    if counts.get("cython-async") and counts.get("cython-def"):
+        out["Cython core: async def method / def method"] = (
+            counts["cython-async"] / counts["cython-def"])
+    return out
+
+
+def print_instructions(counts: dict[str, float], calls: int, out: TextIO = sys.stdout) -> None:
+    """The instruction table and its ratios."""
+    print(f"pomelo_rpc {pomelo_rpc.__version__}: user-space instructions per call "
+          f"(valgrind --tool=callgrind; runs of {calls} and {3 * calls} calls subtracted), "
+          f"client and server in one process, {IN_FLIGHT} in flight, 10 B payload", file=out)
+    print(f"{'row':<58} {'instr/call':>11}", file=out)
+    for row, count in counts.items():
+        print(f"{INSTRUCTION_ROWS[row]:<58} {count:>11,.0f}", file=out)
+    print("\nratios:", file=out)
+    for name, value in instruction_ratios(counts).items():
+        print(f"  {name:<66} {value:6.2f}x", file=out)
+
+
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The ratios the targets are stated in, from rows of one run."""
+    """The ratios the targets are stated in (of medians), from rows of one run; each
+    against the raw echo and against the stricter coalesced raw echo."""
     def find(system: str, conc: int, size: int) -> dict[str, Any] | None:
         for r in rows:
             if r["system"] == system and r["concurrency"] == conc and r["size"] == size:
@@ -324,39 +577,54 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
         return None
 
     out: dict[str, float] = {}
-    pure, compiled = (find("pomelo_rpc native, pure-Python core", 100, 10),
-                      find("pomelo_rpc native", 100, 10))
+    pure, compiled = find(PURE, 100, 10), find("pomelo_rpc native", 100, 10)
     if pure and compiled:
         out["native throughput, Cython core / pure-Python core, conc=100 size=10"] = (
             compiled["calls_per_s"] / pure["calls_per_s"])
-    for transport in sorted({r["transport"] for r in rows} - {"raw", "pure"}):
-        name = f"pomelo_rpc {transport}"
-        for conc, size in ((100, 10), (100, 1000)):
-            ours, raw = find(name, conc, size), find("raw uvloop echo", conc, size)
+    ours_names = [(f"pomelo_rpc {t}", t) for t in sorted({r["transport"] for r in rows} - {"raw"})]
+    ours_names.append((ASYNC_ROUTER, "native, async def + router"))
+    clients = {r["concurrency"] // 100 for r in rows if "client processes" in r["system"]}
+    for base, short in ((RAW, "raw"), (RAW_COALESCED, "raw coalesced")):
+        for name, label in ours_names:
+            for conc, size in ((100, 10), (100, 1000)):
+                ours, raw = find(name, conc, size), find(base, conc, size)
+                if ours and raw:
+                    out[f"{label} throughput / {short}, conc={conc} size={size}"] = (
+                        ours["calls_per_s"] / raw["calls_per_s"])
+            ours, raw = find(name, 1, 10), find(base, 1, 10)
             if ours and raw:
-                out[f"{transport} throughput / raw, conc={conc} size={size}"] = (
+                out[f"{label} p50 latency / {short}, conc=1 size=10"] = (
+                    ours["p50_us"] / raw["p50_us"])
+        for n in clients:
+            ours = find(f"pomelo_rpc native, {n} client processes", 100 * n, 10)
+            raw = find(f"{base}, {n} client processes", 100 * n, 10)
+            if ours and raw:
+                out[f"native throughput / {short}, {n} client processes"] = (
                     ours["calls_per_s"] / raw["calls_per_s"])
-        ours, raw = find(name, 1, 10), find("raw uvloop echo", 1, 10)
-        if ours and raw:
-            out[f"{transport} p50 latency / raw, conc=1 size=10"] = ours["p50_us"] / raw["p50_us"]
     return out
 
 
 def print_table(rows: list[dict[str, Any]], ratio_map: dict[str, float],
                 out: TextIO = sys.stdout) -> None:
-    """Human-readable table of rows and ratios."""
+    """Human-readable table of rows (medians, and the min-max of calls/s) and ratios."""
+    rounds = max((len(r.get("calls_per_s_runs", [])) for r in rows), default=1)
     print(f"pomelo_rpc {pomelo_rpc.__version__} bench: {pomelo_rpc.IMPLEMENTATION} core, "
-          f"{os.cpu_count()} cores, python {sys.version.split()[0]}", file=out)
-    print(f"{'system':<46} {'conc':>5} {'size':>5} {'calls/s':>10} {'p50 µs':>8} {'p99 µs':>8}",
-          file=out)
+          f"{os.cpu_count()} cores, python {sys.version.split()[0]}; median of {rounds} "
+          f"alternating rounds (calls/s min-max beside it)", file=out)
+    print(f"{'system':<54} {'conc':>5} {'size':>5} {'calls/s':>9} {'min-max':>15} "
+          f"{'p50 µs':>7} {'p99 µs':>7}", file=out)
     for r in rows:
-        print(f"{r['system']:<46} {r['concurrency']:>5} {r['size']:>5} {r['calls_per_s']:>10,.0f} "
-              f"{r['p50_us']:>8.0f} {r['p99_us']:>8.0f}", file=out)
-    print("\nratios (same run):", file=out)
+        spread = (f"{r['calls_per_s_min'] / 1000:.1f}k-{r['calls_per_s_max'] / 1000:.1f}k"
+                  if "calls_per_s_min" in r else "")
+        print(f"{r['system']:<54} {r['concurrency']:>5} {r['size']:>5} {r['calls_per_s']:>9,.0f} "
+              f"{spread:>15} {r['p50_us']:>7.0f} {r['p99_us']:>7.0f}", file=out)
+    print("\nratios (medians of the same run):", file=out)
     for name, value in ratio_map.items():
         unit = " MB" if name.startswith("memory") else "x"
-        print(f"  {name:<66} {value:6.2f}{unit}", file=out)
+        print(f"  {name:<72} {value:6.2f}{unit}", file=out)
     print("\nmqtt against Node pomelo-rpc 1.0.7 (needs Node.js): python bench/mqtt_vs_node.py",
+          file=out)
+    print("instructions per call (needs valgrind): python -m pomelo_rpc bench --instructions",
           file=out)
 
 
@@ -375,7 +643,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("calls/s")
-    ax.set_title("pomelo_rpc bench (one run)")
+    ax.set_title("pomelo_rpc bench (medians of alternating rounds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -387,11 +655,27 @@ def main(args: argparse.Namespace) -> int:
     unknown = [t for t in transports if t not in _MAILBOXES]
     if unknown:
         raise SystemExit(f"unknown transport(s): {', '.join(unknown)}")
+    if args.instructions:
+        names = [r for r in args.rows.split(",") if r] if args.rows else list(INSTRUCTION_ROWS)
+        unknown = [r for r in names if r not in INSTRUCTION_ROWS]
+        if unknown:
+            raise SystemExit(f"unknown row(s): {', '.join(unknown)}; "
+                             f"known: {', '.join(INSTRUCTION_ROWS)}")
+        counts = instruction_counts(names, args.calls, args.profile)
+        if args.json:
+            print(json.dumps({"instructions_per_call": counts,
+                              "ratios": instruction_ratios(counts)}, indent=2))
+        else:
+            print_instructions(counts, args.calls)
+        return 0
     if args.sustained:
         from pomelo_rpc import sustained
         return sustained.run_all(args.sustained, transports, _core.available(), args.every,
                                  sys.stdout)
-    rows = pomelo_rpc.run(run_matrix(args.seconds, transports, args.clients, args.servers))
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+    rows = pomelo_rpc.run(run_matrix(args.seconds, transports, args.clients, args.servers,
+                                     args.rounds))
     ratio_map = ratios(rows)
     ratio_map.update(core_ratio())
     proc, port = start_rpc_server("mem")
@@ -411,7 +695,9 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["raw-server"]:
-        pomelo_rpc.run(_raw_server_main(sys.stdout))
+        pomelo_rpc.run(_raw_server_main(sys.stdout, sys.argv[2:3] == ["coalesce"]))
+    elif sys.argv[1:2] == ["count"]:
+        pomelo_rpc.run(count_row(sys.argv[2], int(sys.argv[3])))
     elif sys.argv[1:2] == ["client"]:
         _client_process(json.loads(sys.argv[2]))
     else:
