@@ -28,14 +28,9 @@ whole process for N and for 3N calls; the difference over 2N is the cost of one 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,8 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import pomelo_rpc  # noqa: E402
-from pomelo_rpc import client, server  # noqa: E402
-from pomelo_rpc.bench import REMOTE, measure, payload_of  # noqa: E402
+from pomelo_rpc import callgrind, client, server  # noqa: E402
+from pomelo_rpc.bench import REMOTE, make_calls, measure  # noqa: E402
 
 MODES = ("off", "metrics", "tracing", "tracing, 0% sampled", "metrics + tracing")
 CONCURRENCY = 100
@@ -91,16 +86,8 @@ async def run_mode(mode: str, seconds: float = 0.0, calls: int = 0) -> dict[str,
         if seconds:
             await measure(call, CONCURRENCY, min(0.3, seconds), 10)
             return await measure(call, CONCURRENCY, seconds, 10)
-        payload = payload_of(10)
-        left = [300]                      # warm-up, then the counted calls
-
-        async def worker() -> None:
-            while left[0] > 0:
-                left[0] -= 1
-                await call(payload)
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        left[0] = calls
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await make_calls(call, 300, CONCURRENCY)           # warm-up, then the counted calls
+        await make_calls(call, calls, CONCURRENCY)
         return {"calls": calls}
     finally:
         await cli.stop()
@@ -154,24 +141,11 @@ def throughput(seconds: float, rounds: int) -> dict[str, float]:
     return {mode: statistics.median(values) for mode, values in runs.items()}
 
 
-def instructions(mode: str, calls: int) -> int:
-    """Instructions callgrind counts in a process making ``calls`` calls in ``mode``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                        sys.executable, os.path.abspath(__file__), "--count", mode, str(calls)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with open(out) as f:
-            for line in f:
-                m = re.match(r"(?:summary|totals):\s+(\d+)", line)
-                if m:
-                    return int(m.group(1))
-    raise RuntimeError("no instruction total in the callgrind output")
-
-
 def per_call(mode: str, calls: int) -> float:
-    """Instructions of one call in ``mode`` (client and server together)."""
-    return (instructions(mode, 3 * calls) - instructions(mode, calls)) / (2 * calls)
+    """Instructions of one call in ``mode`` (client and server together; runs of
+    ``calls`` and ``3 * calls`` subtracted by pomelo_rpc.callgrind)."""
+    return callgrind.per_op(
+        lambda n: [sys.executable, os.path.abspath(__file__), "--count", mode, str(n)], calls)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"pomelo_rpc {pomelo_rpc.__version__}, {pomelo_rpc.IMPLEMENTATION} core, "
           f"client and server in one process, {CONCURRENCY} in flight, payload 10 B")
     rates = throughput(args.seconds, args.rounds)
-    counted = not args.no_callgrind and shutil.which("valgrind") is not None
+    counted = not args.no_callgrind and callgrind.available()
     cost = {mode: per_call(mode, args.calls) for mode in MODES} if counted else {}
     print(f"{'mode':<22} {'calls/s':>9} {'vs off':>7} {'instr/call':>11} {'vs off':>7}")
     for mode in MODES:
