@@ -64,11 +64,12 @@ class Report:
     def span_ratio(self, span: float = 60.0) -> float | None:
         """Mean calls/s of the last ``span`` seconds over the first ``span`` seconds (None
         for a run shorter than two spans)."""
-        if not self.samples or self.samples[-1].t < 2 * span - 1:
+        samples = self.samples
+        if not samples or samples[-1].t < 2 * span - 1:
             return None
-        end = self.samples[-1].t
-        first = sum(s.calls for s in self.samples if s.t <= span + 1e-6)
-        last = sum(s.calls for s in self.samples if s.t > end - span + 1e-6)
+        n = max(1, round(span / samples[0].t))      # intervals per span
+        first = sum(s.calls for s in samples[:n]) / samples[n - 1].t
+        last = sum(s.calls for s in samples[-n:]) / (samples[-1].t - samples[-n - 1].t)
         return last / first if first else 0.0
 
     def growth_mb(self, which: str) -> float:
