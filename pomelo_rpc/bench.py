@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -390,7 +391,6 @@ def core_ratio(requests: int = 1000, repeat: int = 15) -> dict[str, float]:
 async def memory_in_flight(port: int, calls: int = 10_000,
                            core: str | None = None) -> dict[str, float]:
     """Client RSS growth (MB) with ``calls`` held in flight by the server at ``port``."""
-    import gc
     cli = client.create(timeout=60, pending_size=calls, core=core)
     cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
     cli.add_servers([{"id": "mem", "server_type": "bench", "port": port}])
@@ -482,6 +482,11 @@ async def count_row(row: str, calls: int, profiler: cProfile.Profile | None = No
     (``profiler``: enabled during these calls only)."""
     call, close = await in_process_caller(row)
     await make_calls(call, WARM_UP)
+    # the heap made by imports and set-up out of the cyclic GC's way: a full collection
+    # walks every tracked object, and whether one more falls between the N and the 3N
+    # runs would move the per-call figure by a few %
+    gc.collect()
+    gc.freeze()
     if profiler:
         profiler.enable()
     await make_calls(call, calls)
@@ -517,12 +522,15 @@ def instruction_counts(rows: Sequence[str], calls: int, profile_path: str | None
                        profile_row: str = "cython-async") -> dict[str, float]:
     """Instructions per call of each row, by subtraction of a run of ``calls`` from one
     of ``3 * calls`` (see pomelo_rpc.callgrind); rows run in parallel, one valgrind
-    child each. With ``profile_path``, the top 30 functions of ``profile_row`` go there."""
+    child each, with a fixed hash seed and the start-up heap frozen (``count_row``).
+    With ``profile_path``, where the instructions of ``profile_row`` go is written
+    there: by shared object, the top 30 C functions, and cProfile's Python-level view."""
     from concurrent.futures import ThreadPoolExecutor
 
     from pomelo_rpc import callgrind
     callgrind.require()
     env = processes.child_env()
+    env["PYTHONHASHSEED"] = "0"     # the same dict layouts in every run
 
     def one(row: str) -> float:
         if profile_path and row == profile_row:

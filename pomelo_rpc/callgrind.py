@@ -10,9 +10,12 @@ during the measured phase (Python code all runs inside ``_PyEval_EvalFrameDefaul
 and ``--collect-atstart=no`` + ``callgrind_control -i on/off`` needs vgdb to reach a
 child blocked at a handshake (ptrace, often denied in containers) and races with it.
 
-Counts are user-space instructions (``Ir``) of the whole process, every thread; they do
-not move with the machine's load, so two runs agree to well under 1% where a wall-clock
-figure here wanders by 10%.
+Counts are user-space instructions (``Ir``) of the whole process, every thread. They
+hardly move with the machine's load: two runs of ``bench --instructions`` agreed within
+0.8% on every row but the pure-Python core's async one (2.6%), where calls/s here
+wander by 10% or more. What remains comes from code driven by the clock (timers, time
+slices), which runs at valgrind's pace; the child should also freeze its start-up heap
+(``gc.freeze()``), or a full GC falling in one run and not the other shows up.
 """
 
 from __future__ import annotations
@@ -125,11 +128,12 @@ def profile(argv_for: ArgvFor, n: int,
 
 def format_profile(per: float, funcs: dict[str, float], top: int = 30) -> str:
     """A profile of ``profile()`` as text: the instructions per operation by shared
-    object (a function without one is an inlined header: counted with libpython),
+    object (a function without one is inlined header code),
     then the ``top`` functions."""
     objects: dict[str, float] = {}
     for name, count in funcs.items():
-        obj = name.rpartition(" [")[2].rstrip("]") if name.endswith("]") else "(inlined)"
+        obj = (name.rpartition(" [")[2].rstrip("]") if name.endswith("]")
+               else "(no object: inlined header code, mostly libpython's)")
         objects[obj] = objects.get(obj, 0.0) + count
     lines = [f"{per:,.0f} instructions per call; by shared object:"]
     lines += [f"{count:>10,.0f} {count / per:>6.1%}  {obj}"
