@@ -209,15 +209,19 @@ class ServerConnection(asyncio.Protocol):
         """Run a request now, or queue it for a later turn (this connection has queued
         requests, or the turn's handler slice is spent), or refuse it (busy)."""
         overload = self._overload
-        if overload.full:
+        cap = overload.max_in_flight
+        if cap is not None and overload.held >= cap:      # overload.full
             overload.refused(self, request, "busy")
             self._respond(self._encode_busy(rid))
             return
-        try:
-            deadline = overload.deadline(budget, arrived)
-        except BadBudget as exc:
-            self._respond(self._encode_failure(rid, DispatchError(str(exc))))
-            return
+        if type(budget) is int and budget >= 0 and overload.deadlines:
+            deadline: float | None = arrived + budget * 0.001   # overload.deadline's case
+        else:
+            try:
+                deadline = overload.deadline(budget, arrived)
+            except BadBudget as exc:
+                self._respond(self._encode_failure(rid, DispatchError(str(exc))))
+                return
         if self._queue or overload.spent():
             overload.enqueue(self, (request, rid, deadline))
         else:
@@ -227,16 +231,17 @@ class ServerConnection(asyncio.Protocol):
         """The answer refusing call ``rid`` past ``max_in_flight``."""
         return self._encode_failure(rid, ServerBusyError(self._overload.busy_text))
 
-    def _run_entry(self, entry: Entry) -> None:
+    def _run_entry(self, entry: Entry, now: float | None = None) -> None:
         """Run a request unless its deadline has passed (then it is counted, not
-        answered); with a deadline, ``time_remaining()`` reads it in the handler."""
+        answered); with a deadline, ``time_remaining()`` reads it in the handler.
+        ``now``: the clock as the caller read it just before, if it did."""
         if self._transport is None or self._aborted:
             return
         request, rid, deadline = entry
         if deadline is None:
             self._run_request(request, rid, None)
             return
-        if deadline <= clock():
+        if deadline <= (clock() if now is None else now):
             self._overload.refused(self, request, "expired")
             return
         token = current_deadline.set(deadline)
@@ -440,46 +445,62 @@ class _NativeConnection(ServerConnection):
         overload = self._overload
         queue = self._queue
         cap = overload.max_in_flight
-        honour = overload.deadlines
+        # no deadline for a request without a budget (and no default_budget), nor with
+        # deadlines off
+        plain = not overload.deadlines
+        no_default = overload.default_budget is None
         dispatch = self._dispatch
         answer = self._answer
-        for msg in msgs:
-            if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
-                if self._is_ping(msg):
-                    self._respond_pong()
-                    continue
-                self._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
-                return
-            n = len(msg)      # the budget field, if any (see core.frames)
-            budget = (msg[5] if n == 6 and msg[0] == 1 else
-                      msg[7] if n == 8 and msg[0] == 2 else None)
-            # the common cases inline (``_submit`` in full for the others): nothing queued
-            # here, room to hold it, this turn's slice not spent, no budget or a live one
-            end = overload.slice_end
-            if (queue or (cap is not None and overload.held >= cap)
-                    or (end is not None and clock() >= end)):
-                self._submit(msg, msg[1], budget, arrived)
-            elif end is None:
-                overload.start_slice()
-                self._submit(msg, msg[1], budget, arrived)
-            elif budget is None and overload.default_budget is None or not honour:
-                rid, state, outcome = dispatch(msg)
-                answer(rid, state, outcome)
-            elif type(budget) is int and budget > 0:
-                deadline = arrived + budget * 0.001
-                token = current_deadline.set(deadline)
-                try:
+        out = self._out
+        # the deadline the handler reads (and a coroutine's task keeps): set for each
+        # request that has one, cleared for one without, and the context restored as
+        # it was once, at the end of the batch (not a set and a reset per request)
+        token = None
+        live = False
+        try:
+            for msg in msgs:
+                if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
+                    if self._is_ping(msg):
+                        self._respond_pong()
+                        continue
+                    self._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
+                    return
+                n = len(msg)      # the budget field, if any (see core.frames)
+                budget = (msg[5] if n == 6 and msg[0] == 1 else
+                          msg[7] if n == 8 and msg[0] == 2 else None)
+                # the common cases inline (``_submit`` in full for the others): this
+                # turn's slice started and not spent, nothing queued here, room to hold
+                # it, no budget or a live one
+                end = overload.slice_end
+                inline = (end is not None and not queue
+                          and (cap is None or overload.held < cap) and clock() < end)
+                deadline = None
+                if inline and not (plain or budget is None and no_default):
+                    if type(budget) is int and budget > 0:
+                        deadline = arrived + budget * 0.001
+                    else:
+                        inline = False
+                if deadline is not None:
+                    set_token = current_deadline.set(deadline)
+                    if token is None:
+                        token = set_token
+                    live = True
+                elif live:
+                    current_deadline.set(None)
+                    live = False
+                if inline:
                     rid, state, outcome = dispatch(msg)
                     answer(rid, state, outcome, deadline)
-                finally:
-                    current_deadline.reset(token)
-            else:
-                self._submit(msg, msg[1], budget, arrived)
-            if self._aborted:
-                return
-            if len(self._out) >= WRITE_CHUNK and not self._flush_scheduled:
-                self._flush()
-        if self._out and not self._flush_scheduled:
+                else:
+                    self._submit(msg, msg[1], budget, arrived)
+                    if self._aborted:
+                        return
+                if len(out) >= WRITE_CHUNK and not self._flush_scheduled:
+                    self._flush()
+        finally:
+            if token is not None:
+                current_deadline.reset(token)
+        if out and not self._flush_scheduled:
             self._flush()
 
     def _run_request(self, request: Any, rid: Any, deadline: float | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable
@@ -27,6 +28,9 @@ from .observe import observe_mailbox
 
 if TYPE_CHECKING:
     from .core import Core, FrameDecoderLike
+
+_monotonic = time.monotonic
+_ceil = math.ceil
 
 log = logging.getLogger("pomelo_rpc.mailbox")
 
@@ -130,7 +134,20 @@ class Mailbox:
         else:
             rid = self._table.add(fut, None, msg)
         if state == OPEN:
-            self._send_queued(rid, msg, deadline)
+            if deadline is None:
+                budget = None
+            else:
+                # the budget left, from the clock (see ``_send_queued``), in whole ms
+                # rounded up; an expired call is ``_send_queued``'s to fail
+                left = deadline - _monotonic()
+                if left <= 0:
+                    self._send_queued(rid, msg, deadline)
+                    return fut
+                budget = _ceil(left * 1000.0)
+            try:
+                self._send_call(rid, msg, budget)
+            except Exception as exc:  # unserializable arguments, oversized frame
+                self._send_failed(rid, msg, exc)
         else:
             self._waiting.append((rid, msg, deadline))
             if state == IDLE:

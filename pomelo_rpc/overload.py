@@ -144,8 +144,16 @@ class Overload:
         self._runner = False
         ready = self._ready
         touched: dict[ServerConnection, None] = {}
+        end = self.slice_end
+        if end is None:
+            self.start_slice()
+            end = self.slice_end
+            assert end is not None
         try:
-            while ready and not self.spent():
+            while ready:
+                now = clock()      # one read: the slice, and the deadline of the entry
+                if now >= end:
+                    break
                 conn = ready.popleft()
                 queue = conn._queue
                 if not queue:
@@ -155,7 +163,7 @@ class Overload:
                 if queue:
                     ready.append(conn)
                 touched[conn] = None
-                conn._run_entry(entry)
+                conn._run_entry(entry, now)
         finally:
             for conn in touched:
                 conn._turn_done()
