@@ -121,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-deadlines", action="store_true",
                    help="ignore the callers' budgets (for comparisons)")
     p.add_argument("--registry", metavar="URL",
-                   help="register in a cluster: redis://h:p/db, etcd://h:p, file:///servers.json")
+                   help="register in a cluster: redis://h:p/db, etcd://h:p, "
+                        "file:///servers.json, pomelo://master-host:port?token=T (Node pomelo "
+                        "master; needs --transport mqtt)")
     p.add_argument("--registry-ttl", type=float, default=SERVER_DEFAULTS["registry_ttl"],
                    help="seconds the record outlives this process if it is killed")
     p.add_argument("--cluster", default=SERVER_DEFAULTS["cluster"],
