@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 #: A command line of a child doing a warm-up then exactly ``n`` operations.
 ArgvFor = Callable[[int], Sequence[str]]
@@ -78,8 +79,11 @@ def instructions(argv: Sequence[str], env: dict[str, str] | None = None) -> int:
 
 
 def per_op(argv_for: ArgvFor, n: int, env: dict[str, str] | None = None) -> float:
-    """Instructions of one operation: runs of ``n`` and ``3n`` operations, subtracted."""
-    return (instructions(argv_for(3 * n), env) - instructions(argv_for(n), env)) / (2 * n)
+    """Instructions of one operation: runs of ``n`` and ``3n`` operations (at the same
+    time), subtracted."""
+    with ThreadPoolExecutor(2) as pool:
+        small, big = pool.map(lambda k: instructions(argv_for(k), env), (n, 3 * n))
+    return (big - small) / (2 * n)
 
 
 def _short(name: str) -> str:
@@ -119,8 +123,9 @@ def profile(argv_for: ArgvFor, n: int,
     function, so start-up does not show)."""
     with tempfile.TemporaryDirectory() as tmp:
         small, big = os.path.join(tmp, "small.out"), os.path.join(tmp, "big.out")
-        _run(argv_for(n), small, env)
-        _run(argv_for(3 * n), big, env)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda k_out: _run(argv_for(k_out[0]), k_out[1], env),
+                          ((n, small), (3 * n, big))))
         per = (total(big) - total(small)) / (2 * n)
         before, after = functions(small), functions(big)
     return per, {name: (count - before.get(name, 0)) / (2 * n) for name, count in after.items()}
