@@ -12,7 +12,7 @@ child blocked at a handshake (ptrace, often denied in containers) and races with
 
 Counts are user-space instructions (``Ir``) of the whole process, every thread. They
 hardly move with the machine's load: two runs of ``bench --instructions`` agreed within
-0.8% on every row but the pure-Python core's async one (2.6%), where calls/s here
+0.2% on the raw echoes and the Cython async row, 1-3% on the others, where calls/s here
 wander by 10% or more. What remains comes from code driven by the clock (timers, time
 slices), which runs at valgrind's pace; the child should also freeze its start-up heap
 (``gc.freeze()``), or a full GC falling in one run and not the other shows up.
