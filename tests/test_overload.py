@@ -5,6 +5,7 @@ at its deadline, nested calls inherit the budget, max_in_flight answers busy at 
 (failover sends elsewhere), and the fail modes keep the call's deadline."""
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -239,46 +240,47 @@ async def test_fail_modes_keep_the_calls_deadline(aspawn, core, mode):
 
 # mqtt: the budget as a JSON field; default_budget for calls that carry none ----------------
 
-async def test_mqtt_budget_and_default_budget(core):
+@contextlib.asynccontextmanager
+async def mqtt_pair(core, **server_opts):
+    """An in-process mqtt server "mq" of the load service and a client of it."""
     gw = server.create(paths=[{"namespace": "user", "path": LOAD_DIR}], transport="mqtt",
-                       core=core, context={"server_id": "mq"}, default_budget=0.3)
+                       core=core, context={"server_id": "mq"}, **server_opts)
     async with gw:
         cli = client.create(transport="mqtt", core=core)
         cli.add_proxies([{"namespace": "user", "server_type": "load", "path": LOAD_DIR}])
         cli.add_servers([{"id": "mq", "server_type": "load", "port": gw.port}])
         async with cli:
-            load = cli.proxies.user.load.load
-            # the caller's budget (0.2 s) travels and is enforced
-            with pytest.raises(RpcTimeoutError):
-                await load.sleepy.to_server("mq", 5.0, timeout=0.2)
-            got = await wait_for(lambda: _finally_ran(cli, "mq"), 1.0)
-            assert got["sleepy_done"] == 0
-            left = (await load.relay.to_server("mq", [], timeout=2.0))[0]
-            assert 1.5 < left <= 2.0
-            # no budget sent (timeout 0, as from a Node client): default_budget applies
-            assert 0 < (await load.relay.to_server("mq", [], timeout=0))[0] <= 0.3
-            t0 = time.monotonic()
-            late = asyncio.ensure_future(load.sleepy.to_server("mq", 5.0, timeout=0))
-            got = await wait_for(lambda: _finally_ran_twice(cli), 2.0)
-            assert time.monotonic() - t0 < 1.0 and got["sleepy_done"] == 0
-            late.cancel()
+            yield cli
+
+
+async def test_mqtt_budget_and_default_budget(core):
+    async with mqtt_pair(core, default_budget=0.3) as cli:
+        load = cli.proxies.user.load.load
+        # the caller's budget (0.2 s) travels and is enforced
+        with pytest.raises(RpcTimeoutError):
+            await load.sleepy.to_server("mq", 5.0, timeout=0.2)
+        got = await wait_for(lambda: _finally_ran(cli, "mq"), 1.0)
+        assert got["sleepy_done"] == 0
+        left = (await load.relay.to_server("mq", [], timeout=2.0))[0]
+        assert 1.5 < left <= 2.0
+        # no budget sent (timeout 0, as from a Node client): default_budget applies
+        assert 0 < (await load.relay.to_server("mq", [], timeout=0))[0] <= 0.3
+        t0 = time.monotonic()
+        late = asyncio.ensure_future(load.sleepy.to_server("mq", 5.0, timeout=0))
+        got = await wait_for(lambda: _finally_ran_twice(cli), 2.0)
+        assert time.monotonic() - t0 < 1.0 and got["sleepy_done"] == 0
+        late.cancel()
 
 
 async def test_mqtt_busy_answer_is_a_server_busy_error(core):
-    gw = server.create(paths=[{"namespace": "user", "path": LOAD_DIR}], transport="mqtt",
-                       core=core, context={"server_id": "mq"}, max_in_flight=1)
-    async with gw:
-        cli = client.create(transport="mqtt", core=core)
-        cli.add_proxies([{"namespace": "user", "server_type": "load", "path": LOAD_DIR}])
-        cli.add_servers([{"id": "mq", "server_type": "load", "port": gw.port}])
-        async with cli:
-            load = cli.proxies.user.load.load
-            held = asyncio.ensure_future(load.sleepy.to_server("mq", 0.3))
-            await wait_for(lambda: _in_flight(cli, "mq", 1), 2.0)
-            with pytest.raises(ServerBusyError, match="max_in_flight"):
-                await load.ping.to_server("mq")
-            assert await held == "slept"
-            assert await load.ping.to_server("mq") == "mq"
+    async with mqtt_pair(core, max_in_flight=1) as cli:
+        load = cli.proxies.user.load.load
+        held = asyncio.ensure_future(load.sleepy.to_server("mq", 0.3))
+        await wait_for(lambda: _in_flight(cli, "mq", 1), 2.0)
+        with pytest.raises(ServerBusyError, match="max_in_flight"):
+            await load.ping.to_server("mq")
+        assert await held == "slept"
+        assert await load.ping.to_server("mq") == "mq"
 
 
 async def _finally_ran_twice(cli):
