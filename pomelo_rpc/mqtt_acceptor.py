@@ -325,5 +325,5 @@ class MqttAcceptor(BaseAcceptor):
 
     def __init__(self, opts: dict[str, Any], dispatcher: DispatcherLike, core: Core) -> None:
         super().__init__(opts, dispatcher, core)
-        self.buffer_msg = bool(opts.get("buffer_msg", False))
-        self.interval: float = opts.get("interval", 0.05)
+        self.buffer_msg = bool(opts["buffer_msg"])
+        self.interval: float = opts["interval"]

@@ -98,8 +98,8 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         self._publish = mqtt.encode_publish
         self._dumps = core_dumps(core)
         self._k_publish = mqtt.PUBLISH
-        self._buffer_msg = bool(opts.get("buffer_msg", False))
-        self._interval: float = opts.get("interval", 0.05)
+        self._buffer_msg = bool(opts["buffer_msg"])
+        self._interval: float = opts["interval"]
         self._batch: list[bytes] = []   # JSON payloads of calls (buffer_msg)
         self._batch_timer: asyncio.TimerHandle | None = None
         self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head

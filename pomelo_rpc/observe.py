@@ -193,7 +193,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
         mailbox.send = _metered_send(send, routes)  # type: ignore[method-assign,assignment]
         return
     mailbox._trace_prefix = context_id(opts.get("context"), "client")
-    transport = str(opts.get("transport", "native"))
+    transport = str(opts["transport"])
 
     async def observed_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
         span: Any = None
@@ -293,7 +293,7 @@ class ServerObserver:
         done_state = acceptor.core.dispatch.DONE
         pending_state = acceptor.core.dispatch.PENDING
         server_id, tracer, debug = self.server_id, self.tracer, self.debug
-        transport = str(acceptor.opts.get("transport", "native"))
+        transport = str(acceptor.opts["transport"])
         if tracer is not None:
             from . import otel
             start_span, end_span = otel.start_server_span, otel.end_span

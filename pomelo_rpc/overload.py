@@ -54,8 +54,8 @@ class Overload:
         default_budget = opts.get("default_budget")
         self.default_budget: float | None = (None if default_budget is None
                                              else float(default_budget))
-        self.slice: float = opts.get("handler_slice", 0.003)
-        self.deadlines: bool = bool(opts.get("deadlines", True))
+        self.slice: float = opts["handler_slice"]
+        self.deadlines: bool = bool(opts["deadlines"])
         #: the message of a busy answer
         self.busy_text = f"server busy: {self.max_in_flight} calls held (max_in_flight)"
         self.held = 0          # calls queued or running as coroutines
