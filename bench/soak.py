@@ -96,12 +96,8 @@ async def main(args):
     churner = asyncio.ensure_future(churn(port, stop))
     print(f"soak: {args.seconds:g}s, {args.core} core, {args.concurrency} calls in flight")
 
-    def table():
-        mailbox = cli._station.mailboxes.get("soak")
-        return getattr(mailbox, "_table", None)
-
     try:
-        report = await sustained.sample_while(lambda: sum(done.values()), table, proc.pid,
+        report = await sustained.sample_while(lambda: sum(done.values()), cli, "soak", proc.pid,
                                               args.seconds, args.every, sys.stdout)
     finally:
         stop.set()

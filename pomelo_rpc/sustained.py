@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from . import client, processes
 from .options import CLIENT_DEFAULTS
@@ -123,10 +123,11 @@ def summary(report: Report, out: TextIO) -> None:
           f"; {', '.join(report.failures()) or 'ok'}", file=out, flush=True)
 
 
-async def sample_while(done: Callable[[], int], table_of: Callable[[], Any], server_pid: int,
-                       seconds: float, every: float, out: TextIO | None) -> Report:
+async def sample_while(done: Callable[[], int], cli: client.RpcClient, server_id: str,
+                       server_pid: int, seconds: float, every: float,
+                       out: TextIO | None) -> Report:
     """Every ``every`` s for ``seconds`` s: calls ended (``done()``), calls/s, both RSS,
-    the request table (``table_of()``, or None before the first call)."""
+    and the request table of ``cli``'s mailbox to ``server_id``."""
     report = Report()
     if out is not None:
         header(out)
@@ -141,7 +142,7 @@ async def sample_while(done: Callable[[], int], table_of: Callable[[], Any], ser
         # sample on a fixed grid of the loop clock, so late wake-ups do not accumulate
         await asyncio.sleep(max(0.0, start + k * every - loop.time()))
         now, calls, used = time.monotonic(), done(), cpu()
-        table = table_of()
+        table = getattr(cli._station.mailboxes.get(server_id), "_table", None)
         s = Sample(now - t0, calls - last, (calls - last) / (now - last_t),
                    processes.rss_kb(), processes.rss_kb(server_pid),
                    len(table) if table is not None else 0,
@@ -181,12 +182,8 @@ async def run(seconds: float, transport: str = "native", pure: bool = False,
 
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
 
-        def table() -> Any:
-            mailbox = cli._station.mailboxes.get("s")
-            return getattr(mailbox, "_table", None)
-
         try:
-            report = await sample_while(lambda: count[0] + count[1], table, proc.pid,
+            report = await sample_while(lambda: count[0] + count[1], cli, "s", proc.pid,
                                         seconds, every, out)
         finally:
             stop = True
