@@ -7,7 +7,13 @@ import warnings
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-CORE = ("frames", "pending", "dispatch", "mqtt")
+#: The compiled core, in pomelo_rpc/_cy: codecs written in Cython (``.pyx``, each with a
+#: hand-written pure twin in pomelo_rpc/core) ...
+CODECS = ("frames", "mqtt")
+#: ... and modules with one source for both cores: ``pomelo_rpc/core/<name>.py``, linked
+#: as ``pomelo_rpc/_cy/<name>.py`` and compiled with the ``.pxd`` beside the link.
+ONE_SOURCE = ("pending", "dispatch", "writer")
+CORE = CODECS + ONE_SOURCE
 
 
 def extensions():
@@ -19,10 +25,11 @@ def extensions():
     except ImportError:
         warnings.warn("pomelo_rpc: Cython is not available; installing the pure-Python core")
         return []
-    exts = [Extension(f"pomelo_rpc._cy.{name}", [f"src/{name}.pyx"], extra_compile_args=["-O2"])
+    exts = [Extension(f"pomelo_rpc._cy.{name}",
+                      [f"pomelo_rpc/_cy/{name}.{'pyx' if name in CODECS else 'py'}"],
+                      extra_compile_args=["-O2"])
             for name in CORE]
-    return cythonize(exts, include_path=["src"], compiler_directives={"language_level": 3},
-                     quiet=True)
+    return cythonize(exts, compiler_directives={"language_level": 3}, quiet=True)
 
 
 class OptionalBuildExt(build_ext):

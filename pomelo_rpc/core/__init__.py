@@ -7,8 +7,10 @@ returns one of them as a namespace; ``default()`` honours ``POMELO_RPC_PURE=1``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import types
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import TYPE_CHECKING, cast
 
 from ..options import env_wants_pure
@@ -190,21 +192,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pomelo_rpc.core")
 
-MODULES = ("frames", "pending", "dispatch", "mqtt")
+#: The modules of a core.
+MODULES = ("frames", "pending", "dispatch", "mqtt", "writer")
 
 _loaded: dict[str, Core] = {}
 
 
 def _load(name: str) -> Core:
-    if name == "python":
-        from . import dispatch, frames, mqtt, pending
-    elif name == "cython":
-        # the same names from the other core; both fit Core (checked at the end of the module)
-        from .._cy import dispatch, frames, mqtt, pending  # type: ignore[no-redef]
-    else:
+    if name not in ("cython", "python"):
         raise ValueError(f"core must be 'cython' or 'python', not {name!r}")
-    return cast("Core", types.SimpleNamespace(name=name, frames=frames, pending=pending,
-                                              dispatch=dispatch, mqtt=mqtt))
+    package = "pomelo_rpc._cy" if name == "cython" else "pomelo_rpc.core"
+    modules = {mod: importlib.import_module(f"{package}.{mod}") for mod in MODULES}
+    if name == "cython":
+        # pomelo_rpc/_cy holds the one-source modules' .py links too: an uncompiled
+        # tree imports those as plain Python, which is not the compiled core
+        plain = [mod for mod, m in modules.items()
+                 if not (m.__file__ or "").endswith(tuple(EXTENSION_SUFFIXES))]
+        if plain:
+            raise ImportError(f"the Cython core is not compiled ({', '.join(plain)} "
+                              f"would load as plain Python)")
+    return cast("Core", types.SimpleNamespace(name=name, **modules))
 
 
 def select(name: str | None = None) -> Core:

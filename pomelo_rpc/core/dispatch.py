@@ -1,4 +1,9 @@
-"""Dispatch (namespace -> service -> method), pure-Python twin of ``src/dispatch.pyx``."""
+# cython: annotation_typing=False
+"""Dispatch (namespace -> service -> method): one source for both cores.
+
+Imported as it is for the pure-Python core; compiled with ``pomelo_rpc/_cy/dispatch.pxd``
+for the Cython core.
+"""
 
 from __future__ import annotations
 

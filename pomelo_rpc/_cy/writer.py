@@ -1,0 +1,1 @@
+../core/writer.py
