@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Native frame codec (Cython). Twin: ``pomelo_rpc/core/frames.py``; same names, same behaviour.
+What other compiled modules cimport is declared in ``frames.pxd``.
 
 A frame is a 4-byte big-endian body length followed by one msgpack object.
 """
@@ -379,9 +380,7 @@ cdef int _pack(_Buffer buf, object o, int depth) except -1:
 
 cdef class FrameDecoder:
     """Incremental decoder: ``feed`` any split of the byte stream, get whole messages."""
-
-    cdef bytearray _buf
-    cdef Py_ssize_t _max
+    # fields declared in frames.pxd
 
     def __cinit__(self, max_size=8 * 1024 * 1024):
         self._buf = bytearray()
@@ -469,43 +468,43 @@ cpdef bytes encode(object message):
     return frame
 
 
-def encode_request(rid, method_id, args):
+cpdef bytes encode_request(object rid, object method_id, object args):
     """A request naming its method by the id from the server's HELLO table."""
     return encode([REQ_ID, rid, method_id, args])
 
 
-def encode_request_by_name(rid, namespace, service, method, args):
+cpdef bytes encode_request_by_name(object rid, object namespace, object service, object method, object args):
     """A request naming its method in full (before HELLO, or for a name not in it)."""
     return encode([REQ_NAME, rid, namespace, service, method, args])
 
 
-def encode_request_traced(rid, method_id, args, trace_id):
+cpdef bytes encode_request_traced(object rid, object method_id, object args, object trace_id):
     """``encode_request`` carrying a trace id (``rpc_debug_log``) as a trailing field."""
     return encode([REQ_ID, rid, method_id, args, trace_id])
 
 
-def encode_request_by_name_traced(rid, namespace, service, method, args, trace_id):
+cpdef bytes encode_request_by_name_traced(object rid, object namespace, object service, object method, object args, object trace_id):
     """``encode_request_by_name`` carrying a trace id as a trailing field."""
     return encode([REQ_NAME, rid, namespace, service, method, args, trace_id])
 
 
-def encode_request_budget(rid, method_id, args, trace_id, budget_ms):
+cpdef bytes encode_request_budget(object rid, object method_id, object args, object trace_id, object budget_ms):
     """``encode_request`` carrying the caller's remaining budget in ms (and a trace id
     or None) as the trailing fields."""
     return encode([REQ_ID, rid, method_id, args, trace_id, budget_ms])
 
 
-def encode_request_by_name_budget(rid, namespace, service, method, args, trace_id, budget_ms):
+cpdef bytes encode_request_by_name_budget(object rid, object namespace, object service, object method, object args, object trace_id, object budget_ms):
     """``encode_request_by_name`` carrying the remaining budget in ms (and a trace id)."""
     return encode([REQ_NAME, rid, namespace, service, method, args, trace_id, budget_ms])
 
 
-def encode_response(rid, result):
+cpdef bytes encode_response(object rid, object result):
     """A successful response; TypeError if ``result`` cannot be packed."""
     return encode([RESP_OK, rid, result])
 
 
-def encode_error(rid, type_name, message, stack):
+cpdef bytes encode_error(object rid, object type_name, object message, object stack):
     """An error response."""
     return encode([RESP_ERR, rid, [type_name, message, stack]])
 
