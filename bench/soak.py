@@ -106,8 +106,8 @@ async def main(args):
     alive = proc.poll() is None
     await asyncio.sleep(2.5)        # every deadline passes
     mailbox = cli._station.mailboxes.get("soak")
-    table_ok = mailbox is not None and len(mailbox._table) == 0 \
-        and mailbox._table.slot_count == 0 and mailbox._timer is None
+    table_ok = mailbox is not None and len(mailbox.protocol.table) == 0 \
+        and mailbox.protocol.table.slot_count == 0 and mailbox.protocol.timer is None
     await cli.stop()
     proc.terminate()
     proc.wait(10)

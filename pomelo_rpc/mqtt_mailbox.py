@@ -15,13 +15,13 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from .acceptor import set_nodelay
 from .errors import AuthenticationError, FrameError, RpcError
 from .mailbox import Mailbox
 from .mqtt_acceptor import batch_payload, core_dumps, dumps, json_bytes, loads
 
 if TYPE_CHECKING:
     from .core import Core, MqttDecoderLike
+    from .core.client_protocol import ForwardingClientProtocol
 
 log = logging.getLogger("pomelo_rpc.mqtt_mailbox")
 
@@ -83,10 +83,11 @@ def results_value(results: list[Any]) -> Any:
     return list(results)
 
 
-class MqttMailbox(Mailbox, asyncio.Protocol):
+class MqttMailbox(Mailbox):
     """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
 
     _decoder: MqttDecoderLike
+    _protocol: ForwardingClientProtocol
     _silence_hint = (" (connected, but no CONNACK for the auth_token: the server has none, "
                      "like Node pomelo-rpc, or it is a TLS server and needs ssl=)")
 
@@ -108,6 +109,11 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         if self._trace_prefix is not None:   # tracing, rpc_debug_log
             self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
+
+    def _make_protocol(self, opts: dict[str, Any]) -> ForwardingClientProtocol:
+        protocol: ForwardingClientProtocol = self.core.client_protocol.ForwardingClientProtocol(
+            self, self.server_id, self._pkg_size)
+        return protocol
 
     async def _open(self) -> None:
         # with an auth_token, the server's CONNACK says whether it took it (a server
@@ -135,12 +141,12 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
     def _send_part(self, part: bytes, msg: dict[str, Any]) -> None:
         """Send the JSON of one call: into the batch (buffer_msg) or as its own PUBLISH."""
         if self._buffer_msg:
-            self._check_size(part, msg)
+            self._protocol.check_size(part, msg)
             self._batch.append(part)
             if self._batch_timer is None:
                 self._batch_timer = self._loop.call_later(self._interval, self._flush_batch)
         else:
-            self._write(self._check_size(self._publish(part), msg))
+            self._protocol.writer.write(self._protocol.check_size(self._publish(part), msg))
 
     def _call_head(self, key: tuple[Any, Any, Any, Any]) -> str:
         """``,"msg":{"namespace":…,"serverType":…,"service":…,"method":…,"args":`` of a
@@ -168,7 +174,7 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         self._send_part(json_bytes(pkg), msg)
 
     def _send_ping(self) -> None:
-        self._write(self._mqtt.PINGREQ_PACKET)
+        self._protocol.writer.write(self._mqtt.PINGREQ_PACKET)
 
     def _close_transport(self) -> None:
         if self._batch_timer is not None:
@@ -185,22 +191,20 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         if self._batch and self._transport is not None:
             payload = batch_payload(self._batch)
             self._batch.clear()
-            self._write(self._publish(payload))
+            self._protocol.writer.write(self._publish(payload))
 
-    # asyncio.Protocol --------------------------------------------------
+    # the protocol's callbacks ------------------------------------------
 
-    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """asyncio: connected; TCP_NODELAY on, send CONNECT (no CONNACK is awaited)."""
+    def _connection_made(self, transport: asyncio.Transport) -> None:
+        """Connected: send CONNECT (no CONNACK is awaited)."""
         self._transport = transport
-        set_nodelay(transport)
         if self._auth_token is not None:   # the auth_token as the CONNECT password
             transport.write(self._mqtt.encode_connect(None, 0, "pomelo_rpc", self._auth_token))
         else:
             transport.write(self._mqtt.encode_connect(None, 0))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        """asyncio: the connection closed; every call in flight fails."""
+    def _connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed; every call in flight fails."""
         self._transport = None
         reason = f"connection to {self.server_id} lost" + (f": {exc}" if exc else "")
         if not self._heard:      # refused at once: say what usually refuses a client so
@@ -210,9 +214,8 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
                        "serves TLS, set ssl=)")
         self._fail(reason)
 
-    def data_received(self, data: bytes) -> None:
-        """asyncio: decode MQTT packets and resolve the calls they answer."""
-        self._received()
+    def _data_received(self, data: bytes) -> None:
+        """Decode MQTT packets and resolve the calls they answer."""
         self._heard = True
         try:
             packets = self._decoder.feed(data)
@@ -257,7 +260,7 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
             rid = pkg.get("id")
             resp = pkg.get("resp")
             if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
-                self._table.resolve(rid, resp[1])
+                self._protocol.table.resolve(rid, resp[1])
             else:
                 self._on_response(pkg)
         elif type(pkg) is list:
@@ -275,12 +278,12 @@ class MqttMailbox(Mailbox, asyncio.Protocol):
         if resp is None:
             resp = []
         elif type(resp) is not list:
-            self._table.reject(rid, RpcError(
+            self._protocol.table.reject(rid, RpcError(
                 f"malformed response from {self.server_id}: resp is {type(resp).__name__}"))
             return
         if resp and _js_truthy(resp[0]):
             type_name, message, stack = describe_remote_error(resp[0])
-            self._reject_remote(rid, type_name, message, stack)
+            self._protocol.reject_remote(rid, type_name, message, stack)
         else:
-            self._table.resolve(rid, results_value(resp[1:]))
+            self._protocol.table.resolve(rid, results_value(resp[1:]))
 

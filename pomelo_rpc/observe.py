@@ -50,8 +50,55 @@ class CountingTransport:
         self._transport.write(data)
         self._table[self._key] = self._table.get(self._key, 0) + len(data)
 
+    def writelines(self, chunks: list[bytes]) -> None:
+        """Write ``chunks`` and count them."""
+        self._transport.writelines(chunks)
+        self._table[self._key] = self._table.get(self._key, 0) + sum(map(len, chunks))
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+class CountingProtocol:
+    """The protocol asyncio talks to when metrics count bytes: ``inner`` (a protocol
+    object of the core, whose methods cannot be wrapped one by one) gets a
+    CountingTransport, and what it reads is counted into ``side.received[key]``."""
+
+    def __init__(self, inner: Any, side: Side, key: str,
+                 on_connect: Callable[[], None] | None = None) -> None:
+        self._inner = inner
+        self._side = side
+        self._key = key
+        self._on_connect = on_connect
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        """asyncio: connected; the inner protocol gets a counting transport."""
+        if self._on_connect is not None:
+            self._on_connect()
+        self._inner.connection_made(CountingTransport(transport, self._side.sent, self._key))
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio: count, then hand over."""
+        table = self._side.received
+        table[self._key] = table.get(self._key, 0) + len(data)
+        self._inner.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: hand over."""
+        self._inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        """asyncio: hand over."""
+        result: bool | None = self._inner.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        """asyncio: hand over."""
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        """asyncio: hand over."""
+        self._inner.resume_writing()
 
 
 def _count_bytes(protocol: Any, side: Side, key: str,
@@ -184,8 +231,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
             else:
                 side.connected.add(sid)
 
-        if isinstance(mailbox, asyncio.Protocol):
-            _count_bytes(mailbox, side, sid, reconnected)
+        mailbox._wrap_protocol = lambda inner: CountingProtocol(inner, side, sid, reconnected)
         routes = _RouteSeries(side, sid, _client_key, call_route)
     send = mailbox.send
     if tracer is None and not debug:
@@ -279,11 +325,14 @@ class ServerObserver:
                                               states.PENDING)
 
     def attach(self, conn: ServerConnection) -> None:
-        """Install the wrappers on a new connection."""
-        conn._dispatch = self.dispatch
-        conn._tracing = self.reads_context
+        """Install the wrappers on a new connection: its protocol's ``dispatch``, and
+        with metrics a wrapper of the protocol counting bytes, which asyncio gets."""
+        protocol = conn._protocol
+        protocol.dispatch = self.dispatch
+        protocol.tracing = self.reads_context
         if self.side is not None:
-            _count_bytes(conn, self.side, self.server_id)
+            conn.protocol = cast("asyncio.BaseProtocol",
+                                 CountingProtocol(protocol, self.side, self.server_id))
 
     def _observed_dispatch(self, acceptor: BaseAcceptor, routes: _RouteSeries | None,
                            ) -> Callable[[object], tuple[int, int, Any]]:

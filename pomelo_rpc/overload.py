@@ -179,7 +179,7 @@ class Overload:
         self.held += 1
         if deadline is None:
             return None
-        tid = self._running.add(task, deadline)
+        tid: int = self._running.add(task, deadline)
         if self._timer_at is None or deadline < self._timer_at:
             self._arm()
         return tid

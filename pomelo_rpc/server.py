@@ -101,7 +101,9 @@ class Gateway:
         else:
             self.services = remotes.load_paths(self.paths, self.opts["context"],
                                                self.opts["services"])
-        return self.core.dispatch.Dispatcher(remotes.method_entries(self.services))
+        dispatcher: DispatcherLike = self.core.dispatch.Dispatcher(
+            remotes.method_entries(self.services))
+        return dispatcher
 
     def check_remotes(self) -> list[str]:
         """With ``reload_remotes``: reload the services whose files changed, appeared or

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import client, processes
 from .options import CLIENT_DEFAULTS
@@ -142,7 +142,8 @@ async def sample_while(done: Callable[[], int], cli: client.RpcClient, server_id
         # sample on a fixed grid of the loop clock, so late wake-ups do not accumulate
         await asyncio.sleep(max(0.0, start + k * every - loop.time()))
         now, calls, used = time.monotonic(), done(), cpu()
-        table = getattr(cli._station.mailboxes.get(server_id), "_table", None)
+        mailbox: Any = cli._station.mailboxes.get(server_id)
+        table = None if mailbox is None else mailbox.protocol.table
         s = Sample(now - t0, calls - last, (calls - last) / (now - last_t),
                    processes.rss_kb(), processes.rss_kb(server_pid),
                    len(table) if table is not None else 0,

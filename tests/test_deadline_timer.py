@@ -45,6 +45,7 @@ class MillisecondLoop:
         self.early_ms = early_ms    # fire timers this much before their rounded due time
         self.timers = []
         self.armed = 0
+        self.fired = 0      # timer callbacks run (the only timer here: the deadline one)
         self._seq = 0
         self._futures = asyncio.new_event_loop()   # never run: futures only
 
@@ -74,6 +75,7 @@ class MillisecondLoop:
                 handle = heapq.heappop(self.timers)
                 if not handle.cancelled:
                     runs += 1
+                    self.fired += 1
                     assert runs <= 100, f"timers spin: {runs} runs within one millisecond"
                     handle.callback()
 
@@ -81,24 +83,24 @@ class MillisecondLoop:
         self._futures.close()
 
 
-class CountingMailbox(Mailbox):
-    """A mailbox on an open connection that sends nothing and counts its timer's runs."""
+class RecordingMailbox(Mailbox):
+    """A mailbox on an open connection that sends nothing: it records the calls its
+    protocol (the core's, with the table and the deadline timer) hands it to send."""
 
     def __init__(self, loop, core):
         opts = dict(CLIENT_DEFAULTS)
         super().__init__({"id": "srv", "host": "127.0.0.1", "port": 1}, opts,
                          _core.select(core))
-        self._loop = loop
+        self._loop = self._protocol.loop = loop
         self.state = OPEN
         self.sent = []          # rids, in the order sent
-        self.fired = 0
+
+    def _make_protocol(self, opts):
+        return self.core.client_protocol.ForwardingClientProtocol(self, self.server_id,
+                                                                  self._pkg_size)
 
     def _send_call(self, rid, msg, budget=None):
         self.sent.append(rid)
-
-    def _on_timer(self):
-        self.fired += 1
-        super()._on_timer()
 
 
 MSG = {"namespace": "user", "service": "s", "method": "m", "args": []}
@@ -113,16 +115,16 @@ def _run(core, start, early_ms, answer_every):
     ``answer_every``-th 100 ms after it was sent (0: none). Return the mailbox, the
     loop and the deadline slots that held calls never answered."""
     loop = MillisecondLoop(start, early_ms)
-    box = CountingMailbox(loop, core)
+    box = RecordingMailbox(loop, core)
     calls = {}          # rid -> (future, deadline)
     unanswered_slots = set()
     try:
         for ms in range(2000):
             if answer_every and ms >= 100:
-                box._received()              # data arrives, then its answers resolve
+                box.protocol.received()      # data arrives, then its answers resolve
                 for rid in box.sent[(ms - 100) * 3:(ms - 99) * 3]:
                     if rid % answer_every == 0:
-                        box._table.resolve(rid, "ok")
+                        box.protocol.table.resolve(rid, "ok")
             for _ in range(3):
                 fut = box.send(MSG, timeout=0.5)
                 rid = box.sent[-1]
@@ -159,9 +161,10 @@ def _check_expired(loop, calls):
 def test_timer_runs_once_per_slot_when_every_call_times_out(core, start, early_ms):
     box, loop, slots = _run(core, start, early_ms, answer_every=0)
     # the timer alone expires everything: one run per slot, plus a constant
-    assert len(slots) <= box.fired <= len(slots) + 2, (box.fired, len(slots))
+    assert len(slots) <= loop.fired <= len(slots) + 2, (loop.fired, len(slots))
     assert loop.armed <= len(slots) + 2
-    assert box._timer is None and box._table.slot_count == 0 and loop.live_timers() == 0
+    assert box.protocol.timer is None and box.protocol.table.slot_count == 0
+    assert loop.live_timers() == 0
 
 
 @pytest.mark.parametrize("start", BASES)
@@ -169,10 +172,10 @@ def test_expiry_from_received_data_never_starts_a_second_timer(core, start):
     # answers keep arriving, so expiry mostly runs from data_received; the timer it
     # stands in for must be cancelled, not left to start a chain of its own
     box, loop, slots = _run(core, start, early_ms=0, answer_every=3)
-    assert box.fired <= len(slots) + 2, (box.fired, len(slots))
+    assert loop.fired <= len(slots) + 2, (loop.fired, len(slots))
     # armed at most once per slot of the 2 s of sends (400 slots of 5 ms)
     assert loop.armed <= 400 + 3, loop.armed
-    assert loop.live_timers() == 0 and box._timer is None
+    assert loop.live_timers() == 0 and box.protocol.timer is None
 
 
 @pytest.mark.parametrize("start", BASES)
@@ -227,11 +230,11 @@ async def test_calls_across_the_id_wrap_reach_the_server_and_back(core, transpor
         cli.add_servers([{"id": "s", "server_type": "test", "port": gw.port}])
         await cli.start()
         mailbox = cli._station.mailbox("s")
-        mailbox._table = mailbox.core.pending.PendingTable(first_id=ID_LIMIT - 20)
+        mailbox.protocol.table = mailbox.core.pending.PendingTable(first_id=ID_LIMIT - 20)
         echo = cli.proxies.user.test.service.echo.to_server
         answers = await asyncio.gather(*(echo("s", i) for i in range(50)))
         assert answers == list(range(50))
-        assert len(mailbox._table) == 0
+        assert len(mailbox.protocol.table) == 0
     finally:
         await cli.stop()
         await gw.stop()

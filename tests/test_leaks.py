@@ -28,7 +28,8 @@ async def test_100k_calls_with_timeouts_leave_no_entry_slot_or_timer(aspawn, cor
     svc = cli.proxies.user.test.service
     assert await svc.echo(None, "warm") == "warm"
     mailbox = cli._station.mailboxes["test-1"]
-    table = mailbox._table
+    protocol = mailbox.protocol
+    table = protocol.table
 
     def call(i):
         kind = i % 50
@@ -62,15 +63,15 @@ async def test_100k_calls_with_timeouts_leave_no_entry_slot_or_timer(aspawn, cor
 
     # the abandoned calls' answers arrive within 30 ms; every deadline is at most 2 s
     deadline = time.monotonic() + 5
-    while (len(table) or table.slot_count or mailbox._timer is not None) \
+    while (len(table) or table.slot_count or protocol.timer is not None) \
             and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert len(table) == 0
     assert cli.in_flight("test-1") == 0
     assert table.slot_count == 0
-    assert mailbox._timer is None and mailbox._timer_at is None
+    assert protocol.timer is None and protocol.timer_at is None
     assert table.next_deadline() is None
-    assert mailbox._waiting == [] and mailbox._out == []
+    assert mailbox.waiting == 0 and protocol.writer.queued == 0
     gc.collect()
     # the client's own memory did not grow in the second half of the run
     assert rss_kb(os.getpid()) - rss_half < 5000

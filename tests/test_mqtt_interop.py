@@ -326,11 +326,11 @@ async def test_python_client_keepalive_with_node_server(node_server, core):
     async with py_client(core, node_server.port, keepalive=0.1) as cli:
         assert await invoke(cli, "echo", "first") == "first"
         mailbox = cli._station.mailboxes["target"]
-        seen = mailbox._last_recv
+        seen = mailbox.protocol.last_recv
         await asyncio.sleep(0.7)          # 7 keepalive periods without a call
         assert cli._station.mailboxes.get("target") is mailbox
         assert mailbox.state == "open"
-        assert mailbox._last_recv > seen   # only PINGRESPs arrived meanwhile
+        assert mailbox.protocol.last_recv > seen   # only PINGRESPs arrived meanwhile
         assert await invoke(cli, "echo", "after idle") == "after idle"
 
 

@@ -240,7 +240,7 @@ async def test_reload_while_connected(core, tmp_path, caplog):
         first_table = hello[2]
         assert await call(cli, "echo", 1) == ["v1", 1]
         mailbox = cli._station.mailboxes["srv-1"]
-        ids_before = dict(mailbox._ids)
+        ids_before = dict(mailbox.protocol.ids)
         assert set(ids_before) == {("user", "svc", m) for m in ("echo", "keep", "gone", "slow")}
 
         # a call running on the old code while the file changes finishes on it
@@ -253,10 +253,10 @@ async def test_reload_while_connected(core, tmp_path, caplog):
 
         # ids of the methods that stay are the same; the new one is appended and the
         # connected client learns it from a new HELLO on its open connection
-        await until(lambda: ("user", "svc", "fresh") in mailbox._ids, what="the new HELLO")
+        await until(lambda: ("user", "svc", "fresh") in mailbox.protocol.ids, what="the new HELLO")
         for key, mid in ids_before.items():
-            assert mailbox._ids[key] == mid, key
-        assert mailbox._ids[("user", "svc", "fresh")] == len(ids_before)
+            assert mailbox.protocol.ids[key] == mid, key
+        assert mailbox.protocol.ids[("user", "svc", "fresh")] == len(ids_before)
         hello2 = await read_frame(reader)
         assert hello2[0] == 0 and hello2[2][:len(first_table)] == first_table
         assert hello2[2][len(first_table):] == [["user", "svc", "fresh"]]
@@ -294,7 +294,7 @@ async def test_reload_while_connected(core, tmp_path, caplog):
         assert await call(cli, "keep") == "kept"
         write(svc, SVC_V2.replace('["v2", x]', '["v3", x]'))
         await until(lambda: returns(cli, ["v3", 4], "echo", 4), what="v3 served")
-        assert mailbox._ids[("user", "svc", "echo")] == ids_before[("user", "svc", "echo")]
+        assert mailbox.protocol.ids[("user", "svc", "echo")] == ids_before[("user", "svc", "echo")]
     finally:
         writer.close()
         await cli.stop()

@@ -94,10 +94,10 @@ class PendingTable:
         entries[rid] = _Entry(future, info, ids)
         return rid
 
-    def _take(self, rid: object) -> _Entry | None:
-        entry = self._entries.pop(rid, None)  # type: ignore[call-overload]
+    def _take(self, rid: Any) -> _Entry | None:
+        entry = self._entries.pop(rid, None)
         if entry is not None and entry.ids is not None:
-            entry.ids.pop(rid, None)  # type: ignore[call-overload]
+            entry.ids.pop(rid, None)
         return entry
 
     def pop(self, rid: object) -> tuple[asyncio.Future[Any], Any] | None:

@@ -1,0 +1,44 @@
+# Augments pomelo_rpc/core/client_protocol.py (compiled here through the
+# client_protocol.py link): the protocol classes as extension types calling the
+# table, the frame codec and the writer as C functions.
+
+cimport cython
+
+from pomelo_rpc._cy.frames cimport (FrameDecoder, encode_request, encode_request_budget,
+                                    encode_request_by_name, encode_request_by_name_budget,
+                                    encode_request_by_name_traced, encode_request_traced)
+from pomelo_rpc._cy.pending cimport PendingTable
+from pomelo_rpc._cy.writer cimport Writer
+
+
+cdef class ClientProtocol:
+    cdef public object owner
+    cdef public object server_id
+    cdef public Py_ssize_t pkg_size
+    cdef public PendingTable table
+    cdef readonly Writer writer
+    cdef public object loop
+    cdef readonly object timer
+    cdef readonly object timer_at
+    cdef public double last_recv
+    cdef public bint traced
+
+    @cython.locals(deadline=double, left=double, rid=Py_ssize_t)
+    cpdef object call(self, dict msg, object timeout)
+    cpdef send_queued(self, object rid, dict msg, object deadline)
+    cpdef send_failed(self, object rid, dict msg, object exc)
+    cpdef reject_remote(self, object rid, object type_name, object message, object stack)
+    cpdef arm_timer(self)
+    cpdef expire(self, double now)
+    @cython.locals(now=double)
+    cpdef received(self)
+    cpdef send_call(self, object rid, dict msg, object budget)
+
+
+cdef class NativeClientProtocol(ClientProtocol):
+    cdef readonly FrameDecoder decoder
+    cdef public dict ids
+
+
+cdef class ForwardingClientProtocol(ClientProtocol):
+    pass

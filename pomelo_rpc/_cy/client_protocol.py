@@ -1,0 +1,1 @@
+../core/client_protocol.py
