@@ -64,6 +64,13 @@ def normalize_message(msg: dict[str, Any]) -> dict[str, Any]:
     return msg
 
 
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    """A future failed with ``exc``: how a call that cannot start fails at its await."""
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_exception(exc)
+    return fut
+
+
 async def _maybe_await(value: object) -> Any:
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
         return await value
@@ -229,29 +236,50 @@ class RpcClient:
         self._check_started()
         return await self._call(server_id, normalize_message(msg), timeout)
 
-    async def _direct_call(self, server_id: str, msg: dict[str, Any],
-                           timeout: float | None) -> Any:
+    def _direct_call(self, server_id: str, msg: dict[str, Any],
+                     timeout: float | None) -> Awaitable[Any]:
         """``rpc_invoke`` of a message a proxy built (already in normal form)."""
         if not self._started:
-            raise RpcError("rpc client is not started")
-        return await self._call(server_id, msg, timeout)
+            return _failed(RpcError("rpc client is not started"))
+        return self._call(server_id, msg, timeout)
 
-    async def _routed_call(self, route_param: Any, msg: dict[str, Any],
-                           timeout: float | None) -> Any:
-        self._check_started()
-        # a server id, None, or (from an async router) an awaitable of one, awaited here
-        server_id: Any = self._route(route_param, msg, self.route_context)
-        if asyncio.iscoroutine(server_id) or isinstance(server_id, asyncio.Future):
-            server_id = await server_id
-        if server_id is None:
+    def _routed_call(self, route_param: Any, msg: dict[str, Any],
+                     timeout: float | None) -> Awaitable[Any]:
+        """The awaitable of a call the router places: with a synchronous router and
+        no filters, the mailbox's future itself (no coroutine per call). Errors reach
+        the caller when it awaits, as from a coroutine."""
+        if not self._started:
+            return _failed(RpcError("rpc client is not started"))
+        try:
+            # a server id, None, or (from an async router) an awaitable of one
+            server_id: Any = self._route(route_param, msg, self.route_context)
+        except Exception as exc:
+            return _failed(exc)
+        if type(server_id) is not str:
+            if asyncio.iscoroutine(server_id) or isinstance(server_id, asyncio.Future):
+                return self._routed_later(server_id, msg, timeout)
+            if server_id is None:
+                return _failed(NoServerError(
+                    f"the router gave no server for {msg['server_type']}"))
+        return self._call(server_id, msg, timeout)
+
+    async def _routed_later(self, server_id: Awaitable[Any], msg: dict[str, Any],
+                            timeout: float | None) -> Any:
+        """A call whose async router is still choosing its server."""
+        sid = await server_id
+        if sid is None:
             raise NoServerError(f"the router gave no server for {msg['server_type']}")
-        return await self._call(server_id, msg, timeout)
+        return await self._call(sid, msg, timeout)
 
     def _call(self, server_id: str, msg: dict[str, Any], timeout: float | None) -> Awaitable[Any]:
-        """The awaitable of one call to ``server_id``: straight to the mailbox when plain."""
+        """The awaitable of one call to ``server_id``: the mailbox's future when plain
+        (failfast, no filters), else the coroutine of the filters and the fail mode."""
         if self._plain:
-            return self._station.mailbox(server_id).send(
-                msg, self._timeout if timeout is None else timeout)
+            try:
+                return self._station.mailbox(server_id).send(
+                    msg, self._timeout if timeout is None else timeout)
+            except Exception as exc:
+                return _failed(exc)
         return self._filtered_call(server_id, msg, timeout)
 
     async def _filtered_call(self, server_id: str, msg: dict[str, Any],

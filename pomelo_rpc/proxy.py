@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import RpcError
@@ -31,12 +31,12 @@ class ProxyMethod:
                 "service": self.service, "method": self.method, "args": list(args)}
 
     def __call__(self, route_param: Any, *args: Any,
-                 timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+                 timeout: float | None = None) -> Awaitable[Any]:
         """Route the call with ``route_param`` and return an awaitable of the result."""
         return self._client._routed_call(route_param, self.message(args), timeout)
 
     def to_server(self, server_id: str, *args: Any,
-                  timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+                  timeout: float | None = None) -> Awaitable[Any]:
         """Call server ``server_id``; ``"*"`` calls every server of the type (dict of answers)."""
         if server_id == "*":
             return self._client._broadcast(self.message(args), timeout)
