@@ -5,30 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import traceback
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .deadline import current_deadline
-from .errors import DispatchError, FrameError, ServerBusyError
+from .core.writer import set_nodelay
+from .errors import FrameError
 from .options import SERVER_DEFAULTS
-from .overload import BadBudget, Entry, Overload, clock
+from .overload import Entry, Overload
 from .security import (RateLimitedLog, check_auth, new_nonce, parse_allow, peer_allowed,
                        server_proof, token_bytes, warn_if_exposed)
 from .observe import observe_acceptor
 
 if TYPE_CHECKING:
     from .core import Core, DispatcherLike, FrameDecoderLike, MqttDecoderLike
+    from .core.server_protocol import ServerProtocol as ServerProtocolLike
 
 log = logging.getLogger("pomelo_rpc.acceptor")
-
-#: Messages queued in one loop turn are written every WRITE_CHUNK of them, not all at
-#: the end: the peer starts on the first ones while the rest are being made (with 100
-#: calls in flight, writing a whole turn's messages at once left client and server
-#: taking turns, each idle while the other worked).
-WRITE_CHUNK = 32
 
 #: Connections the kernel may hold waiting for ``accept`` (capped by net.core.somaxconn);
 #: asyncio's default of 100 drops SYNs, and so stalls connects for 1 s, under a storm.
@@ -39,83 +31,54 @@ LISTEN_BACKLOG = 4096
 HANDSHAKE_MAX_FRAME = 256
 
 
-def set_nodelay(transport: asyncio.BaseTransport) -> None:
-    """Turn Nagle's algorithm off on the transport's socket (no 40 ms stalls)."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+class ServerConnection:
+    """One client connection of an acceptor, what every transport shares: admission
+    (``allow``, ``max_connections``), the auth_token handshake's deadline, the overload
+    queue, and the graceful stop.
 
-
-def describe_error(exc: BaseException) -> tuple[str, str, str]:
-    """``(type_name, message, stack)`` of an exception, as sent to the caller."""
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return type(exc).__name__, str(exc), stack
-
-
-class ServerConnection(asyncio.Protocol):
-    """What every acceptor's connection shares: answers coalesced per loop turn, the
-    calls running for it, read backpressure, and the graceful stop.
-
-    A transport subclasses it with ``data_received`` (decode, then ``_dispatch_request``
-    or its own handling), ``_encode_result(rid, result)`` and ``_encode_failure(rid,
-    exc)`` (each returns the bytes of one answer), and ``_is_ping(msg)``.
+    The hot path is its protocol (``_protocol``, a core's ``ServerProtocol`` or a
+    subclass of it): what asyncio calls, what decodes, runs and answers the requests.
+    It calls back here for what is not a request: ``_connection_made``,
+    ``_connection_lost``, ``_on_handshake``, ``_refuse`` and ``_abort``. A transport
+    subclasses this with ``_make_protocol`` and, for its handshake, ``_start`` and
+    ``_on_handshake``.
     """
 
     def __init__(self, acceptor: BaseAcceptor) -> None:
         self._acceptor = acceptor
-        dispatch = acceptor.core.dispatch
-        self._dispatch: Callable[[object], tuple[int, int, Any]] = acceptor.dispatcher.dispatch
-        self._done_state = dispatch.DONE
-        self._pending_state = dispatch.PENDING
-        # metrics, tracing, rpc_debug_log: the acceptor's observer wraps ``_dispatch`` (and
-        # counts bytes); ``_tracing``: requests carry a trace context to read
-        self._tracing = False
-        if acceptor.observer is not None:
-            acceptor.observer.attach(self)
-        # the transport's decoder: ``buffered`` is read here
-        self._decoder: FrameDecoderLike | MqttDecoderLike | None = None
-        self._transport: asyncio.Transport | None = None
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Future[Any]] = set()
         # overload (pomelo_rpc.overload): the acceptor's; requests waiting for a later turn
         self._overload: Overload = acceptor.overload
         self._queue: deque[Entry] = deque()
+        self._transport: asyncio.Transport | None = None
         self._peer: Any = None        # the transport's peername (its type depends on the family)
-        self._stopping: float | None = None  # the stop grace, once drain_and_close has begun
         self._refused = 0             # requests received after the stop began, not run
-        self._reading_paused = False
-        self._eof_sent = False
-        self._aborted = False
         # auth_token: the handshake's deadline and a small decoder of its frames, until
         # the peer has proven the token (both None then, and without a token)
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._handshake_decoder: FrameDecoderLike | MqttDecoderLike | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._protocol: ServerProtocolLike = self._make_protocol()
+        #: what asyncio talks to: the protocol, or the observer's byte-counting wrapper
+        self.protocol: asyncio.BaseProtocol = cast("asyncio.BaseProtocol", self._protocol)
+        # metrics, tracing, rpc_debug_log: the acceptor's observer replaces the
+        # protocol's ``dispatch`` (and counts bytes)
+        if acceptor.observer is not None:
+            acceptor.observer.attach(self)
 
-    if TYPE_CHECKING:
-        # provided by each transport's subclass (see the class docstring); ``rid`` is the
-        # native protocol's int, or whatever JSON id an mqtt client sent
-        def _encode_result(self, rid: Any, result: Any) -> bytes: ...
-        def _encode_failure(self, rid: Any, exc: BaseException) -> bytes: ...
-        def _is_ping(self, msg: Any) -> bool: ...
-        def _respond_pong(self) -> None: ...
-        def _run_request(self, request: Any, rid: Any, deadline: float | None) -> None: ...
+    def _make_protocol(self) -> ServerProtocolLike:
+        """The protocol of this connection (each transport makes its own)."""
+        raise NotImplementedError
 
-    # asyncio callbacks -------------------------------------------------
+    # called by the protocol ----------------------------------------------
 
-    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """asyncio: a client connected (after the TLS handshake, with ssl): refused
-        if ``allow`` or ``max_connections`` say so, else TCP_NODELAY on and ``_start``."""
+    def _connection_made(self, transport: asyncio.Transport) -> None:
+        """A client connected (after the TLS handshake, with ssl): refused if ``allow``
+        or ``max_connections`` say so, else TCP_NODELAY on and ``_start``."""
         self._transport = transport
         self._peer = transport.get_extra_info("peername")
         refusal = self._acceptor.admit(self._peer)
         if refusal is not None:
-            self._aborted = True
+            self._protocol.aborted = True
             transport.abort()
             return
         set_nodelay(transport)
@@ -128,9 +91,18 @@ class ServerConnection(asyncio.Protocol):
     def _start(self) -> None:
         """Hook: the connection is admitted; greet the client if the protocol does."""
 
+    def _on_handshake(self, data: bytes) -> None:
+        """Hook: bytes read before the auth_token is proven."""
+
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         self._deny(f"no valid auth_token proof within {self._acceptor.handshake_timeout:g} s")
+
+    def _begin_handshake(self, decoder: FrameDecoderLike | MqttDecoderLike) -> None:
+        """From now until ``_authenticated``, what is read goes to ``_on_handshake``,
+        decoded by ``decoder``."""
+        self._handshake_decoder = decoder
+        self._protocol.handshaking = True
 
     def _handshake_feed(self, data: bytes) -> list[Any]:
         """Decode handshake bytes: the messages completed (none while a small one is
@@ -146,6 +118,7 @@ class ServerConnection(asyncio.Protocol):
     def _authenticated(self) -> None:
         """The peer proved the auth_token: the handshake is over, its deadline off."""
         self._handshake_decoder = None
+        self._protocol.handshaking = False
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -156,7 +129,7 @@ class ServerConnection(asyncio.Protocol):
         self._acceptor.refused += 1
         self._acceptor.refusals.warning("auth", "refused connection from %s: %s",
                                         self._peer, reason)
-        self._aborted = True
+        self._protocol.aborted = True
         if self._transport is not None:
             if farewell:
                 self._transport.write(farewell)
@@ -164,170 +137,65 @@ class ServerConnection(asyncio.Protocol):
             else:
                 self._transport.abort()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        """asyncio: the connection closed; calls still running are cancelled."""
+    def _connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed (its protocol has cancelled the calls still running)."""
         self._acceptor.connections.discard(self)
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        if self._decoder is not None and self._decoder.buffered and not self._aborted:
+        buffered = self._buffered()
+        if buffered and not self._protocol.aborted:
             log.warning("connection from %s closed in the middle of a frame "
-                        "(%d bytes of it dropped)", self._peer, self._decoder.buffered)
+                        "(%d bytes of it dropped)", self._peer, buffered)
         if self._refused:
             log.warning("%d request(s) from %s arrived while the server was stopping and "
                         "were not run; the caller sees the connection close",
                         self._refused, self._peer)
         self._overload.dropped(self)
-        for task in self._tasks:
-            task.cancel()
-        self._out.clear()
         self._transport = None
         if not self.closed.done():
             self.closed.set_result(None)
 
-    @property
-    def running(self) -> int:
-        """Calls of this connection running as coroutines."""
-        return len(self._tasks)
-
-    def pause_writing(self) -> None:
-        """asyncio: the peer does not read its answers; stop reading its requests until
-        it does, so that a stuck or hostile client cannot grow the write buffer forever."""
-        if self._transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        """asyncio: the answers drained; read requests again."""
-        if self._transport is not None and self._reading_paused:
-            self._reading_paused = False
-            self._transport.resume_reading()
-
-    # requests and answers ------------------------------------------------
-
-    def _submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
-        """Run a request now, or queue it for a later turn (this connection has queued
-        requests, or the turn's handler slice is spent), or refuse it (busy)."""
-        overload = self._overload
-        cap = overload.max_in_flight
-        if cap is not None and overload.held >= cap:      # overload.full
-            overload.refused(self, request, "busy")
-            self._respond(self._encode_busy(rid))
-            return
-        if type(budget) is int and budget >= 0 and overload.deadlines:
-            deadline: float | None = arrived + budget * 0.001   # overload.deadline's case
-        else:
-            try:
-                deadline = overload.deadline(budget, arrived)
-            except BadBudget as exc:
-                self._respond(self._encode_failure(rid, DispatchError(str(exc))))
-                return
-        if self._queue or overload.spent():
-            overload.enqueue(self, (request, rid, deadline))
-        else:
-            self._run_entry((request, rid, deadline))
-
-    def _encode_busy(self, rid: Any) -> bytes:
-        """The answer refusing call ``rid`` past ``max_in_flight``."""
-        return self._encode_failure(rid, ServerBusyError(self._overload.busy_text))
-
-    def _run_entry(self, entry: Entry, now: float | None = None) -> None:
-        """Run a request unless its deadline has passed (then it is counted, not
-        answered); with a deadline, ``time_remaining()`` reads it in the handler.
-        ``now``: the clock as the caller read it just before, if it did."""
-        if self._transport is None or self._aborted:
-            return
-        request, rid, deadline = entry
-        if deadline is None:
-            self._run_request(request, rid, None)
-            return
-        if deadline <= (clock() if now is None else now):
-            self._overload.refused(self, request, "expired")
-            return
-        token = current_deadline.set(deadline)
-        try:
-            self._run_request(request, rid, deadline)
-        finally:
-            current_deadline.reset(token)
-
-    def _turn_done(self) -> None:
-        """The overload runner ran requests of this connection: send their answers."""
-        if self._out and not self._flush_scheduled:
-            self._flush()
-
-    def _answer(self, rid: Any, state: int, outcome: Any,
-                deadline: float | None = None) -> None:
-        """Queue the answer to call ``rid`` from the dispatcher's ``(state, outcome)``;
-        a coroutine's answer goes out when it finishes (it is cancelled at
-        ``deadline``, unanswered)."""
-        if state == self._done_state:
-            self._respond(self._encode_result(rid, outcome))
-        elif state == self._pending_state:
-            task = asyncio.ensure_future(outcome)
-            self._tasks.add(task)
-            tid = self._overload.started(task, deadline)
-            task.add_done_callback(lambda t, rid=rid, tid=tid: self._task_done(rid, t, tid))
-        else:
-            self._respond(self._encode_failure(rid, outcome))
-
-    def _task_done(self, rid: Any, task: asyncio.Future[Any], tid: int | None = None) -> None:
-        self._tasks.discard(task)
-        if self._overload.finished(task, tid):
-            return      # cut at its deadline: its caller has had its timeout
-        if self._transport is None:
-            return
-        if task.cancelled():
-            if self._stopping is not None:
-                reason = (f"the server stopped before the call finished "
-                          f"(stop grace {self._stopping:g} s)")
-            else:
-                reason = "the call was cancelled"
-            answer = self._encode_failure(rid, asyncio.CancelledError(reason))
-        elif task.exception() is not None:
-            # not None: checked just above (mypy does not narrow a call's result)
-            answer = self._encode_failure(rid, task.exception())  # type: ignore[arg-type]
-        else:
-            answer = self._encode_result(rid, task.result())
-        self._respond(answer)
-        if self._out and not self._flush_scheduled:
-            # the first answer of a loop turn goes out at once; the ones after it in
-            # the same turn go out together with the flush scheduled here
-            self._flush()
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _respond(self, data: bytes) -> None:
-        """Queue an answer for the next write."""
-        self._out.append(data)
-
-    def _flush(self) -> None:
-        """Write every queued answer in one write."""
-        self._flush_scheduled = False
-        out = self._out
-        if out and self._transport is not None and not self._eof_sent:
-            self._transport.write(b"".join(out) if len(out) > 1 else out[0])
-        out.clear()
-
-    def _log_failure(self, rid: Any, exc: BaseException) -> None:
-        log.debug("remote call %s failed: %r", rid, exc)
-
-    # closing -----------------------------------------------------------
+    def _buffered(self) -> int:
+        """Bytes of an incomplete frame the protocol's decoder holds."""
+        return self._protocol.decoder.buffered
 
     def _abort(self, exc: BaseException) -> None:
+        """Close the connection at once: the peer sent what this protocol cannot read."""
         log.warning("closing connection from %s: %s", self._peer, exc)
-        self._aborted = True
+        self._protocol.aborted = True
         if self._transport is not None:
             self._transport.abort()
 
     def _refuse(self, msgs: list[Any]) -> None:
         """While stopping: answer pings, do not run new requests (their callers see
         the connection close, which a fail mode may retry elsewhere)."""
+        protocol = self._protocol
         for msg in msgs:
-            if self._is_ping(msg):
-                self._respond_pong()
+            if protocol.is_ping(msg):
+                protocol.respond_pong()
             else:
                 self._refused += 1
-        self._flush()
+        protocol.writer.flush_now()
+
+    # called by the overload runner ------------------------------------------
+
+    def _run_entry(self, entry: Entry, now: float | None = None) -> None:
+        """Run a queued request (see ``ServerProtocol.run_entry``)."""
+        self._protocol.run_entry(entry, now)
+
+    def _turn_done(self) -> None:
+        """The overload runner ran requests of this connection: send their answers."""
+        self._protocol.writer.flush()
+
+    # state -----------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        """Calls of this connection running as coroutines."""
+        return len(self._protocol.tasks)
+
+    # closing -----------------------------------------------------------
 
     def _before_close(self) -> None:
         """Hook: send what the transport still holds (e.g. a batch) before the close."""
@@ -340,11 +208,12 @@ class ServerConnection(asyncio.Protocol):
         by a FIN (the peer sees the close after the last answer); a peer that does
         not close its side within 2 s is cut. Takes at most about ``grace`` + 3 s.
         """
-        self._stopping = grace
+        protocol = self._protocol
+        protocol.stopping = grace
         while self._queue and self._transport is not None:   # received: run them first
             await asyncio.sleep(0.001)
-        if self._tasks:
-            _done, late = await asyncio.wait(set(self._tasks), timeout=grace)
+        if protocol.tasks:
+            _done, late = await asyncio.wait(set(protocol.tasks), timeout=grace)
             if late:
                 log.warning("stopping: cancelling %d call(s) from %s still running after "
                             "the %g s grace", len(late), self._peer, grace)
@@ -352,15 +221,15 @@ class ServerConnection(asyncio.Protocol):
                     task.cancel()
                 await asyncio.wait(late, timeout=1.0)
         self._before_close()
-        self._flush()
+        protocol.writer.flush_now()
         transport = self._transport
         if transport is None:
             return
-        if self._reading_paused:       # keep reading so the peer's close is seen
-            self.resume_writing()
+        if protocol.reading_paused:       # keep reading so the peer's close is seen
+            protocol.resume_writing()
         try:
             if transport.can_write_eof():
-                self._eof_sent = True
+                protocol.writer.closed = True
                 transport.write_eof()
             else:
                 transport.close()
@@ -376,18 +245,17 @@ class ServerConnection(asyncio.Protocol):
 class _NativeConnection(ServerConnection):
     """One client connection of the native acceptor."""
 
-    _decoder: FrameDecoderLike
-
     def __init__(self, acceptor: BaseAcceptor) -> None:
-        super().__init__(acceptor)
-        frames = acceptor.core.frames
-        self._frames = frames
-        self._decoder = frames.FrameDecoder(acceptor.pkg_size)
-        self._ping = frames.PING
-        self._pong = frames.PONG_FRAME
+        self._frames = acceptor.core.frames
         self._nonce = b""         # auth_token: this connection's challenge
+        super().__init__(acceptor)
 
-    # asyncio gives a stream protocol an asyncio.Transport (typeshed: BaseTransport)
+    def _make_protocol(self) -> ServerProtocolLike:
+        acceptor = self._acceptor
+        protocol: ServerProtocolLike = acceptor.core.server_protocol.ServerProtocol(
+            self, acceptor.dispatcher, acceptor.overload, acceptor.pkg_size)
+        return protocol
+
     def _start(self) -> None:
         """Send the method table (HELLO), or with an auth_token the challenge first."""
         assert self._transport is not None
@@ -395,7 +263,7 @@ class _NativeConnection(ServerConnection):
             self._transport.write(self._frames.encode_hello(self._acceptor.dispatcher.table))
             return
         self._nonce = new_nonce()
-        self._handshake_decoder = self._frames.FrameDecoder(HANDSHAKE_MAX_FRAME)
+        self._begin_handshake(self._frames.FrameDecoder(HANDSHAKE_MAX_FRAME))
         self._transport.write(self._frames.encode_challenge(self._nonce))
 
     def _on_handshake(self, data: bytes) -> None:
@@ -422,115 +290,7 @@ class _NativeConnection(ServerConnection):
         """Send a new HELLO (the method table grew: ``reload_remotes``), after the
         answers already queued; the client takes the new ids from it. A connection
         still proving its auth_token gets none (it gets the table once proven)."""
-        if self._transport is None or self._eof_sent or self._handshake_decoder is not None:
-            return
-        self._out.append(frame)
-        if not self._flush_scheduled:
-            self._flush()
-
-    def data_received(self, data: bytes) -> None:
-        """asyncio: decode frames, run the requests, write the answers ready now at once."""
-        if self._handshake_decoder is not None:
-            self._on_handshake(data)
-            return
-        try:
-            msgs = self._decoder.feed(data)
-        except FrameError as exc:
-            self._abort(exc)
-            return
-        if self._stopping is not None:
-            self._refuse(msgs)
-            return
-        arrived = clock()
-        overload = self._overload
-        queue = self._queue
-        cap = overload.max_in_flight
-        # no deadline for a request without a budget (and no default_budget), nor with
-        # deadlines off
-        plain = not overload.deadlines
-        no_default = overload.default_budget is None
-        dispatch = self._dispatch
-        answer = self._answer
-        out = self._out
-        # the deadline the handler reads (and a coroutine's task keeps): set for each
-        # request that has one, cleared for one without, and the context restored as
-        # it was once, at the end of the batch (not a set and a reset per request)
-        token = None
-        live = False
-        try:
-            for msg in msgs:
-                if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
-                    if self._is_ping(msg):
-                        self._respond_pong()
-                        continue
-                    self._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
-                    return
-                n = len(msg)      # the budget field, if any (see core.frames)
-                budget = (msg[5] if n == 6 and msg[0] == 1 else
-                          msg[7] if n == 8 and msg[0] == 2 else None)
-                # the common cases inline (``_submit`` in full for the others): this
-                # turn's slice started and not spent, nothing queued here, room to hold
-                # it, no budget or a live one
-                end = overload.slice_end
-                inline = (end is not None and not queue
-                          and (cap is None or overload.held < cap) and clock() < end)
-                deadline = None
-                if inline and not (plain or budget is None and no_default):
-                    if type(budget) is int and budget > 0:
-                        deadline = arrived + budget * 0.001
-                    else:
-                        inline = False
-                if deadline is not None:
-                    set_token = current_deadline.set(deadline)
-                    if token is None:
-                        token = set_token
-                    live = True
-                elif live:
-                    current_deadline.set(None)
-                    live = False
-                if inline:
-                    rid, state, outcome = dispatch(msg)
-                    answer(rid, state, outcome, deadline)
-                else:
-                    self._submit(msg, msg[1], budget, arrived)
-                    if self._aborted:
-                        return
-                if len(out) >= WRITE_CHUNK and not self._flush_scheduled:
-                    self._flush()
-        finally:
-            if token is not None:
-                current_deadline.reset(token)
-        if out and not self._flush_scheduled:
-            self._flush()
-
-    def _run_request(self, request: Any, rid: Any, deadline: float | None) -> None:
-        try:
-            rid, state, outcome = self._dispatch(request)
-        except FrameError as exc:
-            self._abort(exc)
-            return
-        self._answer(rid, state, outcome, deadline)
-
-    def _is_ping(self, msg: Any) -> bool:
-        return type(msg) is list and len(msg) == 1 and msg[0] == self._ping
-
-    def _respond_pong(self) -> None:
-        self._out.append(self._pong)
-
-    def _encode_result(self, rid: Any, result: Any) -> bytes:
-        try:
-            return self._frames.encode_response(rid, result)
-        except Exception as exc:  # the result cannot be packed
-            return self._encode_failure(rid, TypeError(f"result cannot be serialized: {exc}"))
-
-    def _encode_failure(self, rid: Any, exc: BaseException) -> bytes:
-        self._log_failure(rid, exc)
-        type_name, message, stack = describe_error(exc)
-        return self._frames.encode_error(rid, type_name, message, stack)
-
-    def _encode_busy(self, rid: Any) -> bytes:
-        # no stack to format: a refusal under load must cost next to nothing
-        return self._frames.encode_error(rid, "ServerBusyError", self._overload.busy_text, None)
+        self._protocol.send_hello(frame)
 
 
 class BaseAcceptor:
@@ -578,9 +338,9 @@ class BaseAcceptor:
         """The bound port (after ``listen``)."""
         return self._server.sockets[0].getsockname()[1] if self._server else None
 
-    def _new_connection(self) -> ServerConnection:
+    def _new_connection(self) -> asyncio.BaseProtocol:
         self.accepted += 1
-        return self.connection_class(self)
+        return self.connection_class(self).protocol
 
     def methods_changed(self) -> None:
         """The dispatcher's methods were replaced (``reload_remotes``) and new method

@@ -21,8 +21,8 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .acceptor import WRITE_CHUNK, BaseAcceptor, ServerConnection
-from .errors import DispatchError, FrameError
+from .acceptor import BaseAcceptor, ServerConnection
+from .errors import DispatchError, FrameError, ServerBusyError
 from .overload import clock
 
 if TYPE_CHECKING:
@@ -142,40 +142,208 @@ def result_payload(rid: Any, result: Any, dumps: Callable[[Any], str] = dumps) -
         return failure_payload(rid, TypeError(f"result cannot be serialized: {exc}"))
 
 
-class _MqttConnection(ServerConnection):
-    """One client connection of the mqtt acceptor."""
+if TYPE_CHECKING:
+    # the mixin's base, for the type checker: either core's ServerProtocol (the pure
+    # one's types); at run time the base is given per core (``protocol_class``)
+    from .core.server_protocol import ServerProtocol as _ProtocolBase
+else:
+    _ProtocolBase = object
 
-    _decoder: MqttDecoderLike
 
-    def __init__(self, acceptor: MqttAcceptor) -> None:
-        super().__init__(acceptor)
+class MqttProtocol(_ProtocolBase):
+    """The mqtt side of a core's ``ServerProtocol`` (``protocol_class`` puts the two
+    together): MQTT packets in, JSON requests admitted and run by the core's code,
+    JSON answers published (or batched every ``interval`` s with ``buffer_msg``)."""
+
+    def __init__(self, owner: _MqttConnection, acceptor: MqttAcceptor) -> None:
+        super().__init__(owner, acceptor.dispatcher, acceptor.overload, acceptor.pkg_size)
         mqtt = acceptor.core.mqtt
-        self._decoder = mqtt.MqttDecoder(acceptor.pkg_size)
-        self._publish = mqtt.encode_publish
-        self._dumps = core_dumps(acceptor.core)
-        self._k_publish, self._k_pingreq, self._k_connect, self._k_disconnect = (
-            mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
-        self._pingresp = mqtt.PINGRESP_PACKET
-        self._buffer_msg = acceptor.buffer_msg
-        self._interval = acceptor.interval
+        self.packets: MqttDecoderLike = mqtt.MqttDecoder(acceptor.pkg_size)
+        self.publish = mqtt.encode_publish
+        self.dumps = core_dumps(acceptor.core)
+        self.kinds = (mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
+        self.pingresp = mqtt.PINGRESP_PACKET
+        self.buffer_msg = acceptor.buffer_msg
+        self.interval = acceptor.interval
         self.client_id: str | None = None   # from the client's CONNECT
         self.pings = 0             # PINGREQs answered
-        self._batch: list[bytes] = []        # JSON payloads of responses (buffer_msg)
-        self._batch_timer: asyncio.TimerHandle | None = None
+        self.batch: list[bytes] = []        # JSON payloads of responses (buffer_msg)
+        self.batch_timer: asyncio.TimerHandle | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
-        if self._batch_timer is not None:
-            self._batch_timer.cancel()
-            self._batch_timer = None
-        self._batch.clear()
+        if self.batch_timer is not None:
+            self.batch_timer.cancel()
+            self.batch_timer = None
+        self.batch.clear()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio: decode MQTT packets; run requests, answer PINGREQ, close on DISCONNECT."""
+        if self.handshaking:
+            self.owner._on_handshake(data)
+            return
+        try:
+            packets = self.packets.feed(data)
+        except FrameError as exc:
+            self.owner._abort(exc)
+            return
+        if self.stopping is not None:
+            self.owner._refuse(packets)
+            return
+        publish, pingreq, connect, disconnect = self.kinds
+        for packet in packets:
+            kind = packet[0]
+            if kind == publish:
+                self.on_publish(packet[2])
+            elif kind == pingreq:
+                self.respond_pong()
+            elif kind == connect:
+                self.client_id = packet[1]
+                log.debug("mqtt client %s connected from %s", packet[1], self.owner._peer)
+            elif kind == disconnect:
+                self.writer.flush_now()
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            else:
+                log.debug("ignoring MQTT packet type %s from %s", kind, self.owner._peer)
+        self.writer.flush()
+
+    def is_ping(self, packet: Any) -> bool:
+        """True if ``packet`` is a PINGREQ."""
+        return bool(packet[0] == self.kinds[1])
+
+    def respond_pong(self) -> None:
+        """Queue a PINGRESP."""
+        self.pings += 1
+        self.writer.queue(self.pingresp)
+
+    # requests ----------------------------------------------------------
+
+    def on_publish(self, payload: bytes) -> None:
+        """A PUBLISH: one request, or a JSON array of them (a buffering client)."""
+        try:
+            pkg = loads(payload)
+        except ValueError as exc:
+            log.warning("bad rpc payload from %s: %s", self.owner._peer, exc)
+            return
+        arrived = clock()
+        if type(pkg) is list:
+            for item in pkg:
+                self.on_request(item, arrived)
+        else:
+            self.on_request(pkg, arrived)
+
+    def on_request(self, pkg: Any, arrived: float) -> None:
+        """One request object: made a by-name request frame and submitted."""
+        if type(pkg) is not dict:
+            log.warning("rpc request from %s is not an object: %.80r", self.owner._peer, pkg)
+            return
+        rid = pkg.get("id")
+        msg = pkg.get("msg")
+        if type(msg) is not dict:
+            self.respond(self.encode_failure(rid, DispatchError("rpc request without a msg object")))
+            return
+        args = msg.get("args")
+        request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"), msg.get("method"),
+                   [] if args is None else args]
+        if self.tracing:   # the W3C traceparent, else pomelo-rpc's traceId (rpcDebugLog)
+            request.append(pkg.get("traceparent") or pkg.get("traceId"))
+        # "budget": ms left, from a Python client (a Node client sends none)
+        self.submit(request, rid, pkg.get("budget"), arrived)
+
+    # answers -------------------------------------------------------------
+
+    def encode_result(self, rid: Any, result: Any) -> bytes:
+        """The JSON payload answering call ``rid`` with ``result``."""
+        return result_payload(rid, result, self.dumps)
+
+    def encode_failure(self, rid: Any, exc: BaseException) -> bytes:
+        """The JSON payload answering call ``rid`` with the error ``exc``."""
+        log.debug("remote call %s failed: %r", rid, exc)
+        return failure_payload(rid, exc)
+
+    def encode_busy(self, rid: Any) -> bytes:
+        """The JSON payload refusing call ``rid`` past ``max_in_flight``."""
+        return self.encode_failure(rid, ServerBusyError(self.overload.busy_text))
+
+    def respond(self, data: bytes) -> None:
+        """Queue an answer's payload: published with this read's others, or batched."""
+        if self.buffer_msg:
+            self.add_to_batch(data)
+        else:
+            self.writer.queue(self.publish(data))
+
+    def send(self, data: bytes) -> None:
+        """Send an answer's payload made outside a read (published, or batched)."""
+        if self.buffer_msg:
+            self.add_to_batch(data)
+        else:
+            self.writer.write(self.publish(data))
+
+    def add_to_batch(self, payload: bytes) -> None:
+        """``buffer_msg``: the payload goes out with the others of the next ``interval``."""
+        self.batch.append(payload)
+        if self.batch_timer is None:
+            assert self.loop is not None
+            self.batch_timer = self.loop.call_later(self.interval, self.flush_batch)
+
+    def flush_batch(self) -> None:
+        """Publish the batched answers as one JSON array."""
+        self.batch_timer = None
+        if self.batch and self.transport is not None and not self.writer.closed:
+            payload = batch_payload(self.batch)
+            self.batch.clear()
+            self.writer.write(self.publish(payload))
+
+    def close_batch(self) -> None:
+        """The connection stops: publish the batch now."""
+        if self.batch_timer is not None:
+            self.batch_timer.cancel()
+            self.flush_batch()
+
+
+_protocol_classes: dict[str, type[MqttProtocol]] = {}
+
+
+def protocol_class(core: Core) -> type[MqttProtocol]:
+    """``MqttProtocol`` on ``core``'s ``ServerProtocol`` (made once per core)."""
+    cls = _protocol_classes.get(core.name)
+    if cls is None:
+        base = core.server_protocol.ServerProtocol
+        cls = _protocol_classes[core.name] = type(
+            "MqttProtocol", (MqttProtocol, base), {"__doc__": MqttProtocol.__doc__})
+    return cls
+
+
+class _MqttConnection(ServerConnection):
+    """One client connection of the mqtt acceptor."""
+
+    _acceptor: MqttAcceptor
+    _protocol: MqttProtocol
+
+    def _make_protocol(self) -> MqttProtocol:
+        return protocol_class(self._acceptor.core)(self, self._acceptor)
+
+    @property
+    def client_id(self) -> str | None:
+        """The client id of the client's CONNECT."""
+        return self._protocol.client_id
+
+    @property
+    def pings(self) -> int:
+        """PINGREQs answered."""
+        return self._protocol.pings
+
+    def _buffered(self) -> int:
+        return self._protocol.packets.buffered
 
     def _start(self) -> None:
         """With an auth_token, the first packet must be a CONNECT carrying it."""
         token = self._acceptor.auth_token
         if token is not None:
-            self._handshake_decoder = self._acceptor.core.mqtt.MqttDecoder(512 + len(token))
+            self._begin_handshake(self._acceptor.core.mqtt.MqttDecoder(512 + len(token)))
 
     def _on_handshake(self, data: bytes) -> None:
         """Before the auth_token is proven: the first packet must be a CONNECT, alone,
@@ -189,7 +357,7 @@ class _MqttConnection(ServerConnection):
         assert token is not None and decoder is not None and self._transport is not None
         mqtt = self._acceptor.core.mqtt
         packet = packets[0]
-        if packet[0] != self._k_connect:
+        if packet[0] != mqtt.CONNECT:
             self._deny("a packet other than CONNECT first")
             return
         password = packet[4]
@@ -201,120 +369,11 @@ class _MqttConnection(ServerConnection):
             self._deny("packets after CONNECT before the CONNACK")
             return
         self._authenticated()
-        self.client_id = packet[1]
+        self._protocol.client_id = packet[1]
         self._transport.write(mqtt.encode_connack(0))
 
-    def data_received(self, data: bytes) -> None:
-        """asyncio: decode MQTT packets; run requests, answer PINGREQ, close on DISCONNECT."""
-        if self._handshake_decoder is not None:
-            self._on_handshake(data)
-            return
-        try:
-            packets = self._decoder.feed(data)
-        except FrameError as exc:
-            self._abort(exc)
-            return
-        if self._stopping is not None:
-            self._refuse(packets)
-            return
-        for packet in packets:
-            kind = packet[0]
-            if kind == self._k_publish:
-                self._on_publish(packet[2])
-                if len(self._out) >= WRITE_CHUNK and not self._flush_scheduled:
-                    self._flush()
-            elif kind == self._k_pingreq:
-                self._respond_pong()
-            elif kind == self._k_connect:
-                self.client_id = packet[1]
-                log.debug("mqtt client %s connected from %s", packet[1], self._peer)
-            elif kind == self._k_disconnect:
-                self._flush()
-                if self._transport is not None:
-                    self._transport.close()
-                return
-            else:
-                log.debug("ignoring MQTT packet type %s from %s", kind, self._peer)
-        if self._out and not self._flush_scheduled:
-            self._flush()
-
-    def _is_ping(self, packet: tuple[Any, ...]) -> bool:
-        # packet[0], the packet type, is an int, so this is a bool (mypy sees Any == int)
-        return packet[0] == self._k_pingreq  # type: ignore[no-any-return]
-
-    def _respond_pong(self) -> None:
-        self.pings += 1
-        self._out.append(self._pingresp)
-
-    # requests ----------------------------------------------------------
-
-    def _on_publish(self, payload: bytes) -> None:
-        try:
-            pkg = loads(payload)
-        except ValueError as exc:
-            log.warning("bad rpc payload from %s: %s", self._peer, exc)
-            return
-        arrived = clock()
-        if type(pkg) is list:
-            for item in pkg:
-                self._on_request(item, arrived)
-        else:
-            self._on_request(pkg, arrived)
-
-    def _on_request(self, pkg: Any, arrived: float) -> None:
-        if type(pkg) is not dict:
-            log.warning("rpc request from %s is not an object: %.80r", self._peer, pkg)
-            return
-        rid = pkg.get("id")
-        msg = pkg.get("msg")
-        if type(msg) is not dict:
-            self._respond(self._encode_failure(rid, DispatchError("rpc request without a msg object")))
-            return
-        args = msg.get("args")
-        request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"), msg.get("method"),
-                   [] if args is None else args]
-        if self._tracing:   # the W3C traceparent, else pomelo-rpc's traceId (rpcDebugLog)
-            request.append(pkg.get("traceparent") or pkg.get("traceId"))
-        # "budget": ms left, from a Python client (a Node client sends none)
-        self._submit(request, rid, pkg.get("budget"), arrived)
-
-    def _run_request(self, request: Any, rid: Any, deadline: float | None) -> None:
-        _, state, outcome = self._dispatch(request)
-        if state == self._done_state and not self._buffer_msg:
-            # _answer's common case, without its three calls (_encode_result, _respond)
-            self._out.append(self._publish(result_payload(rid, outcome, self._dumps)))
-        else:
-            self._answer(rid, state, outcome, deadline)
-
-    # answers -------------------------------------------------------------
-
-    def _encode_result(self, rid: Any, result: Any) -> bytes:
-        return result_payload(rid, result, self._dumps)
-
-    def _encode_failure(self, rid: Any, exc: BaseException) -> bytes:
-        self._log_failure(rid, exc)
-        return failure_payload(rid, exc)
-
-    def _respond(self, payload: bytes) -> None:
-        if self._buffer_msg:
-            self._batch.append(payload)
-            if self._batch_timer is None:
-                self._batch_timer = asyncio.get_running_loop().call_later(
-                    self._interval, self._flush_batch)
-        else:
-            self._out.append(self._publish(payload))
-
-    def _flush_batch(self) -> None:
-        self._batch_timer = None
-        if self._batch and self._transport is not None and not self._eof_sent:
-            payload = batch_payload(self._batch)
-            self._batch.clear()
-            self._transport.write(self._publish(payload))
-
     def _before_close(self) -> None:
-        if self._batch_timer is not None:
-            self._batch_timer.cancel()
-            self._flush_batch()
+        self._protocol.close_batch()
 
 
 class MqttAcceptor(BaseAcceptor):

@@ -1,0 +1,387 @@
+# cython: annotation_typing=False
+"""The server's side of one connection: one source for both cores.
+
+Imported as it is for the pure-Python core; compiled with
+``pomelo_rpc/_cy/server_protocol.pxd`` (an extension type calling the frame decoder,
+the dispatcher, the encoders and the writer as C functions) for the Cython core.
+
+``ServerProtocol`` is the asyncio protocol of one native server connection: it
+decodes the requests of each read, admits them (the overload rules: max_in_flight,
+deadlines, the handler slice), dispatches them, encodes the answers and writes them
+in one flush at the end of the read. The connection that owns it
+(``pomelo_rpc.acceptor.ServerConnection``) keeps the lifecycle: admission of the
+connection, the auth_token handshake, the overload queue, the graceful stop.
+
+An ``async def`` method runs eagerly: its first step runs at once, in a copy of the
+current context (``run_coroutine``); one that finishes there is answered with no
+Task and no extra loop turn, one that suspends goes on in a Task (``Resume``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import traceback
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from ..deadline import current_deadline
+from ..errors import DispatchError, FrameError
+from ..overload import BadBudget, clock
+from .dispatch import DONE, PENDING
+from .frames import PING, PONG_FRAME, FrameDecoder, encode_error, encode_response
+from .writer import Writer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Generator
+
+    from ..acceptor import ServerConnection
+    from ..overload import Entry, Overload
+    from .dispatch import Dispatcher
+
+log = logging.getLogger("pomelo_rpc.server_protocol")
+
+_CancelledError = asyncio.CancelledError
+
+
+def describe_error(exc: BaseException) -> tuple[str, str, str]:
+    """``(type_name, message, stack)`` of an exception, as sent to the caller."""
+    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return type(exc).__name__, str(exc), stack
+
+
+class Resume:
+    """The rest of a coroutine call whose first step suspended, as a coroutine for a
+    Task: its first step hands the Task what the call yielded (the future it waits
+    for), the next ones drive the call with ``send``/``throw``. Its StopIteration is
+    the call's: the Task takes the call's return value from it."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+        self.started = False       # the Task has had ``yielded``
+
+    def send(self, value: Any) -> Any:
+        """The Task's step: ``yielded`` first, then the call's next step."""
+        if not self.started:
+            self.started = True
+            return self.yielded
+        return self.coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """The Task throws into the call (CancelledError at a deadline, or a stop)."""
+        self.started = True
+        if val is None and tb is None:
+            return self.coro.throw(typ)
+        return self.coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        """Close the call."""
+        self.coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """A coroutine's own iterator: itself."""
+        return self
+
+    def __iter__(self) -> Resume:
+        """Itself (``__await__``)."""
+        return self
+
+    def __next__(self) -> Any:
+        """``send(None)``."""
+        return self.send(None)
+
+
+class ServerProtocol:
+    """The asyncio protocol of one native server connection; see the module docstring.
+
+    ``owner`` (its ServerConnection) gets ``_connection_made(transport)``,
+    ``_connection_lost(exc)``, the handshake bytes (``_on_handshake``), the requests
+    read while it stops (``_refuse``) and the aborts (``_abort``). ``dispatch`` is the
+    dispatcher's, or what an observer (metrics, tracing) put in its place. A transport
+    speaking another protocol subclasses it (``pomelo_rpc.mqtt_acceptor``) with its own
+    ``data_received``, ``encode_result``, ``encode_failure``, ``respond`` and ``send``.
+    """
+
+    def __init__(self, owner: ServerConnection, dispatcher: Dispatcher, overload: Overload,
+                 max_frame: int) -> None:
+        self.owner = owner
+        self.writer = Writer()
+        self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.decoder = FrameDecoder(max_frame)
+        self.dispatcher = dispatcher
+        self.own_dispatch: Callable[[object], tuple[Any, int, Any]] = dispatcher.dispatch
+        #: what runs a request: the dispatcher's, or an observer's wrapper of it
+        self.dispatch: Callable[[object], tuple[Any, int, Any]] = self.own_dispatch
+        self.overload = overload
+        self.queue = owner._queue       # requests waiting for a later turn (the owner's)
+        self.tasks: set[asyncio.Future[Any]] = set()   # coroutine calls still running
+        self.stopping: float | None = None   # the stop grace, once the stop has begun
+        self.handshaking = False      # the auth_token is not proven yet: bytes go to the owner
+        self.aborted = False
+        self.tracing = False          # requests carry a trace context (an observer reads it)
+        self.reading_paused = False
+
+    # asyncio callbacks -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        """asyncio: connected; the owner admits the connection (or aborts it)."""
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        self.writer.attach(transport, self.loop)
+        self.owner._connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the connection closed; calls still running are cancelled."""
+        for task in self.tasks:
+            task.cancel()
+        self.writer.detach()
+        self.transport = None
+        self.owner._connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        """asyncio: the peer closed its side; the transport closes ours."""
+        return None
+
+    def pause_writing(self) -> None:
+        """asyncio: the peer does not read its answers; stop reading its requests until
+        it does, so that a stuck or hostile client cannot grow the write buffer forever."""
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """asyncio: the answers drained; read requests again."""
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio: decode frames, run the requests, write the answers ready now at once."""
+        if self.handshaking:
+            self.owner._on_handshake(data)
+            return
+        try:
+            msgs = self.decoder.feed(data)
+        except FrameError as exc:
+            self.owner._abort(exc)
+            return
+        if self.stopping is not None:
+            self.owner._refuse(msgs)
+            return
+        arrived = clock()
+        overload = self.overload
+        queue = self.queue
+        cap = overload.max_in_flight
+        # no deadline for a request without a budget (and no default_budget), nor with
+        # deadlines off
+        plain = not overload.deadlines
+        no_default = overload.default_budget is None
+        # the deadline the handler reads (and a coroutine's task keeps): set for each
+        # request that has one, cleared for one without, and the context restored as
+        # it was once, at the end of the batch (not a set and a reset per request)
+        token = None
+        live = False
+        try:
+            for msg in msgs:
+                if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
+                    if self.is_ping(msg):
+                        self.respond_pong()
+                        continue
+                    self.owner._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
+                    return
+                n = len(msg)      # the budget field, if any (see core.frames)
+                budget = (msg[5] if n == 6 and msg[0] == 1 else
+                          msg[7] if n == 8 and msg[0] == 2 else None)
+                # the common cases inline (``submit`` in full for the others): this
+                # turn's slice started and not spent, nothing queued here, room to hold
+                # it, no budget or a live one
+                end = overload.slice_end
+                inline = (end is not None and not queue
+                          and (cap is None or overload.held < cap) and clock() < end)
+                deadline = None
+                if inline and not (plain or budget is None and no_default):
+                    if type(budget) is int and budget > 0:
+                        deadline = arrived + budget * 0.001
+                    else:
+                        inline = False
+                if deadline is not None:
+                    set_token = current_deadline.set(deadline)
+                    if token is None:
+                        token = set_token
+                    live = True
+                elif live:
+                    current_deadline.set(None)
+                    live = False
+                if inline:
+                    self.run_request(msg, msg[1], deadline)
+                else:
+                    self.submit(msg, msg[1], budget, arrived)
+                if self.aborted:
+                    return
+        finally:
+            if token is not None:
+                current_deadline.reset(token)
+        self.writer.flush()
+
+    # requests ------------------------------------------------------------
+
+    def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
+        """Run a request now, or queue it for a later turn (this connection has queued
+        requests, or the turn's handler slice is spent), or refuse it (busy)."""
+        overload = self.overload
+        cap = overload.max_in_flight
+        if cap is not None and overload.held >= cap:      # overload.full
+            overload.refused(self.owner, request, "busy")
+            self.respond(self.encode_busy(rid))
+            return
+        deadline: float | None
+        if type(budget) is int and budget >= 0 and overload.deadlines:
+            deadline = arrived + budget * 0.001   # overload.deadline's case
+        else:
+            try:
+                deadline = overload.deadline(budget, arrived)
+            except BadBudget as exc:
+                self.respond(self.encode_failure(rid, DispatchError(str(exc))))
+                return
+        if self.queue or overload.spent():
+            overload.enqueue(self.owner, (request, rid, deadline))
+        else:
+            self.run_entry((request, rid, deadline), None)
+
+    def run_entry(self, entry: Entry, now: float | None = None) -> None:
+        """Run a request unless its deadline has passed (then it is counted, not
+        answered); with a deadline, ``time_remaining()`` reads it in the handler.
+        ``now``: the clock as the caller read it just before, if it did."""
+        if self.transport is None or self.aborted:
+            return
+        request, rid, deadline = entry
+        if deadline is None:
+            self.run_request(request, rid, None)
+            return
+        if deadline <= (clock() if now is None else now):
+            self.overload.refused(self.owner, request, "expired")
+            return
+        token = current_deadline.set(deadline)
+        try:
+            self.run_request(request, rid, deadline)
+        finally:
+            current_deadline.reset(token)
+
+    def run_request(self, request: Any, rid: Any, deadline: float | None) -> None:
+        """Dispatch a request and answer it (a coroutine's answer when it finishes)."""
+        try:
+            if self.dispatch is self.own_dispatch:
+                _rid, state, outcome = self.dispatcher.dispatch(request)
+            else:
+                _rid, state, outcome = self.dispatch(request)
+        except FrameError as exc:
+            self.owner._abort(exc)
+            return
+        if state == DONE:
+            self.respond(self.encode_result(rid, outcome))
+        elif state == PENDING:
+            self.run_coroutine(rid, outcome, deadline)
+        else:
+            self.respond(self.encode_failure(rid, outcome))
+
+    def run_coroutine(self, rid: Any, coro: Coroutine[Any, Any, Any],
+                      deadline: float | None) -> None:
+        """Run an ``async def`` call eagerly: its first step now, in a copy of the
+        current context; answered now if it finishes there, else it goes on in a Task
+        (in that context), cancelled at ``deadline`` (unanswered) or at the stop."""
+        ctx = contextvars.copy_context()
+        try:
+            yielded = ctx.run(coro.send, None)
+        except StopIteration as stop:
+            self.respond(self.encode_result(rid, stop.value))
+            return
+        except _CancelledError:
+            self.respond(self.encode_failure(rid, _CancelledError(self.cancel_reason())))
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise      # as a Task would: out of the loop
+        except BaseException as exc:
+            self.respond(self.encode_failure(rid, exc))
+            return
+        loop = self.loop
+        assert loop is not None
+        # (typeshed's AbstractEventLoop.create_task lacks ``context``, 3.11's loops have it)
+        task: asyncio.Task[Any] = loop.create_task(  # type: ignore[call-arg]
+            Resume(coro, yielded), context=ctx)
+        self.tasks.add(task)
+        tid = self.overload.started(task, deadline)
+        task.add_done_callback(partial(self.task_done, rid, tid))
+
+    def task_done(self, rid: Any, tid: int | None, task: asyncio.Future[Any]) -> None:
+        """A coroutine call that suspended ended: send its answer (not if it was cut
+        at its deadline: its caller has had its timeout)."""
+        self.tasks.discard(task)
+        if self.overload.finished(task, tid):
+            return
+        if self.transport is None:
+            return
+        if task.cancelled():
+            answer = self.encode_failure(rid, _CancelledError(self.cancel_reason()))
+        else:
+            exc = task.exception()
+            if exc is not None:
+                answer = self.encode_failure(rid, exc)
+            else:
+                answer = self.encode_result(rid, task.result())
+        # the first answer of a loop turn goes out at once; the ones after it in the
+        # same turn go out together at the end of the turn
+        self.send(answer)
+
+    def cancel_reason(self) -> str:
+        """The message of the CancelledError a cancelled call is answered with."""
+        if self.stopping is not None:
+            return (f"the server stopped before the call finished "
+                    f"(stop grace {self.stopping:g} s)")
+        return "the call was cancelled"
+
+    # answers -------------------------------------------------------------
+
+    def respond(self, data: bytes) -> None:
+        """Queue an answer for the flush at the end of this read (or turn)."""
+        self.writer.queue(data)
+
+    def send(self, data: bytes) -> None:
+        """Send an answer made outside a read: at once if it is the turn's first."""
+        self.writer.write(data)
+
+    def send_hello(self, frame: bytes) -> None:
+        """Send a new HELLO (the method table grew: ``reload_remotes``), after the
+        answers already queued; a connection still proving its auth_token gets none."""
+        if self.transport is None or self.writer.closed or self.handshaking:
+            return
+        self.writer.queue(frame)
+        self.writer.flush()
+
+    def is_ping(self, msg: Any) -> bool:
+        """True if ``msg`` (a decoded frame) is a keepalive ping."""
+        return type(msg) is list and len(msg) == 1 and msg[0] == PING
+
+    def respond_pong(self) -> None:
+        """Queue the answer to a ping."""
+        self.writer.queue(PONG_FRAME)
+
+    def encode_result(self, rid: Any, result: Any) -> bytes:
+        """The answer to call ``rid`` that returned ``result``."""
+        try:
+            return encode_response(rid, result)
+        except Exception as exc:  # the result cannot be packed
+            return self.encode_failure(rid, TypeError(f"result cannot be serialized: {exc}"))
+
+    def encode_failure(self, rid: Any, exc: BaseException) -> bytes:
+        """The answer to call ``rid`` that failed with ``exc``."""
+        log.debug("remote call %s failed: %r", rid, exc)
+        type_name, message, stack = describe_error(exc)
+        return encode_error(rid, type_name, message, stack)
+
+    def encode_busy(self, rid: Any) -> bytes:
+        """The answer refusing call ``rid`` past ``max_in_flight`` (no stack to format:
+        a refusal under load must cost next to nothing)."""
+        return encode_error(rid, "ServerBusyError", self.overload.busy_text, None)
