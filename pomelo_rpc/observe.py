@@ -1,8 +1,9 @@
 """Observing calls: what ``metrics``, ``tracing`` and ``rpc_debug_log`` install.
 
 On the client, ``observe_mailbox`` wraps a mailbox's ``send`` (and, for metrics, its
-``connection_made``/``data_received`` to count bytes and reconnects). On the server,
-``ServerObserver`` wraps the acceptor's ``dispatch`` for each connection. The wrappers
+protocol in a ``CountingProtocol`` to count bytes and reconnects). On the server,
+``ServerObserver`` replaces each connection's protocol's ``dispatch`` with a wrapper of
+the dispatcher's (and, for metrics, wraps the protocol in a ``CountingProtocol``). The wrappers
 are installed when the mailbox or the connection is made, and only when one of the
 options is on: with the three off the call path is the one without this module, with
 no added branch.
@@ -99,26 +100,6 @@ class CountingProtocol:
     def resume_writing(self) -> None:
         """asyncio: hand over."""
         self._inner.resume_writing()
-
-
-def _count_bytes(protocol: Any, side: Side, key: str,
-                 on_connect: Callable[[], None] | None = None) -> None:
-    """Count what ``protocol`` (a mailbox or a server connection) reads and writes."""
-    made = protocol.connection_made
-    received = protocol.data_received
-    sent_table, received_table = side.sent, side.received
-
-    def connection_made(transport: asyncio.Transport) -> None:
-        if on_connect is not None:
-            on_connect()
-        made(cast("asyncio.Transport", CountingTransport(transport, sent_table, key)))
-
-    def data_received(data: bytes) -> None:
-        received_table[key] = received_table.get(key, 0) + len(data)
-        received(data)
-
-    protocol.connection_made = connection_made
-    protocol.data_received = data_received
 
 
 class _RouteSeries:
