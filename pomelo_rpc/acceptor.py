@@ -1,5 +1,7 @@
-"""The native acceptor: a TCP listener whose connections decode requests, dispatch
-them and send the responses back, coalescing the writes of one loop turn."""
+"""The native acceptor: a TCP listener and the lifecycle of its connections (admission,
+the auth_token handshake, the overload queue, the graceful stop). What a connection
+does with each read (decode, admit, dispatch, answer, coalesced writes) is the core's
+``ServerProtocol`` (``pomelo_rpc/core/server_protocol.py``), which each connection holds."""
 
 from __future__ import annotations
 
