@@ -12,7 +12,8 @@ from setuptools.command.build_ext import build_ext
 CODECS = ("frames", "mqtt")
 #: ... and modules with one source for both cores: ``pomelo_rpc/core/<name>.py``, linked
 #: as ``pomelo_rpc/_cy/<name>.py`` and compiled with the ``.pxd`` beside the link.
-ONE_SOURCE = ("pending", "dispatch", "writer", "client_protocol", "server_protocol")
+ONE_SOURCE = ("pending", "dispatch", "writer", "client_protocol", "server_protocol",
+              "invoke")
 CORE = CODECS + ONE_SOURCE
 
 

@@ -562,6 +562,25 @@ def instruction_ratios(counts: dict[str, float]) -> dict[str, float]:
     return out
 
 
+#: The targets of issue 13, by the start of a ratio's name: (comparison, bound).
+TARGETS: dict[str, tuple[str, float]] = {
+    "Cython core, async method / raw uvloop msgpack echo": ("<=", 1.0),
+    "pure-Python core / Cython core, async method": (">=", 2.5),
+    "native, async def + router throughput / raw, conc=100 size=10": (">=", 1.5),
+    "native p50 latency / raw, conc=1 size=10": ("<=", 1.0),
+    "native throughput / raw, 2 client processes": (">=", 2.5),
+}
+
+
+def target_note(name: str, value: float) -> str:
+    """`` target <= 1.00x: met`` (or ``not met``) for a ratio with a target, else ``""``."""
+    for prefix, (op, bound) in TARGETS.items():
+        if name == prefix or (name.startswith(prefix) and not name[len(prefix):].strip(" ,")):
+            met = value <= bound if op == "<=" else value >= bound
+            return f"   target {op} {bound:.2f}x: {'met' if met else 'NOT met'}"
+    return ""
+
+
 def print_instructions(counts: dict[str, float], calls: int, out: TextIO = sys.stdout) -> None:
     """The instruction table and its ratios."""
     print(f"pomelo_rpc {pomelo_rpc.__version__}: user-space instructions per call "
@@ -572,7 +591,7 @@ def print_instructions(counts: dict[str, float], calls: int, out: TextIO = sys.s
         print(f"{INSTRUCTION_ROWS[row]:<58} {count:>11,.0f}", file=out)
     print("\nratios:", file=out)
     for name, value in instruction_ratios(counts).items():
-        print(f"  {name:<66} {value:6.2f}x", file=out)
+        print(f"  {name:<66} {value:6.2f}x{target_note(name, value)}", file=out)
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -629,7 +648,7 @@ def print_table(rows: list[dict[str, Any]], ratio_map: dict[str, float],
     print("\nratios (medians of the same run):", file=out)
     for name, value in ratio_map.items():
         unit = " MB" if name.startswith("memory") else "x"
-        print(f"  {name:<72} {value:6.2f}{unit}", file=out)
+        print(f"  {name:<72} {value:6.2f}{unit}{target_note(name, value)}", file=out)
     print("\nmqtt against Node pomelo-rpc 1.0.7 (needs Node.js): python bench/mqtt_vs_node.py",
           file=out)
     print("instructions per call (needs valgrind): python -m pomelo_rpc bench --instructions",

@@ -30,6 +30,8 @@ from .station import MailStation
 if TYPE_CHECKING:
     from typing import Protocol
 
+    from .core.invoke import Invoker
+
     #: ``f(server_id, msg)``, sync or async; see ``RpcClient.before``
     BeforeFilter = Callable[[str, dict[str, Any]], Any]
     #: ``f(server_id, msg, result, error)``, sync or async; see ``RpcClient.after``
@@ -64,13 +66,6 @@ def normalize_message(msg: dict[str, Any]) -> dict[str, Any]:
     return msg
 
 
-def _failed(exc: BaseException) -> asyncio.Future[Any]:
-    """A future failed with ``exc``: how a call that cannot start fails at its await."""
-    fut = asyncio.get_running_loop().create_future()
-    fut.set_exception(exc)
-    return fut
-
-
 async def _maybe_await(value: object) -> Any:
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
         return await value
@@ -84,22 +79,36 @@ class RpcClient:
         self.opts = opts
         self.core = _core.select(opts["core"])
         self.context: Any = opts["context"]
-        self.route_context: Any = opts["route_context"]
         self.proxies = ProxyNode([])
         self._station = MailStation(opts, self.core)
         self._route = make_router(self, opts["router"], opts["router_type"])
         self._timeout: float = opts["timeout"]
-        self._started = False
+        #: the per-call path (the core's): routing and the hand-off to the mailboxes
+        self._invoker: Invoker = self.core.invoke.Invoker(
+            self, self._station, self._route, opts["route_context"], self._timeout)
         self._before: list[BeforeFilter] = []
         self._after: list[AfterFilter] = []
         self._error_handler: ErrorHandler | None = None
         self._policy = FailPolicy(self, opts["fail_mode"])
         self._station.on_removed = self._policy.server_removed
         # no filter, no handler, failfast: calls go straight to the mailbox
-        self._plain = opts["fail_mode"] == "failfast"
+        self._invoker.plain = opts["fail_mode"] == "failfast"
         self._follower: Follower | None = None    # registry=: follows the cluster
         if opts["registry"] is not None:
             check_cluster(opts["cluster"])
+
+    @property
+    def route_context(self) -> Any:
+        """The third argument of the router."""
+        return self._invoker.route_context
+
+    @route_context.setter
+    def route_context(self, value: Any) -> None:
+        self._invoker.route_context = value
+
+    @property
+    def _started(self) -> bool:
+        return self._invoker.started
 
     # lifecycle ---------------------------------------------------------
 
@@ -119,11 +128,11 @@ class RpcClient:
             follower = Follower(self._station, reg)
             await follower.start()
             self._follower = follower
-        self._started = True
+        self._invoker.started = True
 
     async def stop(self) -> None:
         """Close every connection; calls in flight fail with ConnectionLostError."""
-        self._started = False
+        self._invoker.started = False
         if self._follower is not None:
             follower, self._follower = self._follower, None
             await follower.close()
@@ -198,7 +207,7 @@ class RpcClient:
         """
         # getattr gives a filter object's bound .before, which mypy cannot tell from f itself
         self._before.append(getattr(f, "before", f))  # type: ignore[arg-type]
-        self._plain = False
+        self._invoker.plain = False
 
     def after(self, f: AfterFilter | AfterFilterObject) -> None:
         """Add an after filter ``f(server_id, msg, result, error)``, sync or async.
@@ -208,7 +217,7 @@ class RpcClient:
         """
         # getattr gives a filter object's bound .after, which mypy cannot tell from f itself
         self._after.append(getattr(f, "after", f))  # type: ignore[arg-type]
-        self._plain = False
+        self._invoker.plain = False
 
     def filter(self, f: BeforeFilterObject | AfterFilterObject) -> None:
         """Add ``f`` (an object with ``before`` and/or ``after``) as both kinds of filter."""
@@ -222,7 +231,7 @@ class RpcClient:
     def set_error_handler(self, handler: ErrorHandler) -> None:
         """Call ``handler(error, server_id, msg)`` (sync or async) for every failed call."""
         self._error_handler = handler
-        self._plain = False
+        self._invoker.plain = False
 
     # calls ---------------------------------------------------------------
 
@@ -234,34 +243,7 @@ class RpcClient:
                          timeout: float | None = None) -> Any:
         """Call server ``server_id`` with ``msg`` (namespace, server_type, service, method, args)."""
         self._check_started()
-        return await self._call(server_id, normalize_message(msg), timeout)
-
-    def _direct_call(self, server_id: str, msg: dict[str, Any],
-                     timeout: float | None) -> Awaitable[Any]:
-        """``rpc_invoke`` of a message a proxy built (already in normal form)."""
-        if not self._started:
-            return _failed(RpcError("rpc client is not started"))
-        return self._call(server_id, msg, timeout)
-
-    def _routed_call(self, route_param: Any, msg: dict[str, Any],
-                     timeout: float | None) -> Awaitable[Any]:
-        """The awaitable of a call the router places: with a synchronous router and
-        no filters, the mailbox's future itself (no coroutine per call). Errors reach
-        the caller when it awaits, as from a coroutine."""
-        if not self._started:
-            return _failed(RpcError("rpc client is not started"))
-        try:
-            # a server id, None, or (from an async router) an awaitable of one
-            server_id: Any = self._route(route_param, msg, self.route_context)
-        except Exception as exc:
-            return _failed(exc)
-        if type(server_id) is not str:
-            if asyncio.iscoroutine(server_id) or isinstance(server_id, asyncio.Future):
-                return self._routed_later(server_id, msg, timeout)
-            if server_id is None:
-                return _failed(NoServerError(
-                    f"the router gave no server for {msg['server_type']}"))
-        return self._call(server_id, msg, timeout)
+        return await self._invoker.call(server_id, normalize_message(msg), timeout)
 
     async def _routed_later(self, server_id: Awaitable[Any], msg: dict[str, Any],
                             timeout: float | None) -> Any:
@@ -269,18 +251,7 @@ class RpcClient:
         sid = await server_id
         if sid is None:
             raise NoServerError(f"the router gave no server for {msg['server_type']}")
-        return await self._call(sid, msg, timeout)
-
-    def _call(self, server_id: str, msg: dict[str, Any], timeout: float | None) -> Awaitable[Any]:
-        """The awaitable of one call to ``server_id``: the mailbox's future when plain
-        (failfast, no filters), else the coroutine of the filters and the fail mode."""
-        if self._plain:
-            try:
-                return self._station.mailbox(server_id).send(
-                    msg, self._timeout if timeout is None else timeout)
-            except Exception as exc:
-                return _failed(exc)
-        return self._filtered_call(server_id, msg, timeout)
+        return await self._invoker.call(sid, msg, timeout)
 
     async def _filtered_call(self, server_id: str, msg: dict[str, Any],
                              timeout: float | None) -> Any:

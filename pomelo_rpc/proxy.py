@@ -2,50 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import RpcError
 
 if TYPE_CHECKING:
     from .client import RpcClient
-
-
-class ProxyMethod:
-    """A remote method; call it with ``(route_param, *args)`` or ``.to_server(id, *args)``."""
-
-    __slots__ = ("_client", "namespace", "server_type", "service", "method", "route")
-
-    def __init__(self, client: RpcClient, namespace: str, server_type: str, service: str,
-                 method: str) -> None:
-        self._client = client
-        self.namespace = namespace
-        self.server_type = server_type
-        self.service = service
-        self.method = method
-        self.route = f"{namespace}.{server_type}.{service}.{method}"
-
-    def message(self, args: Iterable[Any]) -> dict[str, Any]:
-        """The call message of this method with ``args``."""
-        return {"namespace": self.namespace, "server_type": self.server_type,
-                "service": self.service, "method": self.method, "args": list(args)}
-
-    def __call__(self, route_param: Any, *args: Any,
-                 timeout: float | None = None) -> Awaitable[Any]:
-        """Route the call with ``route_param`` and return an awaitable of the result."""
-        return self._client._routed_call(route_param, self.message(args), timeout)
-
-    def to_server(self, server_id: str, *args: Any,
-                  timeout: float | None = None) -> Awaitable[Any]:
-        """Call server ``server_id``; ``"*"`` calls every server of the type (dict of answers)."""
-        if server_id == "*":
-            return self._client._broadcast(self.message(args), timeout)
-        return self._client._direct_call(server_id, self.message(args), timeout)
-
-    toServer = to_server  # pomelo's name
-
-    def __repr__(self) -> str:
-        return f"<ProxyMethod {self.route}>"
+    from .core.invoke import ProxyMethod
 
 
 class ProxyNode:
@@ -94,7 +58,8 @@ def add_to_tree(root: ProxyNode, client: RpcClient, namespace: str, server_type:
         # a reload replaces the service's methods as a whole
         node = st._children[service] = ProxyNode([namespace, server_type, service])
         for method in methods:
-            node._children[method] = ProxyMethod(client, namespace, server_type, service, method)
+            node._children[method] = client.core.invoke.ProxyMethod(
+                client._invoker, namespace, server_type, service, method)
 
 
 class BroadcastError(RpcError):

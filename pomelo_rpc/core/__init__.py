@@ -45,13 +45,14 @@ class Core(types.SimpleNamespace):
     writer: types.ModuleType
     client_protocol: types.ModuleType
     server_protocol: types.ModuleType
+    invoke: types.ModuleType
 
 
 log = logging.getLogger("pomelo_rpc.core")
 
 #: The modules of a core.
 MODULES = ("frames", "pending", "dispatch", "mqtt", "writer", "client_protocol",
-           "server_protocol")
+           "server_protocol", "invoke")
 
 _loaded: dict[str, Core] = {}
 

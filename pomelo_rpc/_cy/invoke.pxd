@@ -1,0 +1,26 @@
+# Augments pomelo_rpc/core/invoke.py (compiled here through the invoke.py link).
+
+cdef class Invoker:
+    cdef public object client
+    cdef public object station
+    cdef dict mailboxes
+    cdef public object route
+    cdef public object route_context
+    cdef public object timeout
+    cdef public bint started
+    cdef public bint plain
+
+    cpdef object routed(self, object route_param, dict msg, object timeout)
+    cpdef object direct(self, object server_id, dict msg, object timeout)
+    cpdef object call(self, object server_id, dict msg, object timeout)
+
+
+cdef class ProxyMethod:
+    cdef readonly Invoker invoker
+    cdef readonly object namespace
+    cdef readonly object server_type
+    cdef readonly object service
+    cdef readonly object method
+    cdef readonly object route
+
+    cpdef dict message(self, object args)
