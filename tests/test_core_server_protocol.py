@@ -6,7 +6,9 @@ grace reaching a suspended call, no context leaking from one call into the next,
 the mqtt transport on the same answer path."""
 
 import asyncio
+import gc
 import os
+import weakref
 
 import pytest
 from conftest import REMOTE
@@ -136,3 +138,26 @@ async def test_stop_grace_cancels_a_suspended_call_and_answers_it(core):
         assert not [e for e in events if e[0] == "stopped"]
     finally:
         await cli.stop()
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(core):
+    """The connection and its protocol refer to each other while it is open; once it
+    closes they are freed by reference counting (no garbage left for a full pass)."""
+    gw, cli, svc = await _pair(core)
+    gc.disable()
+    try:
+        assert await svc.no_suspend(None, 1) == {"in_task": False, "x": 1}
+        assert await svc.suspend(None, 2) == [False, True, 2]
+        [conn] = gw.acceptor.connections
+        conn_ref = weakref.ref(conn)
+        del conn
+        await cli.stop()
+        for _ in range(200):
+            if not gw.acceptor.connections:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert conn_ref() is None
+    finally:
+        gc.enable()
+        await gw.stop()

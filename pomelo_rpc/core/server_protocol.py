@@ -139,7 +139,11 @@ class ServerProtocol:
             task.cancel()
         self.writer.detach()
         self.transport = None
-        self.owner._connection_lost(exc)
+        owner = self.owner
+        # the connection is over: the owner is forgotten, so that the two (which refer
+        # to each other) are freed at once, not at the cycle collector's next full pass
+        self.owner = None  # type: ignore[assignment]
+        owner._connection_lost(exc)
 
     def eof_received(self) -> bool | None:
         """asyncio: the peer closed its side; the transport closes ours."""
