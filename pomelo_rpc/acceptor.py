@@ -19,7 +19,10 @@ from .security import (RateLimitedLog, check_auth, new_nonce, parse_allow, peer_
 from .observe import observe_acceptor
 
 if TYPE_CHECKING:
-    from .core import Core, DispatcherLike, FrameDecoderLike, MqttDecoderLike
+    from .core import Core
+    from .core.dispatch import Dispatcher
+    from .core.frames import FrameDecoder
+    from .core.mqtt import MqttDecoder
     from .core.server_protocol import ServerProtocol as ServerProtocolLike
 
 log = logging.getLogger("pomelo_rpc.acceptor")
@@ -57,7 +60,7 @@ class ServerConnection:
         # auth_token: the handshake's deadline and a small decoder of its frames, until
         # the peer has proven the token (both None then, and without a token)
         self._handshake_timer: asyncio.TimerHandle | None = None
-        self._handshake_decoder: FrameDecoderLike | MqttDecoderLike | None = None
+        self._handshake_decoder: FrameDecoder | MqttDecoder | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._protocol: ServerProtocolLike = self._make_protocol()
         #: what asyncio talks to: the protocol, or the observer's byte-counting wrapper
@@ -100,7 +103,7 @@ class ServerConnection:
         self._handshake_timer = None
         self._deny(f"no valid auth_token proof within {self._acceptor.handshake_timeout:g} s")
 
-    def _begin_handshake(self, decoder: FrameDecoderLike | MqttDecoderLike) -> None:
+    def _begin_handshake(self, decoder: FrameDecoder | MqttDecoder) -> None:
         """From now until ``_authenticated``, what is read goes to ``_on_handshake``,
         decoded by ``decoder``."""
         self._handshake_decoder = decoder
@@ -302,7 +305,7 @@ class BaseAcceptor:
     connection_class: type[ServerConnection] = None  # type: ignore[assignment]
     name = "acceptor"
 
-    def __init__(self, opts: dict[str, Any], dispatcher: DispatcherLike, core: Core) -> None:
+    def __init__(self, opts: dict[str, Any], dispatcher: Dispatcher, core: Core) -> None:
         self.dispatcher = dispatcher
         self.core = core
         self.opts = opts

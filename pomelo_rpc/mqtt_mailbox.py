@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AuthenticationError, FrameError, RpcError
 from .mailbox import Mailbox
-from .mqtt_acceptor import batch_payload, core_dumps, dumps, json_bytes, loads
+from .mqtt_json import batch_payload, core_dumps, dumps, json_bytes, loads
 
 if TYPE_CHECKING:
-    from .core import Core, MqttDecoderLike
+    from .core import Core
+    from .core.mqtt import MqttDecoder
     from .core.client_protocol import ForwardingClientProtocol
 
 log = logging.getLogger("pomelo_rpc.mqtt_mailbox")
@@ -86,7 +87,7 @@ def results_value(results: list[Any]) -> Any:
 class MqttMailbox(Mailbox):
     """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
 
-    _decoder: MqttDecoderLike
+    _decoder: MqttDecoder
     _protocol: ForwardingClientProtocol
     _silence_hint = (" (connected, but no CONNACK for the auth_token: the server has none, "
                      "like Node pomelo-rpc, or it is a TLS server and needs ssl=)")

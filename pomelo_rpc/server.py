@@ -25,7 +25,8 @@ from .reloader import ServiceWatcher
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from .core import Core, DispatcherLike
+    from .core import Core
+    from .core.dispatch import Dispatcher
 
     class AcceptorLike(Protocol):
         """What the gateway uses of an acceptor (a transport's, or one from
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
         async def close(self, grace: float) -> None: ...
 
     #: ``acceptor_class(opts, dispatcher, core)``
-    AcceptorClass = Callable[[dict[str, Any], DispatcherLike, Core], AcceptorLike]
+    AcceptorClass = Callable[[dict[str, Any], Dispatcher, Core], AcceptorLike]
 
 log = logging.getLogger("pomelo_rpc.server")
 
@@ -74,7 +75,7 @@ class Gateway:
             raise ValueError(f"unknown transport {opts['transport']!r}; "
                              f"known: {', '.join(sorted(_TRANSPORTS))}")
         self.services: dict[str, dict[str, Any]] = {}
-        self.dispatcher: DispatcherLike | None = None
+        self.dispatcher: Dispatcher | None = None
         self.acceptor: AcceptorLike | None = None
         # reload_remotes: the services by file, and the task polling their files
         self._watcher: ServiceWatcher | None = None
@@ -94,14 +95,14 @@ class Gateway:
         """The port the acceptor is bound to (the ephemeral one when ``port=0``)."""
         return self.acceptor.port if self.acceptor is not None else None
 
-    def _build_dispatcher(self) -> DispatcherLike:
+    def _build_dispatcher(self) -> Dispatcher:
         if self.opts["reload_remotes"]:
             self._watcher = ServiceWatcher(self.paths, self.opts["context"], self.opts["services"])
             self.services = self._watcher.load()
         else:
             self.services = remotes.load_paths(self.paths, self.opts["context"],
                                                self.opts["services"])
-        dispatcher: DispatcherLike = self.core.dispatch.Dispatcher(
+        dispatcher: Dispatcher = self.core.dispatch.Dispatcher(
             remotes.method_entries(self.services))
         return dispatcher
 

@@ -331,7 +331,7 @@ _json_value = st.recursive(
 def test_payload_json_is_the_json_module(value):
     """mqtt_acceptor's dumps (either core's strings) and loads: exactly json's text and value."""
     import json
-    from pomelo_rpc.mqtt_acceptor import core_dumps, dumps, loads
+    from pomelo_rpc.mqtt_json import core_dumps, dumps, loads
     want = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(value)
     assert dumps(value) == want
     for name in CORES:
@@ -342,7 +342,7 @@ def test_payload_json_is_the_json_module(value):
 
 def test_payload_json_errors_are_the_json_module():
     import json
-    from pomelo_rpc.mqtt_acceptor import core_dumps, loads
+    from pomelo_rpc.mqtt_json import core_dumps, loads
     circular = []
     circular.append(circular)
     for name in CORES:

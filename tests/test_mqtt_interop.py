@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REMOTE
 from pomelo_rpc import ConnectionLostError, RemoteError, RpcError, client, core as core_pkg, server
-from pomelo_rpc.mqtt_acceptor import json_bytes
+from pomelo_rpc.mqtt_json import json_bytes
 from pomelo_rpc.mqtt_mailbox import describe_remote_error, results_value
 
 HERE = os.path.dirname(os.path.abspath(__file__))

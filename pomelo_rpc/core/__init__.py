@@ -19,19 +19,8 @@ import importlib
 import logging
 import types
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import TYPE_CHECKING
 
 from ..options import env_wants_pure
-
-if TYPE_CHECKING:
-    # the classes the package types its core objects with: the pure twins'
-    from .dispatch import Dispatcher
-    from .frames import FrameDecoder
-    from .mqtt import MqttDecoder
-
-    DispatcherLike = Dispatcher
-    FrameDecoderLike = FrameDecoder
-    MqttDecoderLike = MqttDecoder
 
 
 class Core(types.SimpleNamespace):

@@ -1,0 +1,126 @@
+"""The JSON of pomelo-rpc 1.0.7's mqtt payloads, for both sides (the mqtt mailbox and
+the mqtt acceptor): compact ``dumps`` exactly as Node's ``JSON.stringify`` writes what
+RPC carries, a ``loads`` that skips ``json.loads``' Python layers, and the request,
+batch and response payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import json.encoder
+import json.scanner
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .core import Core
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encoder_dumps = _ENCODER.encode
+_json_loads = json.loads
+_JSON_OPEN = (0x7B, 0x5B)     # b"{", b"["
+
+# The scanner behind json.loads, made once (json.loads runs four Python frames first);
+# json's C scanner and encoder are None where _json is missing (typeshed omits them).
+_c_make_scanner: Any = getattr(json.scanner, "c_make_scanner", None)
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_c_scan: Any = None if _c_make_scanner is None else _c_make_scanner(json.JSONDecoder())
+
+
+def make_dumps(json_string: Callable[[str], str] = json.encoder.encode_basestring,
+               ) -> Callable[[Any], str]:
+    """A ``dumps`` whose C encoder is made once (``JSONEncoder.encode`` makes one per
+    call) and writes each string with ``json_string``: a core's ``mqtt.json_string``,
+    which must give exactly what ``json.encoder.encode_basestring`` gives."""
+    if _c_make_encoder is None:  # pragma: no cover - CPython has _json
+        return _encoder_dumps
+    markers: dict[int, Any] = {}
+    c_encode = _c_make_encoder(markers, _ENCODER.default, json_string, None, ":", ",",
+                               False, False, False)
+
+    def dumps(value: Any) -> str:
+        """Compact JSON text of ``value``: exactly ``json.JSONEncoder(separators=(",",
+        ":"), ensure_ascii=False, allow_nan=False).encode(value)``, errors included."""
+        # markers (the circular-reference check) is not empty while an encoding is
+        # under way: a re-entrant call, from a container's own code, gets its own encoder
+        if markers or isinstance(value, str):
+            return _encoder_dumps(value)
+        try:
+            return "".join(c_encode(value, 0))
+        except BaseException:
+            markers.clear()       # the C encoder leaves its marks behind on an error
+            raise
+    return dumps
+
+
+#: Compact JSON text of a value (TypeError/ValueError if JSON cannot carry it).
+dumps = make_dumps()
+
+_core_dumps: dict[str, Callable[[Any], str]] = {}
+
+
+def core_dumps(core: Core) -> Callable[[Any], str]:
+    """``dumps`` writing strings with ``core``'s ``mqtt.json_string`` (the same text;
+    the compiled one only quotes an ASCII string with nothing to escape)."""
+    fn = _core_dumps.get(core.name)
+    if fn is None:
+        fn = _core_dumps[core.name] = make_dumps(core.mqtt.json_string)
+    return fn
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads(data)``: the same value, or the same error.
+
+    An RPC payload (UTF-8 bytes of a JSON object or array) goes straight to the scanner;
+    anything else, and anything the scanner rejects, goes through ``json.loads``.
+    """
+    if _c_scan is not None and type(data) is bytes and data and data[0] in _JSON_OPEN:
+        try:
+            text = data.decode("utf-8")
+            value, end = _c_scan(text, 0)
+        except (ValueError, StopIteration):
+            return _json_loads(data)
+        if end == len(text) or not text[end:].strip(" \t\n\r"):
+            return value
+    return _json_loads(data)
+
+
+def json_bytes(value: Any) -> bytes:
+    """UTF-8 compact JSON of ``value`` (TypeError/ValueError if JSON cannot carry it)."""
+    return dumps(value).encode("utf-8")
+
+
+def batch_payload(parts: Iterable[bytes]) -> bytes:
+    """Payload of a JSON array made of ``parts``, each the UTF-8 JSON of one item."""
+    return b"[" + b",".join(parts) + b"]"
+
+
+def error_object(exc: BaseException) -> dict[str, str]:
+    """``{"msg", "stack"}`` of an exception, as pomelo-rpc sends an error.
+
+    The stack starts with ``<Type>: <message>`` like a JavaScript one, so that both a
+    Node caller (which reads ``err.msg``) and a Python one (type from the stack) see it.
+    """
+    message = str(exc)
+    frames = "".join(traceback.format_tb(exc.__traceback__)) if exc.__traceback__ else ""
+    return {"msg": message, "stack": f"{type(exc).__name__}: {message}\n{frames}"}
+
+
+def failure_payload(rid: Any, exc: BaseException) -> bytes:
+    """UTF-8 JSON of the response to call ``rid`` that failed with ``exc``."""
+    text = f'{{"id":{dumps(rid)},"resp":[{dumps(error_object(exc))}]}}'
+    return text.encode("utf-8", "replace")
+
+
+def result_payload(rid: Any, result: Any, dumps: Callable[[Any], str] = dumps) -> bytes:
+    """UTF-8 JSON of the response to call ``rid`` returning ``result``.
+
+    pomelo's callback convention: ``resp`` is ``[null, result]``. A result JSON
+    cannot carry becomes an error response. ``dumps``: see ``core_dumps``.
+    """
+    try:
+        return ('{"id":' + (str(rid) if type(rid) is int else dumps(rid)) + ',"resp":[null,'
+                + dumps(result) + "]}").encode("utf-8")
+    except (TypeError, ValueError) as exc:   # UnicodeEncodeError is a ValueError
+        return failure_payload(rid, TypeError(f"result cannot be serialized: {exc}"))
