@@ -7,9 +7,9 @@ import warnings
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-#: The compiled core, in pomelo_rpc/_cy: codecs written in Cython (``.pyx``, each with a
-#: hand-written pure twin in pomelo_rpc/core) ...
-CODECS = ("frames", "mqtt")
+#: The compiled core, in pomelo_rpc/_cy: modules written in Cython (``.pyx``, each with
+#: a hand-written pure twin in pomelo_rpc/core: the codecs, and a coroutine's step) ...
+CODECS = ("frames", "mqtt", "coro")
 #: ... and modules with one source for both cores: ``pomelo_rpc/core/<name>.py``, linked
 #: as ``pomelo_rpc/_cy/<name>.py`` and compiled with the ``.pxd`` beside the link.
 ONE_SOURCE = ("pending", "dispatch", "writer", "client_protocol", "server_protocol",

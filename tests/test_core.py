@@ -7,6 +7,7 @@ missing or broken compiled core fails instead of silently dropping its half.
 """
 
 import asyncio
+import contextvars
 import os
 import random
 import struct
@@ -866,3 +867,67 @@ def test_dispatch_same_in_both_cores():
     for msg in dispatch_matrix():
         outcomes = [dispatch_outcome(c, msg) for c in cores]
         assert outcomes[0] == outcomes[1], msg
+
+
+# coro.step: one step of a coroutine in a context -------------------------------------
+
+_probe = contextvars.ContextVar("probe", default="outside")
+
+
+class _Suspend:
+    """An awaitable that yields ``token`` once, then returns what it is sent."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def __await__(self):
+        return (yield self.token)
+
+
+async def _returns(value):
+    _probe.set("inside")
+    return value
+
+
+async def _suspends(token):
+    _probe.set("inside")
+    got = await _Suspend(token)
+    return ("resumed", got, _probe.get())
+
+
+async def _raises(message):
+    raise LookupError(message)
+
+
+def test_step_runs_a_coroutine_to_its_return_in_the_context(core):
+    ctx = contextvars.copy_context()
+    assert core.coro.step(_returns(42), ctx) == (True, 42)
+    assert ctx[_probe] == "inside" and _probe.get() == "outside"
+
+
+def test_step_stops_where_the_coroutine_suspends_and_it_can_go_on(core):
+    ctx = contextvars.copy_context()
+    coro = _suspends("tok")
+    assert core.coro.step(coro, ctx) == (False, "tok")
+    assert _probe.get() == "outside"
+    with pytest.raises(StopIteration) as stop:
+        ctx.run(coro.send, "back")
+    assert stop.value.value == ("resumed", "back", "inside")
+
+
+def test_step_propagates_what_the_coroutine_raises(core):
+    ctx = contextvars.copy_context()
+    with pytest.raises(LookupError, match="gone"):
+        core.coro.step(_raises("gone"), ctx)
+    # the context was left: a later step in it works
+    assert core.coro.step(_returns(None), ctx) == (True, None)
+
+
+def test_step_same_in_both_cores():
+    outcomes = []
+    for c in both_cores():
+        ctx = contextvars.copy_context()
+        coro = _suspends(7)
+        outcomes.append((c.coro.step(_returns("v"), ctx), c.coro.step(coro, ctx)))
+        coro.close()
+    assert outcomes[0] == outcomes[1]

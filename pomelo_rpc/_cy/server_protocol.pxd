@@ -4,6 +4,7 @@
 
 cimport cython
 
+from pomelo_rpc._cy.coro cimport step
 from pomelo_rpc._cy.dispatch cimport Dispatcher
 from pomelo_rpc._cy.frames cimport FrameDecoder, encode_error, encode_response
 from pomelo_rpc._cy.writer cimport Writer

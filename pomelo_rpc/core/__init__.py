@@ -35,13 +35,14 @@ class Core(types.SimpleNamespace):
     client_protocol: types.ModuleType
     server_protocol: types.ModuleType
     invoke: types.ModuleType
+    coro: types.ModuleType
 
 
 log = logging.getLogger("pomelo_rpc.core")
 
 #: The modules of a core.
 MODULES = ("frames", "pending", "dispatch", "mqtt", "writer", "client_protocol",
-           "server_protocol", "invoke")
+           "server_protocol", "invoke", "coro")
 
 _loaded: dict[str, Core] = {}
 

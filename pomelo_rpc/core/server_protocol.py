@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..deadline import current_deadline
 from ..errors import DispatchError, FrameError
 from ..overload import BadBudget, clock
+from .coro import step
 from .dispatch import DONE, PENDING
 from .frames import PING, PONG_FRAME, FrameDecoder, encode_error, encode_response
 from .writer import Writer
@@ -298,10 +299,7 @@ class ServerProtocol:
         (in that context), cancelled at ``deadline`` (unanswered) or at the stop."""
         ctx = contextvars.copy_context()
         try:
-            yielded = ctx.run(coro.send, None)
-        except StopIteration as stop:
-            self.respond(self.encode_result(rid, stop.value))
-            return
+            done, yielded = step(coro, ctx)
         except _CancelledError:
             self.respond(self.encode_failure(rid, _CancelledError(self.cancel_reason())))
             return
@@ -309,6 +307,9 @@ class ServerProtocol:
             raise      # as a Task would: out of the loop
         except BaseException as exc:
             self.respond(self.encode_failure(rid, exc))
+            return
+        if done:
+            self.respond(self.encode_result(rid, yielded))
             return
         loop = self.loop
         assert loop is not None

@@ -1,0 +1,3 @@
+# What the server protocol cimports from coro.pyx.
+
+cpdef tuple step(object coro, object ctx)
