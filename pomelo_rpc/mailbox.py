@@ -60,8 +60,14 @@ class Mailbox:
         if opts.get("ssl") is not None:
             self._tls = {"ssl": opts["ssl"], "server_hostname": opts.get("server_hostname")}
         self._auth_token = token_bytes(opts.get("auth_token"))
-        #: the connection's protocol: the calls, their deadlines, the bytes in and out
-        self._protocol: ClientProtocol = self._make_protocol(opts)
+        #: the connection's protocol (the core's): the calls, their deadlines, the bytes
+        #: in and out; ``send`` is its ``send``
+        self.protocol: ClientProtocol = self._make_protocol(opts)
+        #: where the client's call path sends calls without this mailbox's ``send``: its
+        #: protocol, as long as ``send`` is the protocol's (None once an observer, or a
+        #: subclass, puts its own ``send`` in the way)
+        self.direct: ClientProtocol | None = (self.protocol if type(self).send is Mailbox.send
+                                              else None)
         # (rid, msg, deadline or None) of calls made while connecting
         self._waiting: list[tuple[int, dict[str, Any], float | None]] = []
         # None until the first send or connect sets it; nothing reads it before that
@@ -76,7 +82,7 @@ class Mailbox:
         self._wrap_protocol: Callable[[ClientProtocol], Any] | None = None
         if opts.get("rpc_debug_log") or opts.get("tracing") or opts.get("metrics"):
             observe_mailbox(self, opts)
-            self._protocol.traced = self._trace_prefix is not None
+            self.protocol.traced = self._trace_prefix is not None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server_id} {self.host}:{self.port} {self.state}>"
@@ -84,17 +90,12 @@ class Mailbox:
     @property
     def in_flight(self) -> int:
         """Calls sent or queued and not yet answered."""
-        return len(self._protocol.table)
+        return len(self.protocol.table)
 
     @property
     def waiting(self) -> int:
         """Calls queued while the connection opens."""
         return len(self._waiting)
-
-    @property
-    def protocol(self) -> ClientProtocol:
-        """The connection's protocol object (its request table, deadline timer, writer)."""
-        return self._protocol
 
     # calls -------------------------------------------------------------
 
@@ -104,22 +105,18 @@ class Mailbox:
         ``timeout`` (None or 0: none) is bounded by what is left of the deadline of the
         call being served, when a handler makes this call; the server is told the
         budget left (native frame field, mqtt JSON field ``budget``) as it is sent."""
-        if current_deadline.get() is not None:
-            timeout = self._inherit(msg, timeout)
-        if self.state == OPEN:
-            return self._protocol.call(msg, timeout)
-        return self._send_later(msg, timeout)
+        return self.protocol.send(msg, timeout)
 
     def _send_later(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
-        """``send`` before the connection is open: the call waits for it (a bounded
-        queue), and the first such call starts connecting."""
+        """A call while the connection is not open (the protocol hands it here): it
+        waits for the connection (a bounded queue), and the first starts connecting."""
         state = self.state
         if state == CLOSED:
             raise ConnectionLostError(f"connection to {self.server_id} is closed")
         if self._loop is None:
-            self._loop = self._protocol.loop = asyncio.get_running_loop()
+            self._loop = self.protocol.loop = asyncio.get_running_loop()
         waiting = self._waiting
-        table = self._protocol.table
+        table = self.protocol.table
         if len(waiting) >= self._pending_size and len(table) < len(waiting):
             # calls whose deadline passed while they waited make room (never sent); until
             # the connection opens, every call of the table is one of the waiting
@@ -128,7 +125,7 @@ class Mailbox:
             raise PendingQueueFullError(
                 f"{len(waiting)} calls already wait for the connection to "
                 f"{self.server_id} (pending_size={self._pending_size})")
-        fut, rid, deadline = self._protocol.add(msg, timeout)
+        fut, rid, deadline = self.protocol.add(msg, timeout)
         waiting.append((rid, msg, deadline))
         if state == IDLE:
             self.state = CONNECTING
@@ -151,7 +148,7 @@ class Mailbox:
     async def connect(self) -> None:
         """Open the connection now instead of on the first call."""
         if self.state == IDLE:
-            self._loop = self._protocol.loop = asyncio.get_running_loop()
+            self._loop = self.protocol.loop = asyncio.get_running_loop()
             self.state = CONNECTING
             self._connect_task = self._loop.create_task(self._connect())
         if self._connect_task is not None:
@@ -167,7 +164,7 @@ class Mailbox:
             if self.state != CLOSED:
                 if isinstance(exc, asyncio.TimeoutError):
                     reason = "timed out" + (self._silence_hint
-                                            if self._protocol.last_recv == 0.0
+                                            if self.protocol.last_recv == 0.0
                                             and self._transport is not None else "")
                 else:
                     reason = str(exc) or repr(exc)
@@ -181,11 +178,12 @@ class Mailbox:
         if self.state != CONNECTING:
             return
         self.state = OPEN
-        self._protocol.last_recv = self._loop.time()
+        self.protocol.open = True
+        self.protocol.last_recv = self._loop.time()
         if self._keepalive:
             self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
         waiting, self._waiting = self._waiting, []
-        protocol = self._protocol
+        protocol = self.protocol
         table = protocol.table
         for rid, msg, deadline in waiting:
             if rid in table:
@@ -200,13 +198,13 @@ class Mailbox:
         if self.state != OPEN:
             return
         period = self._keepalive
-        last = self._protocol.last_recv
+        last = self.protocol.last_recv
         idle = self._loop.time() - last
         if idle >= 2 * period:
             self._fail(f"{self.server_id} did not answer keepalive for {idle:.1f}s")
             return
         if idle >= period:
-            self._protocol.send_ping()
+            self.protocol.send_ping()
             when = last + 2 * period
         else:
             when = last + period
@@ -217,6 +215,7 @@ class Mailbox:
         if self.state == CLOSED:
             return
         self.state = CLOSED
+        self.protocol.open = False
         self.close_reason = reason
         self._close_error = error
         log.info("mailbox %s closed: %s", self.server_id, reason)
@@ -224,7 +223,7 @@ class Mailbox:
             self._keepalive_handle.cancel()
             self._keepalive_handle = None
         self._waiting.clear()
-        self._protocol.fail_all(error, reason)
+        self.protocol.fail_all(error, reason)
         if self._connect_task is not None:
             self._connect_task.cancel()
         self._close_transport()
@@ -269,7 +268,7 @@ class Mailbox:
 
     async def _create_connection(self) -> None:
         """Connect the protocol to the server, over TLS with the ``ssl`` option."""
-        protocol: Any = self._protocol
+        protocol: Any = self.protocol
         if self._wrap_protocol is not None:       # metrics: count the bytes
             protocol = self._wrap_protocol(protocol)
         await self._loop.create_connection(lambda: protocol, self.host, self.port, **self._tls)
@@ -289,7 +288,7 @@ class Mailbox:
 class NativeMailbox(Mailbox):
     """Mailbox speaking the native protocol (length-prefixed msgpack frames)."""
 
-    _protocol: NativeClientProtocol
+    protocol: NativeClientProtocol
     _silence_hint = (" (connected, but the server sent no greeting: a TLS server needs ssl=, "
                      "or it is not a pomelo_rpc native server)")
 
@@ -374,6 +373,6 @@ class NativeMailbox(Mailbox):
             self._refuse_server("the server sent its method table without proving the "
                                 "auth_token (it has none, or is not the server expected)")
             return
-        self._protocol.ids = {tuple(entry): mid for mid, entry in enumerate(msg[2])}
+        self.protocol.ids = {tuple(entry): mid for mid, entry in enumerate(msg[2])}
         if self._hello is not None and not self._hello.done():
             self._hello.set_result(None)

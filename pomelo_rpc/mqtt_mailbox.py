@@ -88,7 +88,7 @@ class MqttMailbox(Mailbox):
     """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
 
     _decoder: MqttDecoder
-    _protocol: ForwardingClientProtocol
+    protocol: ForwardingClientProtocol
     _silence_hint = (" (connected, but no CONNACK for the auth_token: the server has none, "
                      "like Node pomelo-rpc, or it is a TLS server and needs ssl=)")
 
@@ -142,12 +142,12 @@ class MqttMailbox(Mailbox):
     def _send_part(self, part: bytes, msg: dict[str, Any]) -> None:
         """Send the JSON of one call: into the batch (buffer_msg) or as its own PUBLISH."""
         if self._buffer_msg:
-            self._protocol.check_size(part, msg)
+            self.protocol.check_size(part, msg)
             self._batch.append(part)
             if self._batch_timer is None:
                 self._batch_timer = self._loop.call_later(self._interval, self._flush_batch)
         else:
-            self._protocol.writer.write(self._protocol.check_size(self._publish(part), msg))
+            self.protocol.writer.write(self.protocol.check_size(self._publish(part), msg))
 
     def _call_head(self, key: tuple[Any, Any, Any, Any]) -> str:
         """``,"msg":{"namespace":…,"serverType":…,"service":…,"method":…,"args":`` of a
@@ -175,7 +175,7 @@ class MqttMailbox(Mailbox):
         self._send_part(json_bytes(pkg), msg)
 
     def _send_ping(self) -> None:
-        self._protocol.writer.write(self._mqtt.PINGREQ_PACKET)
+        self.protocol.writer.write(self._mqtt.PINGREQ_PACKET)
 
     def _close_transport(self) -> None:
         if self._batch_timer is not None:
@@ -192,7 +192,7 @@ class MqttMailbox(Mailbox):
         if self._batch and self._transport is not None:
             payload = batch_payload(self._batch)
             self._batch.clear()
-            self._protocol.writer.write(self._publish(payload))
+            self.protocol.writer.write(self._publish(payload))
 
     # the protocol's callbacks ------------------------------------------
 
@@ -261,7 +261,7 @@ class MqttMailbox(Mailbox):
             rid = pkg.get("id")
             resp = pkg.get("resp")
             if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
-                self._protocol.table.resolve(rid, resp[1])
+                self.protocol.table.resolve(rid, resp[1])
             else:
                 self._on_response(pkg)
         elif type(pkg) is list:
@@ -279,12 +279,12 @@ class MqttMailbox(Mailbox):
         if resp is None:
             resp = []
         elif type(resp) is not list:
-            self._protocol.table.reject(rid, RpcError(
+            self.protocol.table.reject(rid, RpcError(
                 f"malformed response from {self.server_id}: resp is {type(resp).__name__}"))
             return
         if resp and _js_truthy(resp[0]):
             type_name, message, stack = describe_remote_error(resp[0])
-            self._protocol.reject_remote(rid, type_name, message, stack)
+            self.protocol.reject_remote(rid, type_name, message, stack)
         else:
-            self._protocol.table.resolve(rid, results_value(resp[1:]))
+            self.protocol.table.resolve(rid, results_value(resp[1:]))
 

@@ -218,6 +218,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
     if tracer is None and not debug:
         assert routes is not None
         mailbox.send = _metered_send(send, routes)  # type: ignore[method-assign,assignment]
+        mailbox.direct = None
         return
     mailbox._trace_prefix = context_id(opts.get("context"), "client")
     transport = str(opts["transport"])
@@ -250,6 +251,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
                 log_outcome("done", carried[3:35], call_route(msg), sid, start, error)
 
     mailbox.send = observed_send  # type: ignore[method-assign,assignment]
+    mailbox.direct = None
 
 
 # server -----------------------------------------------------------------------------

@@ -91,8 +91,9 @@ class RecordingMailbox(Mailbox):
         opts = dict(CLIENT_DEFAULTS)
         super().__init__({"id": "srv", "host": "127.0.0.1", "port": 1}, opts,
                          _core.select(core))
-        self._loop = self._protocol.loop = loop
+        self._loop = self.protocol.loop = loop
         self.state = OPEN
+        self.protocol.open = True
         self.sent = []          # rids, in the order sent
 
     def _make_protocol(self, opts):

@@ -22,7 +22,9 @@ cdef class ClientProtocol:
     cdef readonly object timer_at
     cdef public double last_recv
     cdef public bint traced
+    cdef public bint open
 
+    cpdef object send(self, dict msg, object timeout)
     @cython.locals(deadline=double, left=double, rid=Py_ssize_t)
     cpdef object call(self, dict msg, object timeout)
     cpdef send_queued(self, object rid, dict msg, object deadline)

@@ -19,6 +19,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..deadline import current_deadline
 from ..errors import (ConnectionLostError, FrameError, RemoteError, RpcError,
                       RpcTimeoutError, ServerBusyError)
 from .frames import (PING_FRAME, PONG, RESP_ERR, RESP_OK, FrameDecoder, encode_request,
@@ -63,8 +64,21 @@ class ClientProtocol:
         self.last_recv = 0.0
         #: requests carry ``msg["trace_id"]`` (tracing, rpc_debug_log)
         self.traced = False
+        #: the connection is open: calls are sent now (else the owner queues them)
+        self.open = False
 
     # calls -----------------------------------------------------------------
+
+    def send(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
+        """A call (the mailbox's ``send``): sent now when the connection is open, else
+        handed to the owner to wait for it. ``timeout`` is bounded by what is left of
+        the deadline of the call a handler serves, if it makes this one."""
+        if current_deadline.get() is not None:
+            timeout = self.owner._inherit(msg, timeout)
+        if self.open:
+            return self.call(msg, timeout)
+        fut: asyncio.Future[Any] = self.owner._send_later(msg, timeout)
+        return fut
 
     def call(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
         """Send call ``msg`` now (the connection is open); a future of its answer,
@@ -159,6 +173,7 @@ class ClientProtocol:
     def fail_all(self, error: type[ConnectionLostError], reason: str) -> None:
         """The connection is gone for good: every call fails with ``error(reason)``,
         no timer is left, nothing more is written."""
+        self.open = False
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.timer_at = None

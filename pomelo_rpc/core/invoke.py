@@ -84,7 +84,15 @@ class Invoker:
             mailbox = self.mailboxes.get(server_id)
             if mailbox is None:
                 mailbox = self.station.mailbox(server_id)
-            return mailbox.send(msg, self.timeout if timeout is None else timeout)
+            if timeout is None:
+                timeout = self.timeout
+            # the mailbox's own send is its protocol's: call that directly, unless an
+            # observer wraps send (or the mailbox is a custom one)
+            direct = getattr(mailbox, "direct", None)
+            if direct is not None:
+                fut: Awaitable[Any] = direct.send(msg, timeout)
+                return fut
+            return mailbox.send(msg, timeout)
         except Exception as exc:
             return failed(exc)
 
