@@ -259,3 +259,32 @@ def test_expire_at_next_deadline_always_has_work(ds, res):
             assert nd is not None
             assert table.expire(nd), (nd, res)
         assert table.next_deadline() is None
+
+
+# the encoders that pack their fields without building the message list give the
+# frame of that list, byte for byte, on both cores (fallbacks to msgpack included)
+odd_values = values | st.tuples(values, values) | st.integers(min_value=2**64, max_value=2**70)
+
+
+@SETTINGS
+@given(rid=rids, mid=st.integers(0, 1000), args=st.lists(odd_values, max_size=4),
+       trace=st.none() | st.text(max_size=55), budget=st.integers(0, 2**40),
+       result=odd_values)
+def test_direct_encoders_give_the_frame_of_the_message_list(rid, mid, args, trace, budget,
+                                                            result):
+    for c in ALL:
+        f = c.frames
+        try:
+            expected = f.encode([f.REQ_ID, rid, mid, args, trace, budget])
+        except Exception as exc:
+            with pytest.raises(type(exc)):
+                f.encode_request_budget(rid, mid, args, trace, budget)
+        else:
+            assert f.encode_request_budget(rid, mid, args, trace, budget) == expected
+        try:
+            expected = f.encode([f.RESP_OK, rid, result])
+        except Exception as exc:
+            with pytest.raises(type(exc)):
+                f.encode_response(rid, result)
+        else:
+            assert f.encode_response(rid, result) == expected

@@ -445,15 +445,20 @@ cdef bytes _encode_with_msgpack(object message):
 cpdef bytes encode(object message):
     """Encode one message (a list) as a frame."""
     cdef _Buffer buf = _out
-    cdef Py_ssize_t n
-    cdef unsigned char *p
-    cdef bytes frame
     buf.length = _HDR
     try:
         _pack(buf, message, 0)
     except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
         buf.shrink()
         return _encode_with_msgpack(message)
+    return _frame(buf)
+
+
+cdef bytes _frame(_Buffer buf):
+    """The frame of the message packed in ``buf`` after its header's room."""
+    cdef Py_ssize_t n
+    cdef unsigned char *p
+    cdef bytes frame
     n = buf.length - _HDR
     if n > 0xFFFFFFFF:
         buf.shrink()
@@ -488,10 +493,26 @@ cpdef bytes encode_request_by_name_traced(object rid, object namespace, object s
     return encode([REQ_NAME, rid, namespace, service, method, args, trace_id])
 
 
-cpdef bytes encode_request_budget(object rid, object method_id, object args, object trace_id, object budget_ms):
+cpdef bytes encode_request_budget(object rid, object method_id, object args, object trace_id,
+                                  object budget_ms):
     """``encode_request`` carrying the caller's remaining budget in ms (and a trace id
     or None) as the trailing fields."""
-    return encode([REQ_ID, rid, method_id, args, trace_id, budget_ms])
+    # the frame of ``encode([REQ_ID, rid, method_id, args, trace_id, budget_ms])``,
+    # packed without making the list (the hot request)
+    cdef _Buffer buf = _out
+    buf.length = _HDR
+    try:
+        buf.byte(0x96)            # an array of 6
+        buf.byte(1)               # REQ_ID
+        _pack(buf, rid, 1)
+        _pack(buf, method_id, 1)
+        _pack(buf, args, 1)
+        _pack(buf, trace_id, 1)
+        _pack(buf, budget_ms, 1)
+    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
+        buf.shrink()
+        return _encode_with_msgpack([REQ_ID, rid, method_id, args, trace_id, budget_ms])
+    return _frame(buf)
 
 
 cpdef bytes encode_request_by_name_budget(object rid, object namespace, object service, object method, object args, object trace_id, object budget_ms):
@@ -501,7 +522,18 @@ cpdef bytes encode_request_by_name_budget(object rid, object namespace, object s
 
 cpdef bytes encode_response(object rid, object result):
     """A successful response; TypeError if ``result`` cannot be packed."""
-    return encode([RESP_OK, rid, result])
+    # the frame of ``encode([RESP_OK, rid, result])``, without making the list
+    cdef _Buffer buf = _out
+    buf.length = _HDR
+    try:
+        buf.byte(0x93)            # an array of 3
+        buf.byte(3)               # RESP_OK
+        _pack(buf, rid, 1)
+        _pack(buf, result, 1)
+    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
+        buf.shrink()
+        return _encode_with_msgpack([RESP_OK, rid, result])
+    return _frame(buf)
 
 
 cpdef bytes encode_error(object rid, object type_name, object message, object stack):

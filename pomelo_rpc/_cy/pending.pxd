@@ -22,7 +22,7 @@ cdef class PendingTable:
     cdef double _last_lo
     cdef double _last_hi
 
-    @cython.locals(rid=Py_ssize_t, d=double, ids=dict)
+    @cython.locals(rid=Py_ssize_t, d=double, ids=dict, entry=_Entry)
     cpdef Py_ssize_t add(self, object future, object deadline=*, object info=*) except -1
     @cython.locals(entry=_Entry)
     cdef _Entry _take(self, object rid)

@@ -35,7 +35,7 @@ cdef class ServerProtocol:
     cdef public bint reading_paused
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
-                   msgs=list)
+                   last=double, msgs=list)
     cpdef data_received(self, object data)
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)

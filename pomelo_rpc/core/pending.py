@@ -91,7 +91,12 @@ class PendingTable:
                 self._last_lo = (slot - 1) * self._res
                 self._last_hi = slot * self._res
             ids[rid] = None
-        entries[rid] = _Entry(future, info, ids)
+        # made field by field: compiled, ``__new__`` skips the call of ``__init__``
+        entry = _Entry.__new__(_Entry)
+        entry.future = future
+        entry.info = info
+        entry.ids = ids
+        entries[rid] = entry
         return rid
 
     def _take(self, rid: Any) -> _Entry | None:

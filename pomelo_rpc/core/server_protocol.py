@@ -189,6 +189,7 @@ class ServerProtocol:
         # it was once, at the end of the batch (not a set and a reset per request)
         token = None
         live = False
+        last = 0.0        # the deadline set, while ``live``
         try:
             for msg in msgs:
                 if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
@@ -213,10 +214,14 @@ class ServerProtocol:
                     else:
                         inline = False
                 if deadline is not None:
-                    set_token = current_deadline.set(deadline)
-                    if token is None:
-                        token = set_token
-                    live = True
+                    # requests a client sent in one loop turn mostly carry one budget:
+                    # the context changes only when the deadline does
+                    if not live or deadline != last:
+                        set_token = current_deadline.set(deadline)
+                        if token is None:
+                            token = set_token
+                        live = True
+                        last = deadline
                 elif live:
                     current_deadline.set(None)
                     live = False
