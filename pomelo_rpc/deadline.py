@@ -3,12 +3,12 @@
 The server sets it (a ``time.monotonic()`` value) while it runs a request that
 carries a budget; ``time_remaining()`` reads it in the handler, and a call the
 handler makes inherits it: its timeout is the smaller of its own and what is left.
-A budget travels as whole milliseconds, relative, so that clocks need not agree.
+A budget travels as whole milliseconds, relative, so that clocks need not agree
+(core.client_protocol.budget_ms).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from contextvars import ContextVar
 
@@ -34,7 +34,3 @@ def inherited_timeout(timeout: float | None) -> float | None:
     left = deadline - _monotonic()
     return left if not timeout or left < timeout else timeout
 
-
-def budget_ms(seconds: float) -> int:
-    """A budget of ``seconds`` in whole milliseconds, rounded up (never shorter)."""
-    return max(0, math.ceil(seconds * 1000.0))

@@ -931,3 +931,19 @@ def test_step_same_in_both_cores():
         outcomes.append((c.coro.step(_returns("v"), ctx), c.coro.step(coro, ctx)))
         coro.close()
     assert outcomes[0] == outcomes[1]
+
+
+def test_map_keys_decode_right_whatever_the_key_cache_holds(core):
+    """Short ASCII map keys may come from the compiled decoder's cache of keys seen:
+    thousands of keys, colliding and repeated, non-ASCII and long ones, still decode
+    exactly as msgpack does."""
+    f = core.frames
+    keys = [f"k{i}" for i in range(3000)] + ["é", "ключ", "x" * 17, "", "a", "a"]
+    rnd = random.Random(7)
+    for _ in range(3):
+        rnd.shuffle(keys)
+        for start in range(0, len(keys), 50):
+            value = {k: i for i, k in enumerate(keys[start:start + 50])}
+            (got,) = f.FrameDecoder().feed(f.encode_response(1, value))
+            assert got == [f.RESP_OK, 1, value]
+            assert list(got[2]) == list(value)

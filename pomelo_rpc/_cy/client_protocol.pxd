@@ -11,6 +11,10 @@ from pomelo_rpc._cy.pending cimport PendingTable
 from pomelo_rpc._cy.writer cimport Writer
 
 
+@cython.locals(ms=double, budget=long)
+cdef long budget_ms(double seconds)
+
+
 cdef class ClientProtocol:
     cdef public object owner
     cdef public object server_id

@@ -17,10 +17,13 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void *PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
 
 import msgpack
 
@@ -93,6 +96,48 @@ cdef object _decode_array(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_
     return out
 
 
+# Map keys: the short ASCII ones (field names, mostly) come from a small cache of the
+# keys seen before, the way orjson and msgspec do it: no new str per key, and the
+# str's hash, computed once, is kept. Direct-mapped on a hash of the bytes; bounded.
+cdef enum:
+    _KEY_SLOTS = 512      # a power of two
+    _KEY_MAX = 16         # longest key cached, in bytes
+
+cdef list _keys = [None] * _KEY_SLOTS
+
+
+cdef object _map_key(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int depth):
+    """A map key at ``p[pos]``: a cached str when it is a short ASCII one seen before."""
+    cdef Py_ssize_t at = pos[0]
+    cdef Py_ssize_t n, i
+    cdef uint8_t b
+    cdef uint32_t h = 2166136261
+    cdef const uint8_t *s
+    cdef object key
+    if at >= end:
+        raise _Fallback()
+    b = p[at]
+    if b < 0xa0 or b > 0xa0 + _KEY_MAX:
+        return _decode(p, pos, end, depth)
+    n = b & 0x1f
+    if end - at - 1 < n:
+        raise _Fallback()
+    s = p + at + 1
+    for i in range(n):            # FNV-1a
+        h = (h ^ s[i]) * 16777619
+    h = (h ^ <uint32_t>n) & (_KEY_SLOTS - 1)
+    cached = <object>PyList_GET_ITEM(_keys, h)
+    if (cached is not None and PyUnicode_GET_LENGTH(cached) == n
+            and memcmp(PyUnicode_DATA(cached), s, n) == 0):
+        pos[0] = at + 1 + n
+        return cached
+    key = PyUnicode_DecodeUTF8(<const char *>s, n, NULL)
+    pos[0] = at + 1 + n
+    if PyUnicode_IS_COMPACT_ASCII(key):
+        _keys[h] = key
+    return key
+
+
 cdef object _decode_map(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t n,
                         int depth):
     cdef dict out = {}
@@ -100,7 +145,7 @@ cdef object _decode_map(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_ss
     if n > (end - pos[0]) // 2:   # each key and each value take at least one byte
         raise _Fallback()
     for i in range(n):
-        key = _decode(p, pos, end, depth)
+        key = _map_key(p, pos, end, depth)
         out[key] = _decode(p, pos, end, depth)
     return out
 

@@ -1,5 +1,9 @@
 # Augments pomelo_rpc/core/invoke.py (compiled here through the invoke.py link).
 
+cimport cython
+
+from pomelo_rpc._cy.client_protocol cimport ClientProtocol
+
 cdef class Invoker:
     cdef public object client
     cdef public object station
@@ -12,6 +16,7 @@ cdef class Invoker:
 
     cpdef object routed(self, object route_param, dict msg, object timeout)
     cpdef object direct(self, object server_id, dict msg, object timeout)
+    @cython.locals(direct=ClientProtocol)
     cpdef object call(self, object server_id, dict msg, object timeout)
 
 

@@ -15,7 +15,6 @@ lifecycle: connecting, the calls waiting for the connection, keepalive, closing.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,13 @@ if TYPE_CHECKING:
     from ..mailbox import Mailbox
 
 _monotonic = time.monotonic
-_ceil = math.ceil
+
+
+def budget_ms(seconds: float) -> int:
+    """A budget of ``seconds`` (positive) in whole milliseconds, rounded up."""
+    ms = seconds * 1000.0
+    budget = int(ms)
+    return budget + 1 if budget < ms else budget
 
 
 def call_route(msg: dict[str, Any]) -> str:
@@ -97,7 +102,7 @@ class ClientProtocol:
             if left <= 0:
                 self.send_queued(rid, msg, deadline)
                 return fut
-            budget: int | None = _ceil(left * 1000.0)
+            budget: int | None = budget_ms(left)
         else:
             rid = self.table.add(fut, None, msg)
             budget = None
@@ -140,7 +145,7 @@ class ClientProtocol:
                         f"{call_route(msg)} to {self.server_id} got no response in time "
                         f"(it expired while the connection opened; not sent)"))
                 return
-            budget = max(0, _ceil(left * 1000.0))
+            budget = budget_ms(left)
         try:
             self.send_call(rid, msg, budget)
         except Exception as exc:  # unserializable arguments, oversized frame
