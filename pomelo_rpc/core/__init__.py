@@ -1,9 +1,10 @@
-"""The hot core: frame and MQTT codecs, request table, dispatch, writer, protocols.
+"""The hot core: the call path, the protocol classes, request table, dispatch, writer,
+the frame and MQTT codecs.
 
 Two implementations of the same modules. The pure-Python one is this package. The
-compiled one is ``pomelo_rpc._cy``: the codecs are Cython (``_cy/frames.pyx``,
-``_cy/mqtt.pyx``, each with its hand-written twin here and differential tests); every
-other module is written once, here, and compiled there from a link to it with an
+compiled one is ``pomelo_rpc._cy``: ``frames``, ``mqtt`` and ``coro`` are hand-written
+Cython (``_cy/*.pyx``, each with its twin here and differential tests); every other
+module is written once, here, and compiled there from a link to it with an
 augmenting ``.pxd`` (Cython's pure-Python mode). mypy checks this package; the
 compiled modules are the same source or tested equal, so they have no stubs.
 
