@@ -33,12 +33,14 @@ include "_stream.pxi"
 
 cdef enum:
     _HDR = 4
+    _REQ_ID = 1       # the kinds the list-free encoders write
+    _RESP_OK = 3
 
 HEADER_SIZE = _HDR
 HELLO = 0
-REQ_ID = 1
+REQ_ID = _REQ_ID
 REQ_NAME = 2
-RESP_OK = 3
+RESP_OK = _RESP_OK
 RESP_ERR = 4
 PING = 5
 PONG = 6
@@ -499,6 +501,29 @@ cpdef bytes encode(object message):
     return _frame(buf)
 
 
+cdef bytes _encode_fields(long kind, Py_ssize_t n, object f1, object f2, object f3=None,
+                          object f4=None, object f5=None):
+    """The frame of ``encode([kind, f1, ..., fn])`` (n from 2 to 5), packed without
+    making the list: the hot request and response."""
+    cdef _Buffer buf = _out
+    buf.length = _HDR
+    try:
+        buf.byte(0x90 | <uint8_t>(n + 1))     # a fixarray of n + 1
+        buf.byte(<uint8_t>kind)
+        _pack(buf, f1, 1)
+        _pack(buf, f2, 1)
+        if n > 2:
+            _pack(buf, f3, 1)
+        if n > 3:
+            _pack(buf, f4, 1)
+        if n > 4:
+            _pack(buf, f5, 1)
+    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
+        buf.shrink()
+        return _encode_with_msgpack([kind, f1, f2, f3, f4, f5][:n + 1])
+    return _frame(buf)
+
+
 cdef bytes _frame(_Buffer buf):
     """The frame of the message packed in ``buf`` after its header's room."""
     cdef Py_ssize_t n
@@ -542,22 +567,7 @@ cpdef bytes encode_request_budget(object rid, object method_id, object args, obj
                                   object budget_ms):
     """``encode_request`` carrying the caller's remaining budget in ms (and a trace id
     or None) as the trailing fields."""
-    # the frame of ``encode([REQ_ID, rid, method_id, args, trace_id, budget_ms])``,
-    # packed without making the list (the hot request)
-    cdef _Buffer buf = _out
-    buf.length = _HDR
-    try:
-        buf.byte(0x96)            # an array of 6
-        buf.byte(1)               # REQ_ID
-        _pack(buf, rid, 1)
-        _pack(buf, method_id, 1)
-        _pack(buf, args, 1)
-        _pack(buf, trace_id, 1)
-        _pack(buf, budget_ms, 1)
-    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
-        buf.shrink()
-        return _encode_with_msgpack([REQ_ID, rid, method_id, args, trace_id, budget_ms])
-    return _frame(buf)
+    return _encode_fields(_REQ_ID, 5, rid, method_id, args, trace_id, budget_ms)
 
 
 cpdef bytes encode_request_by_name_budget(object rid, object namespace, object service, object method, object args, object trace_id, object budget_ms):
@@ -567,18 +577,7 @@ cpdef bytes encode_request_by_name_budget(object rid, object namespace, object s
 
 cpdef bytes encode_response(object rid, object result):
     """A successful response; TypeError if ``result`` cannot be packed."""
-    # the frame of ``encode([RESP_OK, rid, result])``, without making the list
-    cdef _Buffer buf = _out
-    buf.length = _HDR
-    try:
-        buf.byte(0x93)            # an array of 3
-        buf.byte(3)               # RESP_OK
-        _pack(buf, rid, 1)
-        _pack(buf, result, 1)
-    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
-        buf.shrink()
-        return _encode_with_msgpack([RESP_OK, rid, result])
-    return _frame(buf)
+    return _encode_fields(_RESP_OK, 2, rid, result)
 
 
 cpdef bytes encode_error(object rid, object type_name, object message, object stack):
