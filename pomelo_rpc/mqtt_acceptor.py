@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .acceptor import BaseAcceptor, ServerConnection
 from .mqtt_json import batch_payload, core_dumps, failure_payload, loads, result_payload
-from .errors import DispatchError, FrameError, ServerBusyError
+from .errors import DispatchError, ServerBusyError
 from .overload import clock
 
 if TYPE_CHECKING:
@@ -66,18 +66,15 @@ class MqttProtocol(_ProtocolBase):
         self.batch.clear()
         super().connection_lost(exc)
 
+    def decode(self, data: bytes) -> list[Any]:
+        """The MQTT packets ``data`` completes."""
+        packets: list[Any] = self.packets.feed(data)
+        return packets
+
     def data_received(self, data: bytes) -> None:
         """asyncio: decode MQTT packets; run requests, answer PINGREQ, close on DISCONNECT."""
-        if self.handshaking:
-            self.owner._on_handshake(data)
-            return
-        try:
-            packets = self.packets.feed(data)
-        except FrameError as exc:
-            self.owner._abort(exc)
-            return
-        if self.stopping is not None:
-            self.owner._refuse(packets)
+        packets = self.read(data)
+        if packets is None:
             return
         publish, pingreq, connect, disconnect = self.kinds
         for packet in packets:

@@ -37,6 +37,8 @@ cdef class ServerProtocol:
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
                    last=double, msgs=list)
     cpdef data_received(self, object data)
+    cpdef list read(self, object data)
+    cpdef list decode(self, object data)
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)
     cpdef run_request(self, object request, object rid, object deadline)

@@ -163,18 +163,31 @@ class ServerProtocol:
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def data_received(self, data: bytes) -> None:
-        """asyncio: decode frames, run the requests, write the answers ready now at once."""
+    def read(self, data: bytes) -> list[Any] | None:
+        """The messages of ``data`` to run, or None when the owner has them instead: the
+        handshake's bytes, a stream that cannot be decoded (the connection is aborted),
+        requests arriving while the server stops (refused)."""
         if self.handshaking:
             self.owner._on_handshake(data)
-            return
+            return None
         try:
-            msgs = self.decoder.feed(data)
+            msgs = self.decode(data)
         except FrameError as exc:
             self.owner._abort(exc)
-            return
+            return None
         if self.stopping is not None:
             self.owner._refuse(msgs)
+            return None
+        return msgs
+
+    def decode(self, data: bytes) -> list[Any]:
+        """The messages ``data`` completes (a transport's subclass decodes its own)."""
+        return self.decoder.feed(data)
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio: decode frames, run the requests, write the answers ready now at once."""
+        msgs = self.read(data)
+        if msgs is None:
             return
         arrived = clock()
         overload = self.overload
