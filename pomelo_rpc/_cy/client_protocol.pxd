@@ -29,8 +29,10 @@ cdef class ClientProtocol:
     cdef public bint open
 
     cpdef object send(self, dict msg, object timeout)
-    @cython.locals(deadline=double, left=double, rid=Py_ssize_t)
     cpdef object call(self, dict msg, object timeout)
+    @cython.locals(rid=Py_ssize_t)
+    cpdef tuple add(self, dict msg, object timeout)
+    @cython.locals(left=double)
     cpdef send_queued(self, object rid, dict msg, object deadline)
     cpdef send_failed(self, object rid, dict msg, object exc)
     cpdef reject_remote(self, object rid, object type_name, object message, object stack)

@@ -88,34 +88,14 @@ class ClientProtocol:
     def call(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
         """Send call ``msg`` now (the connection is open); a future of its answer,
         failed with RpcTimeoutError ``timeout`` s from now (None or 0: never)."""
-        loop = self.loop
-        assert loop is not None
-        fut = loop.create_future()
-        if timeout:
-            deadline = loop.time() + timeout
-            rid = self.table.add(fut, deadline, msg)
-            if self.timer_at is None or deadline < self.timer_at:
-                self.arm_timer()
-            # the budget left, from the clock (see ``send_queued``), in whole ms
-            # rounded up; an expired call is ``send_queued``'s to fail
-            left = deadline - _monotonic()
-            if left <= 0:
-                self.send_queued(rid, msg, deadline)
-                return fut
-            budget: int | None = budget_ms(left)
-        else:
-            rid = self.table.add(fut, None, msg)
-            budget = None
-        try:
-            self.send_call(rid, msg, budget)
-        except Exception as exc:  # unserializable arguments, oversized frame
-            self.send_failed(rid, msg, exc)
+        fut, rid, deadline = self.add(msg, timeout)
+        self.send_queued(rid, msg, deadline)
         return fut
 
     def add(self, msg: dict[str, Any],
             timeout: float | None) -> tuple[asyncio.Future[Any], int, float | None]:
-        """Register call ``msg`` without sending it (the connection is opening):
-        ``(future, rid, deadline or None)``; ``send_queued`` sends it later."""
+        """Register call ``msg`` without sending it: ``(future, rid, deadline or
+        None)``; ``send_queued`` sends it (now, or once the connection is open)."""
         loop = self.loop
         assert loop is not None
         fut = loop.create_future()
@@ -130,8 +110,9 @@ class ClientProtocol:
         return fut, rid, deadline
 
     def send_queued(self, rid: int, msg: dict[str, Any], deadline: float | None) -> None:
-        """Send call ``rid`` with the budget it has left; one whose deadline has passed
-        is not sent: it fails with its timeout now.
+        """Send call ``rid`` (registered by ``add``) with the budget it has left, in
+        whole ms rounded up; one whose deadline has passed is not sent: it fails with
+        its timeout now.
 
         The budget is counted from the clock, not from ``loop.time()``, which uvloop
         reads once per loop turn: a turn sending many calls would send stale budgets."""
