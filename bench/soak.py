@@ -107,7 +107,7 @@ async def main(args):
     await asyncio.sleep(2.5)        # every deadline passes
     mailbox = cli._station.mailboxes.get("soak")
     table_ok = mailbox is not None and len(mailbox.protocol.table) == 0 \
-        and mailbox.protocol.table.slot_count == 0 and mailbox.protocol.timer is None
+        and mailbox.protocol.table.slot_count == 0 and mailbox.protocol.deadlines.handle is None
     await cli.stop()
     proc.terminate()
     proc.wait(10)

@@ -7,8 +7,8 @@ One ``Overload`` per acceptor, shared by its connections:
   passed before it started is not run and not answered (its caller has had its
   timeout already): counted in ``expired``. A coroutine call still running at its
   deadline is cancelled (its ``finally`` runs; no answer is sent): ``cancelled``. One
-  timer per acceptor, armed for the earliest deadline slot of a ``PendingTable`` of
-  the running calls, never one per call.
+  timer per acceptor (a ``SlotTimer`` over a ``PendingTable`` of the running calls),
+  never one per call.
 - Admission: ``held`` counts the calls queued or running as coroutines; past
   ``max_in_flight`` a request is answered ServerBusyError at once (``busy``).
 - Fairness: synchronous handlers run for at most ``handler_slice`` seconds per loop
@@ -71,9 +71,8 @@ class Overload:
         self._ready: deque[ServerConnection] = deque()
         self._runner = False
         self._running = core.pending.PendingTable()   # coroutine calls with a deadline
+        self._deadlines = core.pending.SlotTimer(self._running, self._cut_at_deadline, clock)
         self._cut: set[asyncio.Future[Any]] = set()     # cancelled at their deadline
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
 
     # admission and deadlines -------------------------------------------
 
@@ -180,8 +179,7 @@ class Overload:
         if deadline is None:
             return None
         tid: int = self._running.add(task, deadline)
-        if self._timer_at is None or deadline < self._timer_at:
-            self._arm()
+        self._deadlines.added(deadline, asyncio.get_running_loop())
         return tid
 
     def finished(self, task: asyncio.Future[Any], tid: int | None) -> bool:
@@ -195,32 +193,17 @@ class Overload:
                 return True
         return False
 
-    def _arm(self) -> None:
-        when = self._running.next_deadline()
-        if self._timer is not None:
-            if when == self._timer_at:
-                return
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = None if when is None else asyncio.get_running_loop().call_later(
-            max(0.0, when - clock()) + 0.001, self._on_timer)
-
-    def _on_timer(self) -> None:
-        when = self._timer_at
-        self._timer = None
-        now = clock()
-        for task, _info in self._running.expire(now if when is None or now > when else when):
+    def _cut_at_deadline(self, entries: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        """The deadline timer: cancel the calls still running at their deadline."""
+        for task, _info in entries:
             if not task.done():
                 self._cut.add(task)
                 self.cancelled += 1
                 task.cancel(DEADLINE_PASSED)
-        self._arm()
 
     def close(self) -> None:
         """The acceptor closed: no timer left behind."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._timer_at = None
+        self._deadlines.cancel()
 
     def stats(self) -> dict[str, int]:
         """Counters: calls held now, and requests expired, cancelled, busy, deferred."""

@@ -91,7 +91,7 @@ async def test_late_answers_after_timeouts_are_dropped_and_leave_nothing(core):
         # deadline slot (empty ones stay until their time) has passed
         protocol = cli._station.mailboxes["t"].protocol
         assert len(protocol.table) == 0 and protocol.table.slot_count == 0
-        assert protocol.timer is None
+        assert protocol.deadlines.handle is None
         assert await svc.echo(None, "still") == "still"
     finally:
         await cli.stop()

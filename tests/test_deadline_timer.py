@@ -164,7 +164,7 @@ def test_timer_runs_once_per_slot_when_every_call_times_out(core, start, early_m
     # the timer alone expires everything: one run per slot, plus a constant
     assert len(slots) <= loop.fired <= len(slots) + 2, (loop.fired, len(slots))
     assert loop.armed <= len(slots) + 2
-    assert box.protocol.timer is None and box.protocol.table.slot_count == 0
+    assert box.protocol.deadlines.handle is None and box.protocol.table.slot_count == 0
     assert loop.live_timers() == 0
 
 
@@ -176,7 +176,7 @@ def test_expiry_from_received_data_never_starts_a_second_timer(core, start):
     assert loop.fired <= len(slots) + 2, (loop.fired, len(slots))
     # armed at most once per slot of the 2 s of sends (400 slots of 5 ms)
     assert loop.armed <= 400 + 3, loop.armed
-    assert loop.live_timers() == 0 and box.protocol.timer is None
+    assert loop.live_timers() == 0 and box.protocol.deadlines.handle is None
 
 
 @pytest.mark.parametrize("start", BASES)

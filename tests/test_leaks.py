@@ -70,13 +70,13 @@ async def test_100k_calls_with_timeouts_leave_no_entry_slot_or_timer(aspawn, cor
 
     # the abandoned calls' answers arrive within 30 ms; every deadline is at most 2 s
     deadline = time.monotonic() + 5
-    while (len(table) or table.slot_count or protocol.timer is not None) \
+    while (len(table) or table.slot_count or protocol.deadlines.handle is not None) \
             and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert len(table) == 0
     assert cli.in_flight("test-1") == 0
     assert table.slot_count == 0
-    assert protocol.timer is None and protocol.timer_at is None
+    assert protocol.deadlines.handle is None and protocol.deadlines.at is None
     assert table.next_deadline() is None
     assert mailbox.waiting == 0 and protocol.writer.queued == 0
     gc.collect()

@@ -7,7 +7,7 @@ cimport cython
 from pomelo_rpc._cy.frames cimport (FrameDecoder, encode_request, encode_request_budget,
                                     encode_request_by_name, encode_request_by_name_budget,
                                     encode_request_by_name_traced, encode_request_traced)
-from pomelo_rpc._cy.pending cimport PendingTable
+from pomelo_rpc._cy.pending cimport PendingTable, SlotTimer
 from pomelo_rpc._cy.writer cimport Writer
 
 
@@ -22,8 +22,7 @@ cdef class ClientProtocol:
     cdef public PendingTable table
     cdef readonly Writer writer
     cdef public object loop
-    cdef readonly object timer
-    cdef readonly object timer_at
+    cdef readonly SlotTimer deadlines
     cdef public double last_recv
     cdef public bint traced
     cdef public bint open
@@ -36,8 +35,7 @@ cdef class ClientProtocol:
     cpdef send_queued(self, object rid, dict msg, object deadline)
     cpdef send_failed(self, object rid, dict msg, object exc)
     cpdef reject_remote(self, object rid, object type_name, object message, object stack)
-    cpdef arm_timer(self)
-    cpdef expire(self, double now)
+    cpdef timed_out(self, list entries)
     @cython.locals(now=double)
     cpdef received(self)
     cpdef send_call(self, object rid, dict msg, object budget)

@@ -37,3 +37,18 @@ cdef class PendingTable:
     cpdef list expire(self, double now)
     @cython.locals(e=_Entry)
     cpdef list drain(self)
+
+
+cdef class SlotTimer:
+    cdef readonly PendingTable table
+    cdef object expired
+    cdef object clock
+    cdef readonly object loop
+    cdef readonly object handle
+    cdef readonly object at
+
+    cpdef added(self, double deadline, object loop)
+    cpdef arm(self)
+    cpdef expire(self, double now)
+    cpdef expire_due(self, double now)
+    cpdef cancel(self)

@@ -25,7 +25,7 @@ from .frames import (PING_FRAME, PONG, RESP_ERR, RESP_OK, FrameDecoder, encode_r
                      encode_request_budget, encode_request_by_name,
                      encode_request_by_name_budget, encode_request_by_name_traced,
                      encode_request_traced)
-from .pending import PendingTable
+from .pending import PendingTable, SlotTimer
 from .writer import Writer, set_nodelay
 
 if TYPE_CHECKING:
@@ -64,8 +64,8 @@ class ClientProtocol:
         self.writer = Writer()
         #: set by the owner before the first call (the loop of the connection)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at: float | None = None
+        #: the one timer of the table's deadlines
+        self.deadlines = SlotTimer(self.table, self.timed_out, self.loop_time)
         self.last_recv = 0.0
         #: requests carry ``msg["trace_id"]`` (tracing, rpc_debug_log)
         self.traced = False
@@ -103,8 +103,7 @@ class ClientProtocol:
         if timeout:
             deadline = loop.time() + timeout
             rid = self.table.add(fut, deadline, msg)
-            if self.timer_at is None or deadline < self.timer_at:
-                self.arm_timer()
+            self.deadlines.added(deadline, loop)
         else:
             rid = self.table.add(fut, None, msg)
         return fut, rid, deadline
@@ -160,51 +159,25 @@ class ClientProtocol:
         """The connection is gone for good: every call fails with ``error(reason)``,
         no timer is left, nothing more is written."""
         self.open = False
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.timer_at = None
+        self.deadlines.cancel()
         self.writer.detach()
         for fut, _msg in self.table.drain():
             if not fut.done():
                 fut.set_exception(error(reason))
 
     # deadlines ---------------------------------------------------------------
-    # One timer per connection, armed for the earliest deadline slot of the table. It
-    # runs once per slot that has work: a firing expires its slot even when the loop
-    # clock (whole milliseconds under uvloop) reads a hair before the slot's time, and
-    # an expiry run early by ``received`` cancels the timer it stands in for, so a
-    # second timer can never start beside the first.
 
-    def arm_timer(self) -> None:
-        """(Re)arm the timer for the table's next deadline slot, or leave none."""
-        when = self.table.next_deadline()
-        if self.timer is not None:
-            if when == self.timer_at:
-                return
-            self.timer.cancel()
-        self.timer_at = when
-        if when is None:
-            self.timer = None
-        else:
-            assert self.loop is not None
-            # a millisecond late, so that a clock of any granularity reads ``when`` then
-            self.timer = self.loop.call_at(when + 0.001, self.on_timer)
-
-    def on_timer(self) -> None:
-        """The deadline timer fired: expire its slot (at least)."""
-        when = self.timer_at
-        self.timer = None
+    def loop_time(self) -> float:
+        """The clock of the table's deadlines: the loop's."""
         assert self.loop is not None
-        now = self.loop.time()
-        self.expire(now if when is None or now > when else when)
+        return self.loop.time()
 
-    def expire(self, now: float) -> None:
-        """Fail the calls whose deadline is at or before ``now``; re-arm the timer."""
-        for fut, msg in self.table.expire(now):
+    def timed_out(self, entries: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        """The deadline timer expired these calls: each fails with RpcTimeoutError."""
+        for fut, msg in entries:
             if not fut.done():
                 fut.set_exception(RpcTimeoutError(
                     f"{call_route(msg)} to {self.server_id} got no response in time"))
-        self.arm_timer()
 
     def received(self) -> None:
         """Bytes arrived: the peer is alive, and a deadline that passed before they
@@ -212,8 +185,7 @@ class ClientProtocol:
         that is already due)."""
         assert self.loop is not None
         now = self.last_recv = self.loop.time()
-        if self.timer_at is not None and now >= self.timer_at:
-            self.expire(now)
+        self.deadlines.expire_due(now)
 
     # asyncio protocol ----------------------------------------------------------
 

@@ -6,7 +6,8 @@ Imported as it is for the pure-Python core; compiled with ``pomelo_rpc/_cy/pendi
 
 Each pending call is a future keyed by its request id, with an optional deadline.
 Deadlines are grouped in slots of ``resolution`` seconds so that expiry needs one
-timer per slot, not one per call; an entry answered, discarded or expired is gone.
+timer per slot, not one per call (``SlotTimer``); an entry answered, discarded or
+expired is gone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
 _ID_LIMIT = 0x7FFFFFFF
 
@@ -166,3 +168,73 @@ class PendingTable:
         self._heap.clear()
         self._last_ids = None
         return out
+
+
+class SlotTimer:
+    """The one timer of a table's deadlines, never one per call.
+
+    It is armed for the table's earliest deadline slot and re-armed only when that
+    slot changes. A firing expires its slot even when the clock (whole milliseconds
+    under uvloop) reads a hair before the slot's time, and an expiry run early
+    (``expire_due``, from received data) goes through the same ``expire``, which keeps
+    or replaces the armed timer: a second timer can never start beside the first.
+    ``expired(entries)`` gets the ``(future, info)`` of each entry expired.
+    """
+
+    def __init__(self, table: PendingTable,
+                 expired: Callable[[list[tuple[asyncio.Future[Any], Any]]], None],
+                 clock: Callable[[], float]) -> None:
+        """``clock``: the clock of the table's deadlines (a loop's ``time``, or
+        ``time.monotonic``)."""
+        self.table = table
+        self.expired = expired
+        self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None   # the loop it arms on
+        self.handle: asyncio.TimerHandle | None = None
+        self.at: float | None = None        # the slot time it is armed for
+
+    def added(self, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
+        """A deadline was added to the table: arm for it if it is the earliest."""
+        self.loop = loop
+        if self.at is None or deadline < self.at:
+            self.arm()
+
+    def arm(self) -> None:
+        """(Re)arm for the table's next deadline slot, or leave no timer."""
+        when = self.table.next_deadline()
+        if self.handle is not None:
+            if when == self.at:
+                return
+            self.handle.cancel()
+        self.at = when
+        if when is None:
+            self.handle = None
+        else:
+            loop = self.loop
+            assert loop is not None
+            # a millisecond late, so that a clock of any granularity reads ``when`` then
+            self.handle = loop.call_at(loop.time() + max(0.0, when - self.clock()) + 0.001,
+                                       self.fire)
+
+    def fire(self) -> None:
+        """The timer ran: expire its slot (at least)."""
+        when = self.at
+        self.handle = None
+        now = self.clock()
+        self.expire(now if when is None or now > when else when)
+
+    def expire(self, now: float) -> None:
+        """Expire the entries whose deadline is at or before ``now``; re-arm."""
+        self.expired(self.table.expire(now))
+        self.arm()
+
+    def expire_due(self, now: float) -> None:
+        """Expire now what is due at ``now``, ahead of the timer it stands in for."""
+        if self.at is not None and now >= self.at:
+            self.expire(now)
+
+    def cancel(self) -> None:
+        """No timer left (the table's owner is closing)."""
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle = self.at = None
