@@ -74,10 +74,17 @@ async def _serve(args: argparse.Namespace) -> None:
     await gw.stop()
 
 
+def _version() -> str:
+    """What ``--version`` prints: the version, the core in use and the Python running it."""
+    return (f"pomelo-rpc {pomelo_rpc.__version__} ({pomelo_rpc.IMPLEMENTATION} core, "
+            f"Python {sys.version.split()[0]})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pomelo_rpc`` and the ``pomelo-rpc`` script."""
     parser = argparse.ArgumentParser(prog="pomelo-rpc", description=pomelo_rpc.__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run an rpc server process")

@@ -155,3 +155,19 @@ def aspawn():
     yield _spawn
     for p in procs:
         p.kill()
+
+
+#: Figures a test reports (``report``), printed at the end of the run.
+REPORTED = []
+
+
+def report(line):
+    """Print ``line`` in the run's summary ("figures" section), also without ``-s``."""
+    REPORTED.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORTED:
+        terminalreporter.section("figures")
+        for line in REPORTED:
+            terminalreporter.write_line(line)

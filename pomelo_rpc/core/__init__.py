@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import types
 from importlib.machinery import EXTENSION_SUFFIXES
 
@@ -40,6 +41,10 @@ class Core(types.SimpleNamespace):
 
 
 log = logging.getLogger("pomelo_rpc.core")
+
+#: The file setup.py leaves in an installed ``pomelo_rpc/_cy`` whose core could not be
+#: compiled (no C compiler at install time): its text is the warning logged at import.
+NOT_COMPILED = "NOT_COMPILED.txt"
 
 #: The modules of a core.
 MODULES = ("frames", "pending", "dispatch", "mqtt", "writer", "client_protocol",
@@ -74,6 +79,20 @@ def select(name: str | None = None) -> Core:
     return core
 
 
+def _not_compiled(exc: ImportError) -> None:
+    """Log why the compiled core is missing: a WARNING in an install whose build fell back
+    to the pure-Python core (setup.py's note), DEBUG in a source tree not built yet."""
+    from .. import _cy
+    note = os.path.join(os.path.dirname(_cy.__file__ or ""), NOT_COMPILED)
+    try:
+        with open(note, encoding="utf-8") as f:
+            why = f.read().strip()
+    except OSError:
+        log.debug("compiled core unavailable (%s); using the pure-Python core", exc)
+        return
+    log.warning("%s (POMELO_RPC_PURE=1 chooses the pure-Python core and silences this)", why)
+
+
 def available() -> list[str]:
     """Names of the cores that can be loaded here, compiled first."""
     names = []
@@ -99,7 +118,7 @@ def default() -> Core:
             try:
                 _default = select("cython")
             except ImportError as exc:
-                log.debug("compiled core unavailable (%s); using the pure-Python core", exc)
+                _not_compiled(exc)
                 _default = select("python")
     return _default
 
