@@ -17,6 +17,7 @@ if _typing.TYPE_CHECKING:   # typing-only names, kept out of the package namespa
 
     _T = TypeVar("_T")
 
+# the one place the version is written: pyproject.toml reads it, CHANGELOG.md heads with it
 __version__ = "0.1.0"
 
 #: "cython" when the compiled core is in use, "python" for the pure-Python twin.
