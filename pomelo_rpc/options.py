@@ -1,4 +1,13 @@
-"""Every option of server.create and client.create, with its default, in one place."""
+"""Every option of server.create and client.create, with its default, in one place.
+
+The format is kept simple, because the options reference of the documentation is
+generated from this file (docs/_ext/options_reference.py reads it with ``ast`` and
+``tokenize``): each dict below maps an option to its default, and each option has a
+``#`` comment saying what it is, beside it or in a block of comment lines right above it
+(an option with no comment of its own directly below another that took its comment from
+a block shares that block). A key written twice, or an option without a comment, fails
+the documentation's build.
+"""
 
 from __future__ import annotations
 
@@ -8,87 +17,101 @@ from typing import Any
 
 #: Options of ``server.create`` (a key absent here is rejected as unknown).
 SERVER_DEFAULTS: dict[str, Any] = {
-    "paths": (),              # [{"namespace": ..., "path": dir}] of remote services
-    "port": 0,                # 0 binds an ephemeral port; read it back from ``gateway.port``
+    "paths": (),              # [{"namespace": ..., "path": dir}]: directories of remote services
+    "port": 0,                # port to bind; 0 picks an ephemeral one, read back from ``gw.port``
     "host": "127.0.0.1",      # address to bind
     "context": None,          # passed to each service module's ``create(context)``
-    "services": None,         # {namespace: {service_name: object}} added to those of ``paths``
+    # {namespace: {service_name: object, module or dict of callables}} added to the
+    # services loaded from ``paths``
+    "services": None,
     "acceptor_factory": None,  # callable(opts, dispatcher) -> acceptor, replaces the transport
     "transport": "native",    # "native" or "mqtt" (pomelo-rpc 1.0.7's wire format)
-    "pkg_size": 8 * 1024 * 1024,  # largest frame accepted, in bytes
-    "stop_grace": 5.0,        # seconds ``stop`` waits for calls already received
-    # pomelo's bufferMsg + interval: batch responses, flushed every ``interval`` seconds
-    # (pomelo's interval is in ms, 50 by default; ours is in seconds). Used by "mqtt".
+    # largest frame accepted, in bytes; a larger one closes that connection
+    "pkg_size": 8 * 1024 * 1024,
+    # seconds ``stop`` waits for calls already received; later ones are cancelled and
+    # answered with an error
+    "stop_grace": 5.0,
+    # mqtt: batch answers, flushed every ``interval`` seconds (pomelo's bufferMsg)
     "buffer_msg": False,
+    # seconds between two flushes of ``buffer_msg`` (pomelo's interval is in ms, 50 by default)
     "interval": 0.05,
-    "core": None,             # "cython" / "python"; None: pomelo_rpc.IMPLEMENTATION
-    # pomelo's reloadRemotes: poll the ``paths`` directories every ``reload_interval`` s
-    # and reload a service whose file changed, appeared or went away. Calls already
-    # running finish on the old code; method ids of methods that stay do not change.
+    # "cython" or "python"; None: pomelo_rpc.IMPLEMENTATION (the compiled core unless
+    # POMELO_RPC_PURE=1)
+    "core": None,
+    # pomelo's reloadRemotes: reload a service whose file changed, appeared or went away.
+    # Calls already running finish on the old code; method ids of methods that stay do not
+    # change, a removed method answers a clear error, a file that fails to load is logged
+    # and the old code keeps serving
     "reload_remotes": False,
-    "reload_interval": 1.0,
-    # pomelo's rpcDebugLog: log each call (trace id from the caller, route, server id,
-    # duration) at DEBUG on the "pomelo_rpc.trace" logger
+    "reload_interval": 1.0,   # seconds between two polls of the ``paths`` directories
+    # pomelo's rpcDebugLog: log each call received and answered (trace id from the caller,
+    # route, server id, duration) at DEBUG on the "pomelo_rpc.trace" logger
     "rpc_debug_log": False,
-    # cluster membership (README "Clusters"): the record other processes see, {"id",
-    # "server_type", extras}; host/port default to the bound address
+    # with ``registry``: this server's record, {"id", "server_type", extras}; host/port
+    # default to the bound address (docs/clusters.md)
     "server_info": None,
-    # a URL (file:///path/servers.json, redis://host:port/db, etcd://host:port,
-    # pomelo://host:port) or a pomelo_rpc.registry.Registry object; None: no registry
+    # publish the record there while running: a URL (file:///path/servers.json,
+    # redis://host:port/db, etcd://host:port, pomelo://host:port) or a
+    # pomelo_rpc.registry.Registry object; None: no registry
     "registry": None,
-    "registry_ttl": 10.0,     # s a record outlives its server (refreshed every ttl/3)
-    "registry_connect_timeout": 5.0,  # s ``start`` may wait for the registry's engine
-    "cluster": "default",     # clusters on one engine never see each other
-    # observability (README "Observability"): Prometheus metrics of the calls served
-    # (extra pomelo-rpc[metrics]) in ``metrics_registry`` (a prometheus_client
-    # CollectorRegistry; None: its global one); OpenTelemetry SERVER spans (extra
-    # pomelo-rpc[otel]): True uses the global tracer provider, or give a TracerProvider
+    "registry_ttl": 10.0,     # seconds a killed server's record outlives it (refreshed: ttl/3)
+    "registry_connect_timeout": 5.0,  # seconds ``start`` may wait for the registry's engine
+    "cluster": "default",     # the cluster's name on the engine; clusters never see each other
+    # Prometheus metrics of the calls served (extra pomelo-rpc[metrics]; docs/observability.md)
     "metrics": False,
+    # the prometheus_client CollectorRegistry of ``metrics``; None: its global REGISTRY
     "metrics_registry": None,
+    # an OpenTelemetry SERVER span per request, child of the caller's span (extra
+    # pomelo-rpc[otel]): True uses the global tracer provider, or give a TracerProvider
     "tracing": False,
-    # cluster membership (README "Clusters"): the record other processes see, {"id",
-    # "server_type", extras}; host/port default to the bound address
-    "server_info": None,
-    # a URL (file:///path/servers.json, redis://host:port/db, etcd://host:port,
-    # pomelo://host:port) or a pomelo_rpc.registry.Registry object; None: no registry
-    "registry": None,
-    "registry_ttl": 10.0,     # s a record outlives its server (refreshed every ttl/3)
-    "registry_connect_timeout": 5.0,  # s ``start`` may wait for the registry's engine
-    "cluster": "default",     # clusters on one engine never see each other
-    # security (README "Security"): an ssl.SSLContext (mutual TLS when it requires client
-    # certificates); a shared secret clients must prove they hold (HMAC challenge, the
-    # secret never sent; mqtt: CONNECT password); addresses/networks allowed to connect
-    # (None: any); connections held at once (None: no bound); seconds a new connection
-    # has to finish the TLS and auth_token handshakes
+    # an ssl.SSLContext: serve over TLS; mutual TLS when it requires client certificates
+    # (pomelo_rpc.security.server_ssl_context(cert, key, ca); docs/security.md)
     "ssl": None,
+    # a shared secret (str or bytes) clients must prove they hold before anything else
+    # (HMAC challenge, the secret never sent; mqtt: the CONNECT password)
     "auth_token": None,
+    # addresses/networks allowed to connect ("10.0.0.0/8,192.168.1.7", a list, ipaddress
+    # objects); others are closed at accept and logged; None: anyone
     "allow": None,
+    # connections held at once; past it new ones are closed at accept and logged; None: no bound
     "max_connections": None,
+    # seconds a new connection has to finish the TLS handshake and prove the auth_token
     "handshake_timeout": 5.0,
-    # overload (README "Overload"): calls held at once, queued or running (None: no
-    # bound); past it a call is answered ServerBusyError at once. The budget of calls
-    # that carry none (Node clients), in s (None: none). Seconds of synchronous handlers
-    # run per loop turn before the rest waits for the next turn. ``deadlines=False``
-    # ignores the callers' budgets (nothing skipped or cancelled: for comparisons)
+    # calls held at once, queued or running; past it a call is answered ServerBusyError
+    # at once; None: no bound (docs/overload.md)
     "max_in_flight": None,
+    # seconds of deadline for calls that carry none (Node clients); None: none
     "default_budget": None,
+    # seconds of synchronous handlers run per loop turn; the requests read after it wait
+    # for the next turn
     "handler_slice": 0.003,
+    # honour the callers' budgets (skip a request expired before it starts, cancel a
+    # coroutine at its deadline); False ignores them (nothing skipped: for comparisons)
     "deadlines": True,
 }
 
 #: Options of ``client.create``.
 CLIENT_DEFAULTS: dict[str, Any] = {
     "context": None,          # the client's own context, e.g. {"server_id": "connector-1"}
-    "router": None,           # router(route_param, msg, route_context) -> server id
+    # router(route_param, msg, route_context) -> server id, sync or async, or an object
+    # with ``.route``; None: pomelo's default (crc32 of the session's uid)
+    "router": None,
     "route_context": None,    # third argument of the router
-    "router_type": None,      # built-in router by name; wins over ``router`` (as in pomelo)
+    # a built-in router by name ("rr", "wrr", "la", "ch", "rd"); wins over ``router``,
+    # as in pomelo (docs/routing.md)
+    "router_type": None,
     "mailbox_factory": None,  # callable(server_info, opts) -> mailbox, replaces the transport
-    "transport": "native",
-    "timeout": 10.0,          # seconds a call may wait for its response
+    "transport": "native",    # "native" or "mqtt" (pomelo-rpc 1.0.7's wire format)
+    # seconds a call may wait for its response (per call: ``timeout=``; 0: none); the
+    # server is told what is left, and calls made inside a handler keep to it
+    "timeout": 10.0,
     "connect_timeout": 5.0,   # seconds a connection may take to open
-    "pending_size": 10000,    # calls that may wait while a connection opens
-    "pkg_size": 8 * 1024 * 1024,
-    "keepalive": 0,           # seconds between pings on an idle connection; 0 disables
+    # calls that may wait while a connection opens; past it, PendingQueueFullError
+    "pending_size": 10000,
+    "pkg_size": 8 * 1024 * 1024,  # largest request frame sent or response frame accepted, in bytes
+    # seconds between pings on an idle connection (0: off); no answer for two periods
+    # closes it
+    "keepalive": 0,
     "hash_field_index": 0,    # argument hashed by the "ch" router
     # what a call does when its connection fails: "failfast" (raise), "failover" (the
     # other servers of the type), "failsafe" (retry the same server), "failback" (wait for
@@ -97,10 +120,12 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "retry_times": 3,         # failsafe: retries after the first attempt
     "retry_connect_time": 0.2,  # failsafe/failback: first delay in s, growing with each retry
     "failback_size": 1000,    # failback: calls that may wait for their server to come back
-    # pomelo's bufferMsg + interval: batch requests, flushed every ``interval`` seconds
-    # (pomelo's interval is in ms, 50 by default; ours is in seconds). Used by "mqtt".
+    # mqtt: batch requests, flushed every ``interval`` seconds (pomelo's bufferMsg)
     "buffer_msg": False,
+    # seconds between two flushes of ``buffer_msg`` (pomelo's interval is in ms, 50 by default)
     "interval": 0.05,
+    # "cython" or "python"; None: pomelo_rpc.IMPLEMENTATION (the compiled core unless
+    # POMELO_RPC_PURE=1)
     "core": None,
     # pomelo's rpcDebugLog: send each call's trace context with the request (the
     # server logs it too) and log the call and its outcome at DEBUG on "pomelo_rpc.trace"
@@ -108,20 +133,20 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     # follow a cluster's servers in a registry (a URL or a Registry object, as on
     # server.create); ``start`` loads them within ``connect_timeout``
     "registry": None,
-    "cluster": "default",
-    # observability, as on server.create: metrics of the calls made (by route and
-    # server), a CLIENT span per call whose context travels with the request
+    "cluster": "default",     # the cluster to follow
+    # Prometheus metrics of the calls made, by route and server (extra pomelo-rpc[metrics])
     "metrics": False,
+    # the prometheus_client CollectorRegistry of ``metrics``; None: its global REGISTRY
     "metrics_registry": None,
+    # an OpenTelemetry CLIENT span per call, its context carried to the server (extra
+    # pomelo-rpc[otel]): True uses the global tracer provider, or give a TracerProvider
     "tracing": False,
-    # follow a cluster's servers in a registry (a URL or a Registry object, as on
-    # server.create); ``start`` loads them within ``connect_timeout``
-    "registry": None,
-    "cluster": "default",
-    # security (README "Security"): an ssl.SSLContext for the connections; the name its
-    # certificate is checked against (None: the server's host); the servers' shared secret
+    # an ssl.SSLContext for the connections (pomelo_rpc.security.client_ssl_context(ca,
+    # cert, key); a client certificate for mutual TLS)
     "ssl": None,
-    "server_hostname": None,
+    "server_hostname": None,  # the name the server's certificate must carry; None: its host
+    # the servers' shared secret; with it, a server that cannot prove it holds the same
+    # one is refused too
     "auth_token": None,
 }
 

@@ -226,3 +226,42 @@ def test_each_extra_installs_alone_and_its_feature_starts(release, tmp_path, ext
     finally:
         if engine:
             engine.close()
+
+
+def test_the_version_is_written_once_and_the_changelog_heads_with_it():
+    tracked = _run(["git", "ls-files", "*.py", "*.toml", "*.cfg"], cwd=ROOT).stdout.split()
+    written = [f for f in tracked
+               if re.search(r"^__version__\s*=", open(os.path.join(ROOT, f)).read(), re.M)]
+    assert written == ["pomelo_rpc/__init__.py"], written
+    pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
+    assert 'dynamic = ["version"]' in pyproject
+    assert 'version = { attr = "pomelo_rpc.__version__" }' in pyproject
+    changelog = open(os.path.join(ROOT, "CHANGELOG.md")).read()
+    first = re.search(r"^## (\S+)", changelog, re.M)
+    assert first and first.group(1) == pomelo_rpc.__version__, first
+    out = _run([sys.executable, "-m", "pomelo_rpc", "--version"], cwd=ROOT).stdout
+    assert out.startswith(f"pomelo-rpc {pomelo_rpc.__version__} ("), out
+
+
+def test_cibuildwheel_config_is_the_release_matrix_and_the_workflow_runs_it():
+    """What cibuildwheel reads from pyproject.toml (it runs here without docker: the
+    builds themselves need the manylinux images and macOS runners of the workflow)."""
+    cibw = os.path.join(os.path.dirname(sys.executable), "cibuildwheel")
+    expected = {
+        "linux": {f"cp3{m}-{libc}_{arch}" for m in (10, 11, 12, 13)
+                  for libc in ("manylinux", "musllinux") for arch in ("x86_64", "aarch64")},
+        "macos": {f"cp3{m}-macosx_{arch}" for m in (10, 11, 12, 13)
+                  for arch in ("x86_64", "arm64")},
+    }
+    for platform, ids in expected.items():
+        out = _run([cibw, "--print-build-identifiers", "--platform", platform], cwd=ROOT)
+        assert set(out.stdout.split()) == ids, out.stdout
+    import yaml
+    with open(os.path.join(ROOT, ".github", "workflows", "wheels.yml")) as f:
+        workflow = yaml.safe_load(f)
+    steps = [s.get("uses", "") for s in workflow["jobs"]["wheels"]["steps"]]
+    assert any(s.startswith("pypa/cibuildwheel@") for s in steps), steps
+    archs = {e["archs"] for e in workflow["jobs"]["wheels"]["strategy"]["matrix"]["include"]}
+    assert archs == {"x86_64", "aarch64", "arm64"}
+    sdist_job = "\n".join(s.get("run", "") for s in workflow["jobs"]["sdist"]["steps"])
+    assert "tools/dist.py" in sdist_job
