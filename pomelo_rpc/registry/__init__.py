@@ -1,4 +1,4 @@
-"""Cluster membership on an existing engine: ``create(url)`` picks the backend by scheme.
+"""Cluster membership on an existing engine: ``create(url)`` picks the backend by scheme::
 
     reg = registry.create("redis://127.0.0.1:6379/0", cluster="game1", ttl=10.0,
                           connect_timeout=5.0)
