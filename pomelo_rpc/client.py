@@ -1,4 +1,6 @@
-"""The RPC client: ``client.create(...)`` returns an RpcClient with generated proxies::
+"""The RPC client: ``client.create(...)`` returns an RpcClient with generated proxies.
+
+For example::
 
     cli = client.create(context={"server_id": "connector-1"})
     await cli.start()

@@ -1,4 +1,6 @@
-"""The RPC server: ``server.create(...)`` returns a Gateway exporting remote services::
+"""The RPC server: ``server.create(...)`` returns a Gateway exporting remote services.
+
+For example::
 
     gw = server.create(paths=[{"namespace": "user", "path": "remote/test"}], port=0)
     await gw.start(); print(gw.port); ...; await gw.stop()
