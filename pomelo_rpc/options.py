@@ -55,7 +55,9 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # pomelo_rpc.registry.Registry object; None: no registry
     "registry": None,
     "registry_ttl": 10.0,     # seconds a killed server's record outlives it (refreshed: ttl/3)
-    "registry_connect_timeout": 5.0,  # seconds ``start`` may wait for the registry's engine
+    # seconds ``start`` may wait for the registry's engine (then RegistryError, and the
+    # server stops listening)
+    "registry_connect_timeout": 5.0,
     "cluster": "default",     # the cluster's name on the engine; clusters never see each other
     # Prometheus metrics of the calls served (extra pomelo-rpc[metrics]; docs/observability.md)
     "metrics": False,
@@ -75,7 +77,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "allow": None,
     # connections held at once; past it new ones are closed at accept and logged; None: no bound
     "max_connections": None,
-    # seconds a new connection has to finish the TLS handshake and prove the auth_token
+    # seconds a new connection has to finish the TLS handshake and prove the auth_token;
+    # then it is closed
     "handshake_timeout": 5.0,
     # calls held at once, queued or running; past it a call is answered ServerBusyError
     # at once; None: no bound (docs/overload.md)
@@ -92,7 +95,9 @@ SERVER_DEFAULTS: dict[str, Any] = {
 
 #: Options of ``client.create``.
 CLIENT_DEFAULTS: dict[str, Any] = {
-    "context": None,          # the client's own context, e.g. {"server_id": "connector-1"}
+    # the client's own context, e.g. {"server_id": "connector-1"} (also given to the
+    # services' ``create(context)`` when proxies are generated from their directory)
+    "context": None,
     # router(route_param, msg, route_context) -> server id, sync or async, or an object
     # with ``.route``; None: pomelo's default (crc32 of the session's uid)
     "router": None,
