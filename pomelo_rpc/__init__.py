@@ -7,7 +7,7 @@ from .core import default as _default_core
 from .deadline import time_remaining
 from .errors import (AuthenticationError, ConnectionLostError, DispatchError, FrameError,
                      NoServerError, PendingQueueFullError, RemoteError, RpcError,
-                     RpcTimeoutError, ServerBusyError)
+                     RpcTimeoutError, ServerBusyError, ServerUnavailableError)
 from .proxy import BroadcastError
 
 if _typing.TYPE_CHECKING:   # typing-only names, kept out of the package namespace
@@ -68,6 +68,6 @@ def run(main: "Awaitable[_T]") -> "_T":
 __all__ = [
     "server", "client", "IMPLEMENTATION", "run", "new_event_loop", "time_remaining",
     "RpcError", "RemoteError", "RpcTimeoutError", "ConnectionLostError", "AuthenticationError",
-    "NoServerError", "ServerBusyError",
+    "NoServerError", "ServerBusyError", "ServerUnavailableError",
     "PendingQueueFullError", "FrameError", "DispatchError", "BroadcastError",
 ]

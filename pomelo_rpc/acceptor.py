@@ -1,5 +1,5 @@
 """The native acceptor: a TCP listener and the lifecycle of its connections (admission,
-the auth_token handshake, the overload queue, the graceful stop). What a connection
+the auth_token handshake, the overload queue, the idle close, the graceful stop). What a connection
 does with each read (decode, admit, dispatch, answer, coalesced writes) is the core's
 ``ServerProtocol`` (``pomelo_rpc/core/server_protocol.py``), which each connection holds."""
 
@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
-from .core.writer import set_nodelay
+from .core.writer import set_nodelay, set_user_timeout
 from .errors import FrameError
 from .options import SERVER_DEFAULTS
 from .overload import Entry, Overload
@@ -57,6 +57,10 @@ class ServerConnection:
         self._transport: asyncio.Transport | None = None
         self._peer: Any = None        # the transport's peername (its type depends on the family)
         self._refused = 0             # requests received after the stop began, not run
+        # the idle sweep (``BaseAcceptor._sweep``): the protocol's read count at the last
+        # sweep, and the sweep time since which it has not changed
+        self._seen_reads = 0
+        self._quiet_since = 0.0
         # auth_token: the handshake's deadline and a small decoder of its frames, until
         # the peer has proven the token (both None then, and without a token)
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -87,6 +91,8 @@ class ServerConnection:
             transport.abort()
             return
         set_nodelay(transport)
+        set_user_timeout(transport, self._acceptor.tcp_user_timeout)
+        self._quiet_since = asyncio.get_running_loop().time()
         self._acceptor.connections.add(self)
         if self._acceptor.auth_token is not None:
             self._handshake_timer = asyncio.get_running_loop().call_later(
@@ -182,6 +188,35 @@ class ServerConnection:
             else:
                 self._refused += 1
         protocol.writer.flush_now()
+
+    def _paused(self) -> None:
+        """The peer stopped reading its answers: its protocol stopped reading its
+        requests until the answers drain (counted: ``acceptor.paused``)."""
+        self._acceptor.paused += 1
+        log.debug("connection from %s does not read its answers: not reading its "
+                  "requests until they drain", self._peer)
+
+    def _check_idle(self, now: float, idle_timeout: float) -> None:
+        """The acceptor's sweep: close the connection once nothing has arrived on it for
+        ``idle_timeout`` s (a client that vanished without a FIN, or stopped pinging)."""
+        reads = self._protocol.reads
+        if reads != self._seen_reads:
+            self._seen_reads = reads
+            self._quiet_since = now
+            return
+        transport = self._transport
+        if (now - self._quiet_since < idle_timeout or transport is None
+                or self._protocol.stopping is not None):
+            return
+        acceptor = self._acceptor
+        acceptor.idle_closed += 1
+        acceptor.refusals.warning("idle", "closing connection from %s: nothing received for "
+                                  "%.0f s (idle_timeout)", self._peer, now - self._quiet_since)
+        self._protocol.aborted = True
+        if transport.get_write_buffer_size():   # a peer that is gone reads nothing more
+            transport.abort()
+        else:
+            transport.close()
 
     # called by the overload runner ------------------------------------------
 
@@ -325,6 +360,13 @@ class BaseAcceptor:
                                                  SERVER_DEFAULTS["handshake_timeout"])
         self.refused = 0           # connections refused: allow, max_connections, auth_token
         self.refusals = RateLimitedLog(log)
+        # liveness (docs/liveness.md): see the options of the same names
+        self.tcp_user_timeout: float = opts.get("tcp_user_timeout",
+                                                SERVER_DEFAULTS["tcp_user_timeout"])
+        self.idle_timeout: float = opts.get("idle_timeout", SERVER_DEFAULTS["idle_timeout"])
+        self.idle_closed = 0       # connections closed for idleness
+        self.paused = 0            # times a connection stopped reading: its peer did not read
+        self._sweep_handle: asyncio.TimerHandle | None = None
 
     def admit(self, peer: Any) -> str | None:
         """Why a new connection from ``peer`` is refused (logged, rate-limited), or None."""
@@ -360,14 +402,30 @@ class BaseAcceptor:
         self._server = await loop.create_server(self._new_connection, host, port,
                                                 reuse_address=True, backlog=LISTEN_BACKLOG,
                                                 **tls)
+        if self.idle_timeout:
+            self._sweep_handle = loop.call_later(self._sweep_period(), self._sweep)
         warn_if_exposed(log, host, self.opts)
         log.info("%s listening on %s:%s%s", self.name, host, self.port,
                  " (TLS)" if self.ssl is not None else "")
+
+    def _sweep_period(self) -> float:
+        return max(self.idle_timeout / 4, 0.01)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for ``idle_timeout`` s; every quarter of it."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self.connections):
+            conn._check_idle(now, self.idle_timeout)
+        self._sweep_handle = loop.call_later(self._sweep_period(), self._sweep)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, answer the calls already received (up to ``grace`` s), close."""
         if self._server is None:
             return
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         self._server.close()
         conns = list(self.connections)
         if conns:

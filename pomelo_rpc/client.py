@@ -93,8 +93,12 @@ class RpcClient:
         self._error_handler: ErrorHandler | None = None
         self._policy = FailPolicy(self, opts["fail_mode"])
         self._station.on_removed = self._policy.server_removed
+        self._station.health.on_back = self._policy.server_back
         # no filter, no handler, failfast: calls go straight to the mailbox
         self._invoker.plain = opts["fail_mode"] == "failfast"
+        if opts["metrics"]:      # the servers' health (the calls: observe_mailbox)
+            from .metrics import for_registry
+            for_registry(opts["metrics_registry"]).add_station(self._station)
         self._follower: Follower | None = None    # registry=: follows the cluster
         if opts["registry"] is not None:
             check_cluster(opts["cluster"])
@@ -197,6 +201,27 @@ class RpcClient:
     def in_flight(self, server_id: str) -> int:
         """Calls in flight to ``server_id``."""
         return self._station.in_flight(server_id)
+
+    def server_state(self, server_id: str) -> dict[str, Any]:
+        """What this client knows of ``server_id``'s health (docs/liveness.md):
+        ``available`` (False while it is down: calls to it fail at once with
+        ServerUnavailableError and the load-spreading routers skip it), ``since`` (the
+        wall-clock time its availability last changed, or None), ``connection`` (its
+        mailbox's state: idle, connecting, open, or None without one),
+        ``dead_connections`` (connections to it declared dead so far) and, while it is
+        down, ``reason``, ``failures`` and ``next_probe_in`` (s). NoServerError if
+        the server is unknown."""
+        self.server_info(server_id)
+        state = self._station.health.state(server_id)
+        mailbox = self._station.mailboxes.get(server_id)
+        state["connection"] = getattr(mailbox, "state", None) if mailbox is not None else None
+        return state
+
+    def server_states(self, server_type: str | None = None) -> list[dict[str, Any]]:
+        """``server_state`` of every known server (of ``server_type`` if given)."""
+        ids = (self.server_ids(server_type) if server_type is not None
+               else list(self._station.servers))
+        return [self.server_state(sid) for sid in ids]
 
     # filters -------------------------------------------------------------
 

@@ -7,6 +7,7 @@ __all__ = [
     "RemoteError",
     "RpcTimeoutError",
     "ConnectionLostError",
+    "ServerUnavailableError",
     "AuthenticationError",
     "NoServerError",
     "PendingQueueFullError",
@@ -42,6 +43,17 @@ class RpcTimeoutError(RpcError, TimeoutError):
 
 class ConnectionLostError(RpcError, ConnectionError):
     """The connection to the remote server failed or closed before the response."""
+
+
+class ServerUnavailableError(ConnectionLostError):
+    """The server is known to be down: its connection failed, was declared dead, or
+    could not be opened, and it is being probed in the background until it answers
+    again. The call was not sent (it never ran), so ``failover`` sends it to another
+    server of the type at once."""
+
+    def __init__(self, message: str, server_id: str | None = None) -> None:
+        super().__init__(message)
+        self.server_id = server_id
 
 
 class AuthenticationError(ConnectionLostError):

@@ -102,7 +102,9 @@ class FailPolicy:
                 if not self.client._started:
                     raise
                 tried.append(sid)
-                others = [s for s in self.client.server_ids(msg["server_type"]) if s not in tried]
+                # the others not down first (docs/liveness.md)
+                others = self.client._station.routable(
+                    [s for s in self.client.server_ids(msg["server_type"]) if s not in tried])
                 if not others:
                     if isinstance(exc, ServerBusyError):
                         raise ServerBusyError(
@@ -240,6 +242,16 @@ class FailPolicy:
         for fut in self._sleepers.pop(sid, ()):
             if not fut.done():
                 fut.set_exception(error)
+
+    def server_back(self, sid: str) -> None:
+        """``sid`` is available again (a health probe reached it): failback's calls
+        waiting for it go now."""
+        rec = self._recovering.pop(sid, None)
+        if rec is not None:
+            if not rec.back.done():
+                rec.back.set_result(None)
+            if rec.task is not None:
+                rec.task.cancel()
 
     def server_removed(self, sid: str) -> None:
         """Calls waiting for ``sid`` (failsafe, failback) fail now: it was removed."""

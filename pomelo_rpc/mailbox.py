@@ -1,8 +1,10 @@
 """Mailboxes: the client's connection to one remote server.
 
 ``Mailbox`` keeps the lifecycle every transport shares: lazy connect, the bounded
-queue of calls made while connecting, keepalive, and failing every call at once
-when the connection is lost. It holds a protocol object of the core
+queue of calls made while connecting, liveness (``check_liveness``: pings under load
+and while idle, a silent connection declared dead, run by the station's watchdog,
+``pomelo_rpc.liveness``), and failing every call at once when the connection is
+lost. It holds a protocol object of the core
 (``pomelo_rpc.core.client_protocol``) that owns the hot path: the request table and
 its deadline timer, encoding, decoding and the coalesced writes; the protocol is
 what asyncio calls. ``NativeMailbox`` holds the native protocol; a transport
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .core.client_protocol import call_route
+from .core.writer import set_user_timeout
 from .deadline import current_deadline
 from .errors import (AuthenticationError, ConnectionLostError, FrameError,
                      PendingQueueFullError, RpcTimeoutError)
@@ -34,6 +37,8 @@ log = logging.getLogger("pomelo_rpc.mailbox")
 
 IDLE, CONNECTING, OPEN, CLOSED = "idle", "connecting", "open", "closed"
 
+INF = float("inf")
+
 __all__ = ["Mailbox", "NativeMailbox", "call_route"]
 
 
@@ -47,15 +52,34 @@ class Mailbox:
         self.port: int = server_info["port"]
         self.core = core
         self.state = IDLE
-        # callable(mailbox), set by the station
+        # callable(mailbox), set by the station: the mailbox closed; its state changed
+        # (connecting, open)
         self.on_close: Callable[[Mailbox], None] | None = None
+        self.on_state: Callable[[Mailbox], None] | None = None
         self.close_reason: str | None = None      # why the mailbox closed, once it has
+        #: what closed it, when its server is to be taken as down (the station's health
+        #: reads it): "connect" (the connection could not be opened), "dead" (declared
+        #: dead: silent under load, or past keepalive), "lost" (closed with calls in
+        #: flight); None when it closed otherwise
+        self.failure: str | None = None
         self._close_error: type[ConnectionLostError] = ConnectionLostError  # and its error
         self._pkg_size: int = opts["pkg_size"]
         self._pending_size: int = opts["pending_size"]
         self._connect_timeout: float = opts["connect_timeout"]
+        # liveness (see ``check_liveness``)
         self._keepalive: float = opts["keepalive"]
-        # security (README "Security"): TLS for create_connection, the shared secret
+        self._liveness_interval: float = opts["liveness_interval"]
+        self._liveness_timeout: float = opts["liveness_timeout"]
+        self._tcp_user_timeout: float = opts["tcp_user_timeout"]
+        self._ping_at = 0.0              # loop time of the last ping sent
+        self._busy_since: float | None = None   # first tick that saw calls in flight
+        self._connect_at = 0.0           # loop time the connection began to open
+        #: connecting for ``liveness_interval`` s or more (routers skip the server)
+        self.slow = False
+        #: the server answers pings (a peer that does not, e.g. a custom mqtt server,
+        #: cannot be told dead from slow: its connection is never declared dead)
+        self.pings_answered = True
+        self._pong_waiters: list[asyncio.Future[None]] = []        # security (README "Security"): TLS for create_connection, the shared secret
         self._tls: dict[str, Any] = {}
         if opts.get("ssl") is not None:
             self._tls = {"ssl": opts["ssl"], "server_hostname": opts.get("server_hostname")}
@@ -72,7 +96,6 @@ class Mailbox:
         self._waiting: list[tuple[int, dict[str, Any], float | None]] = []
         # None until the first send or connect sets it; nothing reads it before that
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._keepalive_handle: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._connect_task: asyncio.Task[None] | None = None
         # rpc_debug_log, tracing, metrics: ``observe_mailbox`` wraps ``send`` (and sets
@@ -128,8 +151,7 @@ class Mailbox:
         fut, rid, deadline = self.protocol.add(msg, timeout)
         waiting.append((rid, msg, deadline))
         if state == IDLE:
-            self.state = CONNECTING
-            self._connect_task = self._loop.create_task(self._connect())
+            self._begin_connect()
         return fut
 
     def _inherit(self, msg: dict[str, Any], timeout: float | None) -> float:
@@ -149,12 +171,18 @@ class Mailbox:
         """Open the connection now instead of on the first call."""
         if self.state == IDLE:
             self._loop = self.protocol.loop = asyncio.get_running_loop()
-            self.state = CONNECTING
-            self._connect_task = self._loop.create_task(self._connect())
+            self._begin_connect()
         if self._connect_task is not None:
             await asyncio.shield(self._connect_task)
         if self.state != OPEN:
             raise self._close_error(self.close_reason or f"cannot connect to {self.server_id}")
+
+    def _begin_connect(self) -> None:
+        self.state = CONNECTING
+        self._connect_at = self._loop.time()
+        self._connect_task = self._loop.create_task(self._connect())
+        if self.on_state is not None:
+            self.on_state(self)
 
     async def _connect(self) -> None:
         try:
@@ -169,6 +197,8 @@ class Mailbox:
                 else:
                     reason = str(exc) or repr(exc)
                 refused = isinstance(exc, (AuthenticationError, ssl.SSLError))
+                if not refused:      # (a refusal says nothing of the server's health)
+                    self.failure = "connect"
                 self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: "
                            f"{'TLS: ' if isinstance(exc, ssl.SSLError) else ''}{reason}",
                            AuthenticationError if refused else ConnectionLostError)
@@ -180,8 +210,8 @@ class Mailbox:
         self.state = OPEN
         self.protocol.open = True
         self.protocol.last_recv = self._loop.time()
-        if self._keepalive:
-            self._keepalive_handle = self._loop.call_later(self._keepalive, self._on_keepalive)
+        if self.on_state is not None:
+            self.on_state(self)       # the station's watchdog checks it from now on
         waiting, self._waiting = self._waiting, []
         protocol = self.protocol
         table = protocol.table
@@ -189,26 +219,112 @@ class Mailbox:
             if rid in table:
                 protocol.send_queued(rid, msg, deadline)
 
-    def _on_keepalive(self) -> None:
-        """Ping once the peer has been silent for one period; fail once it has been
-        silent for two. Both are counted from the last byte received: checks on a
-        fixed tick let a dead peer go unnoticed for up to three periods, and closed a
-        healthy idle connection whenever a tick ran a little late."""
-        self._keepalive_handle = None
+    def check_liveness(self, now: float, stalled: bool) -> float | None:
+        """The station's watchdog (``pomelo_rpc.liveness``): the loop time this mailbox
+        wants its next check at (``INF``: none), or None once it is no longer open.
+
+        With calls in flight (or a ping unanswered): silent for ``liveness_interval`` s,
+        it pings; silent for ``liveness_timeout`` s, it is declared dead (closed, its
+        calls failed with ConnectionLostError, its server taken as down). With
+        ``keepalive``, silent for that long it pings, for twice that it is dead, idle
+        or not. Silence counts from the last byte received, or from the tick that first
+        saw the calls in flight. ``stalled``: this loop ran the check late (it was
+        blocked), so what arrived meanwhile may be unread: nothing is declared dead."""
         if self.state != OPEN:
-            return
-        period = self._keepalive
-        last = self.protocol.last_recv
-        idle = self._loop.time() - last
-        if idle >= 2 * period:
-            self._fail(f"{self.server_id} did not answer keepalive for {idle:.1f}s")
-            return
-        if idle >= period:
-            self.protocol.send_ping()
-            when = last + 2 * period
+            return self._check_connect(now, stalled) if self.state == CONNECTING else None
+        if not self.pings_answered:
+            return INF
+        protocol = self.protocol
+        last = protocol.last_recv
+        busy = len(protocol.table) > 0 or self._ping_at > last
+        keepalive = self._keepalive
+        ping_after = keepalive
+        dead_after = 2 * keepalive
+        if busy:
+            if self._busy_since is None or stalled:
+                self._busy_since = now
+            ref = max(last, self._busy_since)
+            if self._liveness_timeout:
+                if not ping_after or self._liveness_interval < ping_after:
+                    ping_after = self._liveness_interval
+                if not dead_after or self._liveness_timeout < dead_after:
+                    dead_after = self._liveness_timeout
         else:
-            when = last + period
-        self._keepalive_handle = self._loop.call_at(when + 0.001, self._on_keepalive)
+            self._busy_since = None
+            ref = last
+        silence = now - ref
+        if dead_after and silence >= dead_after and not stalled:
+            why = (f"nothing received for {silence:.1f} s with {len(protocol.table)} call(s) "
+                   f"in flight" if busy else f"nothing received for {silence:.1f} s")
+            if self._ping_at > last:
+                why += " and a ping unanswered"
+            self._declare_dead(why + (f" (keepalive {keepalive:g} s)" if dead_after == 2 * keepalive
+                                      else f" (liveness_timeout {dead_after:g} s)"))
+            return None
+        if ping_after and silence >= ping_after and self._ping_at <= last:
+            self._ping_now(now)
+        wake = ref + dead_after if dead_after else INF
+        if ping_after and self._ping_at <= last and ref + ping_after < wake:
+            wake = ref + ping_after
+        return wake
+
+    def _check_connect(self, now: float, stalled: bool) -> float:
+        """``check_liveness`` while connecting: slow after ``liveness_interval`` s (the
+        load-spreading routers skip its server); with calls waiting, dead after
+        ``liveness_timeout`` s, like a silent open connection (the calls fail now, and
+        the server is down: probes go on connecting in the background)."""
+        waited = now - self._connect_at
+        interval = self._liveness_interval
+        timeout = self._liveness_timeout
+        if not timeout:
+            return INF
+        if waited >= interval and not self.slow:
+            self.slow = True
+            if self.on_state is not None:
+                self.on_state(self)
+        if waited >= timeout and self._waiting and not stalled:
+            self.failure = "connect"
+            log.warning("connection to %s not open after %.1f s with %d call(s) waiting",
+                        self.server_id, waited, len(self._waiting))
+            self._fail(f"cannot connect to {self.server_id} at {self.host}:{self.port}: "
+                       f"not open after {waited:.1f} s (liveness_timeout {timeout:g} s)")
+            return INF
+        return self._connect_at + (timeout if self.slow else interval)
+
+    def _ping_now(self, now: float) -> None:
+        self._ping_at = now
+        self.protocol.send_ping()
+
+    def _declare_dead(self, why: str) -> None:
+        """Close the connection as dead: its calls fail at once, its server is down."""
+        log.warning("connection to %s declared dead: %s", self.server_id, why)
+        self.failure = "dead"
+        self._fail(f"connection to {self.server_id} declared dead: {why}")
+
+    async def ping(self, timeout: float) -> None:
+        """Ping the server over the open connection and wait for its answer, at most
+        ``timeout`` s (ConnectionLostError without one): the server's loop is alive."""
+        if self.state != OPEN:
+            raise self._close_error(self.close_reason or f"connection to {self.server_id} "
+                                    f"is not open")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._pong_waiters.append(fut)
+        self._ping_now(self._loop.time())
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionLostError(f"{self.server_id} did not answer a ping within "
+                                      f"{timeout:g} s") from None
+        finally:
+            if fut in self._pong_waiters:
+                self._pong_waiters.remove(fut)
+
+    def _pong(self) -> None:
+        """The server answered a ping."""
+        waiters, self._pong_waiters = self._pong_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _fail(self, reason: str, error: type[ConnectionLostError] = ConnectionLostError) -> None:
         """Close for good: every call in flight or queued fails now with ``error(reason)``."""
@@ -219,10 +335,11 @@ class Mailbox:
         self.close_reason = reason
         self._close_error = error
         log.info("mailbox %s closed: %s", self.server_id, reason)
-        if self._keepalive_handle is not None:
-            self._keepalive_handle.cancel()
-            self._keepalive_handle = None
         self._waiting.clear()
+        waiters, self._pong_waiters = self._pong_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(error(reason))
         self.protocol.fail_all(error, reason)
         if self._connect_task is not None:
             self._connect_task.cancel()
@@ -247,7 +364,14 @@ class Mailbox:
     def _connection_lost(self, exc: Exception | None) -> None:
         """The protocol's connection closed: every call in flight fails."""
         self._transport = None
+        self._lost_with_calls()
         self._fail(f"connection to {self.server_id} lost" + (f": {exc}" if exc else ""))
+
+    def _lost_with_calls(self) -> None:
+        """The open connection closed under calls in flight: its server is taken as
+        down (an idle connection that closes, e.g. a server's idle close, is not)."""
+        if self.state == OPEN and len(self.protocol.table):
+            self.failure = "lost"
 
     def _bad_data(self, exc: Exception) -> None:
         """The server sent what the protocol cannot read: close."""
@@ -271,7 +395,9 @@ class Mailbox:
         protocol: Any = self.protocol
         if self._wrap_protocol is not None:       # metrics: count the bytes
             protocol = self._wrap_protocol(protocol)
-        await self._loop.create_connection(lambda: protocol, self.host, self.port, **self._tls)
+        transport, _ = await self._loop.create_connection(lambda: protocol, self.host,
+                                                          self.port, **self._tls)
+        set_user_timeout(transport, self._tcp_user_timeout)
 
     def _auth_failed(self, reason: str) -> None:
         """The handshake proved the server or this client wrong: close with
@@ -331,7 +457,9 @@ class NativeMailbox(Mailbox):
         """A frame that answers no call: HELLO, or a handshake frame."""
         kind = msg[0]
         frames = self._frames
-        if kind == frames.HELLO:
+        if kind == frames.PONG:
+            self._pong()
+        elif kind == frames.HELLO:
             self._on_hello(msg)
         elif kind == frames.CHALLENGE or kind == frames.AUTH_OK:
             self._on_handshake(msg)

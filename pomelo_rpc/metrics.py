@@ -18,7 +18,14 @@ the registry is scraped, by one collector per ``CollectorRegistry``:
   ``pomelo_rpc_server_calls_in_flight``, ``pomelo_rpc_server_connections``, read from
   the live mailboxes and acceptors at scrape time;
 - counters ``pomelo_rpc_client_reconnects_total`` and
-  ``pomelo_rpc_{client,server}_{sent,received}_bytes_total``.
+  ``pomelo_rpc_{client,server}_{sent,received}_bytes_total``;
+- health (docs/liveness.md): gauges ``pomelo_rpc_client_server_available{server}``
+  (1, or 0 while the server is down) and
+  ``pomelo_rpc_client_server_availability_changed_timestamp_seconds{server}``, the
+  counter ``pomelo_rpc_client_dead_connections_total{server}`` (connections declared
+  dead), and on the server ``pomelo_rpc_server_paused_reads_total`` (a connection
+  stopped reading because its peer did not read its answers) and
+  ``pomelo_rpc_server_idle_closed_total`` (connections closed for idleness).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 if TYPE_CHECKING:
     from .acceptor import BaseAcceptor
     from .mailbox import Mailbox
+    from .station import MailStation
 
 #: Upper bounds (seconds) of the duration histograms' buckets: sub-millisecond calls
 #: (a loopback call is ~100 µs, a plain method runs in a few µs) to the 10 s default
@@ -179,6 +187,7 @@ class Metrics:
         self.server = Side()
         self._lock = threading.Lock()      # the scrape runs in the HTTP server's thread
         self._mailboxes: weakref.WeakSet[Mailbox] = weakref.WeakSet()
+        self._stations: weakref.WeakSet[MailStation] = weakref.WeakSet()
         self._acceptors: weakref.WeakValueDictionary[int, BaseAcceptor] = (
             weakref.WeakValueDictionary())
         self._acceptor_ids: dict[int, str] = {}
@@ -188,6 +197,12 @@ class Metrics:
         """Count ``mailbox`` in the client gauges while it lives."""
         with self._lock:
             self._mailboxes.add(mailbox)
+            self._client_used = True
+
+    def add_station(self, station: MailStation) -> None:
+        """Count the health of ``station``'s servers in the client gauges while it lives."""
+        with self._lock:
+            self._stations.add(station)
             self._client_used = True
 
     def add_acceptor(self, acceptor: BaseAcceptor, server_id: str) -> None:
@@ -206,10 +221,12 @@ class Metrics:
         no client families until it makes a call), read now."""
         with self._lock:
             mailboxes = [m for m in list(self._mailboxes) if m.state != "closed"]
+            stations = list(self._stations)
             acceptors = [(self._acceptor_ids[k], a) for k, a in list(self._acceptors.items())]
             client_used, server_used = self._client_used, self._server_used
         if client_used:
             yield from self._client_families(mailboxes)
+            yield from self._health_families(stations)
         if server_used:
             yield from self._server_families(acceptors)
 
@@ -229,6 +246,28 @@ class Metrics:
             reconnects.add_metric([server], n)
         yield reconnects
 
+    def _health_families(self, stations: list[MailStation]) -> Iterator[Metric]:
+        available = GaugeMetricFamily("pomelo_rpc_client_server_available",
+                                      "1 while the server is available, 0 while it is down",
+                                      labels=["server"])
+        changed = GaugeMetricFamily(
+            "pomelo_rpc_client_server_availability_changed_timestamp_seconds",
+            "When the server's availability last changed (Unix time)", labels=["server"])
+        dead = CounterMetricFamily("pomelo_rpc_client_dead_connections",
+                                   "Connections declared dead (silent under load or idle)",
+                                   labels=["server"])
+        for station in stations:
+            health = station.health
+            for sid in list(station.servers):
+                available.add_metric([sid], 0 if sid in health.down else 1)
+            for sid, when in list(health.changed.items()):
+                changed.add_metric([sid], when)
+            for sid, n in list(health.dead.items()):
+                dead.add_metric([sid], n)
+        yield available
+        yield changed
+        yield dead
+
     def _server_families(self, acceptors: list[tuple[str, BaseAcceptor]]) -> Iterator[Metric]:
         yield from _families("pomelo_rpc_server", self.server)
         yield _gauge("pomelo_rpc_server_calls_in_flight", "Coroutine calls running",
@@ -236,6 +275,15 @@ class Metrics:
                             for sid, a in acceptors))
         yield _gauge("pomelo_rpc_server_connections", "Client connections",
                      _tally((sid, len(a.connections)) for sid, a in acceptors))
+        for name, doc, attr in (
+                ("pomelo_rpc_server_paused_reads", "Times a connection stopped reading its "
+                 "requests because its peer did not read its answers", "paused"),
+                ("pomelo_rpc_server_idle_closed", "Connections closed after idle_timeout s "
+                 "with nothing received", "idle_closed")):
+            family = CounterMetricFamily(name, doc, labels=["server"])
+            for sid, n in _tally((sid, getattr(a, attr, 0)) for sid, a in acceptors).items():
+                family.add_metric([sid], n)
+            yield family
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()

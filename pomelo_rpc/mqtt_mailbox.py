@@ -107,6 +107,9 @@ class MqttMailbox(Mailbox):
         self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head
         self._connack: asyncio.Future[None] | None = None   # see _open
         self._heard = False        # any byte received yet (see connection_lost)
+        # the PINGREQ sent once the connection opens is unanswered yet: a PUBLISH before
+        # its PINGRESP says the server does not answer pings (``pings_answered``)
+        self._ping_check = False
         if self._trace_prefix is not None:   # tracing, rpc_debug_log
             self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
@@ -123,6 +126,9 @@ class MqttMailbox(Mailbox):
         await self._create_connection()
         if self._connack is not None:
             await self._connack
+        # before any call: does the server answer pings? (see ``_data_received``)
+        self._ping_check = True
+        self._ping_now(self._loop.time())
 
     # transport hooks ---------------------------------------------------
 
@@ -207,6 +213,7 @@ class MqttMailbox(Mailbox):
     def _connection_lost(self, exc: Exception | None) -> None:
         """The connection closed; every call in flight fails."""
         self._transport = None
+        self._lost_with_calls()
         reason = f"connection to {self.server_id} lost" + (f": {exc}" if exc else "")
         if not self._heard:      # refused at once: say what usually refuses a client so
             reason += (" before the server sent anything (with TLS: a server requiring "
@@ -226,10 +233,23 @@ class MqttMailbox(Mailbox):
             return
         for packet in packets:
             if packet[0] == self._k_publish:
+                if self._ping_check:
+                    self._no_pingresp()
                 self._on_publish(packet[2])
+            elif packet[0] == self._mqtt.PINGRESP:
+                self._ping_check = False
+                self._pong()
             elif packet[0] == self._mqtt.CONNACK:
                 self._on_connack(packet[2])
-            # PINGRESP only refreshes _last_recv
+
+    def _no_pingresp(self) -> None:
+        """An answer came before the PINGRESP of the PINGREQ sent first: this server
+        does not answer pings, so silence cannot tell it dead from slow."""
+        self._ping_check = False
+        self.pings_answered = False
+        log.info("%s does not answer PINGREQ: its connection is never declared dead "
+                 "for silence (TCP_USER_TIMEOUT and the call timeouts still apply)",
+                 self.server_id)
 
     def _on_connack(self, return_code: int) -> None:
         """With an auth_token: code 0, the server took it; any other, it did not.

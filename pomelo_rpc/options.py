@@ -91,6 +91,14 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # honour the callers' budgets (skip a request expired before it starts, cancel a
     # coroutine at its deadline); False ignores them (nothing skipped: for comparisons)
     "deadlines": True,
+    # liveness (docs/liveness.md): a connection from which nothing arrived for this many
+    # seconds is closed (clients ping while idle: pomelo_rpc every ``keepalive``, Node
+    # pomelo-rpc every 10 s), so that half-open connections of vanished clients do not
+    # pile up (0: never)
+    "idle_timeout": 60.0,
+    # seconds sent data may stay unacknowledged before the kernel drops the connection
+    # (TCP_USER_TIMEOUT, Linux; 0: the system's default, many minutes)
+    "tcp_user_timeout": 10.0,
 }
 
 #: Options of ``client.create``.
@@ -114,9 +122,28 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     # calls that may wait while a connection opens; past it, PendingQueueFullError
     "pending_size": 10000,
     "pkg_size": 8 * 1024 * 1024,  # largest request frame sent or response frame accepted, in bytes
-    # seconds between pings on an idle connection (0: off); no answer for two periods
-    # closes it
-    "keepalive": 0,
+    # seconds of silence on a connection before it sends a ping (0: off); unanswered,
+    # the connection is declared dead (after liveness_timeout, at most twice this).
+    # Servers close connections idle for their ``idle_timeout`` (60 s): keep this under
+    # half of it
+    "keepalive": 20.0,
+    # liveness under load (docs/liveness.md): a connection with calls in flight from
+    # which nothing arrived for this many seconds sends a ping
+    "liveness_interval": 0.5,
+    # ... and one silent this long (with calls in flight, a ping unanswered, or its
+    # connect not done) is declared dead: closed, its calls failed at once with
+    # ConnectionLostError, its server unavailable. A server that blocks its event loop
+    # longer than this looks dead: raise it for such servers (0: off)
+    "liveness_timeout": 1.5,
+    # an unavailable server (connection failed, declared dead, connect failed) is probed
+    # in the background (a connect and a ping) this many seconds after the failure,
+    # the wait doubling with each failed probe; calls to it fail at once meanwhile
+    # (ServerUnavailableError) and the load-spreading routers skip it
+    "probe_backoff": 0.1,
+    "probe_backoff_max": 5.0,  # the longest wait between two probes, in seconds
+    # seconds sent data may stay unacknowledged before the kernel drops the connection
+    # (TCP_USER_TIMEOUT, Linux; 0: the system's default, many minutes)
+    "tcp_user_timeout": 10.0,
     "hash_field_index": 0,    # argument hashed by the "ch" router
     # what a call does when its connection fails: "failfast" (raise), "failover" (the
     # other servers of the type), "failsafe" (retry the same server), "failback" (wait for

@@ -5,6 +5,11 @@ or an object with such a ``route`` method. Without one, the client uses pomelo's
 default: crc32 of the session uid modulo the servers of the type. The built-ins
 picked by ``router_type`` see the client's own server list; as in pomelo, a
 ``router_type`` wins over ``router`` when both are given.
+
+Health (docs/liveness.md): the routers that spread load (rr, wrr, la, rd) choose
+among the servers that are neither down nor still connecting while the type has
+one; the hash routers (the default and ch) keep their choice, whose call then fails
+at once with ServerUnavailableError if that server is down (failover moves it on).
 """
 
 from __future__ import annotations
@@ -100,6 +105,13 @@ class _Builtin:
         return ids
 
 
+class _Spreading(_Builtin):
+    """A router spreading load: it leaves out servers that are down or connecting."""
+
+    def servers(self, msg: Mapping[str, Any]) -> list[str]:
+        return self.client._station.routable(super().servers(msg))
+
+
 class DefaultRouter(_Builtin):
     """pomelo's default: crc32 of ``route_param.uid`` modulo the servers of the type."""
 
@@ -112,7 +124,7 @@ def default_route(route_param: object, server_ids: Sequence[str]) -> str:
     return server_ids[crc32_index(_uid(route_param), len(server_ids))]
 
 
-class RoundRobin(_Builtin):
+class RoundRobin(_Spreading):
     """Each server of the type in turn."""
 
     def __init__(self, client: RpcClient) -> None:
@@ -137,7 +149,7 @@ def _weight(info: Mapping[str, Any]) -> float:
         raise ValueError(f"server {info.get('id')!r} has a bad weight {weight!r}") from None
 
 
-class WeightedRoundRobin(_Builtin):
+class WeightedRoundRobin(_Spreading):
     """Smooth weighted round robin over the servers' ``weight`` (default 1)."""
 
     def __init__(self, client: RpcClient) -> None:
@@ -167,7 +179,7 @@ class WeightedRoundRobin(_Builtin):
         return best
 
 
-class LeastActive(_Builtin):
+class LeastActive(_Spreading):
     """The server with the fewest calls in flight now (answered calls no longer count).
 
     Ties go to the tied servers in turn, so an idle cluster still shares the load.
@@ -245,7 +257,7 @@ class ConsistentHash(_Builtin):
         return owners[bisect.bisect_right(hashes, self._hash(self.key(msg))) - 1]
 
 
-class RandomRouter(_Builtin):
+class RandomRouter(_Spreading):
     """A random server of the type."""
 
     def route(self, route_param: Any, msg: dict[str, Any], route_context: Any) -> str:

@@ -134,7 +134,7 @@ def peer_allowed(networks: list[Network], peer: Any) -> bool:
 
 
 class RateLimitedLog:
-    """Logs a warning at most once per ``interval`` s per kind; the ones held back are
+    """Logs a line at most once per ``interval`` s per kind; the ones held back are
     counted and reported with the next one (a port scan cannot flood the log)."""
 
     def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
@@ -145,6 +145,18 @@ class RateLimitedLog:
 
     def warning(self, kind: str, msg: str, *args: Any) -> None:
         """Log ``msg % args`` unless one of ``kind`` was logged less than ``interval`` s ago."""
+        self._emit(logging.WARNING, kind, msg, args)
+
+    def info(self, kind: str, msg: str, *args: Any) -> None:
+        """``warning`` at INFO level."""
+        self._emit(logging.INFO, kind, msg, args)
+
+    def forget(self, kind: str) -> None:
+        """Drop what is kept of ``kind`` (e.g. a server that was removed)."""
+        self._last.pop(kind, None)
+        self._held.pop(kind, None)
+
+    def _emit(self, level: int, kind: str, msg: str, args: tuple[Any, ...]) -> None:
         now = time.monotonic()
         if now - self._last.get(kind, -self._interval) < self._interval:
             self._held[kind] = self._held.get(kind, 0) + 1
@@ -154,7 +166,7 @@ class RateLimitedLog:
         if held:
             msg += " (and %d more like it not logged)"
             args = args + (held,)
-        self._log.warning(msg, *args)
+        self._log.log(level, msg, *args)
 
 
 # TLS ------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The mail station: the client's server list and one mailbox per server, opened lazily."""
+"""The mail station: the client's server list and one mailbox per server, opened lazily;
+which servers are down (``pomelo_rpc.health``) and the watchdog of the open
+connections (``pomelo_rpc.liveness``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import NoServerError
-from .mailbox import NativeMailbox
+from .health import Health
+from .liveness import Watchdog, tick_period
+from .mailbox import CONNECTING, NativeMailbox
 from .mqtt_mailbox import MqttMailbox
 from .registry.base import normalize_server
 
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
         one from ``mailbox_factory``)."""
 
         on_close: Callable[[Any], None] | None   # callable(mailbox), set by the station
+        # optional (the station reads them with getattr): on_state, failure, close_reason,
+        # pings_answered, ping(timeout), check_liveness(now, stalled)
 
         @property
         def server_id(self) -> str: ...
@@ -67,6 +73,13 @@ class MailStation:
         # mailboxes of servers that left gracefully, closed once their calls are answered
         self._retiring: set[MailboxLike] = set()
         self._retire_task: asyncio.Task[None] | None = None
+        #: servers down now, probed until they answer again (docs/liveness.md)
+        self.health = Health(self, opts)
+        #: servers whose connection has been opening for ``liveness_interval`` s or more:
+        #: the load-spreading routers leave them out while their type has another
+        self.slow: set[str] = set()
+        #: the one timer checking the liveness of the open connections
+        self.watchdog = Watchdog(self._live_mailboxes, tick_period(opts))
         factory = opts["mailbox_factory"]
         if factory is None:
             transport = opts["transport"]
@@ -95,6 +108,7 @@ class MailStation:
                     if (old["host"], old["port"]) != (info["host"], info["port"]):
                         self._drop_mailbox(sid, f"server {sid} moved to "
                                                 f"{info['host']}:{info['port']}")
+                        self.health.forget(sid)      # a new address gets a fresh start
                     continue
             self.servers[sid] = info
             self.by_type.setdefault(info["server_type"], []).append(sid)
@@ -113,6 +127,7 @@ class MailStation:
             if not self._forget(sid):
                 continue
             mailbox = self.mailboxes.pop(sid, None)
+            self.slow.discard(sid)
             if mailbox is not None:
                 mailbox.on_close = self._retiring.discard
                 self._retiring.add(mailbox)
@@ -138,6 +153,7 @@ class MailStation:
         info = self.servers.pop(sid, None)
         if info is None:
             return False
+        self.health.forget(sid)
         ids_of_type = self.by_type.get(info["server_type"])
         if ids_of_type is not None:
             ids_of_type.remove(sid)
@@ -150,6 +166,7 @@ class MailStation:
             self.on_removed(sid)
 
     def _drop_mailbox(self, sid: str, reason: str) -> None:
+        self.slow.discard(sid)
         mailbox = self.mailboxes.pop(sid, None)
         if mailbox is not None:
             mailbox.on_close = None
@@ -173,20 +190,73 @@ class MailStation:
             self.by_type[server_type][:] = ids   # in place: routers may hold the list
 
     def mailbox(self, sid: str) -> MailboxLike:
-        """The mailbox to server ``sid``, created (not yet connected) on first use."""
+        """The mailbox to server ``sid``, created (not yet connected) on first use;
+        ServerUnavailableError while ``sid`` is down (the call is not sent)."""
         mailbox = self.mailboxes.get(sid)
         if mailbox is None:
             info = self.servers.get(sid)
             if info is None:
                 raise NoServerError(f"unknown server id {sid!r}")
+            if sid in self.health.down:
+                raise self.health.error(sid)
             mailbox = self._factory(info, self.opts)
-            mailbox.on_close = self._mailbox_closed
-            self.mailboxes[sid] = mailbox
+            self._attach(sid, mailbox)
         return mailbox
 
+    def _attach(self, sid: str, mailbox: MailboxLike) -> None:
+        mailbox.on_close = self._mailbox_closed
+        if hasattr(mailbox, "on_state"):
+            mailbox.on_state = self._mailbox_state
+        self.mailboxes[sid] = mailbox
+
+    def probe_mailbox(self, sid: str) -> MailboxLike | None:
+        """A new mailbox to ``sid`` outside the station (a health probe's), or None
+        if ``sid`` is no longer known."""
+        info = self.servers.get(sid)
+        return None if info is None else self._factory(info, self.opts)
+
+    def adopt(self, sid: str, mailbox: MailboxLike) -> None:
+        """A probe's open mailbox becomes ``sid``'s (its connection is reused)."""
+        if sid not in self.servers or sid in self.mailboxes:
+            mailbox.abort("not needed")
+            return
+        self._attach(sid, mailbox)
+        self.watchdog.kick()
+
+    def _live_mailboxes(self) -> list[MailboxLike]:
+        return list(self.mailboxes.values()) + list(self._retiring)
+
+    def _mailbox_state(self, mailbox: MailboxLike) -> None:
+        """A mailbox of the station began connecting, was slow to, or opened."""
+        sid = mailbox.server_id
+        if self.mailboxes.get(sid) is not mailbox:
+            return
+        if getattr(mailbox, "state", None) == CONNECTING and getattr(mailbox, "slow", False):
+            self.slow.add(sid)
+        else:
+            self.slow.discard(sid)
+        self.watchdog.kick()
+
     def _mailbox_closed(self, mailbox: MailboxLike) -> None:
-        if self.mailboxes.get(mailbox.server_id) is mailbox:
-            del self.mailboxes[mailbox.server_id]
+        sid = mailbox.server_id
+        if self.mailboxes.get(sid) is mailbox:
+            del self.mailboxes[sid]
+            self.slow.discard(sid)
+        if getattr(mailbox, "failure", None) is not None:
+            self.health.failed(mailbox, getattr(mailbox, "close_reason", None) or "failed")
+
+    def routable(self, ids: list[str]) -> list[str]:
+        """The servers of ``ids`` a load-spreading router should choose from: those
+        neither down nor slow to connect, else those not down, else all of them (whose
+        calls then fail at once with ServerUnavailableError)."""
+        down = self.health.down
+        slow = self.slow
+        if not down and not slow:
+            return ids
+        ready = [sid for sid in ids if sid not in down and sid not in slow]
+        if ready:
+            return ready
+        return [sid for sid in ids if sid not in down] or ids
 
     def in_flight(self, sid: str) -> int:
         """Calls in flight to server ``sid``."""
@@ -197,6 +267,9 @@ class MailStation:
         """Close every mailbox (those of retiring servers too)."""
         if self._retire_task is not None:
             self._retire_task.cancel()
+        self.health.close()
+        self.watchdog.close()
+        self.slow.clear()
         mailboxes = list(self.mailboxes.values()) + list(self._retiring)
         self.mailboxes.clear()
         self._retiring.clear()

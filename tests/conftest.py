@@ -31,6 +31,17 @@ def pytest_pyfunc_call(pyfuncitem):
     return True
 
 
+async def wait_available(cli, server_id, within=6.0):
+    """Wait until ``cli`` takes ``server_id`` as available again (its background probe
+    reached it: at most ``probe_backoff_max``, 5 s, after it came back, plus a connect
+    and a ping); AssertionError after ``within`` s. Returns the seconds waited."""
+    started = time.monotonic()
+    while not cli.server_state(server_id)["available"]:
+        assert time.monotonic() - started < within, cli.server_state(server_id)
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
 @pytest.fixture(params=CORES)
 def core(request):
     """Name of a core implementation; every test using it runs once per core."""

@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from conftest import REMOTE
-from pomelo_rpc import ConnectionLostError, RemoteError, RpcTimeoutError, client
+from conftest import REMOTE, wait_available
+from pomelo_rpc import (ConnectionLostError, RemoteError, RpcTimeoutError,
+                        ServerUnavailableError, client)
 
 TEST_DIR = os.path.join(REMOTE, "test")
 
@@ -87,12 +88,20 @@ async def test_kill_mid_traffic_fails_every_call_at_once_then_reconnects(aspawn,
     # those calls has ended (calls made since are reconnect attempts, not leftovers)
     assert len(in_flight) == 20
 
+    # the server is down for the client: its calls fail at once, not sent, while a
+    # background probe retries it with a growing back-off (docs/liveness.md)
+    assert not cli.server_state("test-1")["available"]
+    assert isinstance(after_kill[-1][2], ServerUnavailableError)
+
     srv2 = await aspawn("test-1", core=core, port=srv.port)
-    revived_at = time.monotonic()
-    await asyncio.sleep(1.0)
+    # back in rotation at the next probe: at most probe_backoff_max (5 s) after the
+    # revival, plus the connect and the ping
+    await wait_available(cli, "test-1")
+    back_at = time.monotonic()
+    await asyncio.sleep(0.5)
     stop.set()
     await asyncio.wait_for(asyncio.gather(*workers), 10)
-    late = [o for o in outcomes if o[0] >= revived_at + 0.2]
+    late = [o for o in outcomes if o[0] >= back_at]
     assert late and all(not isinstance(o[2], Exception) for o in late), late[:3]
     assert await svc.echo(None, "back") == "back"
     assert cli.in_flight("test-1") == 0
@@ -122,7 +131,9 @@ async def test_sigterm_answers_calls_already_received_then_closes(aspawn, core):
     assert time.monotonic() - answered_at < 1.0
     assert await wait_exit(srv.proc, 5) == 0
     assert time.monotonic() - t0 < 3
-    with pytest.raises(ConnectionLostError, match="cannot connect to test-1"):
+    # the connection closed under the late calls: the server is down for this client
+    # (docs/liveness.md), so the next call fails at once, without connecting
+    with pytest.raises(ServerUnavailableError, match="server test-1 is unavailable"):
         await svc.echo(None, 1)
     assert cli.in_flight("test-1") == 0
     await cli.stop()
@@ -160,7 +171,7 @@ async def test_frozen_server_detected_by_keepalive_within_two_periods(aspawn, co
     """A server that stops answering but keeps its socket open (SIGSTOP): with
     keepalive=0.5 s, the calls in flight fail with ConnectionLostError within two
     periods of the last byte received, far before their 30 s timeout. After SIGCONT,
-    the next call opens a new connection and works."""
+    a background probe finds the server back, and calls work again."""
     period = 0.5
     srv = await aspawn("test-1", core=core)
     cli = make_client(core, [srv], timeout=30, keepalive=period)
@@ -185,6 +196,8 @@ async def test_frozen_server_detected_by_keepalive_within_two_periods(aspawn, co
         assert "keepalive" in str(result)
     assert 1.5 * period < detected < 2 * period + 0.25, detected
     assert cli.in_flight("test-1") == 0
+    # declared dead, the server is down until a background probe finds it answering
+    await wait_available(cli, "test-1")
     assert await svc.echo(None, "again") == "again"
     await cli.stop()
 
@@ -221,7 +234,11 @@ async def test_connect_refused_fails_every_queued_call_at_once_then_reconnects(a
         assert isinstance(result, ConnectionLostError), result
         assert f"cannot connect to test-1 at 127.0.0.1:{port}" in str(result)
     assert cli.in_flight("test-1") == 0
+    # the server is down for the client now: calls fail at once, nothing connects
+    with pytest.raises(ServerUnavailableError):
+        await svc.echo(None, "down")
     await aspawn("test-1", core=core, port=port)
+    await wait_available(cli, "test-1")      # found by the background probe
     assert await asyncio.gather(*(svc.echo(None, i) for i in range(50))) == list(range(50))
     await cli.stop()
 

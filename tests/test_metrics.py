@@ -11,6 +11,7 @@ import json
 import os
 import random
 import string
+import time
 import struct
 import sys
 import urllib.request
@@ -18,7 +19,7 @@ import urllib.request
 import msgpack
 import pytest
 
-from conftest import REMOTE, ROOT
+from conftest import REMOTE, ROOT, wait_available
 from pomelo_rpc import ConnectionLostError, RemoteError, RpcTimeoutError, client, server
 from pomelo_rpc import core as core_pkg
 
@@ -188,9 +189,19 @@ async def test_scrape_after_known_traffic(core):
         await kill(proc)
         outcomes = await asyncio.gather(*held, return_exceptions=True)
         assert all(isinstance(e, ConnectionLostError) for e in outcomes), outcomes
+        # the server is down for the client (docs/liveness.md), and says so
+        mine = samples(generate_latest(registry).decode())
+        assert gauge(mine, "pomelo_rpc_client_server_available") == 0
+        down_at = mine[("pomelo_rpc_client_server_availability_changed_timestamp_seconds",
+                        (("server", "srv-1"),))]
+        assert abs(down_at - time.time()) < 10
         proc, info = await start_server(core, port=info["port"])
+        await wait_available(cli, "srv-1")
         assert await svc.echo.to_server("srv-1", "back") == "back"
         mine = samples(generate_latest(registry).decode())
+        assert gauge(mine, "pomelo_rpc_client_server_available") == 1
+        assert mine[("pomelo_rpc_client_server_availability_changed_timestamp_seconds",
+                     (("server", "srv-1"),))] >= down_at
         assert calls(mine, "client", "user.service.slow_echo", "connection_lost") == lost
         assert mine[("pomelo_rpc_client_reconnects_total", (("server", "srv-1"),))] == 1
         assert gauge(mine, "pomelo_rpc_client_connections") == 1

@@ -96,8 +96,11 @@ async def test_new_server_routable_within_1s_killed_one_gone_within_ttl(engine, 
 
 async def test_frozen_server_vanishes_and_its_calls_in_flight_fail_at_once(engine, spawn):
     (proc,) = await start_procs(spawn, engine, "area-1")
-    cli = await follower(engine, timeout=30.0)
+    # the registry's promise alone: the client's own liveness checks (which would find
+    # the frozen server in 1.5 s, docs/liveness.md) are off
+    cli = await follower(engine, timeout=30.0, liveness_timeout=0, keepalive=0)
     await wait_for(lambda: ids(cli) == {"area-1"}, 1.0, "area-1 listed")
+    assert (await cli.proxies.user.area.work.echo.to_server("area-1", 1))["value"] == 1
     hold = cli.proxies.user.area.work.hold
     calls = [asyncio.ensure_future(hold.to_server("area-1", 20.0)) for _ in range(5)]
     await wait_for(lambda: cli.in_flight("area-1") == 5, 1.0, "calls in flight")

@@ -33,6 +33,7 @@ cdef class ServerProtocol:
     cdef public bint aborted
     cdef public bint tracing
     cdef public bint reading_paused
+    cdef public Py_ssize_t reads
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
                    last=double, msgs=list)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..deadline import current_deadline
 from ..errors import (ConnectionLostError, FrameError, RemoteError, RpcError,
                       RpcTimeoutError, ServerBusyError)
-from .frames import (PING_FRAME, PONG, RESP_ERR, RESP_OK, FrameDecoder, encode_request,
+from .frames import (PING_FRAME, RESP_ERR, RESP_OK, FrameDecoder, encode_request,
                      encode_request_budget, encode_request_by_name,
                      encode_request_by_name_budget, encode_request_by_name_traced,
                      encode_request_traced)
@@ -236,8 +236,8 @@ class NativeClientProtocol(ClientProtocol):
         self.ids: dict[tuple[str, str, str], int] = {}
 
     def data_received(self, data: bytes) -> None:
-        """asyncio: decode frames; answers resolve their calls, the rest (HELLO, the
-        handshake) goes to the owner; bad data closes the connection."""
+        """asyncio: decode frames; answers resolve their calls, the rest (PONG, HELLO,
+        the handshake) goes to the owner; bad data closes the connection."""
         self.received()
         table = self.table
         try:
@@ -248,7 +248,7 @@ class NativeClientProtocol(ClientProtocol):
                 elif kind == RESP_ERR:
                     err = msg[2]
                     self.reject_remote(msg[1], err[0], err[1], err[2])
-                elif kind != PONG:
+                else:       # PONG, HELLO, the handshake
                     self.owner._on_control(msg)
         except (FrameError, TypeError, IndexError, KeyError) as exc:
             self.owner._bad_data(exc)

@@ -124,6 +124,9 @@ class ServerProtocol:
         self.aborted = False
         self.tracing = False          # requests carry a trace context (an observer reads it)
         self.reading_paused = False
+        #: reads of this connection so far: the acceptor's idle sweep compares it from
+        #: one sweep to the next (cheaper than a clock read per read)
+        self.reads = 0
 
     # asyncio callbacks -------------------------------------------------
 
@@ -156,6 +159,7 @@ class ServerProtocol:
         if self.transport is not None and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
+            self.owner._paused()
 
     def resume_writing(self) -> None:
         """asyncio: the answers drained; read requests again."""
@@ -167,6 +171,7 @@ class ServerProtocol:
         """The messages of ``data`` to run, or None when the owner has them instead: the
         handshake's bytes, a stream that cannot be decoded (the connection is aborted),
         requests arriving while the server stops (refused)."""
+        self.reads += 1
         if self.handshaking:
             self.owner._on_handshake(data)
             return None

@@ -35,6 +35,23 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
+#: TCP_USER_TIMEOUT (Linux; the constant is missing from ``socket`` elsewhere)
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+
+def set_user_timeout(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """Drop the connection when data it sent stays unacknowledged for ``seconds``
+    (TCP_USER_TIMEOUT): a peer cut off by the network is found in seconds, not after
+    the kernel's many minutes of retransmissions. 0: the system's default."""
+    sock = transport.get_extra_info("socket")
+    if not seconds or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, max(1, int(seconds * 1000)))
+    except OSError:      # not Linux
+        pass
+
+
 class Writer:
     """The write side of one connection; see the module docstring."""
 
