@@ -190,11 +190,20 @@ class ServerConnection:
         protocol.writer.flush_now()
 
     def _paused(self) -> None:
-        """The peer stopped reading its answers: its protocol stopped reading its
-        requests until the answers drain (counted: ``acceptor.paused``)."""
+        """The peer stopped reading its answers: its protocol stopped reading and
+        running its requests until the answers drain (counted: ``acceptor.paused``)."""
         self._acceptor.paused += 1
-        log.debug("connection from %s does not read its answers: not reading its "
-                  "requests until they drain", self._peer)
+        log.debug("connection from %s does not read its answers: not reading or running "
+                  "its requests until they drain", self._peer)
+
+    def _resumed(self) -> None:
+        """The answers drained: the requests waiting in the queue run again."""
+        self._overload.unpark(self)
+
+    @property
+    def paused(self) -> bool:
+        """Reading and running paused: the peer does not read its answers."""
+        return bool(self._protocol.reading_paused)
 
     def _check_idle(self, now: float, idle_timeout: float) -> None:
         """The acceptor's sweep: close the connection once nothing has arrived on it for

@@ -70,6 +70,15 @@ class Health:
         self._loop: asyncio.AbstractEventLoop | None = None   # the station's, once needed
         self.closed = False
 
+    def answers_pings(self, server_id: str) -> bool:
+        """False once a connection to ``server_id`` found it does not answer pings."""
+        return server_id not in self._no_pings
+
+    def learned(self, mailbox: MailboxLike) -> None:
+        """What ``mailbox`` found out about its server (it does not answer pings)."""
+        if not getattr(mailbox, "pings_answered", True):
+            self._no_pings.add(mailbox.server_id)
+
     def available(self, server_id: str) -> bool:
         """False while ``server_id`` is down."""
         return server_id not in self.down
@@ -92,8 +101,7 @@ class Health:
         sid = mailbox.server_id
         if getattr(mailbox, "failure", None) == "dead":
             self.dead[sid] = self.dead.get(sid, 0) + 1
-        if not getattr(mailbox, "pings_answered", True):
-            self._no_pings.add(sid)
+        self.learned(mailbox)
         if self.closed or sid in self.down or sid not in self.station.servers:
             return
         loop = self._loop = asyncio.get_running_loop()
@@ -154,7 +162,7 @@ class Health:
         try:
             await mailbox.connect()
             ping = getattr(mailbox, "ping", None)
-            if ping is not None and sid not in self._no_pings:
+            if ping is not None and self.answers_pings(sid):
                 await ping(self._ping_timeout)
         except asyncio.CancelledError:
             mailbox.abort("probe cancelled")

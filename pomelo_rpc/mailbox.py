@@ -79,6 +79,9 @@ class Mailbox:
         #: the server answers pings (a peer that does not, e.g. a custom mqtt server,
         #: cannot be told dead from slow: its connection is never declared dead)
         self.pings_answered = True
+        #: not known yet whether it does (mqtt: its first PINGREQ is unanswered so far):
+        #: silence under load counts as death only after ``connect_timeout``
+        self._ping_check = False
         self._pong_waiters: list[asyncio.Future[None]] = []        # security (README "Security"): TLS for create_connection, the shared secret
         self._tls: dict[str, Any] = {}
         if opts.get("ssl") is not None:
@@ -249,6 +252,8 @@ class Mailbox:
                     ping_after = self._liveness_interval
                 if not dead_after or self._liveness_timeout < dead_after:
                     dead_after = self._liveness_timeout
+            if self._ping_check and dead_after and dead_after < self._connect_timeout:
+                dead_after = self._connect_timeout
         else:
             self._busy_since = None
             ref = last

@@ -107,9 +107,6 @@ class MqttMailbox(Mailbox):
         self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head
         self._connack: asyncio.Future[None] | None = None   # see _open
         self._heard = False        # any byte received yet (see connection_lost)
-        # the PINGREQ sent once the connection opens is unanswered yet: a PUBLISH before
-        # its PINGRESP says the server does not answer pings (``pings_answered``)
-        self._ping_check = False
         if self._trace_prefix is not None:   # tracing, rpc_debug_log
             self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
@@ -126,9 +123,11 @@ class MqttMailbox(Mailbox):
         await self._create_connection()
         if self._connack is not None:
             await self._connack
-        # before any call: does the server answer pings? (see ``_data_received``)
-        self._ping_check = True
-        self._ping_now(self._loop.time())
+        # before any call: does the server answer pings? A PUBLISH before the PINGRESP
+        # says it does not (see ``_data_received``); one known not to is not asked
+        if self.pings_answered:
+            self._ping_check = True
+            self._ping_now(self._loop.time())
 
     # transport hooks ---------------------------------------------------
 

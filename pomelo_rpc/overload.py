@@ -14,7 +14,9 @@ One ``Overload`` per acceptor, shared by its connections:
 - Fairness: synchronous handlers run for at most ``handler_slice`` seconds per loop
   turn; the requests read after that wait in their connection's queue, and the queues
   are served round-robin, one request per connection at a time, in the next turns.
-  Accepts, pings and new connections are served between the slices.
+  Accepts, pings and new connections are served between the slices. A connection
+  whose peer does not read its answers (asyncio's flow control paused it) is parked:
+  its queue waits until the answers drain.
 
 Times are ``time.monotonic()`` (uvloop's ``loop.time()`` stands still within a turn).
 """
@@ -69,6 +71,7 @@ class Overload:
         #: when this loop turn's slice of handler time ends (None: no slice started)
         self.slice_end: float | None = None
         self._ready: deque[ServerConnection] = deque()
+        self._parked: set[ServerConnection] = set()   # paused, with requests queued
         self._runner = False
         self._running = core.pending.PendingTable()   # coroutine calls with a deadline
         self._deadlines = core.pending.SlotTimer(self._running, self._cut_at_deadline, clock)
@@ -137,6 +140,16 @@ class Overload:
         """``conn`` closed: forget its queued requests."""
         self.held -= len(conn._queue)
         conn._queue.clear()
+        self._parked.discard(conn)
+
+    def unpark(self, conn: ServerConnection) -> None:
+        """``conn`` is no longer paused: serve its queue again."""
+        if conn in self._parked:
+            self._parked.discard(conn)
+            self._ready.append(conn)
+            if not self._runner:
+                self._runner = True
+                asyncio.get_running_loop().call_soon(self._run)
 
     def _run(self) -> None:
         """Run queued requests, one per connection in turn, for one slice."""
@@ -156,6 +169,9 @@ class Overload:
                 conn = ready.popleft()
                 queue = conn._queue
                 if not queue:
+                    continue
+                if conn.paused:          # its peer reads nothing: until it does
+                    self._parked.add(conn)
                     continue
                 entry = queue.popleft()
                 self.held -= 1

@@ -205,6 +205,8 @@ class MailStation:
 
     def _attach(self, sid: str, mailbox: MailboxLike) -> None:
         mailbox.on_close = self._mailbox_closed
+        if not self.health.answers_pings(sid):
+            mailbox.pings_answered = False      # type: ignore[attr-defined]
         if hasattr(mailbox, "on_state"):
             mailbox.on_state = self._mailbox_state
         self.mailboxes[sid] = mailbox
@@ -213,7 +215,12 @@ class MailStation:
         """A new mailbox to ``sid`` outside the station (a health probe's), or None
         if ``sid`` is no longer known."""
         info = self.servers.get(sid)
-        return None if info is None else self._factory(info, self.opts)
+        if info is None:
+            return None
+        mailbox = self._factory(info, self.opts)
+        if not self.health.answers_pings(sid):
+            mailbox.pings_answered = False      # type: ignore[attr-defined]
+        return mailbox
 
     def adopt(self, sid: str, mailbox: MailboxLike) -> None:
         """A probe's open mailbox becomes ``sid``'s (its connection is reused)."""
@@ -242,6 +249,7 @@ class MailStation:
         if self.mailboxes.get(sid) is mailbox:
             del self.mailboxes[sid]
             self.slow.discard(sid)
+        self.health.learned(mailbox)
         if getattr(mailbox, "failure", None) is not None:
             self.health.failed(mailbox, getattr(mailbox, "close_reason", None) or "failed")
 

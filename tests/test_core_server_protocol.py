@@ -58,9 +58,12 @@ async def test_async_method_that_suspends_goes_on_in_a_task(core, transport):
         assert await svc.suspend(None, "a", 0.01) == [False, True, "a"]
         assert await svc.suspend(None, "b") == [False, True, "b"]     # sleep(0)
         assert await svc.yield_none(None, 3) == 3                     # bare yields
-        calls = [asyncio.ensure_future(svc.suspend(None, i, 0.05)) for i in range(50)]
-        await asyncio.sleep(0.02)
+        calls = [asyncio.ensure_future(svc.suspend(None, i, 0.5)) for i in range(50)]
         [conn] = gw.acceptor.connections
+        waited = 0.0
+        while conn.running < 50 and waited < 0.4:     # all read and started (a busy
+            await asyncio.sleep(0.005)                # machine may take a few turns)
+            waited += 0.005
         assert conn.running == 50 and gw.acceptor.overload.held == 50
         assert await asyncio.gather(*calls) == [[False, True, i] for i in range(50)]
         assert conn.running == 0 and gw.acceptor.overload.held == 0

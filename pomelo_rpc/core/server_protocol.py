@@ -154,8 +154,9 @@ class ServerProtocol:
         return None
 
     def pause_writing(self) -> None:
-        """asyncio: the peer does not read its answers; stop reading its requests until
-        it does, so that a stuck or hostile client cannot grow the write buffer forever."""
+        """asyncio: the peer does not read its answers; stop reading and running its
+        requests until it does (those already read wait in the connection's queue), so
+        that a stuck or hostile client cannot grow the write buffer forever."""
         if self.transport is not None and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
@@ -166,6 +167,7 @@ class ServerProtocol:
         if self.transport is not None and self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
+            self.owner._resumed()
 
     def read(self, data: bytes) -> list[Any] | None:
         """The messages of ``data`` to run, or None when the owner has them instead: the
@@ -220,10 +222,10 @@ class ServerProtocol:
                 budget = (msg[5] if n == 6 and msg[0] == 1 else
                           msg[7] if n == 8 and msg[0] == 2 else None)
                 # the common cases inline (``submit`` in full for the others): this
-                # turn's slice started and not spent, nothing queued here, room to hold
-                # it, no budget or a live one
+                # turn's slice started and not spent, nothing queued here, the peer
+                # reading its answers, room to hold it, no budget or a live one
                 end = overload.slice_end
-                inline = (end is not None and not queue
+                inline = (end is not None and not queue and not self.reading_paused
                           and (cap is None or overload.held < cap) and clock() < end)
                 deadline = None
                 if inline and not (plain or budget is None and no_default):
@@ -274,7 +276,7 @@ class ServerProtocol:
             except BadBudget as exc:
                 self.respond(self.encode_failure(rid, DispatchError(str(exc))))
                 return
-        if self.queue or overload.spent():
+        if self.queue or self.reading_paused or overload.spent():
             overload.enqueue(self.owner, (request, rid, deadline))
         else:
             self.run_entry((request, rid, deadline), None)

@@ -1,5 +1,6 @@
 // A Node pomelo-rpc 1.0.7 server (its mqtt acceptor) with the services of remote/test.
-//   node server.js [--port N] [--buffer-msg] [--interval MS] [--server-id ID]
+//   node server.js [--port N] [--buffer-msg] [--interval MS] [--server-id ID] [--no-pingresp]
+// --no-pingresp: the acceptor never answers PINGREQ (a server that ignores pings)
 // Prints {"event": "listening", "port": N} on stdout once it listens on 127.0.0.1.
 'use strict';
 var path = require('path');
@@ -8,6 +9,9 @@ var rpc = require('pomelo-rpc');
 
 var opts = common.args(process.argv.slice(2));
 common.exitWithStdin();
+if (opts['no-pingresp']) {
+  require('mqtt-connection').prototype.pingresp = function() {};
+}
 var port = Number(opts.port || 0);
 var serverId = opts['server-id'] || 'node-server-1';
 

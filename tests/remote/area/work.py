@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 
 
 class Work:
@@ -31,6 +32,16 @@ class Work:
         """Answer ``value`` with the server id."""
         self.calls += 1
         return {"server_id": self.server_id, "value": value}
+
+    def block(self, seconds):
+        """Hold the server's event loop for ``seconds`` (a synchronous handler that long)."""
+        self.calls += 1
+        time.sleep(seconds)
+        return {"server_id": self.server_id, "blocked": seconds}
+
+    def blob(self, size):
+        """A string of ``size`` bytes (a big answer to a small request)."""
+        return "x" * size
 
     def fail(self, message):
         """Raise ValueError(message)."""
