@@ -1,9 +1,10 @@
-"""One server cut off under load: what a client sees, second by second (README "Liveness").
+"""One server cut off under load: what a client sees, second by second (docs/liveness.md).
 
     python bench/partition.py                        # as root: 4 servers, 100 in flight,
                                                      # rr + failover, area-3 cut off 20 s
     python bench/partition.py --mode freeze          # SIGSTOP instead (no namespace needed)
-    python bench/partition.py --liveness-timeout 0   # the client without liveness checks
+    python bench/partition.py --liveness-timeout 0 --keepalive 0 --tcp-user-timeout 0
+                                                     # the client without liveness checks
 
 The servers (``python -m pomelo_rpc serve``) and this client run in a private network
 namespace (``pomelo_rpc.partition``); after ``--before`` s, nftables drops every packet
@@ -89,7 +90,8 @@ class Seconds:
 async def scenario(args, ns, infos, procs):
     opts = {"router_type": args.router, "fail_mode": args.fail_mode, "core": args.core,
             "transport": args.transport}
-    for name in ("timeout", "keepalive", "liveness_interval", "liveness_timeout"):
+    for name in ("timeout", "keepalive", "liveness_interval", "liveness_timeout",
+                 "tcp_user_timeout"):
         value = getattr(args, name)
         if value is not None:
             opts[name] = value
@@ -214,6 +216,7 @@ def main():
     parser.add_argument("--keepalive", type=float)
     parser.add_argument("--liveness-interval", type=float)
     parser.add_argument("--liveness-timeout", type=float)
+    parser.add_argument("--tcp-user-timeout", type=float)
     args = parser.parse_args()
     ns = None
     if args.mode == "partition":

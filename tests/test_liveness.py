@@ -1,4 +1,4 @@
-"""Liveness and health-aware routing without a partition (README "Liveness"): frozen
+"""Liveness and health-aware routing without a partition (docs/liveness.md): frozen
 servers (SIGSTOP: the kernel still answers TCP, the process says nothing), a busy
 server that must not be taken for dead, a server down at start, the server's idle
 close and flow control, TCP_USER_TIMEOUT, and the mqtt transport against Python and

@@ -1,4 +1,4 @@
-"""Real network partitions (README "Liveness"): the test cluster runs in a private
+"""Real network partitions (docs/liveness.md): the test cluster runs in a private
 network namespace (its own loopback) and nftables drops one server's packets, both
 ways or one way, with no RST: what a pulled cable, a dead host or a switch failure
 does. Client options at their defaults unless a test says otherwise.
