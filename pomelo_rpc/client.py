@@ -23,9 +23,10 @@ from .errors import NoServerError, RpcError
 from .failure import FailPolicy
 from .options import CLIENT_DEFAULTS, SERVER_DEFAULTS, merge
 from .proxy import BroadcastError, ProxyNode, add_to_tree
+from .registry import Registry
 from .registry import create as create_registry
 from .registry.base import check_cluster
-from .registry.follow import Follower
+from .registry.follow import Borrowed, Follower
 from .router import make_router
 from .station import MailStation
 
@@ -135,6 +136,17 @@ class RpcClient:
             await follower.start()
             self._follower = follower
         self._invoker.started = True
+
+    async def follow(self, registry: Registry) -> None:
+        """Follow the servers of ``registry``, which its owner (a gateway of this
+        process) opened and registered with: nothing is opened or registered again,
+        and ``stop`` leaves it to its owner. On a started client without ``registry=``."""
+        self._check_started()
+        if self._follower is not None:
+            raise RuntimeError("the client already follows a registry")
+        follower = Follower(self._station, Borrowed(registry))
+        await follower.start()
+        self._follower = follower
 
     async def stop(self) -> None:
         """Close every connection; calls in flight fail with ConnectionLostError."""

@@ -17,7 +17,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .acceptor import BaseAcceptor, ServerConnection
-from .mqtt_json import batch_payload, core_dumps, failure_payload, loads, result_payload
+from .mqtt_json import (ErrorAnswer, answer_payload, batch_payload, core_dumps, failure_payload,
+                        loads, result_payload)
 from .errors import DispatchError, ServerBusyError
 from .overload import clock
 
@@ -147,6 +148,8 @@ class MqttProtocol(_ProtocolBase):
     def encode_failure(self, rid: Any, exc: BaseException) -> bytes:
         """The JSON payload answering call ``rid`` with the error ``exc``."""
         log.debug("remote call %s failed: %r", rid, exc)
+        if type(exc) is ErrorAnswer:     # answered with the elements it carries
+            return answer_payload(rid, exc)
         return failure_payload(rid, exc)
 
     def encode_busy(self, rid: Any) -> bytes:

@@ -28,6 +28,26 @@ _c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 _c_scan: Any = None if _c_make_scanner is None else _c_make_scanner(json.JSONDecoder())
 
 
+class RawResults(str):
+    """A call's results after the leading ``null`` of pomelo's callback, already JSON
+    text: a method returning ``RawResults('{"code":200},null')`` is answered
+    ``"resp":[null,{"code":200},null]`` on mqtt (pomelo's ``cb(null, resp, opts)``).
+    ``dumps`` writes one as it is, never quoted; only the mqtt answer should carry one.
+    """
+
+    __slots__ = ()
+
+
+class ErrorAnswer(Exception):
+    """An error answered on mqtt with the exact ``resp`` elements it carries, e.g.
+    ``[{"stack": ...}, {"code": 501}]`` (pomelo's ``cb(err, resp)``), instead of the
+    usual ``[error_object(exc)]``."""
+
+    def __init__(self, resp: list[Any], message: str = "") -> None:
+        super().__init__(message or "error answer")
+        self.resp = resp
+
+
 def make_dumps(json_string: Callable[[str], str] = json.encoder.encode_basestring,
                ) -> Callable[[Any], str]:
     """A ``dumps`` whose C encoder is made once (``JSONEncoder.encode`` makes one per
@@ -43,8 +63,12 @@ def make_dumps(json_string: Callable[[str], str] = json.encoder.encode_basestrin
         """Compact JSON text of ``value``: exactly ``json.JSONEncoder(separators=(",",
         ":"), ensure_ascii=False, allow_nan=False).encode(value)``, errors included."""
         # markers (the circular-reference check) is not empty while an encoding is
-        # under way: a re-entrant call, from a container's own code, gets its own encoder
+        # under way: a re-entrant call, from a container's own code, gets its own encoder.
+        # A str goes to the Python encoder anyway: RawResults, a str, is checked there
+        # (no cost for any other value)
         if markers or isinstance(value, str):
+            if type(value) is RawResults:
+                return str.__str__(value)
             return _encoder_dumps(value)
         try:
             return "".join(c_encode(value, 0))
@@ -111,6 +135,14 @@ def failure_payload(rid: Any, exc: BaseException) -> bytes:
     """UTF-8 JSON of the response to call ``rid`` that failed with ``exc``."""
     text = f'{{"id":{dumps(rid)},"resp":[{dumps(error_object(exc))}]}}'
     return text.encode("utf-8", "replace")
+
+
+def answer_payload(rid: Any, exc: ErrorAnswer) -> bytes:
+    """UTF-8 JSON of the response to call ``rid`` carrying ``exc.resp`` as it is."""
+    try:
+        return f'{{"id":{dumps(rid)},"resp":{dumps(exc.resp)}}}'.encode("utf-8", "replace")
+    except (TypeError, ValueError) as bad:
+        return failure_payload(rid, TypeError(f"error answer cannot be serialized: {bad}"))
 
 
 def result_payload(rid: Any, result: Any, dumps: Callable[[Any], str] = dumps) -> bytes:

@@ -157,8 +157,12 @@ class MqttMailbox(Mailbox):
     def _call_head(self, key: tuple[Any, Any, Any, Any]) -> str:
         """``,"msg":{"namespace":…,"serverType":…,"service":…,"method":…,"args":`` of a
         route, kept when its names are strings (and the server type maybe null)."""
-        head = (',"msg":{"namespace":%s,"serverType":%s,"service":%s,"method":%s,"args":'
-                % tuple(map(dumps, key)))
+        namespace, server_type, service, method = map(dumps, key)
+        # a call without a server type (pomelo's rpcInvoke, e.g. to a connector's sys
+        # remotes) carries no serverType, as Node's does
+        server_type = "" if key[1] is None else f'"serverType":{server_type},'
+        head = (f',"msg":{{"namespace":{namespace},{server_type}"service":{service},'
+                f'"method":{method},"args":')
         if len(self._heads) < _MAX_HEADS and all(type(k) is str or k is None for k in key):
             self._heads[key] = head
         return head
@@ -175,8 +179,10 @@ class MqttMailbox(Mailbox):
         pkg["id"] = rid
         if budget is not None:
             pkg["budget"] = budget
-        pkg["msg"] = {"namespace": msg["namespace"], "serverType": msg.get("server_type"),
-                      "service": msg["service"], "method": msg["method"], "args": msg["args"]}
+        body = pkg["msg"] = {"namespace": msg["namespace"]}
+        if msg.get("server_type") is not None:
+            body["serverType"] = msg["server_type"]
+        body.update(service=msg["service"], method=msg["method"], args=msg["args"])
         self._send_part(json_bytes(pkg), msg)
 
     def _send_ping(self) -> None:

@@ -99,6 +99,17 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # seconds sent data may stay unacknowledged before the kernel drops the connection
     # (TCP_USER_TIMEOUT, Linux; 0: the system's default, many minutes)
     "tcp_user_timeout": 10.0,
+    # backend servers (docs/backend-servers.md): a directory of player request handlers
+    # (pomelo's app/servers/<type>/handler): the server serves sys.msgRemote.forwardMessage
+    # to Node connectors (needs transport="mqtt"); None: no handlers
+    "handlers": None,
+    # reload a handler whose file changed (checked every ``reload_interval`` s), as
+    # reload_remotes does for remote services
+    "reload_handlers": False,
+    # options of the handlers' client (app.rpc and the calls to the connectors' sys
+    # remotes), as client.create takes them, e.g. {"timeout": 5, "fail_mode":
+    # "failover"}; transport, core and the registry are the gateway's unless given
+    "rpc_options": None,
 }
 
 #: Options of ``client.create``.

@@ -62,6 +62,44 @@ def add_to_tree(root: ProxyNode, client: RpcClient, namespace: str, server_type:
                 client._invoker, namespace, server_type, service, method)
 
 
+def proxy_method(client: RpcClient, namespace: str, server_type: str | None, service: str,
+                 method: str) -> ProxyMethod:
+    """One proxy method of ``client``, outside its tree (``server_type`` None: calls that
+    carry none, as pomelo's ``rpcInvoke`` to a server's ``sys`` remotes)."""
+    # the core's ProxyMethod types server_type as str; None is carried as JSON null
+    return client.core.invoke.ProxyMethod(client._invoker, namespace,
+                                          server_type, service, method)  # type: ignore[arg-type]
+
+
+class DynamicProxies:
+    """``<server_type>.<service>.<method>`` proxies of one namespace, made on first use
+    (and kept): for servers whose remote services are not on disk here, such as Node
+    servers, as ``app.rpc`` of a pomelo application."""
+
+    def __init__(self, client: RpcClient, namespace: str, path: tuple[str, ...] = ()) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._path = path
+        self._children: dict[str, DynamicProxies | ProxyMethod] = {}
+
+    # Any: a DynamicProxies level, or a ProxyMethod at the third
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        node = self._children.get(name)
+        if node is None:
+            if len(self._path) == 2:
+                node = proxy_method(self._client, self._namespace, self._path[0],
+                                    self._path[1], name)
+            else:
+                node = DynamicProxies(self._client, self._namespace, self._path + (name,))
+            self._children[name] = node
+        return node
+
+    def __getitem__(self, name: str) -> Any:
+        return self.__getattr__(name)
+
+
 class BroadcastError(RpcError):
     """Some servers of a ``to_server("*")`` call failed: ``results`` and ``errors`` by id."""
 

@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 from . import core as _core
 from . import remotes
 from .acceptor import NativeAcceptor
+from .backend.app import App
+from .backend.filters import HandlerFilters
+from .backend.handlers import Handlers
+from .backend.msg_remote import MsgRemote
 from .mqtt_acceptor import MqttAcceptor
 from .options import SERVER_DEFAULTS, merge
 from .registry import Registry
@@ -78,6 +82,15 @@ class Gateway:
                              f"known: {', '.join(sorted(_TRANSPORTS))}")
         self.services: dict[str, dict[str, Any]] = {}
         self.dispatcher: Dispatcher | None = None
+        # handlers=: a backend server of a pomelo cluster (pomelo_rpc.backend)
+        self.app: App | None = None
+        self.filters = HandlerFilters()
+        self.handlers: Handlers | None = None
+        #: what each remote service's ``create(context)`` gets: ``context``, or the app
+        #: of a backend server given none
+        self.context: Any = opts["context"]
+        if opts["handlers"] is not None:
+            self._make_app(opts)
         self.acceptor: AcceptorLike | None = None
         # reload_remotes: the services by file, and the task polling their files
         self._watcher: ServiceWatcher | None = None
@@ -92,18 +105,63 @@ class Gateway:
                                  "'id' and 'server_type'")
             check_cluster(opts["cluster"])
 
+    def _make_app(self, opts: dict[str, Any]) -> None:
+        """``handlers=``: the app the handlers get, its client, the handlers."""
+        if opts["acceptor_factory"] is None and opts["transport"] != "mqtt":
+            raise ValueError("server.create: handlers= needs transport='mqtt' (what pomelo's "
+                             "connectors speak)")
+        info = opts["server_info"] or {}
+        server_type = info.get("server_type", info.get("serverType"))
+        client_opts = {"transport": opts["transport"], "core": opts["core"],
+                       "context": opts["context"], **(opts["rpc_options"] or {})}
+        self.app = App(info.get("id"), server_type, opts["context"], client_opts)
+        if self.context is None:
+            self.context = self.app
+        self.handlers = Handlers(str(opts["handlers"]), self.app, server_type,
+                                 opts["reload_handlers"])
+
     @property
     def port(self) -> int | None:
         """The port the acceptor is bound to (the ephemeral one when ``port=0``)."""
         return self.acceptor.port if self.acceptor is not None else None
 
+    def before(self, f: Any) -> None:
+        """Add a handler before filter ``f(msg, session)`` (sync or async; or an
+        object's ``.before``): raising refuses the request, its ``code`` (else 500)
+        reaching the player. Backend servers (``handlers=``) only."""
+        self._check_handlers()
+        self.filters.before(f)
+
+    def after(self, f: Any) -> None:
+        """Add a handler after filter ``f(msg, session, resp, error)`` (sync or async;
+        or an object's ``.after``), run before the answer leaves; what it raises is
+        logged. Backend servers (``handlers=``) only."""
+        self._check_handlers()
+        self.filters.after(f)
+
+    def _check_handlers(self) -> None:
+        if self.handlers is None:
+            raise RuntimeError("handler filters need a server with handlers=")
+
+    def _extra_services(self) -> Any:
+        """``services`` plus, with handlers, the ``sys.msgRemote`` a connector calls."""
+        extra = self.opts["services"]
+        if self.handlers is None or self.app is None:
+            return extra
+        merged = {ns: dict(svcs) for ns, svcs in (extra or {}).items()}
+        merged.setdefault("sys", {})["msgRemote"] = MsgRemote(self.app, self.handlers,
+                                                              self.filters)
+        return merged
+
     def _build_dispatcher(self) -> Dispatcher:
+        if self.handlers is not None:
+            self.handlers.load()
+        extra = self._extra_services()
         if self.opts["reload_remotes"]:
-            self._watcher = ServiceWatcher(self.paths, self.opts["context"], self.opts["services"])
+            self._watcher = ServiceWatcher(self.paths, self.context, extra)
             self.services = self._watcher.load()
         else:
-            self.services = remotes.load_paths(self.paths, self.opts["context"],
-                                               self.opts["services"])
+            self.services = remotes.load_paths(self.paths, self.context, extra)
         dispatcher: Dispatcher = self.core.dispatch.Dispatcher(
             remotes.method_entries(self.services))
         return dispatcher
@@ -140,14 +198,19 @@ class Gateway:
             await asyncio.sleep(interval)
             try:
                 self.check_remotes()
+                if self.handlers is not None:
+                    self.handlers.check()
             except Exception:
-                log.exception("reloading the remote services failed; the old ones keep serving")
+                log.exception("reloading the remote services or handlers failed; the old "
+                              "ones keep serving")
 
     async def start(self) -> None:
         """Load the services and start listening."""
         if self.acceptor is not None:
             raise RuntimeError("server already started")
         self.dispatcher = self._build_dispatcher()
+        if self.app is not None:
+            await self.app.start()
         factory = self.opts["acceptor_factory"]
         if factory is not None:
             acceptor: AcceptorLike = factory(self.opts, self.dispatcher)
@@ -155,7 +218,7 @@ class Gateway:
             acceptor = _TRANSPORTS[self.opts["transport"]](self.opts, self.dispatcher, self.core)
         await acceptor.listen(self.opts["host"], self.opts["port"])
         self.acceptor = acceptor
-        if self._watcher is not None:
+        if self._watcher is not None or self.opts["reload_handlers"]:
             self._watch_task = asyncio.get_running_loop().create_task(
                 self._watch_remotes(self.opts["reload_interval"]))
         log.info("rpc server started on port %s with %d methods (%s core)",
@@ -163,6 +226,10 @@ class Gateway:
         if self.opts["registry"] is not None:
             try:
                 await self._register()
+                if (self.app is not None and self.registry is not None
+                        and "registry" not in (self.opts["rpc_options"] or {})):
+                    # the handlers' client follows the list this registration brought
+                    await self.app.follow(self.registry)
             except BaseException:
                 await self.stop(0)
                 raise
@@ -194,7 +261,7 @@ class Gateway:
 
         With a registry, the record is withdrawn first (marked leaving until every
         client can have seen it, then deleted), so clients stop routing here before
-        the server closes.
+        the server closes. A backend server's client (``app``) stops last.
         """
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -206,11 +273,13 @@ class Gateway:
             except Exception as exc:   # engine down: clients drop it when its ttl runs out
                 log.warning("deregistering %s failed: %s", self.record["id"], exc)
             await reg.close()
-        if self.acceptor is None:
-            return
-        acceptor, self.acceptor = self.acceptor, None
-        await acceptor.close(self.opts["stop_grace"] if grace is None else grace)
-        log.info("rpc server stopped")
+        if self.acceptor is not None:
+            acceptor, self.acceptor = self.acceptor, None
+            await acceptor.close(self.opts["stop_grace"] if grace is None else grace)
+            log.info("rpc server stopped")
+        if self.app is not None:
+            # after the drain: handlers still running could push to players until then
+            await self.app.stop()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from .base import LEAVING, Record, Registry
+from .base import LEAVING, Listener, Record, Registry
 
 log = logging.getLogger("pomelo_rpc.registry.follow")
 
-__all__ = ["Follower"]
+__all__ = ["Follower", "Borrowed"]
 
 
 class StationLike(Protocol):
@@ -80,3 +80,30 @@ class Follower:
             station.add_servers(joined)
             for server_type in {rec["server_type"] for rec in joined}:
                 station.by_type[server_type].sort()   # in place: routers may hold the list
+
+
+class Borrowed:
+    """A registry another owner opened and registered with (a gateway), followed by a
+    client of that process: ``watch`` is the owner's registry's, ``open`` and ``close``
+    leave it as it is. With ``pomelo://`` the master's list comes with the server's
+    own registration: following it costs no second registration."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def open(self) -> None:
+        """Nothing: the owner opened it."""
+
+    async def register(self, record: Record) -> None:
+        """Refused: only the owner registers."""
+        raise RuntimeError("a borrowed registry registers nothing")
+
+    async def deregister(self, server_id: str) -> None:
+        """Nothing: the owner leaves."""
+
+    async def watch(self, listener: Listener) -> dict[str, Record]:
+        """The owner's registry's list, and ``listener`` told of its changes."""
+        return await self.registry.watch(listener)
+
+    async def close(self) -> None:
+        """Nothing: the owner closes it (and stops the listener then)."""

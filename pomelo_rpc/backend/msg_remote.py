@@ -1,0 +1,101 @@
+"""``sys.msgRemote``: the remote service a pomelo connector calls to forward a
+player's request (``forwardMessage(msg, session)``) to a backend server.
+
+It is an ordinary service of the gateway's ``sys`` namespace, served on the mqtt
+transport like any other. Its answers are pomelo's callback arguments: a request's
+``[null, resp, null]`` (``RawResults``: the response's JSON and the push options), an
+error's ``[err]`` or ``[err, {"code": N}]`` (``ErrorAnswer``); the connector answers the
+player with ``resp``, or ``{"code": N}`` (500 when the error has no code).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..mqtt_json import ErrorAnswer, RawResults, dumps, error_object
+from .handlers import RouteError
+from .session import BackendSession, SessionError
+
+if TYPE_CHECKING:
+    from .app import App
+    from .filters import HandlerFilters
+    from .handlers import Handlers
+
+log = logging.getLogger("pomelo_rpc.backend.msg_remote")
+
+__all__ = ["MsgRemote"]
+
+#: pomelo-protocol's message type of a notify (the connector expects no response)
+NOTIFY = 1
+#: the answer to a notify: no response, no options
+_NOTIFY_ANSWER = RawResults("null,null")
+
+
+class BadForward(Exception):
+    """A forwardMessage whose arguments are not a pomelo request and session."""
+
+
+def error_answer(exc: BaseException) -> ErrorAnswer:
+    """The answer of a failed request: ``[err, {"code": exc.code}]`` when the error has
+    an int ``code``, else ``[err]`` (the player gets 500)."""
+    code = getattr(exc, "code", None)
+    err = error_object(exc)
+    if type(code) is int:
+        return ErrorAnswer([err, {"code": code}], str(exc))
+    return ErrorAnswer([err], str(exc))
+
+
+class MsgRemote:
+    """The ``msgRemote`` service of a backend server (see the module docstring)."""
+
+    def __init__(self, app: App, handlers: Handlers, filters: HandlerFilters) -> None:
+        self._app = app
+        self._handlers = handlers
+        self._filters = filters
+
+    async def forwardMessage(self, msg: Any, session: Any) -> RawResults:
+        """Run the handler of the player's request ``msg`` (``{"id", "type", "route",
+        "body", ...}``) with the backend session of ``session`` (``{"id",
+        "frontendId", "uid", "settings"}``); the answer the connector expects."""
+        try:
+            if type(msg) is not dict:
+                raise BadForward(f"the message is not an object: {msg!r:.80}")
+            route = msg.get("route")
+            func, is_async = self._handlers.lookup(route)
+            sess = BackendSession.from_wire(self._app, session)
+        except (BadForward, RouteError, SessionError) as exc:
+            log.warning("forwardMessage refused: %s", exc)
+            raise ErrorAnswer([error_object(exc)], str(exc)) from None
+        body = msg.get("body")
+        if body is None:
+            body = {"__route__": route}
+        elif type(body) is dict:
+            body["__route__"] = route        # as pomelo gives it to the handler
+        notify = msg.get("type") == NOTIFY
+        filters = self._filters
+        result: Any = None
+        error: Exception | None = None
+        text = ""
+        try:
+            if filters.befores:
+                await filters.run_before(body, sess)
+            result = func(body, sess)
+            if is_async:
+                result = await result
+            if not notify:
+                text = dumps({} if result is None else result)
+        except Exception as exc:
+            error = exc
+        if filters.afters:
+            await filters.run_after(body, sess, result, error)
+        if error is not None:
+            if type(getattr(error, "code", None)) is int:
+                log.info("handler of %s answered code %s: %s", route, error.code,  # type: ignore[attr-defined]
+                         error)
+            else:
+                log.error("handler of %s failed", route, exc_info=error)
+            raise error_answer(error) from None
+        if notify:
+            return _NOTIFY_ANSWER
+        return RawResults(text + ",null")
