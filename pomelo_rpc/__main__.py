@@ -45,12 +45,17 @@ async def _serve(args: argparse.Namespace) -> None:
         if not path:
             raise SystemExit(f"--remote takes NAMESPACE=DIR, not {spec!r}")
         paths.append({"namespace": namespace, "path": path})
-    context = {"server_id": args.server_id, "server_type": args.server_type}
+    context: dict[str, str] | None = {"server_id": args.server_id,
+                                      "server_type": args.server_type}
     membership: dict[str, object] = {}    # --registry: the membership options
     if args.registry:
         membership = {"registry": args.registry, "registry_ttl": args.registry_ttl,
-                      "cluster": args.cluster,
-                      "server_info": {"id": args.server_id, "server_type": args.server_type}}
+                      "cluster": args.cluster}
+    if args.registry or args.handlers:
+        membership["server_info"] = {"id": args.server_id, "server_type": args.server_type}
+    if args.handlers:      # a backend server: handlers and remote services get the app
+        membership.update(handlers=args.handlers, reload_handlers=args.reload_handlers)
+        context = None
     gw = server.create(paths=paths, host=args.host, port=args.port, context=context,
                        **membership,
                        transport=args.transport, pkg_size=args.pkg_size,
@@ -99,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="largest request frame accepted, in bytes")
     p.add_argument("--stop-grace", type=float, default=SERVER_DEFAULTS["stop_grace"],
                    help="seconds SIGTERM waits for calls in flight before failing them")
+    p.add_argument("--handlers", metavar="DIR",
+                   help="a directory of player request handlers: a backend server of a "
+                        "pomelo cluster, forwarded requests from Node connectors (needs "
+                        "--transport mqtt; see docs/backend-servers.md)")
+    p.add_argument("--reload-handlers", action="store_true",
+                   help="reload a handler when its file changes (polled)")
     p.add_argument("--reload-remotes", action="store_true",
                    help="reload a service when its file changes (polled)")
     p.add_argument("--reload-interval", type=float, default=SERVER_DEFAULTS["reload_interval"],

@@ -8,6 +8,13 @@ var http = require('http');
 var net = require('net');
 var pomelo = require('pomelo');
 
+// POMELO_NODELAY=1: TCP_NODELAY on every socket this process opens or accepts (pomelo-rpc
+// 1.0.7 never sets it, so each rpc hop waits for a delayed ACK). The one line a studio
+// adds to its app.js (docs/backend-servers.md):
+if (process.env.POMELO_NODELAY === '1') {
+  (function(S, c, e) { S.Socket.prototype.connect = function() { this.setNoDelay(true); return c.apply(this, arguments); }; S.Server.prototype.emit = function(ev, s) { if (ev === 'connection' && s && s.setNoDelay) s.setNoDelay(true); return e.apply(this, arguments); }; })(net, net.Socket.prototype.connect, net.Server.prototype.emit);
+}
+
 // pomelo-admin's master and pomelo-rpc's acceptor call listen(port): every interface.
 // The tests stay on loopback.
 var listen = net.Server.prototype.listen;
@@ -73,6 +80,36 @@ function hook(app) {
 
 app.configure('development', 'node', function() {
   hook(app);
+});
+
+// Connectors (tests/test_backend.py, bench/backend.py, ./dev demo --pomelo): the
+// hybridconnector over WebSocket (the default sioconnector is socket.io 1.7.2), players
+// on pomelo-client-websocket. A request on route area.* goes to the area server named
+// by the session's "area" setting (set by connector.entryHandler.entry), else to
+// pomelo's default choice by uid (crc32 of the uid over the area servers, here sorted
+// by id as pomelo_rpc's clients sort them).
+var crc = require('crc');
+function areaRoute(session, msg, app, cb) {
+  var list = (app.getServersByType('area') || []).slice();
+  if (list.length === 0) {
+    return cb(new Error('no area server'));
+  }
+  var want = session.get('area');
+  if (want) {
+    for (var i = 0; i < list.length; i++) {
+      if (list[i].id === want) {
+        return cb(null, want);
+      }
+    }
+    return cb(new Error('area server ' + want + ' is not in the list'));
+  }
+  list.sort(function(a, b) { return a.id < b.id ? -1 : a.id > b.id ? 1 : 0; });
+  cb(null, list[Math.abs(crc.crc32(String(session.uid || ''))) % list.length].id);
+}
+
+app.configure('development', 'connector', function() {
+  app.set('connectorConfig', {connector: pomelo.connectors.hybridconnector, heartbeat: 30});
+  app.route('area', areaRoute);
 });
 
 // The master pulls systemInfo and nodeInfo from every server each second (pomelo's
