@@ -61,12 +61,14 @@ class PomeloApp:
     ``connectors``: ids of hybridconnectors (WebSocket); ``node``: ids of Node servers
     of type ``node`` (``node.relayHandler``, ``relayRemote``); ``areas``: ids of Node
     servers of type ``area`` (the Node twin of a Python area). ``nodelay``: TCP_NODELAY
-    patched into every Node socket (app.js, ``POMELO_NODELAY``).
+    patched into every Node socket (app.js, ``POMELO_NODELAY``). ``rpc_timeout``: the
+    connectors' rpc callback timeout in s (pomelo's ``proxyConfig.timeout``; None: its
+    default, 30 s).
     """
 
     def __init__(self, connectors: Iterable[str] = ("connector-1",), node: Iterable[str] = (),
                  areas: Iterable[str] = (), nodelay: bool = False,
-                 base: str | None = None) -> None:
+                 rpc_timeout: float | None = None, base: str | None = None) -> None:
         missing = node_missing()
         if missing is not None:
             raise RuntimeError(missing)
@@ -74,6 +76,7 @@ class PomeloApp:
         self.base = base or tempfile.mkdtemp(prefix="pomelo_app_")
         shutil.copytree(APP_DIR, self.base, dirs_exist_ok=True)
         self.nodelay = nodelay
+        self.rpc_timeout = rpc_timeout
         self.master_port = free_port()
         #: the rpc port of every Node server, by id
         self.ports: dict[str, int] = {}
@@ -107,6 +110,8 @@ class PomeloApp:
         """The environment of the Node processes."""
         env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
         env["POMELO_NODELAY"] = "1" if self.nodelay else "0"
+        if self.rpc_timeout is not None:
+            env["POMELO_RPC_TIMEOUT"] = str(int(self.rpc_timeout * 1000))
         return env
 
     def url(self, server_type: str, **params: str) -> str:

@@ -266,6 +266,13 @@ class Gateway:
         if self._watch_task is not None:
             self._watch_task.cancel()
             self._watch_task = None
+        grace = self.opts["stop_grace"] if grace is None else grace
+        if (self.registry is not None and self.handlers is not None
+                and getattr(self.registry, "callers_drop_leaving", False)):
+            # pomelo's connectors close a leaving server's connection at once, so the
+            # requests it holds would be lost: a backend server leaves once they are
+            # answered (still serving, up to the grace)
+            await self._quiet(grace)
         reg, self.registry = self.registry, None
         if reg is not None and self.record is not None:
             try:
@@ -275,11 +282,25 @@ class Gateway:
             await reg.close()
         if self.acceptor is not None:
             acceptor, self.acceptor = self.acceptor, None
-            await acceptor.close(self.opts["stop_grace"] if grace is None else grace)
+            await acceptor.close(grace)
             log.info("rpc server stopped")
         if self.app is not None:
             # after the drain: handlers still running could push to players until then
             await self.app.stop()
+
+    async def _quiet(self, grace: float) -> None:
+        """Wait (up to ``grace`` s) for a moment when no call is held: none queued,
+        none running."""
+        acceptor = self.acceptor
+        overload = getattr(acceptor, "overload", None)
+        if overload is None:
+            return
+        deadline = asyncio.get_running_loop().time() + grace
+        while overload.held and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        if overload.held:
+            log.warning("stopping: %d call(s) still held after the %g s grace; leaving the "
+                        "cluster anyway (their callers lose them)", overload.held, grace)
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -81,6 +81,10 @@ class PomeloMasterRegistry:
     #: s ``deregister`` waits after leaving, while the master tells every process (it
     #: takes milliseconds); the server still serves what is routed to it meanwhile
     notice_delay = 0.5
+    #: Node servers close a removed server's connection at once (pomelo-rpc 1.0.7): what
+    #: they sent it and it has not answered yet is lost (a backend server waits for a
+    #: moment with none before leaving, see ``Gateway.stop``)
+    callers_drop_leaving = True
 
     def __init__(self, url: str, *, cluster: str, ttl: float, connect_timeout: float) -> None:
         parts = urlsplit(url)

@@ -109,6 +109,11 @@ function areaRoute(session, msg, app, cb) {
 
 app.configure('development', 'connector', function() {
   app.set('connectorConfig', {connector: pomelo.connectors.hybridconnector, heartbeat: 30});
+  // POMELO_RPC_TIMEOUT (ms): how long a forwarded request waits for its backend (pomelo-rpc's
+  // callback timeout, 30 s by default: the requests in flight to a killed backend fail then)
+  if (process.env.POMELO_RPC_TIMEOUT) {
+    app.set('proxyConfig', {timeout: Number(process.env.POMELO_RPC_TIMEOUT)});
+  }
   app.route('area', areaRoute);
 });
 
