@@ -66,9 +66,9 @@ def proxy_method(client: RpcClient, namespace: str, server_type: str | None, ser
                  method: str) -> ProxyMethod:
     """One proxy method of ``client``, outside its tree (``server_type`` None: calls that
     carry none, as pomelo's ``rpcInvoke`` to a server's ``sys`` remotes)."""
-    # the core's ProxyMethod types server_type as str; None is carried as JSON null
-    return client.core.invoke.ProxyMethod(client._invoker, namespace,
-                                          server_type, service, method)  # type: ignore[arg-type]
+    method_: ProxyMethod = client.core.invoke.ProxyMethod(client._invoker, namespace,
+                                                          server_type, service, method)
+    return method_
 
 
 class DynamicProxies:
