@@ -35,15 +35,6 @@ class HandlerFilters:
         """Add ``f(msg, session, resp, error)`` (or an object's ``.after``)."""
         self.afters.append(getattr(f, "after", f))
 
-    def filter(self, f: Any) -> None:
-        """Add an object's ``before`` and ``after``, whichever it has."""
-        if not hasattr(f, "before") and not hasattr(f, "after"):
-            raise TypeError("filter() takes an object with .before and/or .after")
-        if hasattr(f, "before"):
-            self.before(f.before)
-        if hasattr(f, "after"):
-            self.after(f.after)
-
     async def run_before(self, msg: Any, session: Any) -> None:
         """Run the before filters; the first that raises refuses the request."""
         for f in self.befores:
