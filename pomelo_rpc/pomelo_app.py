@@ -110,6 +110,7 @@ class PomeloApp:
         """The environment of the Node processes."""
         env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
         env["POMELO_NODELAY"] = "1" if self.nodelay else "0"
+        env.setdefault("POMELO_LOG_LEVEL", "WARN")     # not every request at DEBUG
         if self.rpc_timeout is not None:
             env["POMELO_RPC_TIMEOUT"] = str(int(self.rpc_timeout * 1000))
         return env
@@ -230,7 +231,8 @@ class Players:
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
+        stdout = self.proc.stdout
+        while line := await stdout.readline():
             event = json.loads(line)
             if self.on_event is not None:
                 self.on_event(event)

@@ -17,6 +17,37 @@
 var Pomelo = require('pomelo-client-websocket');
 var readline = require('readline');
 
+// pomelo-client-websocket@1.0.13 decodes only the first pomelo package of a WebSocket
+// message, but a connector sends the messages of one session queued in the same tick
+// as one message (a response and a push, say): split each message into its packages
+// (1 byte type, 3 bytes length, body) and hand them over one at a time.
+var initWebSocket = Pomelo.prototype.initWebSocket;
+Pomelo.prototype.initWebSocket = function(url, cb) {
+  initWebSocket.call(this, url, cb);
+  var handle = this.socket.onmessage;
+  this.socket.onmessage = function(event) {
+    var bytes = new Uint8Array(event.data), off = 0, len;
+    while (off + 4 <= bytes.length) {
+      len = (bytes[off + 1] << 16 | bytes[off + 2] << 8 | bytes[off + 3]) >>> 0;
+      handle({data: bytes.slice(off, off + 4 + len).buffer});
+      off += 4 + len;
+    }
+  };
+};
+
+// pomelo-client-websocket@1.0.13 writes a request id of two or more bytes most
+// significant group first, pomelo-protocol 0.1.6 (the connector) reads it least
+// significant first: from id 128 on, the connector answers another id and the request
+// hangs. Request ids are kept within one byte (1..127; a player here never has that many
+// requests in flight).
+var request = Pomelo.prototype.request;
+Pomelo.prototype.request = function() {
+  if (this.reqId >= 127) {
+    this.reqId = 0;
+  }
+  return request.apply(this, arguments);
+};
+
 var players = {};
 
 function out(obj) {
@@ -30,8 +61,9 @@ function connect(name, port, cb) {
     out({ev: 'push', p: name, route: route, body: body});
   });
   p.on('onKick', function() { out({ev: 'kick', p: name}); });
-  p.on('close', function() { out({ev: 'closed', p: name}); });
+  p.on('close', function(e) { out({ev: 'closed', p: name, code: e && e.code, reason: e && e.reason}); });
   p.on('io-error', function(e) {
+    out({ev: 'io-error', p: name, error: String(e && (e.message || e.error || e))});
     if (!done) {
       done = true;
       cb(new Error('connect failed: ' + (e && e.message || 'io-error')));

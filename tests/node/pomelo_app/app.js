@@ -33,6 +33,12 @@ net.Server.prototype.listen = function(port) {
 });
 
 var app = pomelo.createApp();
+// POMELO_LOG_LEVEL=WARN (pomelo_rpc.pomelo_app sets it): pomelo logs every request at
+// DEBUG otherwise, which costs its processes more than the requests do
+if (process.env.POMELO_LOG_LEVEL) {
+  var pomeloLogger = require('pomelo-logger');
+  pomeloLogger.setGlobalLogLevel(pomeloLogger.levels[process.env.POMELO_LOG_LEVEL]);
+}
 app.set('name', 'pomelo-rpc-python-interop');
 
 // The tests' window into a Node server: a loopback HTTP endpoint on the port its

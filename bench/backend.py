@@ -1,0 +1,189 @@
+"""Backend servers: players through a Node pomelo connector to a Python area server,
+against the same app with a Node area server.
+
+    python bench/backend.py [--rounds 3] [--seconds 5] [--players 1,100] [--json]
+
+Each cell runs a pomelo 2.2.7 app (``pomelo_rpc.pomelo_app``: a master and one
+hybridconnector over WebSocket) with one area server: the Node one
+(``tests/node/pomelo_app/app/servers/area/handler/playerHandler.js``) or a Python one
+(``python -m pomelo_rpc serve --handlers pomelo_rpc/demo_backend/area/handler``, same
+``move``), with the connector as shipped (``stock``) or with TCP_NODELAY patched into
+every Node socket (``nodelay``). Players (pomelo-client-websocket, one Node process)
+each send ``area.playerHandler.move`` one after the other; every 10th asks for an
+``onMove`` push back. Printed per cell, medians of ``--rounds`` rounds whose cells run
+in alternating order: requests/s, p50/p99 latency (ms), pushes/s, and the CPU each
+process spent per request (µs, from /proc/<pid>/stat over the load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import pomelo_rpc  # noqa: E402
+from pomelo_rpc.pomelo_app import PomeloApp, Players, node_missing  # noqa: E402
+from pomelo_rpc.processes import child_env  # noqa: E402
+
+HANDLERS = os.path.join(os.path.dirname(HERE), "pomelo_rpc", "demo_backend", "area", "handler")
+TICK = os.sysconf("SC_CLK_TCK")
+ROUTE = "area.playerHandler.move"
+PUSH_EVERY = 10
+#: the targets of issue 21
+CPU_TARGET = 0.3         # Python area's CPU per request <= 0.3 x the Node area's
+RATE_TARGET = 1.0        # the cluster with it carries >= the requests/s of the Node one
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def python_area(app: PomeloApp, sid: str, core: str) -> subprocess.Popen[str]:
+    """A Python area server process joining ``app``; returned once registered."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pomelo_rpc", "serve", "--transport", "mqtt", "--server-id",
+         sid, "--server-type", "area", "--handlers", HANDLERS, "--registry", app.url("area")],
+        stdout=subprocess.PIPE, text=True, env=child_env(pure=core == "python"))
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, proc.stdout.readline)  # type: ignore[union-attr]
+    if not line:
+        raise RuntimeError("the Python area server did not start")
+    return proc
+
+
+async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: float,
+               core: str) -> dict[int, dict[str, float]]:
+    """One app with one area server (``node`` or ``python``): a load per player count."""
+    sid = "area-node-1" if area == "node" else "area-py-1"
+    app = PomeloApp(connectors=["connector-1"], areas=[sid] if area == "node" else [],
+                    nodelay=nodelay)
+    await app.start()
+    proc = None
+    players = None
+    try:
+        if area == "python":
+            proc = await python_area(app, sid, core)
+            area_pid = proc.pid
+        else:
+            area_pid = app.pid(sid)
+        players = await Players(on_event=lambda e: e["ev"] not in ("push", "response") and print("EV", e)).start()
+        assert players.proc is not None
+        pids = {"connector": app.pid("connector-1"), "area": area_pid,
+                "players": players.proc.pid}
+        # the connector must know the area server before the players come
+        await players.connect("probe", app.client_ports["connector-1"])
+        await players.request("probe", "connector.entryHandler.entry", {"uid": "probe"})
+        deadline = time.monotonic() + 10
+        while (await players.request("probe", ROUTE, {"x": 0, "y": 0})).get("code") != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the connector never reached {sid}")
+            await asyncio.sleep(0.05)
+        players.close("probe")
+        out = {}
+        for count in player_counts:
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            result = await players.load(app.client_ports["connector-1"], count, seconds,
+                                        ROUTE, {"x": 1, "y": 2}, {}, PUSH_EVERY)
+            after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            n = max(1, result["requests"])
+            row = {"rps": result["requests"] / result["seconds"], "p50": result["p50"],
+                   "p99": result["p99"], "pushes": result["pushes"] / result["seconds"],
+                   "errors": result["errors"]}
+            for name in pids:
+                row[f"cpu_{name}"] = (after[name] - before[name]) / n * 1e6
+            out[count] = row
+        return out
+    finally:
+        if players is not None:
+            await players.stop()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+        app.stop()
+
+
+CONFIGS = [("node", False), ("python", False), ("node", True), ("python", True)]
+COLUMNS = ["rps", "p50", "p99", "pushes", "cpu_connector", "cpu_area", "cpu_players"]
+
+
+async def run(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
+    counts = [int(c) for c in args.players.split(",")]
+    rounds: dict[tuple[str, bool], list[dict[int, dict[str, float]]]] = {c: [] for c in CONFIGS}
+    for r in range(args.rounds):
+        order = CONFIGS if r % 2 == 0 else CONFIGS[::-1]
+        for area, nodelay in order:
+            res = await cell(area, nodelay, counts, args.seconds, args.core)
+            rounds[(area, nodelay)].append(res)
+            if not args.json:
+                print(f"  round {r + 1}: {area:6} {'nodelay' if nodelay else 'stock':7} " + "  ".join(
+                    f"{c} players {res[c]['rps']:.0f}/s p50 {res[c]['p50']:.2f} ms"
+                    for c in counts), flush=True)
+    medians: dict[str, dict[int, dict[str, float]]] = {}
+    for (area, nodelay), results in rounds.items():
+        key = f"{area} {'nodelay' if nodelay else 'stock'}"
+        medians[key] = {c: {col: statistics.median(res[c][col] for res in results)
+                            for col in COLUMNS + ["errors"]} for c in counts}
+    return medians
+
+
+def report(medians: dict[str, dict[int, dict[str, float]]], args: argparse.Namespace) -> None:
+    counts = [int(c) for c in args.players.split(",")]
+    print(f"\nmedians of {args.rounds} rounds, {args.seconds:g} s per load, every "
+          f"{PUSH_EVERY}th request pushes; load average {os.getloadavg()[0]:.2f}; "
+          f"Python area on the {args.core} core")
+    print("| connector | area | players | requests/s | p50 ms | p99 ms | pushes/s | CPU µs/request: "
+          "connector | area | players |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for key, by_count in medians.items():
+        area, conn = key.split()
+        for c in counts:
+            m = by_count[c]
+            print(f"| {conn} | {area} | {c} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
+                  f"{m['pushes']:,.0f} | {m['cpu_connector']:.0f} | {m['cpu_area']:.1f} | "
+                  f"{m['cpu_players']:.0f} |")
+    for conn in ("stock", "nodelay"):
+        node, py = medians[f"node {conn}"], medians[f"python {conn}"]
+        big = counts[-1]
+        cpu = py[big]["cpu_area"] / node[big]["cpu_area"]
+        rate = py[big]["rps"] / node[big]["rps"]
+        print(f"{conn} connector, {big} players: Python area CPU per request "
+              f"{cpu:.2f}x the Node area's (target <= {CPU_TARGET}: "
+              f"{'met' if cpu <= CPU_TARGET else 'NOT met'}); requests/s {rate:.2f}x "
+              f"(target >= {RATE_TARGET}: {'met' if rate >= RATE_TARGET else 'NOT met'})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load")
+    parser.add_argument("--players", default="1,100",
+                        help="comma-separated player counts, each a load of its own")
+    parser.add_argument("--core", default=pomelo_rpc.IMPLEMENTATION,
+                        help="the Python area server's core")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args()
+    missing = node_missing()
+    if missing is not None:
+        print(f"bench/backend.py needs Node: {missing}", file=sys.stderr)
+        return 1
+    medians = pomelo_rpc.run(run(args))
+    if args.json:
+        print(json.dumps(medians, indent=1))
+    else:
+        report(medians, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
