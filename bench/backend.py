@@ -77,7 +77,7 @@ async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: floa
             area_pid = proc.pid
         else:
             area_pid = app.pid(sid)
-        players = await Players(on_event=lambda e: e["ev"] not in ("push", "response") and print("EV", e)).start()
+        players = await Players().start()
         assert players.proc is not None
         pids = {"connector": app.pid("connector-1"), "area": area_pid,
                 "players": players.proc.pid}

@@ -133,9 +133,16 @@ class ChannelService:
         targets = [(fid, list(uids)) for fid, uids in groups.items() if uids]
         if not targets:
             return []
-        outcomes = await asyncio.gather(
-            *(self.app.sys_call(fid, "channelRemote", "pushMessage", route, msg, uids, opts)
-              for fid, uids in targets), return_exceptions=True)
+        calls = [self.app.sys_call(fid, "channelRemote", "pushMessage", route, msg, uids, opts)
+                 for fid, uids in targets]
+        outcomes: list[Any]
+        if len(calls) == 1:      # one connector (the common case): no gather
+            try:
+                outcomes = [await calls[0]]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
         failed: list[Any] = []
         for (fid, uids), outcome in zip(targets, outcomes):
             if isinstance(outcome, BaseException):
