@@ -155,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--registry", metavar="URL",
                    help="servers register there, the client follows them; one is killed "
                         "and one stopped mid-demo (e.g. file:///tmp/servers.json)")
+    p.add_argument("--pomelo", action="store_true",
+                   help="instead: a Python area server inside a Node pomelo 2.2.7 cluster "
+                        "(master, two connectors) with simulated players (needs Node and "
+                        "tests/node's npm packages: ./dev setup)")
 
     p = sub.add_parser("bench", help="end-to-end benchmark beside a raw uvloop echo")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each cell")
@@ -186,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "serve":
         pomelo_rpc.run(_serve(args))
+    elif args.command == "demo" and args.pomelo:
+        from pomelo_rpc.demo_pomelo import main as demo_pomelo_main
+        pomelo_rpc.run(demo_pomelo_main(args))
     elif args.command == "demo":
         from pomelo_rpc.demo import main as demo_main
         pomelo_rpc.run(demo_main(args))
