@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 
@@ -381,3 +382,58 @@ async def test_hostile_forward_message_arguments_get_errors(game, core, caplog):
         # the server goes on serving players
         await enter(players, game, "p1", uid="u1", area=gw.app.server_id)
         await reaches(players, "p1", gw.app.server_id)
+
+
+async def test_handlers_reload_when_their_files_change(core, tmp_path):
+    handlers = tmp_path / "handler"
+    handlers.mkdir()
+    (handlers / "roomHandler.py").write_text(
+        "def hello(msg, session):\n    return {'code': 200, 'v': 1}\n")
+    gw = server.create(transport="mqtt", core=core, handlers=str(handlers),
+                       reload_handlers=True, reload_interval=0.05,
+                       server_info={"id": "py-reload", "server_type": "room"})
+    await gw.start()
+    raw = client.create(transport="mqtt", core=core)
+    raw.add_servers([{"id": "py-reload", "server_type": "room", "port": gw.port}])
+    await raw.start()
+
+    async def call(route):
+        msg = {"id": 1, "type": 0, "route": route, "body": {}}
+        return (await raw.rpc_invoke("py-reload", dict(FORWARD, args=[msg, SESSION_OK])))[0]
+    try:
+        assert await call("room.roomHandler.hello") == {"code": 200, "v": 1}
+        (handlers / "roomHandler.py").write_text(
+            "def hello(msg, session):\n    return {'code': 200, 'v': 2}\n\n"
+            "async def bye(msg, session):\n    return {'code': 200, 'bye': True}\n")
+
+        async def reloaded():
+            return (await call("room.roomHandler.hello"))["v"] == 2
+        await until(reloaded, 5, "the edited handler serves")
+        assert await call("room.roomHandler.bye") == {"code": 200, "bye": True}
+        (handlers / "roomHandler.py").write_text("def hello(:\n")      # broken: old code stays
+        (handlers / "lobbyHandler.py").write_text(
+            "def create(app):\n    return {'who': lambda msg, session: {'id': app.server_id}}\n")
+
+        async def added():
+            try:
+                return await call("room.lobbyHandler.who") == {"id": "py-reload"}
+            except pomelo_rpc.RemoteError:
+                return False
+        await until(added, 5, "a new handler file serves")
+        assert (await call("room.roomHandler.hello"))["v"] == 2
+    finally:
+        await raw.stop()
+        await gw.stop()
+
+
+def test_demo_pomelo_runs_and_ends_by_itself(game):
+    done = subprocess.run([sys.executable, "-m", "pomelo_rpc", "demo", "--pomelo"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "request  area.playerHandler.walk from alice" in out
+    assert "push     onChat to dave: {'from': 'bob', 'text': 'hello from Bob'}" in out
+    assert "session  " in out and "name: None -> 'Carol'" in out
+    assert "on the connector, carol's session: {'area': 'area-py-1', 'name': 'Carol'}" in out
+    assert "everything stopped." in out
