@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
     from .app import App
@@ -92,6 +92,11 @@ class ChannelService:
         self.app = app
         self.channels: dict[str, Channel] = {}
 
+    @overload
+    def get(self, name: str, create: Literal[True]) -> Channel: ...
+    @overload
+    def get(self, name: str, create: bool = False) -> Channel | None: ...
+
     def get(self, name: str, create: bool = False) -> Channel | None:
         """Channel ``name``; with ``create``, made if it does not exist."""
         channel = self.channels.get(name)
@@ -101,9 +106,7 @@ class ChannelService:
 
     def create(self, name: str) -> Channel:
         """Channel ``name``, made if it does not exist (pomelo's ``createChannel``)."""
-        channel = self.get(name, create=True)
-        assert channel is not None
-        return channel
+        return self.get(name, create=True)
 
     def destroy(self, name: str) -> None:
         """Forget channel ``name``."""
