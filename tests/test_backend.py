@@ -160,9 +160,10 @@ async def test_bind_from_python_then_requests_are_routed_by_uid(game, core):
     uid = next(f"user{n}" for n in range(100) if crc32_index(f"user{n}", 2) == 1)
     second = Backend(game, ids[1], core)
     async with Backend(game, ids[0], core) as (gw, players), second:
-        async def listed():
-            return set(ids) <= set((await game.server_list()))
-        await until(listed, 5, "the master lists both area servers")
+        async def listed():      # and no other area server (the routing is over them)
+            servers = await game.server_list()
+            return sorted(s for s, rec in servers.items() if rec["server_type"] == "area") == ids
+        await until(listed, 5, "the master lists both area servers, and no other")
         await enter(players, game, "p1")                # no uid, no area: routed by uid ""
         await reaches(players, "p1", ids[0])             # crc32("") = 0: the first by id
         assert await players.request("p1", "area.playerHandler.login", {"uid": uid}) == {
@@ -231,9 +232,12 @@ async def test_channels_push_by_uids_and_broadcast_across_two_connectors(game, c
         # a member gone from its connector is reported as failed
         players.close("p2")
         await players.next_event("p2", "closed")
-        body = await players.request("p1", "area.playerHandler.say",
-                                     {"channel": "room", "text": "anyone?"})
-        assert body["failed"] == ["u2"]
+
+        async def u2_failed():      # once connector-2 has closed u2's session too
+            body = await players.request("p1", "area.playerHandler.say",
+                                         {"channel": "room", "text": "anyone?"})
+            return body["failed"] == ["u2"]
+        await until(u2_failed, 5, "a push to u2, gone, fails")
         assert gw.app.channels.get("room").members() == ["u1", "u2"]
 
 
