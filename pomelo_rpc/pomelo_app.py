@@ -73,6 +73,7 @@ class PomeloApp:
         if missing is not None:
             raise RuntimeError(missing)
         self.node = shutil.which("node") or "node"
+        self._made_base = base is None      # a temporary directory of ours: removed at stop
         self.base = base or tempfile.mkdtemp(prefix="pomelo_app_")
         shutil.copytree(APP_DIR, self.base, dirs_exist_ok=True)
         self.nodelay = nodelay
@@ -168,7 +169,8 @@ class PomeloApp:
         return int(self.servers[server_id]["pid"])
 
     def stop(self) -> None:
-        """SIGKILL the master's process group and every server it started."""
+        """SIGKILL the master's process group and every server it started; remove the
+        temporary directory if this object made it."""
         pids = [info.get("pid") for info in self.servers.values()]
         if self.master is not None:
             try:
@@ -183,6 +185,8 @@ class PomeloApp:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if self._made_base:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def log_tail(self, size: int = 3000) -> str:
         """The end of the Node processes' log."""
