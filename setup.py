@@ -10,8 +10,9 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 #: The compiled core, in pomelo_rpc/_cy: modules written in Cython (``.pyx``, each with
-#: a hand-written pure twin in pomelo_rpc/core: the codecs, and a coroutine's step) ...
-CODECS = ("frames", "mqtt", "coro")
+#: a hand-written pure twin in pomelo_rpc/core: the codecs (native frames, MQTT,
+#: pinus-rpc's tcp framing), and a coroutine's step) ...
+CODECS = ("frames", "mqtt", "pinus_tcp", "coro")
 #: ... and modules with one source for both cores: ``pomelo_rpc/core/<name>.py``, linked
 #: as ``pomelo_rpc/_cy/<name>.py`` and compiled with the ``.pxd`` beside the link.
 ONE_SOURCE = ("pending", "dispatch", "writer", "client_protocol", "server_protocol",

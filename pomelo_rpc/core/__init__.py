@@ -1,9 +1,9 @@
 """The hot core: the call path, the protocol classes, request table, dispatch, writer,
-the frame and MQTT codecs.
+the frame, MQTT and pinus tcp codecs.
 
 Two implementations of the same modules. The pure-Python one is this package. The
-compiled one is ``pomelo_rpc._cy``: ``frames``, ``mqtt`` and ``coro`` are hand-written
-Cython (``_cy/*.pyx``, each with its twin here and differential tests); every other
+compiled one is ``pomelo_rpc._cy``: ``frames``, ``mqtt``, ``pinus_tcp`` and ``coro`` are
+hand-written Cython (``_cy/*.pyx``, each with its twin here and differential tests); every other
 module is written once, here, and compiled there from a link to it with an
 augmenting ``.pxd`` (Cython's pure-Python mode). mypy checks this package; the
 compiled modules are the same source or tested equal, so they have no stubs.
@@ -33,6 +33,7 @@ class Core(types.SimpleNamespace):
     pending: types.ModuleType
     dispatch: types.ModuleType
     mqtt: types.ModuleType
+    pinus_tcp: types.ModuleType
     writer: types.ModuleType
     client_protocol: types.ModuleType
     server_protocol: types.ModuleType
@@ -47,7 +48,7 @@ log = logging.getLogger("pomelo_rpc.core")
 NOT_COMPILED = "NOT_COMPILED.txt"
 
 #: The modules of a core.
-MODULES = ("frames", "pending", "dispatch", "mqtt", "writer", "client_protocol",
+MODULES = ("frames", "pending", "dispatch", "mqtt", "pinus_tcp", "writer", "client_protocol",
            "server_protocol", "invoke", "coro")
 
 _loaded: dict[str, Core] = {}

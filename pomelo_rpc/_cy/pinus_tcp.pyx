@@ -1,0 +1,163 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""pinus-rpc's tcp framing (Cython). Twin: ``pomelo_rpc/core/pinus_tcp.py``; same names,
+same behaviour. What other compiled modules may cimport is declared in ``pinus_tcp.pxd``.
+
+A frame: the length of what follows as a big-endian base-128 varint (composer.ts), one
+type byte, the payload (UTF-8 JSON); decoded as ``(type, payload bytes)``.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.string cimport memcpy
+
+from pomelo_rpc.errors import FrameError
+
+include "_stream.pxi"
+
+cdef enum:
+    _REQUEST = 0
+    _PING = 1
+    _PONG = 2
+    _RESPONSE = 3
+    _MAX_LENGTH_BYTES = 5
+
+REQUEST = _REQUEST
+PING = _PING
+PONG = _PONG
+RESPONSE = _RESPONSE
+MAX_LENGTH_BYTES = _MAX_LENGTH_BYTES
+cdef unsigned long long _MAX_LENGTH = (1ULL << (7 * _MAX_LENGTH_BYTES)) - 1
+
+PING_FRAME = b"\x01\x01"
+PONG_FRAME = b"\x01\x02"
+
+cdef tuple _PING_T = (_PING, b"")
+cdef tuple _PONG_T = (_PONG, b"")
+
+
+cdef class PinusDecoder:
+    """Incremental decoder: ``feed`` any split of the byte stream, get whole frames."""
+    # fields declared in pinus_tcp.pxd
+
+    def __cinit__(self, max_size=8 * 1024 * 1024):
+        self._buf = bytearray()
+        self._max = max_size
+
+    @property
+    def buffered(self):
+        """Bytes held while waiting for the rest of a frame."""
+        return len(self._buf)
+
+    cpdef list feed(self, object data):
+        """Add ``data``; return the ``(type, payload)`` of each frame completed by it.
+
+        Raises FrameError on a bad length or type (see the module docstring); the
+        stream is then unusable and the connection must be closed.
+        """
+        cdef bytearray buf = self._buf
+        cdef Py_buffer pybuf
+        cdef const unsigned char *p
+        cdef Py_ssize_t n, off = 0, pos, end
+        cdef unsigned long long size, mx
+        cdef unsigned int byte, kind
+        cdef bint complete
+        cdef list out = []
+        cdef bint buffered = len(buf) > 0
+        if buffered:
+            buf += data
+            data = buf
+        # a negative max_size refuses every frame, as the twin's comparison does
+        mx = <unsigned long long>self._max if self._max >= 0 else 0
+        PyObject_GetBuffer(data, &pybuf, PyBUF_SIMPLE)
+        try:
+            p = <const unsigned char *>pybuf.buf
+            n = pybuf.len
+            while off < n:
+                if p[off] == 0x80:
+                    raise FrameError("pinus tcp frame length with a leading zero group")
+                size = 0
+                pos = off
+                complete = False
+                while pos < n:
+                    byte = p[pos]
+                    pos += 1
+                    size = (size << 7) | (byte & 0x7F)
+                    if self._max < 0 or size > mx:
+                        raise FrameError(f"pinus tcp frame of {size} bytes exceeds "
+                                         f"pkg_size {self._max}")
+                    if not byte & 0x80:
+                        complete = True
+                        break
+                    if pos - off == _MAX_LENGTH_BYTES:
+                        raise FrameError(f"pinus tcp frame length is longer than "
+                                         f"{_MAX_LENGTH_BYTES} bytes")
+                if not complete:
+                    break
+                if size == 0:
+                    raise FrameError("pinus tcp frame of 0 bytes (no type)")
+                if <unsigned long long>(n - pos) < size:
+                    break
+                end = pos + <Py_ssize_t>size
+                kind = p[pos]
+                if kind > _RESPONSE:
+                    raise FrameError(f"unknown pinus tcp frame type {kind}")
+                if size == 1 and kind == _PING:
+                    out.append(_PING_T)
+                elif size == 1 and kind == _PONG:
+                    out.append(_PONG_T)
+                else:
+                    out.append((<int>kind, PyBytes_FromStringAndSize(
+                        <const char *>p + pos + 1, end - pos - 1)))
+                off = end
+        finally:
+            PyBuffer_Release(&pybuf)
+        self._buf = _rest(buf, data, off, n, buffered)
+        return out
+
+
+cpdef bytes encode(object kind, object payload=b""):
+    """The frame of type ``kind`` carrying ``payload`` (bytes)."""
+    if not 0 <= kind <= 0xFF:
+        raise FrameError(f"pinus tcp frame type {kind} out of range")
+    return _frame(kind, payload)
+
+
+cdef bytes _frame(int kind, object payload):
+    cdef Py_buffer pybuf
+    cdef unsigned long long length, v
+    cdef unsigned char head[_MAX_LENGTH_BYTES]
+    cdef int lsize, i
+    cdef bytes out
+    cdef char *w
+    PyObject_GetBuffer(payload, &pybuf, PyBUF_SIMPLE)
+    try:
+        length = <unsigned long long>pybuf.len + 1
+        if length > _MAX_LENGTH:
+            raise FrameError(f"pinus tcp frame of {length} bytes is too long to frame")
+        lsize = 1
+        v = length >> 7
+        while v:
+            lsize += 1
+            v >>= 7
+        v = length
+        for i in range(lsize - 1, -1, -1):
+            head[i] = <unsigned char>((v & 0x7F) | (0x80 if i < lsize - 1 else 0))
+            v >>= 7
+        out = PyBytes_FromStringAndSize(NULL, lsize + 1 + pybuf.len)
+        w = PyBytes_AS_STRING(out)
+        memcpy(w, head, lsize)
+        w[lsize] = <char>kind
+        memcpy(w + lsize + 1, pybuf.buf, pybuf.len)
+    finally:
+        PyBuffer_Release(&pybuf)
+    return out
+
+
+cpdef bytes encode_request(object payload):
+    """A REQUEST frame: ``payload`` is the JSON of a request (or of an array of them)."""
+    return _frame(_REQUEST, payload)
+
+
+cpdef bytes encode_response(object payload):
+    """A RESPONSE frame: ``payload`` is the JSON of an answer (or of an array of them)."""
+    return _frame(_RESPONSE, payload)
