@@ -69,6 +69,12 @@ def normalize_message(msg: dict[str, Any]) -> dict[str, Any]:
     return msg
 
 
+def _ignore_outcome(fut: asyncio.Future[Any]) -> None:
+    """Done callback: the outcome of a call nobody awaits is retrieved and dropped."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def _maybe_await(value: object) -> Any:
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
         return await value
@@ -284,43 +290,46 @@ class RpcClient:
         self._check_started()
         return await self._invoker.call(server_id, normalize_message(msg), timeout)
 
+    async def rpc_notify(self, server_id: str, msg: dict[str, Any],
+                         timeout: float | None = None) -> None:
+        """Notify server ``server_id`` with ``msg`` (as for ``rpc_invoke``): a one-way
+        call; returns once the request is written (raises if it cannot be)."""
+        self._check_started()
+        await self._invoker.notify(server_id, normalize_message(msg), timeout)
+
     async def _routed_later(self, server_id: Awaitable[Any], msg: dict[str, Any],
-                            timeout: float | None) -> Any:
-        """A call whose async router is still choosing its server."""
+                            timeout: float | None, notify: bool = False) -> Any:
+        """A call (or notify) whose async router is still choosing its server."""
         sid = await server_id
         if sid is None:
             raise NoServerError(f"the router gave no server for {msg['server_type']}")
+        if notify:
+            return await self._invoker.notify(sid, msg, timeout)
         return await self._invoker.call(sid, msg, timeout)
 
-    async def _filtered_call(self, server_id: str, msg: dict[str, Any],
-                             timeout: float | None) -> Any:
-        """A call through the before filters, the fail mode and the after filters."""
-        loop = asyncio.get_running_loop()
-        # a call made by a handler keeps to what is left of the deadline of the call served
-        deadline = loop.time() + (inherited_timeout(self._timeout if timeout is None else timeout)
-                                  or 0.0)
-        result: Any
-        error: Exception | None
-        result = error = None
-        f: Callable[..., Any]   # a before filter, then an after filter
-        try:
-            for f in self._before:
-                change = await _maybe_await(f(server_id, msg))
-                if change is None:
-                    continue
-                if isinstance(change, tuple):
-                    target, new_msg = change
-                elif isinstance(change, dict):
-                    target, new_msg = None, change
-                else:
-                    target, new_msg = change, None
-                if target is not None:
-                    server_id = target
-                if new_msg is not None:
-                    msg = normalize_message(new_msg)
-            result = await self._policy.run(server_id, msg, deadline)
-        except Exception as exc:
-            error = exc
+    async def _before_filters(self, server_id: str,
+                              msg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The target and the message once the before filters have had them."""
+        for f in self._before:
+            change = await _maybe_await(f(server_id, msg))
+            if change is None:
+                continue
+            if isinstance(change, tuple):
+                target, new_msg = change
+            elif isinstance(change, dict):
+                target, new_msg = None, change
+            else:
+                target, new_msg = change, None
+            if target is not None:
+                server_id = target
+            if new_msg is not None:
+                msg = normalize_message(new_msg)
+        return server_id, msg
+
+    async def _after_filters(self, server_id: str, msg: dict[str, Any], result: Any,
+                             error: Exception | None) -> Any:
+        """The outcome once the after filters have seen it (and the error handler, if
+        it failed): the result, or the error raised."""
         for f in self._after:
             try:
                 replaced = await _maybe_await(f(server_id, msg, result, error))
@@ -338,13 +347,59 @@ class RpcClient:
             raise error
         return result
 
-    async def _broadcast(self, msg: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    async def _filtered_call(self, server_id: str, msg: dict[str, Any],
+                             timeout: float | None) -> Any:
+        """A call through the before filters, the fail mode and the after filters."""
+        loop = asyncio.get_running_loop()
+        # a call made by a handler keeps to what is left of the deadline of the call served
+        deadline = loop.time() + (inherited_timeout(self._timeout if timeout is None else timeout)
+                                  or 0.0)
+        result: Any = None
+        error: Exception | None = None
+        try:
+            server_id, msg = await self._before_filters(server_id, msg)
+            result = await self._policy.run(server_id, msg, deadline)
+        except Exception as exc:
+            error = exc
+        return await self._after_filters(server_id, msg, result, error)
+
+    async def _filtered_notify(self, server_id: str, msg: dict[str, Any],
+                               timeout: float | None) -> None:
+        """A notify through the before filters, then the after filters (with a None
+        result); a notify fails fast, whatever the fail mode."""
+        error: Exception | None = None
+        try:
+            server_id, msg = await self._before_filters(server_id, msg)
+            mailbox = self._station.mailbox(server_id)
+            if timeout is None:
+                timeout = self._timeout
+            notify = getattr(mailbox, "notify", None)
+            await (notify(msg, timeout) if notify is not None
+                   else self._notify_by_call(mailbox, msg, timeout))
+        except Exception as exc:
+            error = exc
+        await self._after_filters(server_id, msg, None, error)
+
+    def _notify_by_call(self, mailbox: Any, msg: dict[str, Any],
+                        timeout: float | None) -> asyncio.Future[None]:
+        """A notify through a mailbox that has no ``notify`` (a custom one): a call whose
+        answer is dropped; done at once."""
+        answer = asyncio.ensure_future(mailbox.send(msg, timeout))
+        answer.add_done_callback(_ignore_outcome)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def _broadcast(self, msg: dict[str, Any], timeout: float | None,
+                         notify: bool = False) -> dict[str, Any] | None:
+        """A call (or notify) to every server of the type: ``{server_id: answer}``."""
         self._check_started()
         ids = list(self.server_ids(msg["server_type"]))
         if not ids:
             raise NoServerError(f"no server of type {msg['server_type']!r}")
+        send = self.rpc_notify if notify else self.rpc_invoke
         outcomes = await asyncio.gather(
-            *(self.rpc_invoke(sid, msg, timeout=timeout) for sid in ids), return_exceptions=True)
+            *(send(sid, msg, timeout=timeout) for sid in ids), return_exceptions=True)
         results: dict[str, Any]
         errors: dict[str, BaseException]
         results, errors = {}, {}
@@ -354,7 +409,7 @@ class RpcClient:
             raise BroadcastError(
                 f"{len(errors)} of {len(ids)} servers failed: "
                 + "; ".join(f"{sid}: {exc}" for sid, exc in errors.items()), results, errors)
-        return results
+        return None if notify else results
 
     rpcInvoke = rpc_invoke  # pomelo's name
 

@@ -133,6 +133,29 @@ class Mailbox:
         budget left (native frame field, mqtt JSON field ``budget``) as it is sent."""
         return self.protocol.send(msg, timeout)
 
+    def notify(self, msg: dict[str, Any], timeout: float | None = None) -> asyncio.Future[Any]:
+        """Send notify ``msg`` (a one-way call: no answer is awaited); a future done once
+        it is written, failed if it cannot be (connection lost before the write, or
+        none could be opened). ``timeout``: the budget the server runs it under."""
+        return self.protocol.notify(msg, timeout)
+
+    def _notify_later(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
+        """A notify while the connection is not open (the protocol hands it here): sent
+        once it is open (the first starts connecting)."""
+        if self.state == CLOSED:
+            raise ConnectionLostError(f"connection to {self.server_id} is closed")
+        return asyncio.ensure_future(self._notify_when_open(msg, timeout))
+
+    async def _notify_when_open(self, msg: dict[str, Any], timeout: float | None) -> None:
+        deadline = None if not timeout else time.monotonic() + timeout
+        await self.connect()
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise RpcTimeoutError(f"{call_route(msg)} to {self.server_id}: the notify "
+                                      f"expired while the connection opened; not sent")
+        await self.protocol.notify(msg, timeout)
+
     def _send_later(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
         """A call while the connection is not open (the protocol hands it here): it
         waits for the connection (a bounded queue), and the first starts connecting."""

@@ -60,8 +60,11 @@ BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0
 
 #: Outcomes of a call. ``busy`` (refused by the server's admission control) and
 #: ``expired`` (its deadline passed before it ran) are counted for errors whose class
-#: sets ``metrics_outcome`` to them; ``cancelled``: the caller gave up on the call.
-OUTCOMES = ("ok", "error", "timeout", "busy", "expired", "connection_lost", "cancelled")
+#: sets ``metrics_outcome`` to them; ``cancelled``: the caller gave up on the call;
+#: ``notify``: a notify (one-way call) written by the client, run without error by
+#: the server (one that fails counts as the calls do).
+OUTCOMES = ("ok", "error", "timeout", "busy", "expired", "connection_lost", "cancelled",
+            "notify")
 
 #: Distinct route labels kept per side of a registry; later routes count as ``other``.
 MAX_ROUTES = 1000

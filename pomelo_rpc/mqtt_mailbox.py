@@ -144,6 +144,17 @@ class MqttMailbox(Mailbox):
         self._send_part(('{"id":' + rid_text + head + self._dumps(msg["args"]) + "}}")
                         .encode("utf-8"), msg)
 
+    def _send_notify(self, msg: dict[str, Any], budget: int | None,
+                     timeout: float | None) -> None:
+        """A notify: pomelo-rpc has none, so it is a request whose answer is dropped (its
+        id is held until then: ``ClientProtocol.reserve``)."""
+        rid = self.protocol.reserve(timeout)
+        try:
+            self._send_call(rid, msg, budget)
+        except BaseException:
+            self.protocol.table.pop(rid)
+            raise
+
     def _send_part(self, part: bytes, msg: dict[str, Any]) -> None:
         """Send the JSON of one call: into the batch (buffer_msg) or as its own PUBLISH."""
         if self._buffer_msg:

@@ -17,6 +17,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
+from .core.dispatch import NOTIFY_RID
 from .errors import DispatchError, RemoteError
 from .tracing import (child_traceparent, context_id, enter, leave, log_outcome, log_step,
                       trace_id_of)
@@ -145,10 +146,12 @@ class _RouteSeries:
                 self.cache[key] = series
         return series
 
-    def record(self, msg: Any, error: BaseException | None, seconds: float) -> None:
-        """Count one call of ``msg`` that ended with ``error`` (None: ok) after ``seconds``."""
+    def record(self, msg: Any, error: BaseException | None, seconds: float,
+               ok: str = "ok") -> None:
+        """Count one call of ``msg`` that ended with ``error`` (None: ``ok``, the outcome
+        of a call that went well: ``notify`` for a notify) after ``seconds``."""
         if error is None:
-            self.lookup(msg).add("ok", seconds)
+            self.lookup(msg).add(ok, seconds)
         elif not_dispatched(error):
             self.unknown.add("error", seconds)
         else:
@@ -157,6 +160,11 @@ class _RouteSeries:
 
 def _client_key(msg: dict[str, Any]) -> tuple[Any, Any, Any]:
     return msg["namespace"], msg["service"], msg["method"]
+
+
+def _is_notify(msg: Any) -> bool:
+    """True if ``msg``, a request inside a server, is a notify's."""
+    return bool(msg[1] == NOTIFY_RID)
 
 
 # client -----------------------------------------------------------------------------
@@ -188,6 +196,22 @@ def _metered_send(send: Callable[..., Any], routes: _RouteSeries,
     return metered_send
 
 
+def _observed(send: Callable[..., Any], routes: _RouteSeries,
+              ok: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """``send`` counting each call in ``routes``, ``ok`` when it went well."""
+    async def counted(msg: dict[str, Any], timeout: float | None = None) -> Any:
+        start = _clock()
+        error: BaseException | None = None
+        try:
+            return await send(msg, timeout)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            routes.record(msg, error, _clock() - start, ok)
+    return counted
+
+
 def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
     """Install on ``mailbox`` what ``metrics``, ``tracing`` and ``rpc_debug_log`` ask for."""
     from .mailbox import call_route
@@ -215,42 +239,50 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
         mailbox._wrap_protocol = lambda inner: CountingProtocol(inner, side, sid, reconnected)
         routes = _RouteSeries(side, sid, _client_key, call_route)
     send = mailbox.send
+    notify = mailbox.notify
     if tracer is None and not debug:
         assert routes is not None
         mailbox.send = _metered_send(send, routes)  # type: ignore[method-assign,assignment]
+        mailbox.notify = _observed(notify, routes, "notify")  # type: ignore[method-assign,assignment]
         mailbox.direct = None
         return
     mailbox._trace_prefix = context_id(opts.get("context"), "client")
     transport = str(opts["transport"])
 
-    async def observed_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
-        span: Any = None
-        if tracer is not None:
-            span = start_span(tracer, call_route(msg), sid, mailbox.host, mailbox.port,
-                              transport)
-            carried = traceparent(span)
-        else:
-            carried = child_traceparent()
-        msg = dict(msg)
-        msg["trace_id"] = carried
-        if debug:
-            log_step("send", carried[3:35], call_route(msg), sid)
-        start = _clock()
-        error: BaseException | None = None
-        try:
-            return await send(msg, timeout)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if routes is not None:
-                routes.record(msg, error, _clock() - start)
-            if span is not None:
-                end_span(span, error, not not_dispatched(error))
+    def observed(send: Callable[..., Any], ok: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """``send`` (a call's, or a notify's when ``ok`` is "notify") with a span and/or
+        the debug log and metrics."""
+        async def observed_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
+            span: Any = None
+            if tracer is not None:
+                span = start_span(tracer, call_route(msg), sid, mailbox.host, mailbox.port,
+                                  transport)
+                carried = traceparent(span)
+            else:
+                carried = child_traceparent()
+            msg = dict(msg)
+            msg["trace_id"] = carried
             if debug:
-                log_outcome("done", carried[3:35], call_route(msg), sid, start, error)
+                log_step("send", carried[3:35], call_route(msg), sid)
+            start = _clock()
+            error: BaseException | None = None
+            try:
+                return await send(msg, timeout)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if routes is not None:
+                    routes.record(msg, error, _clock() - start, ok)
+                if span is not None:
+                    end_span(span, error, not not_dispatched(error))
+                if debug:
+                    log_outcome("done" if ok == "ok" else "sent", carried[3:35],
+                                call_route(msg), sid, start, error)
+        return observed_send
 
-    mailbox.send = observed_send  # type: ignore[method-assign,assignment]
+    mailbox.send = observed(send, "ok")  # type: ignore[method-assign,assignment]
+    mailbox.notify = observed(notify, "notify")  # type: ignore[method-assign,assignment]
     mailbox.direct = None
 
 
@@ -343,7 +375,8 @@ class ServerObserver:
         def finish(msg: object, route: str | None, span: Any, trace: str | None,
                    start: float, error: BaseException | None) -> None:
             if routes is not None:
-                routes.record(msg, error, _clock() - start)
+                routes.record(msg, error, _clock() - start,
+                              "notify" if _is_notify(msg) else "ok")
             if span is not None:
                 end_span(span, error, not not_dispatched(error))
             if debug:
@@ -410,7 +443,7 @@ def _metered_dispatch(dispatch: Callable[[object], tuple[int, int, Any]], routes
         except BaseException as exc:
             record(msg, exc, clock() - start)
             raise
-        record(msg, None, clock() - start)
+        record(msg, None, clock() - start, "notify" if _is_notify(msg) else "ok")
         return result
 
     def metered(msg: Any) -> tuple[int, int, Any]:
@@ -421,6 +454,9 @@ def _metered_dispatch(dispatch: Callable[[object], tuple[int, int, Any]], routes
         seconds = clock() - start
         if state != done_state:
             record(msg, outcome, seconds)
+            return rid, state, outcome
+        if rid == NOTIFY_RID:
+            record(msg, None, seconds, "notify")
             return rid, state, outcome
         try:
             series = cache[msg[2] if msg[0] == 1 else (msg[2], msg[3], msg[4])]

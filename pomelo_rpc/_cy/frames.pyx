@@ -35,6 +35,7 @@ cdef enum:
     _HDR = 4
     _REQ_ID = 1       # the kinds the list-free encoders write
     _RESP_OK = 3
+    _NOTIFY_ID = 10
 
 HEADER_SIZE = _HDR
 HELLO = 0
@@ -47,6 +48,8 @@ PONG = 6
 CHALLENGE = 7
 AUTH = 8
 AUTH_OK = 9
+NOTIFY_ID = _NOTIFY_ID
+NOTIFY_NAME = 11
 PROTOCOL_VERSION = 1
 
 cdef object _msgpack_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
@@ -573,6 +576,26 @@ cpdef bytes encode_request_budget(object rid, object method_id, object args, obj
 cpdef bytes encode_request_by_name_budget(object rid, object namespace, object service, object method, object args, object trace_id, object budget_ms):
     """``encode_request_by_name`` carrying the remaining budget in ms (and a trace id)."""
     return encode([REQ_NAME, rid, namespace, service, method, args, trace_id, budget_ms])
+
+
+cpdef bytes encode_notify(object method_id, object args, object trace_id, object budget_ms):
+    """A notify naming its method by the id from the server's HELLO table, with a
+    trace id and the budget in ms when they are not None."""
+    if budget_ms is not None:
+        return _encode_fields(_NOTIFY_ID, 4, args, method_id, trace_id, budget_ms)
+    if trace_id is not None:
+        return _encode_fields(_NOTIFY_ID, 3, args, method_id, trace_id)
+    return _encode_fields(_NOTIFY_ID, 2, args, method_id)
+
+
+cpdef bytes encode_notify_by_name(object namespace, object service, object method,
+                                  object args, object trace_id, object budget_ms):
+    """A notify naming its method in full (before HELLO, or for a name not in it)."""
+    if budget_ms is not None:
+        return encode([NOTIFY_NAME, args, namespace, service, method, trace_id, budget_ms])
+    if trace_id is not None:
+        return encode([NOTIFY_NAME, args, namespace, service, method, trace_id])
+    return encode([NOTIFY_NAME, args, namespace, service, method])
 
 
 cpdef bytes encode_response(object rid, object result):

@@ -14,10 +14,11 @@ cdef class Invoker:
     cdef public bint started
     cdef public bint plain
 
-    cpdef object routed(self, object route_param, dict msg, object timeout)
+    cpdef object routed(self, object route_param, dict msg, object timeout, bint notify=*)
     cpdef object direct(self, object server_id, dict msg, object timeout)
     @cython.locals(direct=ClientProtocol)
     cpdef object call(self, object server_id, dict msg, object timeout)
+    cpdef object notify(self, object server_id, dict msg, object timeout)
 
 
 cdef class ProxyMethod:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from ..deadline import current_deadline
 from ..errors import (ConnectionLostError, FrameError, RemoteError, RpcError,
                       RpcTimeoutError, ServerBusyError)
-from .frames import (PING_FRAME, RESP_ERR, RESP_OK, FrameDecoder, encode_request,
-                     encode_request_budget, encode_request_by_name,
-                     encode_request_by_name_budget, encode_request_by_name_traced,
-                     encode_request_traced)
+from .frames import (PING_FRAME, RESP_ERR, RESP_OK, FrameDecoder, encode_notify,
+                     encode_notify_by_name, encode_request, encode_request_budget,
+                     encode_request_by_name, encode_request_by_name_budget,
+                     encode_request_by_name_traced, encode_request_traced)
 from .pending import PendingTable, SlotTimer
 from .writer import Writer, set_nodelay
 
@@ -71,6 +71,9 @@ class ClientProtocol:
         self.traced = False
         #: the connection is open: calls are sent now (else the owner queues them)
         self.open = False
+        #: a future already done: the table's entry of a notify sent as a call (see
+        #: ``reserve``), which its answer or its deadline leaves as it is
+        self.dropped: asyncio.Future[Any] | None = None
 
     # calls -----------------------------------------------------------------
 
@@ -130,6 +133,46 @@ class ClientProtocol:
             self.send_call(rid, msg, budget)
         except Exception as exc:  # unserializable arguments, oversized frame
             self.send_failed(rid, msg, exc)
+
+    def notify(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
+        """A notify (one-way call: no answer awaited); a future done once it is
+        written, failed if it cannot be. Sent now when the connection is open, else
+        once it is (the owner's ``_notify_later``); ``timeout`` (bounded as a call's)
+        is the budget the server runs it under."""
+        if current_deadline.get() is not None:
+            timeout = self.owner._inherit(msg, timeout)
+        if not self.open:
+            later: asyncio.Future[Any] = self.owner._notify_later(msg, timeout)
+            return later
+        loop = self.loop
+        assert loop is not None
+        try:
+            if self.writer.closed:
+                raise ConnectionLostError(f"connection to {self.server_id} is closed")
+            self.send_notify(msg, budget_ms(timeout) if timeout else None, timeout)
+        except Exception as exc:  # unserializable arguments, oversized frame, closed
+            fut = loop.create_future()
+            fut.set_exception(exc if isinstance(exc, (RpcError, TypeError)) else
+                              RpcError(f"cannot send {call_route(msg)}: {exc}"))
+            return fut
+        return self.writer.sent()
+
+    def reserve(self, timeout: float | None) -> int:
+        """A request id for a notify sent as a call (a transport whose servers answer
+        every request): held in the table until its answer, which is dropped, or its
+        deadline, so that no call gets the id while that answer may still come."""
+        loop = self.loop
+        assert loop is not None
+        fut = self.dropped
+        if fut is None:
+            fut = self.dropped = loop.create_future()
+            fut.set_result(None)
+        if timeout:
+            deadline = loop.time() + timeout
+            rid = self.table.add(fut, deadline, None)
+            self.deadlines.added(deadline, loop)
+            return rid
+        return self.table.add(fut, None, None)
 
     def send_failed(self, rid: int, msg: dict[str, Any], exc: Exception) -> None:
         """Call ``rid`` could not be sent: its future gets the error, nothing is sent."""
@@ -221,6 +264,11 @@ class ClientProtocol:
         """Send call ``rid`` with ``budget``, the ms left before its deadline (or None)."""
         raise NotImplementedError
 
+    def send_notify(self, msg: dict[str, Any], budget: int | None,
+                    timeout: float | None) -> None:
+        """Send notify ``msg`` with ``budget`` (ms, or None); ``timeout``: its seconds."""
+        raise NotImplementedError
+
     def send_ping(self) -> None:
         """Send a keepalive ping."""
         raise NotImplementedError
@@ -281,6 +329,22 @@ class NativeClientProtocol(ClientProtocol):
             self.check_size(frame, msg)
         self.writer.write(frame)
 
+    def send_notify(self, msg: dict[str, Any], budget: int | None,
+                    timeout: float | None) -> None:
+        """Encode notify ``msg`` (a frame kind of its own, no rid) and write it."""
+        ns = msg["namespace"]
+        service = msg["service"]
+        method = msg["method"]
+        mid = self.ids.get((ns, service, method))
+        trace = msg["trace_id"] if self.traced else None
+        if mid is not None:
+            frame = encode_notify(mid, msg["args"], trace, budget)
+        else:
+            frame = encode_notify_by_name(ns, service, method, msg["args"], trace, budget)
+        if len(frame) > self.pkg_size:
+            self.check_size(frame, msg)
+        self.writer.write(frame)
+
     def send_ping(self) -> None:
         """Send a PING frame."""
         self.writer.write(PING_FRAME)
@@ -300,6 +364,11 @@ class ForwardingClientProtocol(ClientProtocol):
     def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
         """The owner sends call ``rid``."""
         self.owner._send_call(rid, msg, budget)
+
+    def send_notify(self, msg: dict[str, Any], budget: int | None,
+                    timeout: float | None) -> None:
+        """The owner sends notify ``msg``."""
+        self.owner._send_notify(msg, budget, timeout)
 
     def send_ping(self) -> None:
         """The owner sends its keepalive ping."""

@@ -20,6 +20,11 @@ PENDING = 2   # the method is a coroutine function: outcome is the coroutine to 
 _REQ_ID = 1
 _REQ_NAME = 2
 
+#: The rid of a notify's request inside a server (a native notify frame, a pinus tcp
+#: request of id 0): a notify has none on the wire and is never answered; the
+#: observers read it to count the call as a notify.
+NOTIFY_RID = -1
+
 
 class Method:
     """One remote method: its id, names, the callable and how many arguments it takes."""

@@ -9,6 +9,12 @@ when it has a value: ``[REQ_ID, rid, method_id, args, trace, budget_ms]`` and
 ``trace`` is a str (W3C traceparent or rpc_debug_log trace id) or None, and
 ``budget_ms`` the caller's remaining time budget in whole milliseconds (an int,
 relative so that clocks need not agree). Without either, a request is 4 (6) fields.
+
+A notify (a one-way call: no request id, nothing sent back) has the same trailing
+fields: ``[NOTIFY_ID, args, method_id, trace, budget_ms]`` and ``[NOTIFY_NAME, args,
+namespace, service, method, trace, budget_ms]``. Its second field is the argument list,
+never an int, so that a server reads it apart from the requests (whose second field is
+their rid) without a test on the path of every request.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ PONG = 6       # [PONG]
 CHALLENGE = 7  # server -> client, first frame: [CHALLENGE, version, server_nonce]
 AUTH = 8       # client -> server, first frame: [AUTH, proof, client_nonce]
 AUTH_OK = 9    # server -> client, before HELLO: [AUTH_OK, proof]
+NOTIFY_ID = 10    # [NOTIFY_ID, args, method_id] (+ trace) (+ budget_ms): no rid, no answer
+NOTIFY_NAME = 11  # [NOTIFY_NAME, args, namespace, service, method] (+ trace) (+ budget_ms)
 
 PROTOCOL_VERSION = 1
 
@@ -131,6 +139,28 @@ def encode_request_by_name_budget(rid: int, namespace: str, service: str, method
                                   budget_ms: int) -> bytes:
     """``encode_request_by_name`` carrying the remaining budget in ms (and a trace id)."""
     return encode([REQ_NAME, rid, namespace, service, method, args, trace_id, budget_ms])
+
+
+def _trailing(trace_id: str | None, budget_ms: int | None) -> list[Any]:
+    """A message's trailing fields: each present only when a later one is or when it
+    has a value."""
+    if budget_ms is not None:
+        return [trace_id, budget_ms]
+    return [] if trace_id is None else [trace_id]
+
+
+def encode_notify(method_id: int, args: list[Any], trace_id: str | None,
+                  budget_ms: int | None) -> bytes:
+    """A notify naming its method by the id from the server's HELLO table, with a
+    trace id and the budget in ms when they are not None."""
+    return encode([NOTIFY_ID, args, method_id, *_trailing(trace_id, budget_ms)])
+
+
+def encode_notify_by_name(namespace: str, service: str, method: str, args: list[Any],
+                          trace_id: str | None, budget_ms: int | None) -> bytes:
+    """A notify naming its method in full (before HELLO, or for a name not in it)."""
+    return encode([NOTIFY_NAME, args, namespace, service, method,
+                   *_trailing(trace_id, budget_ms)])
 
 
 def encode_response(rid: int, result: Any) -> bytes:

@@ -7,7 +7,8 @@ source for both cores (compiled with ``pomelo_rpc/_cy/invoke.pxd``).
 a call is the router, a dict lookup and the mailbox's ``send``, and its awaitable is
 the mailbox's future itself; otherwise the client's coroutines (an async router's
 wait, the filters and the fail modes) take over. A call that cannot start fails
-when it is awaited, as a coroutine's would.
+when it is awaited, as a coroutine's would. A notify (a one-way call) takes the same
+path to its mailbox; its awaitable is done once it is written.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ class Invoker:
         self.started = False          # between the client's start and stop
         self.plain = True             # failfast, no filters: straight to the mailbox
 
-    def routed(self, route_param: Any, msg: dict[str, Any],
-               timeout: float | None) -> Awaitable[Any]:
-        """The awaitable of a call the router places."""
+    def routed(self, route_param: Any, msg: dict[str, Any], timeout: float | None,
+               notify: bool = False) -> Awaitable[Any]:
+        """The awaitable of a call (a notify with ``notify``) the router places."""
         if not self.started:
             return failed(RpcError("rpc client is not started"))
         try:
@@ -61,10 +62,12 @@ class Invoker:
             return failed(exc)
         if type(server_id) is not str:
             if _iscoroutine(server_id) or isinstance(server_id, _Future):
-                return self.client._routed_later(server_id, msg, timeout)
+                return self.client._routed_later(server_id, msg, timeout, notify)
             if server_id is None:
                 return failed(NoServerError(
                     f"the router gave no server for {msg['server_type']}"))
+        if notify:
+            return self.notify(server_id, msg, timeout)
         return self.call(server_id, msg, timeout)
 
     def direct(self, server_id: str, msg: dict[str, Any],
@@ -93,6 +96,28 @@ class Invoker:
                 fut: Awaitable[Any] = direct.send(msg, timeout)
                 return fut
             return mailbox.send(msg, timeout)
+        except Exception as exc:
+            return failed(exc)
+
+    def notify(self, server_id: str, msg: dict[str, Any],
+               timeout: float | None) -> Awaitable[Any]:
+        """The awaitable of a notify to ``server_id``: done once it is written (the
+        filters' coroutine when there are filters; fail modes do not retry a notify)."""
+        if not self.started:
+            return failed(RpcError("rpc client is not started"))
+        if not self.plain:
+            return self.client._filtered_notify(server_id, msg, timeout)
+        try:
+            mailbox = self.mailboxes.get(server_id)
+            if mailbox is None:
+                mailbox = self.station.mailbox(server_id)
+            if timeout is None:
+                timeout = self.timeout
+            notify = getattr(mailbox, "notify", None)
+            if notify is None:        # a custom mailbox: a call whose answer is dropped
+                return self.client._notify_by_call(mailbox, msg, timeout)
+            fut: Awaitable[Any] = notify(msg, timeout)
+            return fut
         except Exception as exc:
             return failed(exc)
 
@@ -130,6 +155,20 @@ class ProxyMethod:
                  timeout: float | None = None) -> Awaitable[Any]:
         """pomelo's name of ``to_server``."""
         return self.to_server(server_id, *args, timeout=timeout)
+
+    def notify(self, route_param: Any, *args: Any,
+               timeout: float | None = None) -> Awaitable[Any]:
+        """A one-way call routed with ``route_param``: no answer is awaited; the
+        awaitable is done once the request is written (it fails if it cannot be).
+        ``timeout``: the budget the server runs it under."""
+        return self.invoker.routed(route_param, self.message(args), timeout, True)
+
+    def notify_server(self, server_id: str, *args: Any,
+                      timeout: float | None = None) -> Awaitable[Any]:
+        """A one-way call to server ``server_id`` (``"*"``: every server of the type)."""
+        if server_id == "*":
+            return self.invoker.client._broadcast(self.message(args), timeout, True)
+        return self.invoker.notify(server_id, self.message(args), timeout)
 
     def __repr__(self) -> str:
         return f"<ProxyMethod {self.route}>"

@@ -15,6 +15,10 @@ connection, the auth_token handshake, the overload queue, the graceful stop.
 An ``async def`` method runs eagerly: its first step runs at once, in a copy of the
 current context (``run_coroutine``); one that finishes there is answered with no
 Task and no extra loop turn, one that suspends goes on in a Task (``Resume``).
+
+A notify (a native notify frame; a transport's request that wants no answer) runs like
+a call, under the same deadlines and admission rules, with ``None`` as its rid: nothing
+is sent back, and what it raises is logged.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from ..deadline import current_deadline
 from ..errors import DispatchError, FrameError
 from ..overload import BadBudget, clock
 from .coro import step
-from .dispatch import DONE, PENDING
-from .frames import PING, PONG_FRAME, FrameDecoder, encode_error, encode_response
+from .dispatch import DONE, NOTIFY_RID, PENDING
+from .frames import (NOTIFY_ID, NOTIFY_NAME, PING, PONG_FRAME, REQ_ID, REQ_NAME, FrameDecoder,
+                     encode_error, encode_response)
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -216,8 +221,11 @@ class ServerProtocol:
                     if self.is_ping(msg):
                         self.respond_pong()
                         continue
-                    self.owner._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
-                    return
+                    if not self.on_notify(msg, arrived):
+                        self.owner._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
+                    if self.aborted:
+                        return
+                    continue
                 n = len(msg)      # the budget field, if any (see core.frames)
                 budget = (msg[5] if n == 6 and msg[0] == 1 else
                           msg[7] if n == 8 and msg[0] == 2 else None)
@@ -258,14 +266,37 @@ class ServerProtocol:
 
     # requests ------------------------------------------------------------
 
+    def on_notify(self, msg: Any, arrived: float) -> bool:
+        """A native notify frame (see ``core.frames``): submitted as the request it
+        names, with no rid. False if ``msg`` is no notify frame."""
+        if type(msg) is not list or not msg:
+            return False
+        kind = msg[0]
+        n = len(msg)
+        if kind == NOTIFY_ID and 3 <= n <= 5:
+            request = [REQ_ID, NOTIFY_RID, msg[2], msg[1]]
+            at = 3
+        elif kind == NOTIFY_NAME and 5 <= n <= 7:
+            request = [REQ_NAME, NOTIFY_RID, msg[2], msg[3], msg[4], msg[1]]
+            at = 5
+        else:
+            return False
+        request += msg[at:]           # the trace and the budget, if any
+        self.submit(request, None, msg[at + 1] if n == at + 2 else None, arrived)
+        return True
+
     def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
         """Run a request now, or queue it for a later turn (this connection has queued
-        requests, or the turn's handler slice is spent), or refuse it (busy)."""
+        requests, or the turn's handler slice is spent), or refuse it (busy). ``rid``
+        None: a notify, which is never answered."""
         overload = self.overload
         cap = overload.max_in_flight
         if cap is not None and overload.held >= cap:      # overload.full
             overload.refused(self.owner, request, "busy")
-            self.respond(self.encode_busy(rid))
+            if rid is None:
+                self.notify_failed(request, None, "refused: " + overload.busy_text)
+            else:
+                self.respond(self.encode_busy(rid))
             return
         deadline: float | None
         if type(budget) is int and budget >= 0 and overload.deadlines:
@@ -274,7 +305,7 @@ class ServerProtocol:
             try:
                 deadline = overload.deadline(budget, arrived)
             except BadBudget as exc:
-                self.respond(self.encode_failure(rid, DispatchError(str(exc))))
+                self.fail(request, rid, DispatchError(str(exc)))
                 return
         if self.queue or self.reading_paused or overload.spent():
             overload.enqueue(self.owner, (request, rid, deadline))
@@ -301,7 +332,8 @@ class ServerProtocol:
             current_deadline.reset(token)
 
     def run_request(self, request: Any, rid: Any, deadline: float | None) -> None:
-        """Dispatch a request and answer it (a coroutine's answer when it finishes)."""
+        """Dispatch a request and answer it (a coroutine's answer when it finishes);
+        a notify (``rid`` None) is not answered."""
         try:
             if self.dispatch is self.own_dispatch:
                 _rid, state, outcome = self.dispatcher.dispatch(request)
@@ -311,14 +343,32 @@ class ServerProtocol:
             self.owner._abort(exc)
             return
         if state == DONE:
-            self.respond(self.encode_result(rid, outcome))
+            if rid is not None:
+                self.respond(self.encode_result(rid, outcome))
         elif state == PENDING:
-            self.run_coroutine(rid, outcome, deadline)
+            self.run_coroutine(rid, outcome, deadline, request)
         else:
-            self.respond(self.encode_failure(rid, outcome))
+            self.fail(request, rid, outcome)
+
+    def fail(self, request: Any, rid: Any, exc: BaseException) -> None:
+        """Answer call ``rid`` with the error ``exc``; a notify's is logged."""
+        if rid is None:
+            self.notify_failed(request, exc)
+        else:
+            self.respond(self.encode_failure(rid, exc))
+
+    def notify_failed(self, request: Any, exc: BaseException | None, why: str = "") -> None:
+        """A notify failed, or was refused (``why``): logged, as nobody is told."""
+        info = self.dispatcher.describe(request)
+        route = info[1] if info is not None else None
+        if exc is None:
+            log.warning("notify %s not run: %s", route, why)
+        else:
+            log.error("notify %s failed: %s: %s", route, type(exc).__name__, exc,
+                      exc_info=exc)
 
     def run_coroutine(self, rid: Any, coro: Coroutine[Any, Any, Any],
-                      deadline: float | None) -> None:
+                      deadline: float | None, request: Any = None) -> None:
         """Run an ``async def`` call eagerly: its first step now, in a copy of the
         current context; answered now if it finishes there, else it goes on in a Task
         (in that context), cancelled at ``deadline`` (unanswered) or at the stop."""
@@ -326,15 +376,16 @@ class ServerProtocol:
         try:
             done, yielded = step(coro, ctx)
         except _CancelledError:
-            self.respond(self.encode_failure(rid, _CancelledError(self.cancel_reason())))
+            self.fail(request, rid, _CancelledError(self.cancel_reason()))
             return
         except (KeyboardInterrupt, SystemExit):
             raise      # as a Task would: out of the loop
         except BaseException as exc:
-            self.respond(self.encode_failure(rid, exc))
+            self.fail(request, rid, exc)
             return
         if done:
-            self.respond(self.encode_result(rid, yielded))
+            if rid is not None:
+                self.respond(self.encode_result(rid, yielded))
             return
         loop = self.loop
         assert loop is not None
@@ -343,7 +394,19 @@ class ServerProtocol:
             Resume(coro, yielded), context=ctx)
         self.tasks.add(task)
         tid = self.overload.started(task, deadline)
-        task.add_done_callback(partial(self.task_done, rid, tid))
+        if rid is None:
+            task.add_done_callback(partial(self.notify_done, request, tid))
+        else:
+            task.add_done_callback(partial(self.task_done, rid, tid))
+
+    def notify_done(self, request: Any, tid: int | None, task: asyncio.Future[Any]) -> None:
+        """A notify's coroutine that suspended ended: what it raised is logged."""
+        self.tasks.discard(task)
+        if self.overload.finished(task, tid) or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.notify_failed(request, exc)
 
     def task_done(self, rid: Any, tid: int | None, task: asyncio.Future[Any]) -> None:
         """A coroutine call that suspended ended: send its answer (not if it was cut

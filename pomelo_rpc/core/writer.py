@@ -8,12 +8,16 @@ added latency); the ones after it in the same turn are collected and go out ever
 ``WRITE_CHUNK`` of them and at the end of the turn. ``queue(data)`` then ``flush()``:
 a batch made in one callback (the answers to the requests of one read) goes out in
 one ``writelines`` when the callback ends, or every ``WRITE_CHUNK`` answers.
+``sent()`` is a future of the moment what was written so far reaches the transport
+(a notify's awaitable).
 """
 
 from __future__ import annotations
 
 import socket
 from typing import TYPE_CHECKING
+
+from ..errors import ConnectionLostError
 
 if TYPE_CHECKING:
     import asyncio
@@ -61,6 +65,8 @@ class Writer:
         self._out: list[bytes] = []
         self._scheduled = False      # a flush at the end of this loop turn is due
         self.closed = False          # no more writes (EOF sent, or the connection closed)
+        self._sent: asyncio.Future[None] | None = None     # see ``sent``: done
+        self._flushed: asyncio.Future[None] | None = None  # ... and the next send's
 
     def attach(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         """Write to ``transport`` from now on."""
@@ -73,6 +79,23 @@ class Writer:
         self.transport = None
         self.closed = True
         self._out.clear()
+        self._flushed_now(False)
+
+    def sent(self) -> asyncio.Future[None]:
+        """A future done once what was written so far has reached the transport (at
+        once if it has), failed with ConnectionLostError if the connection goes first."""
+        loop = self._loop
+        assert loop is not None
+        if self._out:
+            fut = self._flushed
+            if fut is None:
+                fut = self._flushed = loop.create_future()
+            return fut
+        done = self._sent
+        if done is None:
+            done = self._sent = loop.create_future()
+            done.set_result(None)
+        return done
 
     @property
     def queued(self) -> int:
@@ -130,4 +153,19 @@ class Writer:
                 transport.write(out[0])
             else:
                 transport.writelines(out)
+            if self._flushed is not None:
+                self._flushed_now(True)
+        elif self._flushed is not None:
+            self._flushed_now(False)
         out.clear()
+
+    def _flushed_now(self, written: bool) -> None:
+        """The writes ``sent()`` waited for went out (or never will)."""
+        flushed = self._flushed
+        self._flushed = None
+        if flushed is not None and not flushed.done():
+            if written:
+                flushed.set_result(None)
+            else:
+                flushed.set_exception(ConnectionLostError(
+                    "the connection closed before the write went out"))
