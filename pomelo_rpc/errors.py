@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "RpcError",
     "RemoteError",
@@ -22,19 +24,35 @@ class RpcError(Exception):
 
 
 class RemoteError(RpcError):
-    """The remote method raised; ``remote_type`` and ``remote_stack`` describe it."""
+    """The remote method raised; ``remote_type`` and ``remote_stack`` describe it.
+
+    ``fields``: every field the remote error carried but its stack (a pinus error's own
+    fields, ``{"code": 42}``; a Python one's ``code``, when it has one); ``code``:
+    ``fields["code"]``, or None."""
 
     def __init__(self, message: str, remote_type: str = "Error", remote_stack: str | None = None,
-                 server_id: str | None = None) -> None:
+                 server_id: str | None = None, fields: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.remote_type = remote_type
         self.remote_stack = remote_stack
         self.server_id = server_id
+        self.fields: dict[str, Any] = dict(fields) if fields else {}
+        self.code: Any = self.fields.get("code")
 
     def __str__(self) -> str:
         where = f" on {self.server_id}" if self.server_id else ""
         return f"{self.remote_type}{where}: {self.message}"
+
+
+def error_fields(exc: BaseException) -> dict[str, Any] | None:
+    """The fields an exception is sent with besides its type, message and stack: its
+    ``code``, when it has one of a type JSON and msgpack carry (a caller reads it as
+    ``RemoteError.code``), else None."""
+    code = getattr(exc, "code", None)
+    if code is None or type(code) not in (int, str, float, bool):
+        return None
+    return {"code": code}
 
 
 class RpcTimeoutError(RpcError, TimeoutError):

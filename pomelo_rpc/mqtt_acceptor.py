@@ -192,16 +192,18 @@ class MqttProtocol(_ProtocolBase):
             self.flush_batch()
 
 
-_protocol_classes: dict[str, type[MqttProtocol]] = {}
+_protocol_classes: dict[tuple[str, type[MqttProtocol]], type[MqttProtocol]] = {}
 
 
-def protocol_class(core: Core) -> type[MqttProtocol]:
-    """``MqttProtocol`` on ``core``'s ``ServerProtocol`` (made once per core)."""
-    cls = _protocol_classes.get(core.name)
+def protocol_class(core: Core, mixin: type[MqttProtocol] | None = None) -> type[MqttProtocol]:
+    """``mixin`` (``MqttProtocol`` or a subclass) on ``core``'s ``ServerProtocol`` (made
+    once per core and mixin)."""
+    mixin = MqttProtocol if mixin is None else mixin
+    cls = _protocol_classes.get((core.name, mixin))
     if cls is None:
         base = core.server_protocol.ServerProtocol
-        cls = _protocol_classes[core.name] = type(
-            "MqttProtocol", (MqttProtocol, base), {"__doc__": MqttProtocol.__doc__})
+        cls = _protocol_classes[(core.name, mixin)] = type(
+            mixin.__name__, (mixin, base), {"__doc__": mixin.__doc__})
     return cls
 
 

@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .errors import error_fields
+
 if TYPE_CHECKING:
     from .core import Core
 
@@ -120,15 +122,23 @@ def batch_payload(parts: Iterable[bytes]) -> bytes:
     return b"[" + b",".join(parts) + b"]"
 
 
-def error_object(exc: BaseException) -> dict[str, str]:
-    """``{"msg", "stack"}`` of an exception, as pomelo-rpc sends an error.
+def error_object(exc: BaseException) -> dict[str, Any]:
+    """``{"msg", "message", "stack"}`` of an exception (and its ``code``, when it has
+    one), as pomelo-rpc sends an error.
 
     The stack starts with ``<Type>: <message>`` like a JavaScript one, so that both a
-    Node caller (which reads ``err.msg``) and a Python one (type from the stack) see it.
+    Node caller and a Python one (type from the stack) see it; pomelo's callers read
+    ``err.msg``, pinus hands the object on and its callers read ``err.message`` (and
+    ``err.code``).
     """
     message = str(exc)
     frames = "".join(traceback.format_tb(exc.__traceback__)) if exc.__traceback__ else ""
-    return {"msg": message, "stack": f"{type(exc).__name__}: {message}\n{frames}"}
+    out: dict[str, Any] = {"msg": message, "message": message,
+                           "stack": f"{type(exc).__name__}: {message}\n{frames}"}
+    fields = error_fields(exc)
+    if fields is not None:
+        out.update(fields)
+    return out
 
 
 def failure_payload(rid: Any, exc: BaseException) -> bytes:

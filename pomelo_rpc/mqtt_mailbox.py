@@ -74,6 +74,14 @@ def describe_remote_error(err: object) -> tuple[str, str, str | None]:
     return "Error", dumps(err), None
 
 
+def remote_fields(err: object) -> dict[str, Any] | None:
+    """Every field of the ``err`` a server sent but its stack (pinus sends an error's
+    own fields: ``{"code": 42, "stack": ...}``), for ``RemoteError.fields``."""
+    if isinstance(err, dict):
+        return {k: v for k, v in err.items() if k != "stack"}
+    return None
+
+
 def results_value(results: list[Any]) -> Any:
     """The call's value from the callback results after ``err``: None, the one, or a list."""
     n = len(results)
@@ -320,7 +328,7 @@ class MqttMailbox(Mailbox):
             return
         if resp and _js_truthy(resp[0]):
             type_name, message, stack = describe_remote_error(resp[0])
-            self.protocol.reject_remote(rid, type_name, message, stack)
+            self.protocol.reject_remote(rid, type_name, message, stack, remote_fields(resp[0]))
         else:
             self.protocol.table.resolve(rid, results_value(resp[1:]))
 

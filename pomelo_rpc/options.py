@@ -25,13 +25,15 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # services loaded from ``paths``
     "services": None,
     "acceptor_factory": None,  # callable(opts, dispatcher) -> acceptor, replaces the transport
-    "transport": "native",    # "native" or "mqtt" (pomelo-rpc 1.0.7's wire format)
+    # "native", "mqtt" (pomelo-rpc 1.0.7's wire format) or "pinus-tcp" (pinus-rpc
+    # 1.7's tcp transport)
+    "transport": "native",
     # largest frame accepted, in bytes; a larger one closes that connection
     "pkg_size": 8 * 1024 * 1024,
     # seconds ``stop`` waits for calls already received; later ones are cancelled and
     # answered with an error
     "stop_grace": 5.0,
-    # mqtt: batch answers, flushed every ``interval`` seconds (pomelo's bufferMsg)
+    # mqtt, pinus-tcp: batch answers, flushed every ``interval`` seconds (pomelo's bufferMsg)
     "buffer_msg": False,
     # seconds between two flushes of ``buffer_msg`` (pomelo's interval is in ms, 50 by default)
     "interval": 0.05,
@@ -110,6 +112,10 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # remotes), as client.create takes them, e.g. {"timeout": 5, "fail_mode":
     # "failover"}; transport, core and the registry are the gateway's unless given
     "rpc_options": None,
+    # transport "pinus-tcp": close a connection that sent nothing for this many seconds
+    # (checked every as many seconds, so after between 1 and 2 times it, as pinus-rpc's
+    # acceptor does: its clients ping every 25 s); 0 or None: never
+    "pinus_idle_timeout": 30.0,
 }
 
 #: Options of ``client.create``.
@@ -125,7 +131,7 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     # as in pomelo (docs/routing.md)
     "router_type": None,
     "mailbox_factory": None,  # callable(server_info, opts) -> mailbox, replaces the transport
-    "transport": "native",    # "native" or "mqtt" (pomelo-rpc 1.0.7's wire format)
+    "transport": "native",    # "native", "mqtt" or "pinus-tcp", as on server.create
     # seconds a call may wait for its response (per call: ``timeout=``; 0: none); the
     # server is told what is left, and calls made inside a handler keep to it
     "timeout": 10.0,
@@ -191,6 +197,11 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     # the servers' shared secret; with it, a server that cannot prove it holds the same
     # one is refused too
     "auth_token": None,
+    # transport "pinus-tcp", as pinus-rpc's tcp mailbox: a ping every this many seconds
+    # on each connection (0 or None: none), and the connection closed (its calls failed)
+    # when the pong does not come within ``pinus_pong_timeout`` s
+    "pinus_ping_interval": 25.0,
+    "pinus_pong_timeout": 10.0,
 }
 
 

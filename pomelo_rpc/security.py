@@ -133,6 +133,15 @@ def peer_allowed(networks: list[Network], peer: Any) -> bool:
     return any(addr in net or (mapped is not None and mapped in net) for net in networks)
 
 
+def check_no_auth_token(opts: dict[str, Any]) -> None:
+    """ValueError when ``auth_token`` is set on the pinus-tcp transport, which has no
+    handshake to carry it."""
+    if opts.get("auth_token") is not None:
+        raise ValueError("transport 'pinus-tcp' cannot carry an auth_token (pinus-rpc's tcp "
+                         "transport has no handshake): use ssl= between Python processes, "
+                         "or the native or mqtt transport")
+
+
 class RateLimitedLog:
     """Logs a line at most once per ``interval`` s per kind; the ones held back are
     counted and reported with the next one (a port scan cannot flood the log)."""

@@ -22,6 +22,7 @@ from .backend.filters import HandlerFilters
 from .backend.handlers import Handlers
 from .backend.msg_remote import MsgRemote
 from .mqtt_acceptor import MqttAcceptor
+from .pinus_tcp_acceptor import PinusTcpAcceptor
 from .options import SERVER_DEFAULTS, merge
 from .registry import Registry
 from .registry import create as create_registry
@@ -59,6 +60,7 @@ def register_transport(name: str, acceptor_class: AcceptorClass) -> None:
 
 
 register_transport("mqtt", MqttAcceptor)
+register_transport("pinus-tcp", PinusTcpAcceptor)
 
 
 def _normalize_paths(paths: Iterable[Mapping[str, Any]] | None) -> list[dict[str, str]]:

@@ -14,6 +14,7 @@ from .health import Health
 from .liveness import Watchdog, tick_period
 from .mailbox import CONNECTING, NativeMailbox
 from .mqtt_mailbox import MqttMailbox
+from .pinus_tcp_mailbox import PinusTcpMailbox
 from .registry.base import normalize_server
 
 __all__ = ["MailStation", "normalize_server", "register_transport"]
@@ -57,6 +58,7 @@ def register_transport(name: str, mailbox_class: MailboxClass) -> None:
 
 
 register_transport("mqtt", MqttMailbox)
+register_transport("pinus-tcp", PinusTcpMailbox)
 
 
 class MailStation:

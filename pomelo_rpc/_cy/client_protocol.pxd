@@ -39,7 +39,8 @@ cdef class ClientProtocol:
     @cython.locals(rid=Py_ssize_t)
     cpdef Py_ssize_t reserve(self, object timeout) except -1
     cpdef send_failed(self, object rid, dict msg, object exc)
-    cpdef reject_remote(self, object rid, object type_name, object message, object stack)
+    cpdef reject_remote(self, object rid, object type_name, object message, object stack,
+                        object fields=*)
     cpdef timed_out(self, list entries)
     @cython.locals(now=double)
     cpdef received(self)

@@ -603,9 +603,12 @@ cpdef bytes encode_response(object rid, object result):
     return _encode_fields(_RESP_OK, 2, rid, result)
 
 
-cpdef bytes encode_error(object rid, object type_name, object message, object stack):
-    """An error response."""
-    return encode([RESP_ERR, rid, [type_name, message, stack]])
+cpdef bytes encode_error(object rid, object type_name, object message, object stack,
+                         object fields=None):
+    """An error response; ``fields`` (the error's own, e.g. its ``code``) when not None."""
+    if fields is None:
+        return encode([RESP_ERR, rid, [type_name, message, stack]])
+    return encode([RESP_ERR, rid, [type_name, message, stack, fields]])
 
 
 def encode_hello(table):

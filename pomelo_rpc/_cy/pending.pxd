@@ -17,6 +17,7 @@ cdef class PendingTable:
     cdef dict _slots
     cdef list _heap
     cdef Py_ssize_t _next_id
+    cdef Py_ssize_t _low
     cdef double _res
     cdef dict _last_ids
     cdef double _last_lo

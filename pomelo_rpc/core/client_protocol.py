@@ -55,12 +55,14 @@ class ClientProtocol:
     ``send_ping``; its owner (the mailbox) gets ``_connection_made(transport)``,
     ``_connection_lost(exc)`` and, from the transport's code, what is not a call."""
 
-    def __init__(self, owner: Mailbox, server_id: str, pkg_size: int) -> None:
+    def __init__(self, owner: Mailbox, server_id: str, pkg_size: int,
+                 low_id: int = 0) -> None:
+        """``low_id``: the lowest request id (1 where 0 means a notify: pinus tcp)."""
         # Any: each transport's protocol calls the hooks of its own kind of mailbox
         self.owner: Any = owner
         self.server_id = server_id
         self.pkg_size = pkg_size
-        self.table = PendingTable()
+        self.table = PendingTable(first_id=low_id, low_id=low_id)
         self.writer = Writer()
         #: set by the owner before the first call (the loop of the connection)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -189,14 +191,17 @@ class ClientProtocol:
                            f"pkg_size {self.pkg_size}")
         return frame
 
-    def reject_remote(self, rid: object, type_name: Any, message: Any, stack: Any) -> None:
-        """Call ``rid`` failed on the server: RemoteError, or ServerBusyError when the
-        server refused it at once (admission control: it never ran)."""
+    def reject_remote(self, rid: object, type_name: Any, message: Any, stack: Any,
+                      fields: Any = None) -> None:
+        """Call ``rid`` failed on the server: RemoteError (with the error's ``fields``,
+        a dict, if it sent any), or ServerBusyError when the server refused it at once
+        (admission control: it never ran)."""
         if type_name == "ServerBusyError":
             self.table.reject(rid, ServerBusyError(f"{self.server_id}: {message}",
                                                    self.server_id))
             return
-        self.table.reject(rid, RemoteError(message, type_name, stack, self.server_id))
+        self.table.reject(rid, RemoteError(message, type_name, stack, self.server_id,
+                                           fields if type(fields) is dict else None))
 
     def fail_all(self, error: type[ConnectionLostError], reason: str) -> None:
         """The connection is gone for good: every call fails with ``error(reason)``,
@@ -295,7 +300,8 @@ class NativeClientProtocol(ClientProtocol):
                     table.resolve(msg[1], msg[2])
                 elif kind == RESP_ERR:
                     err = msg[2]
-                    self.reject_remote(msg[1], err[0], err[1], err[2])
+                    self.reject_remote(msg[1], err[0], err[1], err[2],
+                                       err[3] if len(err) > 3 else None)
                 else:       # PONG, HELLO, the handshake
                     self.owner._on_control(msg)
         except (FrameError, TypeError, IndexError, KeyError) as exc:

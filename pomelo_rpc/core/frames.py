@@ -33,7 +33,7 @@ HELLO = 0      # server -> client: [HELLO, version, [[namespace, service, method
 REQ_ID = 1     # [REQ_ID, rid, method_id, args] (+ trace) (+ budget_ms): see above
 REQ_NAME = 2   # [REQ_NAME, rid, namespace, service, method, args] (+ trace) (+ budget_ms)
 RESP_OK = 3    # [RESP_OK, rid, result]
-RESP_ERR = 4   # [RESP_ERR, rid, [type_name, message, stack]]
+RESP_ERR = 4   # [RESP_ERR, rid, [type_name, message, stack]] (+ the error's fields, a map)
 PING = 5       # [PING]
 PONG = 6       # [PONG]
 # The auth_token handshake (see pomelo_rpc.security); a server without a token skips it.
@@ -168,9 +168,12 @@ def encode_response(rid: int, result: Any) -> bytes:
     return encode([RESP_OK, rid, result])
 
 
-def encode_error(rid: int, type_name: str, message: str, stack: str | None) -> bytes:
-    """An error response."""
-    return encode([RESP_ERR, rid, [type_name, message, stack]])
+def encode_error(rid: int, type_name: str, message: str, stack: str | None,
+                 fields: dict[str, Any] | None = None) -> bytes:
+    """An error response; ``fields`` (the error's own, e.g. its ``code``) when not None."""
+    if fields is None:
+        return encode([RESP_ERR, rid, [type_name, message, stack]])
+    return encode([RESP_ERR, rid, [type_name, message, stack, fields]])
 
 
 def encode_hello(table: list[list[str]]) -> bytes:

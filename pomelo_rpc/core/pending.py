@@ -37,14 +37,16 @@ class _Entry:
 class PendingTable:
     """Calls awaiting their response: ``add`` gives the id, ``pop`` or ``expire`` ends it."""
 
-    def __init__(self, resolution: float = 0.005, first_id: int = 0) -> None:
+    def __init__(self, resolution: float = 0.005, first_id: int = 0, low_id: int = 0) -> None:
         """Slots of ``resolution`` s; ids count from ``first_id`` and wrap after 2**31 - 1
-        back to 0, skipping ids still pending."""
+        back to ``low_id`` (1 where 0 means something else on the wire: pinus tcp's
+        notify), skipping ids still pending."""
         self._entries: dict[int, _Entry] = {}
         # slot -> {rid: None}; an empty slot stays until it expires
         self._slots: dict[int, dict[int, None]] = {}
         self._heap: list[int] = []      # slots, each pushed once
-        self._next_id: int = first_id & _ID_LIMIT
+        self._low: int = low_id
+        self._next_id: int = max(first_id & _ID_LIMIT, low_id)
         self._res: float = resolution
         # the slot of the last deadline added, and the deadlines (lo, hi] it holds: most
         # calls share one timeout, so most adds land in the slot of the one before
@@ -69,8 +71,8 @@ class PendingTable:
         entries = self._entries
         rid = self._next_id
         while rid in entries:
-            rid = (rid + 1) & _ID_LIMIT
-        self._next_id = (rid + 1) & _ID_LIMIT
+            rid = rid + 1 if rid < _ID_LIMIT else self._low
+        self._next_id = rid + 1 if rid < _ID_LIMIT else self._low
         ids: dict[int, None] | None = None
         if deadline is not None:
             d: float = deadline

@@ -31,7 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..deadline import current_deadline
-from ..errors import DispatchError, FrameError
+from ..errors import DispatchError, FrameError, error_fields
 from ..overload import BadBudget, clock
 from .coro import step
 from .dispatch import DONE, NOTIFY_RID, PENDING
@@ -55,6 +55,7 @@ def describe_error(exc: BaseException) -> tuple[str, str, str]:
     """``(type_name, message, stack)`` of an exception, as sent to the caller."""
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return type(exc).__name__, str(exc), stack
+
 
 
 class Resume:
@@ -472,7 +473,7 @@ class ServerProtocol:
         """The answer to call ``rid`` that failed with ``exc``."""
         log.debug("remote call %s failed: %r", rid, exc)
         type_name, message, stack = describe_error(exc)
-        return encode_error(rid, type_name, message, stack)
+        return encode_error(rid, type_name, message, stack, error_fields(exc))
 
     def encode_busy(self, rid: Any) -> bytes:
         """The answer refusing call ``rid`` past ``max_in_flight`` (no stack to format:

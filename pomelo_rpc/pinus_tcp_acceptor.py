@@ -1,0 +1,126 @@
+"""The pinus-tcp acceptor: serves clients speaking pinus-rpc 1.7.4's tcp transport.
+
+The mqtt acceptor's JSON (``{"id", "msg"}`` requests, ``{"id", "resp"}`` answers,
+arrays from a buffering client and, with ``buffer_msg``, to it) in pinus-rpc's tcp
+framing (``core.pinus_tcp``: a varint length, a type byte, the JSON). A request of id
+0 (or none) is a notify: run, never answered. A PING is answered with a PONG; a
+connection that sent nothing for ``pinus_idle_timeout`` s (checked every as many
+seconds, as pinus-rpc's acceptor does) is closed. Frames that are not pinus tcp (bad
+lengths, unknown types) close the connection, logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .core.dispatch import NOTIFY_RID
+from .mqtt_acceptor import MqttAcceptor, MqttProtocol, _MqttConnection, protocol_class
+from .security import check_no_auth_token
+
+if TYPE_CHECKING:
+    from .core import Core
+    from .core.dispatch import Dispatcher
+    from .core.pinus_tcp import PinusDecoder
+
+log = logging.getLogger("pomelo_rpc.pinus_tcp_acceptor")
+
+
+def is_notify_id(rid: Any) -> bool:
+    """True if a request's ``id`` makes it a notify for pinus-rpc (``pkg.id ? ... :
+    null``: 0, none, or another JavaScript falsy value)."""
+    return not rid and not isinstance(rid, (list, dict))
+
+
+class PinusTcpProtocol(MqttProtocol):
+    """The pinus tcp side of a core's ``ServerProtocol`` (``protocol_class`` puts the
+    two together): frames in, JSON requests run by the core's code, framed answers out."""
+
+    def __init__(self, owner: _PinusTcpConnection, acceptor: PinusTcpAcceptor) -> None:
+        super().__init__(owner, acceptor)
+        pinus = acceptor.core.pinus_tcp
+        self.packets: PinusDecoder = pinus.PinusDecoder(acceptor.pkg_size)  # type: ignore[assignment]
+        self.publish = pinus.encode_response        # the mqtt answers' PUBLISH, framed here
+        self.pingresp = pinus.PONG_FRAME
+        self.kinds = (pinus.REQUEST, pinus.PING, -1, -1)   # see MqttProtocol.is_ping
+        self.idle: float = acceptor.idle_timeout or 0.0
+        self.heard = True          # a frame arrived since the last idle check
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def start_idle_timer(self) -> None:
+        """Check for silence every ``pinus_idle_timeout`` s from now."""
+        if self.idle and self.loop is not None:
+            self.idle_timer = self.loop.call_later(self.idle, self.idle_check)
+
+    def idle_check(self) -> None:
+        """Close the connection if it sent nothing since the last check."""
+        self.idle_timer = None
+        if self.transport is None:
+            return
+        if self.heard:
+            self.heard = False
+            self.start_idle_timer()
+            return
+        log.info("closing connection from %s: nothing received for %g s",
+                 self.owner._peer, self.idle)
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the connection closed; calls still running are cancelled."""
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio: decode frames; run requests, answer PINGs."""
+        self.heard = True
+        frames = self.read(data)
+        if frames is None:
+            return
+        request, ping = self.kinds[0], self.kinds[1]
+        for kind, payload in frames:
+            if kind == request:
+                self.on_publish(payload)
+            elif kind == ping:
+                self.respond_pong()
+            else:           # a PONG or a RESPONSE from a client: nothing to do
+                log.debug("ignoring a pinus tcp frame of type %s from %s", kind,
+                          self.owner._peer)
+        self.writer.flush()
+
+    def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
+        """As ``ServerProtocol.submit``; a request of id 0 (or none) is a notify."""
+        if is_notify_id(rid):
+            request[1] = NOTIFY_RID
+            rid = None
+        super().submit(request, rid, budget, arrived)
+
+
+class _PinusTcpConnection(_MqttConnection):
+    """One client connection of the pinus-tcp acceptor."""
+
+    _acceptor: PinusTcpAcceptor
+    _protocol: PinusTcpProtocol
+
+    def _make_protocol(self) -> PinusTcpProtocol:
+        cls = protocol_class(self._acceptor.core, PinusTcpProtocol)
+        protocol: PinusTcpProtocol = cls(self, self._acceptor)  # type: ignore[arg-type,assignment]
+        return protocol
+
+    def _start(self) -> None:
+        """No handshake: the idle check starts."""
+        self._protocol.start_idle_timer()
+
+
+class PinusTcpAcceptor(MqttAcceptor):
+    """Serves pinus-rpc's tcp transport (varint-framed JSON)."""
+
+    connection_class = _PinusTcpConnection
+    name = "pinus-tcp acceptor"
+
+    def __init__(self, opts: dict[str, Any], dispatcher: Dispatcher, core: Core) -> None:
+        check_no_auth_token(opts)
+        super().__init__(opts, dispatcher, core)
+        self.idle_timeout: float | None = opts["pinus_idle_timeout"]
