@@ -1,4 +1,4 @@
-"""Command line: ``python -m pomelo_rpc {serve,demo,bench}`` (also ``pomelo-rpc``)."""
+"""Command line: ``python -m pomelo_rpc {serve,stubs,demo,bench}`` (also ``pomelo-rpc``)."""
 
 from __future__ import annotations
 
@@ -38,13 +38,29 @@ def _security_options(args: argparse.Namespace) -> dict[str, object]:
     return opts
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _remote_paths(specs: Sequence[str]) -> list[dict[str, str]]:
+    """``[{"namespace", "path"}]`` of ``--remote NAMESPACE=DIR`` flags."""
     paths = []
-    for spec in args.remote:
+    for spec in specs:
         namespace, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--remote takes NAMESPACE=DIR, not {spec!r}")
         paths.append({"namespace": namespace, "path": path})
+    return paths
+
+
+def _stubs(args: argparse.Namespace) -> None:
+    from pomelo_rpc.stubs import remoter_paths, write_stubs
+    if not args.remote:
+        raise SystemExit("stubs needs at least one --remote NAMESPACE=DIR")
+    out: dict[str, object] = {"written": write_stubs(_remote_paths(args.remote), args.out)}
+    if args.server_type:
+        out["remoterPaths"] = remoter_paths(args.out, args.server_type)
+    print(json.dumps(out), flush=True)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    paths = _remote_paths(args.remote)
     context: dict[str, str] | None = {"server_id": args.server_id,
                                       "server_type": args.server_type}
     membership: dict[str, object] = {}    # --registry: the membership options
@@ -141,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--registry", metavar="URL",
                    help="register in a cluster: redis://h:p/db, etcd://h:p, "
                         "file:///servers.json, pomelo://master-host:port?token=T (Node pomelo "
-                        "master; needs --transport mqtt)")
+                        "master; needs --transport mqtt), pinus://master-host:port?token=T"
+                        "&stubs=DIR (pinus master; --transport mqtt or pinus-tcp)")
     p.add_argument("--registry-ttl", type=float, default=SERVER_DEFAULTS["registry_ttl"],
                    help="seconds the record outlives this process if it is killed")
     p.add_argument("--cluster", default=SERVER_DEFAULTS["cluster"],
@@ -149,6 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, metavar="N",
                    help="metrics=True, served as /metrics on this port (0 picks one, "
                         "printed as metrics_port); needs pomelo-rpc[metrics]")
+
+    p = sub.add_parser("stubs", help="write JS stubs of remote services: what a pinus cluster "
+                                     "builds app.rpc from (the registry's stubs=)")
+    p.add_argument("--remote", action="append", default=[], metavar="NAMESPACE=DIR",
+                   help="remote service directory (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="writes DIR/<namespace>/<service>.js (stubs of services gone removed)")
+    p.add_argument("--server-type", metavar="TYPE",
+                   help="also print the remoterPaths a server of TYPE advertises for DIR")
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
     p.add_argument("--seconds", type=float, default=1.0, help="duration of each figure")
@@ -193,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo" and args.pomelo:
         from pomelo_rpc.demo_pomelo import main as demo_pomelo_main
         pomelo_rpc.run(demo_pomelo_main(args))
+    elif args.command == "stubs":
+        _stubs(args)
     elif args.command == "demo":
         from pomelo_rpc.demo import main as demo_main
         pomelo_rpc.run(demo_main(args))

@@ -5,8 +5,9 @@
     await reg.open()
 
 Schemes: ``file`` (pomelo's servers.json), ``redis``, ``etcd``, ``pomelo`` (the master of
-a Node pomelo cluster). Backends are imported lazily, so their optional dependencies
-load only when used. Each class is built as ``Cls(url, *, cluster, ttl, connect_timeout)``.
+a Node pomelo cluster), ``pinus`` (the master of a pinus cluster). Backends are imported
+lazily, so their optional dependencies load only when used. Each class is built as
+``Cls(url, *, cluster, ttl, connect_timeout)``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _SCHEMES: dict[str, str | type] = {
     "rediss": "pomelo_rpc.registry.redis:RedisRegistry",    # Redis over TLS
     "etcd": "pomelo_rpc.registry.etcd:EtcdRegistry",
     "pomelo": "pomelo_rpc.registry.pomelo:PomeloMasterRegistry",
+    "pinus": "pomelo_rpc.registry.pinus:PinusMasterRegistry",
 }
 
 

@@ -85,17 +85,25 @@ class PomeloMasterRegistry:
     #: they sent it and it has not answered yet is lost (a backend server waits for a
     #: moment with none before leaving, see ``Gateway.stop``)
     callers_drop_leaving = True
+    #: the URL's scheme and its query parameters (a flavour of the master: ``pinus``)
+    scheme = "pomelo"
+    url_defaults: dict[str, Any] = URL_DEFAULTS
+    #: where the master reads its admin tokens (named in MasterRefusedError)
+    admin_file = "config/adminServer.json"
 
     def __init__(self, url: str, *, cluster: str, ttl: float, connect_timeout: float) -> None:
         parts = urlsplit(url)
+        scheme, defaults = self.scheme, self.url_defaults
         if parts.hostname is None or parts.port is None:
-            raise ValueError(f"a pomelo registry URL is pomelo://master-host:port: {url!r}")
+            raise ValueError(f"a {scheme} registry URL is {scheme}://master-host:port: {url!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - set(URL_DEFAULTS)
+        unknown = set(query) - set(defaults)
         if unknown:
-            raise ValueError(f"unknown pomelo registry parameter(s) {', '.join(sorted(unknown))}"
-                             f" in {url!r}; known: {', '.join(URL_DEFAULTS)}")
-        params = {**URL_DEFAULTS, **query}
+            raise ValueError(f"unknown {scheme} registry parameter(s) "
+                             f"{', '.join(sorted(unknown))} in {url!r}; known: "
+                             f"{', '.join(defaults)}")
+        params = {**defaults, **query}
+        self.params = params
         self.host: str = parts.hostname
         self.port: int = parts.port
         self.token: str | None = params["token"]
@@ -130,10 +138,14 @@ class PomeloMasterRegistry:
     async def register(self, record: Record) -> None:
         """Register this server with the master; it announces it to every process."""
         rec = normalize_server(record)
+        await self._join({"id": rec["id"], "serverType": rec["server_type"],
+                          "info": self._server_info(rec)}, server=True)
+
+    def _server_info(self, rec: Record) -> dict[str, Any]:
+        """The ``info`` this server registers with: the master hands it to every process."""
         info = {k: v for k, v in rec.items() if k not in ("server_type", LEAVING)}
         info["serverType"] = rec["server_type"]
-        await self._join({"id": rec["id"], "serverType": rec["server_type"], "info": info},
-                         server=True)
+        return info
 
     async def deregister(self, server_id: str) -> None:
         """Leave the cluster (DISCONNECT): the master drops this server everywhere;
@@ -169,7 +181,7 @@ class PomeloMasterRegistry:
                                  timeout=self.connect_timeout, keepalive=max(self.ttl / 3, 0.2))
         except (OSError, asyncio.TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
-            raise RegistryError(f"pomelo master at {self.where} unreachable within "
+            raise RegistryError(f"{self.scheme} master at {self.where} unreachable within "
                                 f"{self.connect_timeout} s: {why}") from exc
 
     async def _join(self, identity: dict[str, Any], server: bool) -> None:
@@ -214,16 +226,16 @@ class PomeloMasterRegistry:
             answer = await link.register(req, self.connect_timeout)
             if answer.get("code") != PRO_OK:
                 raise MasterRefusedError(
-                    f"the pomelo master at {self.where} refused {sid!r} of type {stype!r}: "
-                    f"{answer.get('msg')} (the token must be the one its "
-                    f"config/adminServer.json lists for type {stype!r})")
+                    f"the {self.scheme} master at {self.where} refused {sid!r} of type "
+                    f"{stype!r}: {answer.get('msg')} (the token must be the one its "
+                    f"{self.admin_file} lists for type {stype!r})")
             error, servers = await link.request(
                 MASTER_WATCHER, {"action": "subscribe", "id": sid}, self.connect_timeout)
         except (ConnectionError, asyncio.TimeoutError) as exc:
-            raise RegistryError(f"pomelo master at {self.where}: registering {sid!r} "
+            raise RegistryError(f"{self.scheme} master at {self.where}: registering {sid!r} "
                                 f"failed: {str(exc) or type(exc).__name__}") from exc
         if error is not None or not isinstance(servers, dict):
-            raise RegistryError(f"pomelo master at {self.where}: subscribing failed: "
+            raise RegistryError(f"{self.scheme} master at {self.where}: subscribing failed: "
                                 f"{error!r} {servers!r:.200}")
         log.info("registry: %s registered with the pomelo master at %s (%d servers)",
                  sid, self.where, len(servers))
