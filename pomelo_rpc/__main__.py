@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="--instructions: N of the runs of N and 3N calls subtracted")
     p.add_argument("--rows", metavar="ROW,...",
                    help="--instructions: only these rows (raw, raw-coalesced, cython-async, "
-                        "cython-def, python-async, python-def)")
+                        "cython-def, python-async, python-def, cython-notify, python-notify)")
     p.add_argument("--profile", metavar="FILE",
                    help="--instructions: write where the instructions of cython-async go to FILE")
 

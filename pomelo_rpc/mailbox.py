@@ -90,11 +90,12 @@ class Mailbox:
         #: the connection's protocol (the core's): the calls, their deadlines, the bytes
         #: in and out; ``send`` is its ``send``
         self.protocol: ClientProtocol = self._make_protocol(opts)
-        #: where the client's call path sends calls without this mailbox's ``send``: its
-        #: protocol, as long as ``send`` is the protocol's (None once an observer, or a
-        #: subclass, puts its own ``send`` in the way)
-        self.direct: ClientProtocol | None = (self.protocol if type(self).send is Mailbox.send
-                                              else None)
+        #: where the client's call path sends calls (and notifies) without this mailbox's
+        #: ``send`` (``notify``): its protocol, as long as they are the protocol's (None
+        #: once an observer, or a subclass, puts its own in the way)
+        self.direct: ClientProtocol | None = (
+            self.protocol if type(self).send is Mailbox.send
+            and type(self).notify is Mailbox.notify else None)
         # (rid, msg, deadline or None) of calls made while connecting
         self._waiting: list[tuple[int, dict[str, Any], float | None]] = []
         # None until the first send or connect sets it; nothing reads it before that

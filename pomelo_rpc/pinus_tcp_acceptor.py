@@ -106,7 +106,7 @@ class _PinusTcpConnection(_MqttConnection):
 
     def _make_protocol(self) -> PinusTcpProtocol:
         cls = protocol_class(self._acceptor.core, PinusTcpProtocol)
-        protocol: PinusTcpProtocol = cls(self, self._acceptor)  # type: ignore[arg-type,assignment]
+        protocol: PinusTcpProtocol = cls(self, self._acceptor)  # type: ignore[assignment]
         return protocol
 
     def _start(self) -> None:

@@ -248,17 +248,17 @@ async def test_native_notify_frames_get_no_answer(core):
         hello = await _read_frame(reader)
         mid = hello[2].index(["user", "sink", "note"])
         count = hello[2].index(["user", "sink", "count"])
-        writer.write(_frame([11, ["by name"], "user", "sink", "note"])
-                     + _frame([10, ["by id"], mid])
-                     + _frame([10, ["traced"], mid, "trace-1"])
-                     + _frame([10, ["budget"], mid, None, 5000])
-                     + _frame([11, ["both"], "user", "sink", "note", None, 5000])
-                     + _frame([10, ["no such method"], 999])
+        writer.write(_frame([11, None, "user", "sink", "note", ["by name"]])
+                     + _frame([10, None, mid, ["by id"]])
+                     + _frame([10, None, mid, ["traced"], "trace-1"])
+                     + _frame([10, None, mid, ["budget"], None, 5000])
+                     + _frame([11, None, "user", "sink", "note", ["both"], None, 5000])
+                     + _frame([10, None, 999, ["no such method"]])
                      + _frame([1, 7, count, []]))
         assert await asyncio.wait_for(_read_frame(reader), 5) == [3, 7, 5]
         assert [n[1] for n in notes] == ["by name", "by id", "traced", "budget", "both"]
         # a malformed notify frame closes the connection, as a malformed request does
-        writer.write(_frame([10, ["too short"]]))
+        writer.write(_frame([10, None, mid]))
         assert await asyncio.wait_for(reader.read(), 5) == b""
     finally:
         writer.close()

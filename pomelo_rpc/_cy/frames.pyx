@@ -582,20 +582,21 @@ cpdef bytes encode_notify(object method_id, object args, object trace_id, object
     """A notify naming its method by the id from the server's HELLO table, with a
     trace id and the budget in ms when they are not None."""
     if budget_ms is not None:
-        return _encode_fields(_NOTIFY_ID, 4, args, method_id, trace_id, budget_ms)
+        return _encode_fields(_NOTIFY_ID, 5, None, method_id, args, trace_id, budget_ms)
     if trace_id is not None:
-        return _encode_fields(_NOTIFY_ID, 3, args, method_id, trace_id)
-    return _encode_fields(_NOTIFY_ID, 2, args, method_id)
+        return _encode_fields(_NOTIFY_ID, 4, None, method_id, args, trace_id)
+    return _encode_fields(_NOTIFY_ID, 3, None, method_id, args)
 
 
 cpdef bytes encode_notify_by_name(object namespace, object service, object method,
                                   object args, object trace_id, object budget_ms):
     """A notify naming its method in full (before HELLO, or for a name not in it)."""
     if budget_ms is not None:
-        return encode([NOTIFY_NAME, args, namespace, service, method, trace_id, budget_ms])
+        return encode([NOTIFY_NAME, None, namespace, service, method, args, trace_id,
+                       budget_ms])
     if trace_id is not None:
-        return encode([NOTIFY_NAME, args, namespace, service, method, trace_id])
-    return encode([NOTIFY_NAME, args, namespace, service, method])
+        return encode([NOTIFY_NAME, None, namespace, service, method, args, trace_id])
+    return encode([NOTIFY_NAME, None, namespace, service, method, args])
 
 
 cpdef bytes encode_response(object rid, object result):

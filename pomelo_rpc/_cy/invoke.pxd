@@ -18,6 +18,7 @@ cdef class Invoker:
     cpdef object direct(self, object server_id, dict msg, object timeout)
     @cython.locals(direct=ClientProtocol)
     cpdef object call(self, object server_id, dict msg, object timeout)
+    @cython.locals(direct=ClientProtocol)
     cpdef object notify(self, object server_id, dict msg, object timeout)
 
 
@@ -28,5 +29,6 @@ cdef class ProxyMethod:
     cdef readonly object service
     cdef readonly object method
     cdef readonly object route
+    cdef dict base
 
     cpdef dict message(self, object args)

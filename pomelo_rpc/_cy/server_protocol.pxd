@@ -40,8 +40,8 @@ cdef class ServerProtocol:
     cpdef data_received(self, object data)
     cpdef list read(self, object data)
     cpdef list decode(self, object data)
-    @cython.locals(n=Py_ssize_t, at=Py_ssize_t)
-    cpdef bint on_notify(self, object msg, double arrived) except -1
+    @cython.locals(n=Py_ssize_t)
+    cpdef bint notify_request(self, object msg) except -1
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)
     cpdef run_request(self, object request, object rid, object deadline)

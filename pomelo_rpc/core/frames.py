@@ -10,11 +10,11 @@ when it has a value: ``[REQ_ID, rid, method_id, args, trace, budget_ms]`` and
 ``budget_ms`` the caller's remaining time budget in whole milliseconds (an int,
 relative so that clocks need not agree). Without either, a request is 4 (6) fields.
 
-A notify (a one-way call: no request id, nothing sent back) has the same trailing
-fields: ``[NOTIFY_ID, args, method_id, trace, budget_ms]`` and ``[NOTIFY_NAME, args,
-namespace, service, method, trace, budget_ms]``. Its second field is the argument list,
-never an int, so that a server reads it apart from the requests (whose second field is
-their rid) without a test on the path of every request.
+A notify (a one-way call: no request id, nothing sent back) is laid out as a request
+with nil where the rid would be: ``[NOTIFY_ID, nil, method_id, args, trace, budget_ms]``
+and ``[NOTIFY_NAME, nil, namespace, service, method, args, trace, budget_ms]`` (the same
+trailing fields). Its second field is never an int, so a server reads it apart from
+the requests without a test on the path of every request, and runs it as one.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ PONG = 6       # [PONG]
 CHALLENGE = 7  # server -> client, first frame: [CHALLENGE, version, server_nonce]
 AUTH = 8       # client -> server, first frame: [AUTH, proof, client_nonce]
 AUTH_OK = 9    # server -> client, before HELLO: [AUTH_OK, proof]
-NOTIFY_ID = 10    # [NOTIFY_ID, args, method_id] (+ trace) (+ budget_ms): no rid, no answer
-NOTIFY_NAME = 11  # [NOTIFY_NAME, args, namespace, service, method] (+ trace) (+ budget_ms)
+NOTIFY_ID = 10    # [NOTIFY_ID, nil, method_id, args] (+ trace) (+ budget_ms): no answer
+NOTIFY_NAME = 11  # [NOTIFY_NAME, nil, namespace, service, method, args] (+ trace) (+ budget)
 
 PROTOCOL_VERSION = 1
 
@@ -153,13 +153,13 @@ def encode_notify(method_id: int, args: list[Any], trace_id: str | None,
                   budget_ms: int | None) -> bytes:
     """A notify naming its method by the id from the server's HELLO table, with a
     trace id and the budget in ms when they are not None."""
-    return encode([NOTIFY_ID, args, method_id, *_trailing(trace_id, budget_ms)])
+    return encode([NOTIFY_ID, None, method_id, args, *_trailing(trace_id, budget_ms)])
 
 
 def encode_notify_by_name(namespace: str, service: str, method: str, args: list[Any],
                           trace_id: str | None, budget_ms: int | None) -> bytes:
     """A notify naming its method in full (before HELLO, or for a name not in it)."""
-    return encode([NOTIFY_NAME, args, namespace, service, method,
+    return encode([NOTIFY_NAME, None, namespace, service, method, args,
                    *_trailing(trace_id, budget_ms)])
 
 

@@ -113,10 +113,14 @@ class Invoker:
                 mailbox = self.station.mailbox(server_id)
             if timeout is None:
                 timeout = self.timeout
+            direct = getattr(mailbox, "direct", None)    # as for a call
+            if direct is not None:
+                fut: Awaitable[Any] = direct.notify(msg, timeout)
+                return fut
             notify = getattr(mailbox, "notify", None)
             if notify is None:        # a custom mailbox: a call whose answer is dropped
                 return self.client._notify_by_call(mailbox, msg, timeout)
-            fut: Awaitable[Any] = notify(msg, timeout)
+            fut = notify(msg, timeout)
             return fut
         except Exception as exc:
             return failed(exc)
@@ -133,11 +137,15 @@ class ProxyMethod:
         self.service = service
         self.method = method
         self.route = f"{namespace}.{server_type}.{service}.{method}"
+        #: the call message without its args: copying it is cheaper than building it
+        self.base = {"namespace": namespace, "server_type": server_type, "service": service,
+                     "method": method}
 
     def message(self, args: Iterable[Any]) -> dict[str, Any]:
         """The call message of this method with ``args``."""
-        return {"namespace": self.namespace, "server_type": self.server_type,
-                "service": self.service, "method": self.method, "args": list(args)}
+        msg = self.base.copy()
+        msg["args"] = list(args)
+        return msg
 
     def __call__(self, route_param: Any, *args: Any,
                  timeout: float | None = None) -> Awaitable[Any]:

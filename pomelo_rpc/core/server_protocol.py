@@ -219,14 +219,16 @@ class ServerProtocol:
         try:
             for msg in msgs:
                 if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
-                    if self.is_ping(msg):
-                        self.respond_pong()
-                        continue
-                    if not self.on_notify(msg, arrived):
+                    # a notify frame: run as the request it is made, with no rid
+                    if not self.notify_request(msg):
+                        if self.is_ping(msg):
+                            self.respond_pong()
+                            continue
                         self.owner._abort(FrameError(f"malformed request frame: {msg!r:.80}"))
-                    if self.aborted:
                         return
-                    continue
+                    rid = None
+                else:
+                    rid = msg[1]
                 n = len(msg)      # the budget field, if any (see core.frames)
                 budget = (msg[5] if n == 6 and msg[0] == 1 else
                           msg[7] if n == 8 and msg[0] == 2 else None)
@@ -255,9 +257,9 @@ class ServerProtocol:
                     current_deadline.set(None)
                     live = False
                 if inline:
-                    self.run_request(msg, msg[1], deadline)
+                    self.run_request(msg, rid, deadline)
                 else:
-                    self.submit(msg, msg[1], budget, arrived)
+                    self.submit(msg, rid, budget, arrived)
                 if self.aborted:
                     return
         finally:
@@ -267,23 +269,20 @@ class ServerProtocol:
 
     # requests ------------------------------------------------------------
 
-    def on_notify(self, msg: Any, arrived: float) -> bool:
-        """A native notify frame (see ``core.frames``): submitted as the request it
-        names, with no rid. False if ``msg`` is no notify frame."""
-        if type(msg) is not list or not msg:
+    def notify_request(self, msg: Any) -> bool:
+        """Make a native notify frame (see ``core.frames``) the request it is laid out
+        as, in place, with ``NOTIFY_RID`` for its rid; False if ``msg`` is none."""
+        if type(msg) is not list or len(msg) < 4 or msg[1] is not None:
             return False
         kind = msg[0]
         n = len(msg)
-        if kind == NOTIFY_ID and 3 <= n <= 5:
-            request = [REQ_ID, NOTIFY_RID, msg[2], msg[1]]
-            at = 3
-        elif kind == NOTIFY_NAME and 5 <= n <= 7:
-            request = [REQ_NAME, NOTIFY_RID, msg[2], msg[3], msg[4], msg[1]]
-            at = 5
+        if kind == NOTIFY_ID and n <= 6:
+            msg[0] = REQ_ID
+        elif kind == NOTIFY_NAME and 6 <= n <= 8:
+            msg[0] = REQ_NAME
         else:
             return False
-        request += msg[at:]           # the trace and the budget, if any
-        self.submit(request, None, msg[at + 1] if n == at + 2 else None, arrived)
+        msg[1] = NOTIFY_RID
         return True
 
     def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
@@ -308,7 +307,9 @@ class ServerProtocol:
             except BadBudget as exc:
                 self.fail(request, rid, DispatchError(str(exc)))
                 return
-        if self.queue or self.reading_paused or overload.spent():
+        end = overload.slice_end      # overload.spent(), without its call once started
+        if (self.queue or self.reading_paused
+                or (overload.spent() if end is None else clock() >= end)):
             overload.enqueue(self.owner, (request, rid, deadline))
         else:
             self.run_entry((request, rid, deadline), None)
