@@ -44,8 +44,20 @@ names = st.text(min_size=1, max_size=12)
 @st.composite
 def messages(draw):
     """(encoder name, args, decoded message) for any message kind."""
-    kind = draw(st.sampled_from(["req", "req_name", "resp", "err", "hello", "ping", "pong", "raw"]))
+    kind = draw(st.sampled_from(["req", "req_name", "resp", "err", "hello", "ping", "pong", "raw",
+                                 "notify", "notify_name"]))
     rid = draw(rids)
+    if kind in ("notify", "notify_name"):
+        args = draw(st.lists(values, max_size=4))
+        trace = draw(st.none() | st.text(max_size=20))
+        budget = draw(st.none() | st.integers(0, 2**31))
+        tail = [trace, budget] if budget is not None else [] if trace is None else [trace]
+        if kind == "notify":
+            mid = draw(st.integers(0, 1000))
+            return "encode_notify", (mid, args, trace, budget), [10, None, mid, args, *tail]
+        ns, svc, m = draw(names), draw(names), draw(names)
+        return ("encode_notify_by_name", (ns, svc, m, args, trace, budget),
+                [11, None, ns, svc, m, args, *tail])
     if kind == "req":
         mid, args = draw(st.integers(0, 1000)), draw(st.lists(values, max_size=4))
         return "encode_request", (rid, mid, args), [1, rid, mid, args]
@@ -57,7 +69,10 @@ def messages(draw):
         return "encode_response", (rid, v), [3, rid, v]
     if kind == "err":
         t, msg, stack = draw(names), draw(st.text(max_size=40)), draw(st.none() | st.text(max_size=40))
-        return "encode_error", (rid, t, msg, stack), [4, rid, [t, msg, stack]]
+        fields = draw(st.none() | st.fixed_dictionaries({"code": st.integers(-2**63, 2**63 - 1) | names}))
+        if fields is None:
+            return "encode_error", (rid, t, msg, stack), [4, rid, [t, msg, stack]]
+        return "encode_error", (rid, t, msg, stack, fields), [4, rid, [t, msg, stack, fields]]
     if kind == "hello":
         table = draw(st.lists(st.lists(names, min_size=3, max_size=3), max_size=4))
         return "encode_hello", (table,), [0, 1, table]
