@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .acceptor import BaseAcceptor, ServerConnection
 from .mqtt_json import (ErrorAnswer, answer_payload, batch_payload, core_dumps, failure_payload,
                         loads, result_payload)
+from .core.dispatch import NOTIFY_RID
 from .errors import DispatchError, ServerBusyError
 from .overload import clock
 
@@ -31,6 +32,12 @@ log = logging.getLogger("pomelo_rpc.mqtt_acceptor")
 
 _REQ_NAME = 2   # the dispatcher's by-name request kind (see core.frames.REQ_NAME)
 
+
+def is_notify_id(rid: Any) -> bool:
+    """True if a request's ``id`` makes it a notify for pinus-rpc's tcp acceptor
+    (``pkg.id ? answer : null``: 0, none, or another JavaScript falsy value)."""
+    return not rid and not isinstance(rid, (list, dict))
+
 if TYPE_CHECKING:
     # the mixin's base, for the type checker: either core's ServerProtocol (the pure
     # one's types); at run time the base is given per core (``protocol_class``)
@@ -42,7 +49,11 @@ else:
 class MqttProtocol(_ProtocolBase):
     """The mqtt side of a core's ``ServerProtocol`` (``protocol_class`` puts the two
     together): MQTT packets in, JSON requests admitted and run by the core's code,
-    JSON answers published (or batched every ``interval`` s with ``buffer_msg``)."""
+    JSON answers published (or batched every ``interval`` s with ``buffer_msg``).
+    A request without an id is run and not answered (a notify)."""
+
+    #: a request of id 0 is a notify too (pinus tcp)
+    zero_id_notifies = False
 
     def __init__(self, owner: _MqttConnection, acceptor: MqttAcceptor) -> None:
         super().__init__(owner, acceptor.dispatcher, acceptor.overload, acceptor.pkg_size)
@@ -127,13 +138,15 @@ class MqttProtocol(_ProtocolBase):
             log.warning("rpc request from %s is not an object: %.80r", self.owner._peer, pkg)
             return
         rid = pkg.get("id")
+        if not rid and self.zero_id_notifies and is_notify_id(rid):
+            rid = None                  # pinus tcp: a notify, never answered
         msg = pkg.get("msg")
         if type(msg) is not dict:
             self.respond(self.encode_failure(rid, DispatchError("rpc request without a msg object")))
             return
         args = msg.get("args")
-        request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"), msg.get("method"),
-                   [] if args is None else args]
+        request = [_REQ_NAME, 0 if rid is not None else NOTIFY_RID, msg.get("namespace"),
+                   msg.get("service"), msg.get("method"), [] if args is None else args]
         if self.tracing:   # the W3C traceparent, else pomelo-rpc's traceId (rpcDebugLog)
             request.append(pkg.get("traceparent") or pkg.get("traceId"))
         # "budget": ms left, from a Python client (a Node client sends none)

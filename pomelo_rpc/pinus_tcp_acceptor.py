@@ -15,7 +15,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .core.dispatch import NOTIFY_RID
 from .mqtt_acceptor import MqttAcceptor, MqttProtocol, _MqttConnection, protocol_class
 from .security import check_no_auth_token
 
@@ -27,15 +26,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("pomelo_rpc.pinus_tcp_acceptor")
 
 
-def is_notify_id(rid: Any) -> bool:
-    """True if a request's ``id`` makes it a notify for pinus-rpc (``pkg.id ? ... :
-    null``: 0, none, or another JavaScript falsy value)."""
-    return not rid and not isinstance(rid, (list, dict))
-
-
 class PinusTcpProtocol(MqttProtocol):
     """The pinus tcp side of a core's ``ServerProtocol`` (``protocol_class`` puts the
-    two together): frames in, JSON requests run by the core's code, framed answers out."""
+    two together): frames in, JSON requests run by the core's code, framed answers out;
+    a request of id 0 is a notify."""
+
+    zero_id_notifies = True
 
     def __init__(self, owner: _PinusTcpConnection, acceptor: PinusTcpAcceptor) -> None:
         super().__init__(owner, acceptor)
@@ -89,13 +85,6 @@ class PinusTcpProtocol(MqttProtocol):
                 log.debug("ignoring a pinus tcp frame of type %s from %s", kind,
                           self.owner._peer)
         self.writer.flush()
-
-    def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
-        """As ``ServerProtocol.submit``; a request of id 0 (or none) is a notify."""
-        if is_notify_id(rid):
-            request[1] = NOTIFY_RID
-            rid = None
-        super().submit(request, rid, budget, arrived)
 
 
 class _PinusTcpConnection(_MqttConnection):

@@ -138,8 +138,8 @@ class ProxyMethod:
         self.method = method
         self.route = f"{namespace}.{server_type}.{service}.{method}"
         #: the call message without its args: copying it is cheaper than building it
-        self.base = {"namespace": namespace, "server_type": server_type, "service": service,
-                     "method": method}
+        self.base: dict[str, Any] = {"namespace": namespace, "server_type": server_type,
+                                     "service": service, "method": method}
 
     def message(self, args: Iterable[Any]) -> dict[str, Any]:
         """The call message of this method with ``args``."""
