@@ -28,8 +28,8 @@ import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The compiled core, as setup.py builds it (CODECS + ONE_SOURCE).
-CORE = ("frames", "mqtt", "coro", "pending", "dispatch", "writer", "client_protocol",
-        "server_protocol", "invoke")
+CORE = ("frames", "mqtt", "pinus_tcp", "coro", "pending", "dispatch", "writer",
+        "client_protocol", "server_protocol", "invoke")
 
 
 def run(cmd: list[str], **kw: object) -> None:
