@@ -40,7 +40,7 @@ class PinusTcpProtocol(MqttProtocol):
         self.publish = pinus.encode_response        # the mqtt answers' PUBLISH, framed here
         self.pingresp = pinus.PONG_FRAME
         self.kinds = (pinus.REQUEST, pinus.PING, -1, -1)   # see MqttProtocol.is_ping
-        self.idle: float = acceptor.idle_timeout or 0.0
+        self.idle: float = acceptor.pinus_idle_timeout or 0.0
         self.heard = True          # a frame arrived since the last idle check
         self.idle_timer: asyncio.TimerHandle | None = None
 
@@ -112,4 +112,4 @@ class PinusTcpAcceptor(MqttAcceptor):
     def __init__(self, opts: dict[str, Any], dispatcher: Dispatcher, core: Core) -> None:
         check_no_auth_token(opts)
         super().__init__(opts, dispatcher, core)
-        self.idle_timeout: float | None = opts["pinus_idle_timeout"]
+        self.pinus_idle_timeout: float | None = opts["pinus_idle_timeout"]

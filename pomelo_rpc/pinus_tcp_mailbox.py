@@ -116,12 +116,16 @@ class PinusTcpMailbox(MqttMailbox):
         pinus = self._pinus
         for kind, payload in frames:
             if kind == pinus.RESPONSE:
+                if self._ping_check:      # an answer before the first ping's pong
+                    self._no_pingresp()
                 self._on_publish(payload)
             elif kind == pinus.PONG:
+                self._ping_check = False
                 if self._pong_timer is not None:
                     self._pong_timer.cancel()
                     self._pong_timer = None
                 self._heartbeat()
+                self._pong()
             else:          # a request or a ping from a server: pinus-rpc's ignores them too
                 log.debug("ignoring a pinus tcp frame of type %s from %s", kind,
                           self.server_id)
