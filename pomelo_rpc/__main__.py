@@ -51,11 +51,12 @@ def _remote_paths(specs: Sequence[str]) -> list[dict[str, str]]:
 
 def _stubs(args: argparse.Namespace) -> None:
     from pomelo_rpc.stubs import remoter_paths, write_stubs
-    if not args.remote:
-        raise SystemExit("stubs needs at least one --remote NAMESPACE=DIR")
-    out: dict[str, object] = {"written": write_stubs(_remote_paths(args.remote), args.out)}
+    if not args.remote and not args.backend:
+        raise SystemExit("stubs needs at least one --remote NAMESPACE=DIR, or --backend")
+    out: dict[str, object] = {"written": write_stubs(_remote_paths(args.remote), args.out,
+                                                     backend=args.backend)}
     if args.server_type:
-        out["remoterPaths"] = remoter_paths(args.out, args.server_type)
+        out["remoterPaths"] = remoter_paths(args.out, args.server_type, args.backend)
     print(json.dumps(out), flush=True)
 
 
@@ -175,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="writes DIR/<namespace>/<service>.js (stubs of services gone removed)")
     p.add_argument("--server-type", metavar="TYPE",
                    help="also print the remoterPaths a server of TYPE advertises for DIR")
+    p.add_argument("--backend", action="store_true",
+                   help="also write DIR/sys/msgRemote.js: a backend server's (--handlers) "
+                        "forwardMessage, which pinus's connectors forward player requests "
+                        "through")
 
     p = sub.add_parser("demo", help="start a small cluster on loopback and route calls across it")
     p.add_argument("--seconds", type=float, default=1.0, help="duration of each figure")

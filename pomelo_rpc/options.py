@@ -103,7 +103,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "tcp_user_timeout": 10.0,
     # backend servers (docs/backend-servers.md): a directory of player request handlers
     # (pomelo's app/servers/<type>/handler): the server serves sys.msgRemote.forwardMessage
-    # to Node connectors (needs transport="mqtt"); None: no handlers
+    # to Node connectors (needs transport="mqtt", or "pinus-tcp" in a pinus cluster);
+    # None: no handlers
     "handlers": None,
     # reload a handler whose file changed (checked every ``reload_interval`` s), as
     # reload_remotes does for remote services

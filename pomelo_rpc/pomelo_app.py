@@ -1,12 +1,16 @@
-"""A Node pomelo 2.2.7 application on loopback, and simulated players: what the backend
-tests, ``bench/backend.py`` and ``./dev demo --pomelo`` run Python backend servers in.
+"""A Node pomelo 2.2.7 (or pinus 1.7.4) application on loopback, and simulated players:
+what the backend tests, ``bench/backend.py`` and ``./dev demo --pomelo`` run Python
+backend servers in.
 
 ``PomeloApp`` copies the repository's ``tests/node/pomelo_app`` (pomelo from npm, as
 ``./dev setup`` installs it from the committed lockfile) to a temporary directory,
 writes its ``config/*.json`` on free loopback ports (a master, hybridconnectors over
 WebSocket, Node backend servers) and runs ``node app.js``: the master starts the
-servers. ``Players`` drives pomelo-client-websocket players in one Node process
-(``tests/node/players.js``). Development tools: they need a checkout, not an install.
+servers. ``PinusApp`` does the same with ``tests/pinus/pinus_app`` (pinus from
+``tests/pinus``), on either of pinus's rpc transports. ``Players`` drives
+pomelo-client-websocket players in one Node process (``tests/node/players.js``; pinus's
+connectors speak the same protocol). Development tools: they need a checkout, not an
+install.
 """
 
 from __future__ import annotations
@@ -23,26 +27,30 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .registry.pinus import PinusMasterRegistry
 from .registry.pomelo import PomeloMasterRegistry
 
-__all__ = ["PomeloApp", "Players", "NODE_DIR", "node_missing"]
+__all__ = ["PomeloApp", "PinusApp", "Players", "NODE_DIR", "PINUS_DIR", "node_missing"]
 
+_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
 #: the Node side of the repository's tests (package.json, node_modules, the app)
-NODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "tests", "node")
-APP_DIR = os.path.join(NODE_DIR, "pomelo_app")
+NODE_DIR = os.path.join(_TESTS, "node")
+#: the pinus side (pinus 1.7.4, pinus_app)
+PINUS_DIR = os.path.join(_TESTS, "pinus")
 #: the admin tokens of config/adminServer.json, by server type
 TOKENS = {"connector": "connector-secret", "node": "node-secret", "area": "area-secret",
           "py": "py-secret", "pyclient": "pyclient-secret"}
 
 
-def node_missing() -> str | None:
-    """Why the Node side cannot run here (None: it can)."""
+def node_missing(where: str = NODE_DIR,
+                 packages: Iterable[str] = ("pomelo", "pomelo-client-websocket")) -> str | None:
+    """Why the Node side cannot run here (None: it can): Node, and ``packages`` in
+    ``where``/node_modules."""
     if shutil.which("node") is None:
         return "Node.js is not installed"
-    for package in ("pomelo", "pomelo-client-websocket"):
-        if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", package)):
-            return (f"{package} is not installed in {NODE_DIR}/node_modules "
+    for package in packages:
+        if not os.path.isdir(os.path.join(where, "node_modules", package)):
+            return (f"{package} is not installed in {where}/node_modules "
                     f"(./dev setup runs npm ci there)")
     return None
 
@@ -66,16 +74,27 @@ class PomeloApp:
     default, 30 s).
     """
 
+    #: the npm packages' folder and the app's
+    node_dir = NODE_DIR
+    app_dir = os.path.join(NODE_DIR, "pomelo_app")
+    #: what node_missing checks in node_dir
+    packages: tuple[str, ...] = ("pomelo", "pomelo-client-websocket")
+    #: the registry URL's scheme, and the watch-only registry of ``server_list``
+    scheme = "pomelo"
+    registry_class: type[PomeloMasterRegistry] = PomeloMasterRegistry
+    #: the pomelo_rpc transport of the cluster's rpc (``server.create(transport=)``)
+    transport = "mqtt"
+
     def __init__(self, connectors: Iterable[str] = ("connector-1",), node: Iterable[str] = (),
                  areas: Iterable[str] = (), nodelay: bool = False,
                  rpc_timeout: float | None = None, base: str | None = None) -> None:
-        missing = node_missing()
+        missing = node_missing(self.node_dir, self.packages)
         if missing is not None:
             raise RuntimeError(missing)
         self.node = shutil.which("node") or "node"
         self._made_base = base is None      # a temporary directory of ours: removed at stop
-        self.base = base or tempfile.mkdtemp(prefix="pomelo_app_")
-        shutil.copytree(APP_DIR, self.base, dirs_exist_ok=True)
+        self.base = base or tempfile.mkdtemp(prefix=f"{self.scheme}_app_")
+        shutil.copytree(self.app_dir, self.base, dirs_exist_ok=True)
         self.nodelay = nodelay
         self.rpc_timeout = rpc_timeout
         self.master_port = free_port()
@@ -99,7 +118,7 @@ class PomeloApp:
         self._write("servers.json", {"development": servers})
         self._write("adminServer.json", [{"type": t, "token": k} for t, k in TOKENS.items()])
         self.master: subprocess.Popen[bytes] | None = None
-        self.log_path = os.path.join(self.base, "pomelo.log")
+        self.log_path = os.path.join(self.base, f"{self.scheme}.log")
         #: the Node servers' records as the master lists them (pid included), by id
         self.servers: dict[str, dict[str, Any]] = {}
 
@@ -109,7 +128,7 @@ class PomeloApp:
 
     def env(self) -> dict[str, str]:
         """The environment of the Node processes."""
-        env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
+        env = dict(os.environ, NODE_PATH=os.path.join(self.node_dir, "node_modules"))
         env["POMELO_NODELAY"] = "1" if self.nodelay else "0"
         env.setdefault("POMELO_LOG_LEVEL", "WARN")     # not every request at DEBUG
         if self.rpc_timeout is not None:
@@ -117,10 +136,11 @@ class PomeloApp:
         return env
 
     def url(self, server_type: str, **params: str) -> str:
-        """The ``pomelo://`` URL of the master with the token of ``server_type``."""
+        """The ``pomelo://`` (``pinus://``) URL of the master with the token of
+        ``server_type``."""
         query = "&".join([f"token={TOKENS[server_type]}"]
                          + [f"{k}={v}" for k, v in params.items()])
-        return f"pomelo://127.0.0.1:{self.master_port}?{query}"
+        return f"{self.scheme}://127.0.0.1:{self.master_port}?{query}"
 
     async def start(self, timeout: float = 60.0) -> None:
         """Run the master (which starts the servers); return once every server is
@@ -140,9 +160,9 @@ class PomeloApp:
         want = set(self.ports)
         while True:
             if self.master is not None and self.master.poll() is not None:
-                raise RuntimeError(f"the pomelo master exited:\n{self.log_tail()}")
+                raise RuntimeError(f"the {self.scheme} master exited:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the pomelo app did not start within {timeout} s "
+                raise RuntimeError(f"the {self.scheme} app did not start within {timeout} s "
                                    f"(servers listed: {sorted(self.servers)}):\n"
                                    f"{self.log_tail()}")
             try:
@@ -156,8 +176,8 @@ class PomeloApp:
 
     async def server_list(self) -> dict[str, dict[str, Any]]:
         """The master's server list now (asked by a watch-only registry of its own)."""
-        reg = PomeloMasterRegistry(self.url("pyclient", client_type="pyclient"),
-                                   cluster="default", ttl=3.0, connect_timeout=2.0)
+        reg = self.registry_class(self.url("pyclient", client_type="pyclient"),
+                                  cluster="default", ttl=3.0, connect_timeout=2.0)
         try:
             await reg.open()
             return await reg.watch(lambda servers: None)
@@ -195,6 +215,43 @@ class PomeloApp:
                 return f.read()[-size:].decode(errors="replace")
         except OSError:
             return ""
+
+
+class PinusApp(PomeloApp):
+    """tests/pinus/pinus_app (pinus 1.7.4) in a temporary directory, configured and run
+    as ``PomeloApp`` runs the pomelo one (the same servers, connectors and options), on
+    pinus's rpc ``transport``: ``"mqtt"`` (its default) or ``"pinus-tcp"`` (its tcp
+    mailbox and acceptor). ``stubs``: the folder of JS stubs the Python servers
+    advertise (``python -m pomelo_rpc stubs``), added to ``url()`` as ``stubs=``.
+    ``nodelay`` does nothing here: pinus-rpc sets TCP_NODELAY itself."""
+
+    node_dir = PINUS_DIR
+    app_dir = os.path.join(PINUS_DIR, "pinus_app")
+    packages = ("pinus", "pinus-rpc")
+    scheme = "pinus"
+    registry_class = PinusMasterRegistry
+
+    def __init__(self, *args: Any, transport: str = "mqtt", stubs: str | None = None,
+                 **kw: Any) -> None:
+        if transport not in ("mqtt", "pinus-tcp"):
+            raise ValueError(f"a pinus cluster's transport is mqtt or pinus-tcp, not "
+                             f"{transport!r}")
+        self.transport = transport
+        self.stubs = stubs
+        super().__init__(*args, **kw)
+
+    def env(self) -> dict[str, str]:
+        """The environment of the Node processes: the rpc transport too."""
+        env = super().env()
+        env["PINUS_RPC_TRANSPORT"] = "tcp" if self.transport == "pinus-tcp" else "mqtt"
+        return env
+
+    def url(self, server_type: str, **params: str) -> str:
+        """The ``pinus://`` URL of the master with the token of ``server_type`` (and
+        ``stubs=`` if this app has stubs and ``params`` none)."""
+        if self.stubs is not None:
+            params.setdefault("stubs", self.stubs)
+        return super().url(server_type, **params)
 
 
 async def _accepts(port: int) -> bool:

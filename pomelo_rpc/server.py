@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from . import core as _core
 from . import remotes
@@ -52,6 +53,18 @@ log = logging.getLogger("pomelo_rpc.server")
 __all__ = ["create", "Gateway"]
 
 _TRANSPORTS: dict[str, AcceptorClass] = {"native": NativeAcceptor}
+#: the transports a backend server (``handlers=``) can serve Node connectors on
+_CONNECTOR_TRANSPORTS = ("mqtt", "pinus-tcp")
+
+
+def in_pinus_cluster(opts: Mapping[str, Any]) -> bool:
+    """Whether a server of these options is in a pinus cluster (transport ``pinus-tcp``,
+    or registered with a pinus master), not a pomelo one: what a backend server answers
+    a connector differs a little (``pomelo_rpc.backend.msg_remote``)."""
+    registry = opts.get("registry")
+    scheme = (urlsplit(registry).scheme.lower() if isinstance(registry, str)
+              else getattr(registry, "scheme", None))
+    return bool(opts.get("transport") == "pinus-tcp" or scheme == "pinus")
 
 
 def register_transport(name: str, acceptor_class: AcceptorClass) -> None:
@@ -109,9 +122,10 @@ class Gateway:
 
     def _make_app(self, opts: dict[str, Any]) -> None:
         """``handlers=``: the app the handlers get, its client, the handlers."""
-        if opts["acceptor_factory"] is None and opts["transport"] != "mqtt":
+        if opts["acceptor_factory"] is None and opts["transport"] not in _CONNECTOR_TRANSPORTS:
             raise ValueError("server.create: handlers= needs transport='mqtt' (what pomelo's "
-                             "connectors speak)")
+                             "connectors speak, and pinus's by default) or 'pinus-tcp' (a "
+                             "pinus cluster on pinus-rpc's tcp transport)")
         info = opts["server_info"] or {}
         server_type = info.get("server_type", info.get("serverType"))
         client_opts = {"transport": opts["transport"], "core": opts["core"],
@@ -151,8 +165,8 @@ class Gateway:
         if self.handlers is None or self.app is None:
             return extra
         merged = {ns: dict(svcs) for ns, svcs in (extra or {}).items()}
-        merged.setdefault("sys", {})["msgRemote"] = MsgRemote(self.app, self.handlers,
-                                                              self.filters)
+        merged.setdefault("sys", {})["msgRemote"] = MsgRemote(
+            self.app, self.handlers, self.filters, pinus=in_pinus_cluster(self.opts))
         return merged
 
     def _build_dispatcher(self) -> Dispatcher:
@@ -248,6 +262,9 @@ class Gateway:
         reg = create_registry(opts["registry"], cluster=opts["cluster"],
                               ttl=opts["registry_ttl"],
                               connect_timeout=opts["registry_connect_timeout"])
+        if self.handlers is not None and getattr(reg, "scheme", None) == "pinus":
+            # a backend: its remoterPaths need the sys entry (registry.pinus)
+            setattr(reg, "backend", True)
         try:
             await reg.open()
             await reg.register(record)

@@ -51,8 +51,9 @@ def game(tmp_path_factory):
 
 
 def py_area(game, sid, core, **opts):
-    """A Python area server joining ``game`` (not started)."""
-    return server.create(transport="mqtt", core=core, handlers=HANDLERS, paths=REMOTES,
+    """A Python area server joining ``game`` (not started), on its rpc transport (a
+    ``PomeloApp``'s or a ``PinusApp``'s)."""
+    return server.create(transport=game.transport, core=core, handlers=HANDLERS, paths=REMOTES,
                          server_info={"id": sid, "server_type": "area"},
                          registry=game.url("area"), **opts)
 

@@ -1,11 +1,18 @@
 """``sys.msgRemote``: the remote service a pomelo connector calls to forward a
 player's request (``forwardMessage(msg, session)``) to a backend server.
 
-It is an ordinary service of the gateway's ``sys`` namespace, served on the mqtt
-transport like any other. Its answers are pomelo's callback arguments: a request's
-``[null, resp, null]`` (``RawResults``: the response's JSON and the push options), an
-error's ``[err]`` or ``[err, {"code": N}]`` (``ErrorAnswer``); the connector answers the
-player with ``resp``, or ``{"code": N}`` (500 when the error has no code).
+It is an ordinary service of the gateway's ``sys`` namespace, served on the mqtt (or
+pinus-tcp) transport like any other. Its answers are pomelo's callback arguments: a
+request's ``[null, resp, null]`` (``RawResults``: the response's JSON and the push
+options), an error's ``[err]`` or ``[err, {"code": N}]`` (``ErrorAnswer``); the
+connector answers the player with ``resp``, or ``{"code": N}`` (500 when the error has
+no code).
+
+In a pinus 1.7 cluster (``pinus=True``) the answers are the same but one: pinus's
+proxies resolve with ``resp[1]`` or reject with ``resp[0]`` alone, so its connector
+answers any error with 500, whatever follows it. An error with a code is answered as
+pinus's own msgRemote answers a handler error that comes with a response: the response
+alone, ``[null, {"code": N}, null]``.
 """
 
 from __future__ import annotations
@@ -36,23 +43,15 @@ class BadForward(Exception):
     """A forwardMessage whose arguments are not a pomelo request and session."""
 
 
-def error_answer(exc: BaseException) -> ErrorAnswer:
-    """The answer of a failed request: ``[err, {"code": exc.code}]`` when the error has
-    an int ``code``, else ``[err]`` (the player gets 500)."""
-    code = getattr(exc, "code", None)
-    err = error_object(exc)
-    if type(code) is int:
-        return ErrorAnswer([err, {"code": code}], str(exc))
-    return ErrorAnswer([err], str(exc))
-
-
 class MsgRemote:
     """The ``msgRemote`` service of a backend server (see the module docstring)."""
 
-    def __init__(self, app: App, handlers: Handlers, filters: HandlerFilters) -> None:
+    def __init__(self, app: App, handlers: Handlers, filters: HandlerFilters,
+                 pinus: bool = False) -> None:
         self._app = app
         self._handlers = handlers
         self._filters = filters
+        self._pinus = pinus         # a pinus cluster's connectors call (see the module doc)
 
     async def forwardMessage(self, msg: Any, session: Any) -> RawResults:
         """Run the handler of the player's request ``msg`` (``{"id", "type", "route",
@@ -90,12 +89,14 @@ class MsgRemote:
         if filters.afters:
             await filters.run_after(body, sess, result, error)
         if error is not None:
-            if type(getattr(error, "code", None)) is int:
-                log.info("handler of %s answered code %s: %s", route, error.code,  # type: ignore[attr-defined]
-                         error)
-            else:
+            code = getattr(error, "code", None)
+            if type(code) is not int:
                 log.error("handler of %s failed", route, exc_info=error)
-            raise error_answer(error) from None
+                raise ErrorAnswer([error_object(error)], str(error)) from None
+            log.info("handler of %s answered code %s: %s", route, code, error)
+            if self._pinus:      # pinus reads no response after an error: the code alone
+                return RawResults(f'{{"code":{code}}},null')
+            raise ErrorAnswer([error_object(error), {"code": code}], str(error)) from None
         if notify:
             return _NOTIFY_ANSWER
         return RawResults(text + ",null")

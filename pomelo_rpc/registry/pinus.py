@@ -12,7 +12,9 @@ registry (``registry.pomelo``) with pinus's differences:
   ``python -m pomelo_rpc stubs --remote user=DIR --out STUBS`` writes (``stubs=STUBS``
   in the URL, a path valid on every Node host), or the ``remoterPaths`` of its
   ``server_info`` as they are. Without either, Node servers reach it only through
-  ``app.rpcInvoke``.
+  ``app.rpcInvoke``. A backend server (``handlers=``) needs a ``sys`` entry there as
+  well, the folder of a ``msgRemote`` stub (``stubs --backend``): pinus's connectors
+  forward player requests through the ``app.sysrpc`` they build from it.
 - The master reads its admin tokens from ``config/adminServer`` (.json, .js or .ts) in
   its working directory.
 
@@ -44,17 +46,30 @@ class PinusMasterRegistry(PomeloMasterRegistry):
         "stubs": None,     # the stubs folder to advertise in info.remoterPaths
     }
     admin_file = "config/adminServer (.json, .js or .ts, in the master's working directory)"
+    #: the registering server is a backend (``handlers=``; the gateway sets it): its
+    #: remoterPaths need the ``sys`` entry connectors forward player requests through
+    backend = False
 
     def _server_info(self, rec: Record) -> dict[str, Any]:
         """pomelo's info, with the ``remoterPaths`` pinus builds ``app.rpc`` from."""
         info = super()._server_info(rec)
+        server_type = rec["server_type"]
         if "remoterPaths" not in info:
             stubs = self.params["stubs"]
             if stubs:
-                info["remoterPaths"] = remoter_paths(stubs, rec["server_type"])
+                info["remoterPaths"] = remoter_paths(stubs, server_type, self.backend)
             else:
                 log.warning("registry: %s advertises no remoterPaths (no stubs= in the "
                             "pinus URL): Node servers reach it through app.rpcInvoke only, "
-                            "not app.rpc.%s", rec["id"], rec["server_type"])
+                            "not app.rpc.%s", rec["id"], server_type)
                 info["remoterPaths"] = []
+        paths = info["remoterPaths"]
+        if self.backend and not any(
+                type(p) is dict and p.get("namespace") == "sys"
+                and p.get("serverType") == server_type
+                for p in (paths if type(paths) is list else ())):
+            log.warning("registry: %s has handlers but advertises no sys remoterPath: "
+                        "pinus's connectors cannot forward player requests to it (their "
+                        "app.sysrpc.%s is built from it); write the stubs with `python -m "
+                        "pomelo_rpc stubs --backend`", rec["id"], server_type)
         return info

@@ -1,8 +1,10 @@
-// A small pinus 1.7.4 application for pomelo_rpc's tests (tests/test_pinus.py): the
-// master and backend servers of type "node" (remote relayRemote). Python servers of
-// type "py" join through the master and advertise the JS stubs of their services
-// (`python -m pomelo_rpc stubs`) as their remoterPaths. Plain JS on pinus's compiled
-// dist/: no TypeScript.
+// A small pinus 1.7.4 application for pomelo_rpc's tests (tests/test_pinus.py,
+// tests/test_pinus_backend.py): the master, backend servers of type "node" (remote
+// relayRemote) and, when servers.json lists them, connectors (hybridconnector over
+// WebSocket) forwarding player requests on area.* to the area servers. Python servers
+// (of type "py", or backend servers of type "area") join through the master and
+// advertise the JS stubs of their services (`python -m pomelo_rpc stubs`) as their
+// remoterPaths. Plain JS on pinus's compiled dist/: no TypeScript.
 //
 // PINUS_RPC_TRANSPORT=tcp switches the cluster's rpc to pinus-rpc's tcp transport
 // (proxyConfig.mailboxFactory / remoteConfig.acceptorFactory); mqtt (pinus's default)
@@ -43,7 +45,8 @@ const transport = process.env.PINUS_RPC_TRANSPORT || 'mqtt';
 const env = function (name) {
   return process.env[name] ? Number(process.env[name]) : undefined;
 };
-const proxyConfig = {timeout: 10000};
+// POMELO_RPC_TIMEOUT (ms): how long an rpc (a forwarded request, say) waits for its answer
+const proxyConfig = {timeout: env('POMELO_RPC_TIMEOUT') || 10000};
 const remoteConfig = {};
 if (transport === 'tcp') {
   proxyConfig.mailboxFactory = rpc.createTcpMailBox;
@@ -136,6 +139,35 @@ function hook(app) {
 
 app.configure('development', 'node', function () {
   hook(app);
+});
+
+// Connectors (tests/test_pinus_backend.py, pomelo_rpc.pomelo_app.PinusApp): pinus's
+// hybridconnector over WebSocket, players on pomelo-client-websocket (tests/node). A
+// request on route area.* goes to the area server named by the session's "area" setting
+// (set by connector.entryHandler.entry), else to pinus's default choice by uid (crc32 of
+// the uid over the area servers, here sorted by id as pomelo_rpc's clients sort them).
+// The connectors reach a Python area server through app.sysrpc.area.msgRemote, built
+// from the sys entry of the remoterPaths it advertises.
+const crc = require('crc');
+function areaRoute(session, msg, app, cb) {
+  const list = (app.getServersByType('area') || []).slice();
+  if (list.length === 0) {
+    return cb(new Error('no area server'));
+  }
+  const want = session.get('area');
+  if (want) {
+    if (list.some(function (s) { return s.id === want; })) {
+      return cb(null, want);
+    }
+    return cb(new Error('area server ' + want + ' is not in the list'));
+  }
+  list.sort(function (a, b) { return a.id < b.id ? -1 : a.id > b.id ? 1 : 0; });
+  cb(null, list[Math.abs(crc.crc32(String(session.uid || ''))) % list.length].id);
+}
+
+app.configure('development', 'connector', function () {
+  app.set('connectorConfig', {connector: pinus.connectors.hybridconnector, heartbeat: 30});
+  app.route('area', areaRoute);
 });
 
 app.start();
