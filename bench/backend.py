@@ -2,6 +2,7 @@
 against the same app with a Node area server.
 
     python bench/backend.py [--rounds 3] [--seconds 5] [--players 1,100] [--json]
+                            [--pinus mqtt|pinus-tcp]
 
 Each cell runs a pomelo 2.2.7 app (``pomelo_rpc.pomelo_app``: a master and one
 hybridconnector over WebSocket) with one area server: the Node one
@@ -13,6 +14,10 @@ each send ``area.playerHandler.move`` one after the other; every 10th asks for a
 ``onMove`` push back. Printed per cell, medians of ``--rounds`` rounds whose cells run
 in alternating order: requests/s, p50/p99 latency (ms), pushes/s, and the CPU each
 process spent per request (µs, from /proc/<pid>/stat over the load).
+
+``--pinus mqtt`` (or ``pinus-tcp``): the same with a pinus 1.7.4 app instead
+(``PinusApp``, tests/pinus/pinus_app, its Node area the same ``move``) on that rpc
+transport; pinus-rpc sets TCP_NODELAY itself, so there are no ``nodelay`` cells.
 """
 
 from __future__ import annotations
@@ -21,17 +26,20 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import pomelo_rpc  # noqa: E402
-from pomelo_rpc.pomelo_app import PomeloApp, Players, node_missing  # noqa: E402
+from pomelo_rpc.pomelo_app import PINUS_DIR, PinusApp, PomeloApp, Players, node_missing  # noqa: E402
 from pomelo_rpc.processes import child_env  # noqa: E402
+from pomelo_rpc.stubs import write_stubs  # noqa: E402
 
 HANDLERS = os.path.join(os.path.dirname(HERE), "pomelo_rpc", "demo_backend", "area", "handler")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -52,7 +60,7 @@ def cpu_seconds(pid: int) -> float:
 async def python_area(app: PomeloApp, sid: str, core: str) -> subprocess.Popen[str]:
     """A Python area server process joining ``app``; returned once registered."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pomelo_rpc", "serve", "--transport", "mqtt", "--server-id",
+        [sys.executable, "-m", "pomelo_rpc", "serve", "--transport", app.transport, "--server-id",
          sid, "--server-type", "area", "--handlers", HANDLERS, "--registry", app.url("area")],
         stdout=subprocess.PIPE, text=True, env=child_env(pure=core == "python"))
     loop = asyncio.get_running_loop()
@@ -62,12 +70,19 @@ async def python_area(app: PomeloApp, sid: str, core: str) -> subprocess.Popen[s
     return proc
 
 
+def make_app(area: str, sid: str, nodelay: bool, pinus: str | None, stubs: str) -> PomeloApp:
+    """The pomelo app (or, with ``pinus``, the pinus one on that transport) of a cell."""
+    areas = [sid] if area == "node" else []
+    if pinus:
+        return PinusApp(connectors=["connector-1"], areas=areas, transport=pinus, stubs=stubs)
+    return PomeloApp(connectors=["connector-1"], areas=areas, nodelay=nodelay)
+
+
 async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: float,
-               core: str) -> dict[int, dict[str, float]]:
+               core: str, pinus: str | None = None, stubs: str = "") -> dict[int, dict[str, float]]:
     """One app with one area server (``node`` or ``python``): a load per player count."""
     sid = "area-node-1" if area == "node" else "area-py-1"
-    app = PomeloApp(connectors=["connector-1"], areas=[sid] if area == "node" else [],
-                    nodelay=nodelay)
+    app = make_app(area, sid, nodelay, pinus, stubs)
     await app.start()
     proc = None
     players = None
@@ -119,16 +134,23 @@ COLUMNS = ["rps", "p50", "p99", "pushes", "cpu_connector", "cpu_area", "cpu_play
 
 async def run(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
     counts = [int(c) for c in args.players.split(",")]
-    rounds: dict[tuple[str, bool], list[dict[int, dict[str, float]]]] = {c: [] for c in CONFIGS}
-    for r in range(args.rounds):
-        order = CONFIGS if r % 2 == 0 else CONFIGS[::-1]
-        for area, nodelay in order:
-            res = await cell(area, nodelay, counts, args.seconds, args.core)
-            rounds[(area, nodelay)].append(res)
-            if not args.json:
-                print(f"  round {r + 1}: {area:6} {'nodelay' if nodelay else 'stock':7} " + "  ".join(
-                    f"{c} players {res[c]['rps']:.0f}/s p50 {res[c]['p50']:.2f} ms"
-                    for c in counts), flush=True)
+    configs = [c for c in CONFIGS if not (args.pinus and c[1])]
+    stubs = tempfile.mkdtemp(prefix="bench_backend_stubs_")
+    write_stubs([], stubs, backend=True)     # the Python area's sys/msgRemote.js (pinus)
+    rounds: dict[tuple[str, bool], list[dict[int, dict[str, float]]]] = {c: [] for c in configs}
+    try:
+        for r in range(args.rounds):
+            order = configs if r % 2 == 0 else configs[::-1]
+            for area, nodelay in order:
+                res = await cell(area, nodelay, counts, args.seconds, args.core, args.pinus,
+                                 stubs)
+                rounds[(area, nodelay)].append(res)
+                if not args.json:
+                    print(f"  round {r + 1}: {area:6} {'nodelay' if nodelay else 'stock':7} "
+                          + "  ".join(f"{c} players {res[c]['rps']:.0f}/s p50 "
+                                      f"{res[c]['p50']:.2f} ms" for c in counts), flush=True)
+    finally:
+        shutil.rmtree(stubs, ignore_errors=True)
     medians: dict[str, dict[int, dict[str, float]]] = {}
     for (area, nodelay), results in rounds.items():
         key = f"{area} {'nodelay' if nodelay else 'stock'}"
@@ -141,7 +163,8 @@ def report(medians: dict[str, dict[int, dict[str, float]]], args: argparse.Names
     counts = [int(c) for c in args.players.split(",")]
     print(f"\nmedians of {args.rounds} rounds, {args.seconds:g} s per load, every "
           f"{PUSH_EVERY}th request pushes; load average {os.getloadavg()[0]:.2f}; "
-          f"Python area on the {args.core} core")
+          f"Python area on the {args.core} core; "
+          + (f"pinus 1.7.4, rpc over {args.pinus}" if args.pinus else "pomelo 2.2.7"))
     print("| connector | area | players | requests/s | p50 ms | p99 ms | pushes/s | CPU µs/request: "
           "connector | area | players |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -153,6 +176,8 @@ def report(medians: dict[str, dict[int, dict[str, float]]], args: argparse.Names
                   f"{m['pushes']:,.0f} | {m['cpu_connector']:.0f} | {m['cpu_area']:.1f} | "
                   f"{m['cpu_players']:.0f} |")
     for conn in ("stock", "nodelay"):
+        if f"node {conn}" not in medians:
+            continue
         node, py = medians[f"node {conn}"], medians[f"python {conn}"]
         big = counts[-1]
         cpu = py[big]["cpu_area"] / node[big]["cpu_area"]
@@ -172,8 +197,11 @@ def main() -> int:
     parser.add_argument("--core", default=pomelo_rpc.IMPLEMENTATION,
                         help="the Python area server's core")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--pinus", choices=["mqtt", "pinus-tcp"],
+                        help="a pinus 1.7.4 app on this rpc transport instead of pomelo's")
     args = parser.parse_args()
-    missing = node_missing()
+    missing = node_missing() or (node_missing(PINUS_DIR, PinusApp.packages)
+                                 if args.pinus else None)
     if missing is not None:
         print(f"bench/backend.py needs Node: {missing}", file=sys.stderr)
         return 1

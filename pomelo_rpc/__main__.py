@@ -190,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="instead: a Python area server inside a Node pomelo 2.2.7 cluster "
                         "(master, two connectors) with simulated players (needs Node and "
                         "tests/node's npm packages: ./dev setup)")
+    p.add_argument("--pinus", nargs="?", const="mqtt", choices=["mqtt", "pinus-tcp"],
+                   help="instead: the same in a pinus 1.7.4 cluster, on pinus's rpc transport "
+                        "mqtt (the default) or pinus-tcp (needs tests/pinus's npm packages too)")
 
     p = sub.add_parser("bench", help="end-to-end benchmark beside a raw uvloop echo")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each cell")
@@ -221,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "serve":
         pomelo_rpc.run(_serve(args))
-    elif args.command == "demo" and args.pomelo:
+    elif args.command == "demo" and (args.pomelo or args.pinus):
         from pomelo_rpc.demo_pomelo import main as demo_pomelo_main
         pomelo_rpc.run(demo_pomelo_main(args))
     elif args.command == "stubs":

@@ -1,12 +1,13 @@
 """``python -m pomelo_rpc demo --pomelo`` (``./dev demo --pomelo``): a Python area
-server inside a Node pomelo 2.2.7 cluster.
+server inside a Node pomelo 2.2.7 cluster; ``--pinus [mqtt|pinus-tcp]``: inside a
+pinus 1.7.4 one.
 
 A pomelo master and two hybridconnectors (Node, ``tests/node/pomelo_app``, from the
-committed npm lockfile), a Python backend server of type ``area`` (this process,
-``pomelo_rpc/demo_backend/area/handler``) and four simulated players
-(pomelo-client-websocket, two on each connector). It prints the requests the area
-serves, the pushes the players receive and the session changes, as they happen, then
-stops everything.
+committed npm lockfile; with ``--pinus``, ``tests/pinus/pinus_app``), a Python backend
+server of type ``area`` (this process, ``pomelo_rpc/demo_backend/area/handler``) and
+four simulated players (pomelo-client-websocket, two on each connector). It prints the
+requests the area serves, the pushes the players receive and the session changes, as
+they happen, then stops everything.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
 from . import server
 from .backend import BackendSession
-from .pomelo_app import PomeloApp, Players, node_missing
+from .pomelo_app import PINUS_DIR, PinusApp, PomeloApp, Players, node_missing
+from .stubs import write_stubs
 
 HANDLERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_backend", "area",
                         "handler")
@@ -100,14 +104,26 @@ async def _play(players: Players, app: PomeloApp, printer: Printer) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     """Run the demo (see the module docstring)."""
-    missing = node_missing()
+    pinus = getattr(args, "pinus", None)
+    missing = node_missing() or (node_missing(PINUS_DIR, PinusApp.packages) if pinus else None)
     if missing is not None:
-        raise SystemExit(f"demo --pomelo needs Node and the npm packages: {missing}")
+        raise SystemExit(f"demo --{'pinus' if pinus else 'pomelo'} needs Node and the npm "
+                         f"packages: {missing}")
     printer = Printer()
-    app = PomeloApp(connectors=["connector-1", "connector-2"])
-    print("starting a pomelo 2.2.7 master and two connectors (Node) ...", flush=True)
+    stubs = tempfile.mkdtemp(prefix="pomelo_rpc_demo_stubs_")
+    app: PomeloApp
+    if pinus:
+        # what the connectors forward through (app.sysrpc.area.msgRemote): the area's
+        # sys stub, as `python -m pomelo_rpc stubs --backend --out DIR` writes it
+        write_stubs([], stubs, backend=True)
+        app = PinusApp(connectors=["connector-1", "connector-2"], transport=pinus, stubs=stubs)
+        print(f"starting a pinus 1.7.4 master and two connectors (Node, rpc over {pinus}) ...",
+              flush=True)
+    else:
+        app = PomeloApp(connectors=["connector-1", "connector-2"])
+        print("starting a pomelo 2.2.7 master and two connectors (Node) ...", flush=True)
     await app.start()
-    gw = server.create(transport="mqtt", handlers=HANDLERS, registry=app.url("area"),
+    gw = server.create(transport=app.transport, handlers=HANDLERS, registry=app.url("area"),
                        server_info={"id": AREA_ID, "server_type": "area"})
     gw.before(printer.before)
     gw.after(printer.after)
@@ -122,5 +138,6 @@ async def main(args: argparse.Namespace) -> None:
         await players.stop()
         await gw.stop()
         app.stop()
+        shutil.rmtree(stubs, ignore_errors=True)
     print("\n" + ", ".join(f"{n} {what}" for what, n in printer.counts.items())
           + "; everything stopped.")

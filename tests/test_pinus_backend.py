@@ -239,3 +239,16 @@ async def test_a_backend_without_the_sys_stub_is_warned_about(games, caplog):
         await gw.stop()
     assert "py-nosys has handlers but advertises no sys remoterPath" in caplog.text
     assert "stubs --backend" in caplog.text
+
+
+def test_demo_pinus_runs_and_ends_by_itself(games):
+    done = subprocess.run([sys.executable, "-m", "pomelo_rpc", "demo", "--pinus", "pinus-tcp"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "pinus 1.7.4 master and two connectors (Node, rpc over pinus-tcp)" in out
+    assert "request  area.playerHandler.walk from alice" in out
+    assert "push     onChat to dave: {'from': 'bob', 'text': 'hello from Bob'}" in out
+    assert "on the connector, carol's session: {'area': 'area-py-1', 'name': 'Carol'}" in out
+    assert "everything stopped." in out
