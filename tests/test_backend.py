@@ -1,5 +1,8 @@
 """Backend servers (``handlers=``) inside a running Node pomelo 2.2.7 cluster.
 
+The tests taking ``game`` run against pinus 1.7.4 clusters too (tests/test_pinus_backend.py
+collects them with its own ``game``): they use only what both apps have.
+
 One cluster for the module (``pomelo_rpc.pomelo_app``: tests/node/pomelo_app with a
 master, two hybridconnectors over WebSocket and a Node server ``node-1``), started on
 free loopback ports. Players are pomelo-client-websocket@1.0.13 clients in one Node
@@ -305,7 +308,7 @@ async def test_graceful_stop_answers_requests_in_flight(game, core):
 async def test_killed_backend_fails_the_players_requests(game, core):
     sid = f"py-killed-{core}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pomelo_rpc", "serve", "--transport", "mqtt", "--server-id",
+        sys.executable, "-m", "pomelo_rpc", "serve", "--transport", game.transport, "--server-id",
         sid, "--server-type", "area", "--handlers", HANDLERS, "--remote",
         f"user={REMOTES[0]['path']}", "--registry", game.url("area"),
         stdout=asyncio.subprocess.PIPE,
@@ -342,7 +345,7 @@ SESSION_OK = {"id": 1, "frontendId": "connector-1", "uid": None, "settings": {}}
 
 async def test_hostile_forward_message_arguments_get_errors(game, core, caplog):
     async with Backend(game, f"py-hostile-{core}", core) as (gw, players):
-        raw = client.create(transport="mqtt", core=core)
+        raw = client.create(transport=game.transport, core=core)
         raw.add_servers([{"id": "target", "server_type": "area", "port": gw.port}])
         await raw.start()
         try:
