@@ -32,9 +32,10 @@ import pytest
 import pomelo_rpc
 from conftest import ROOT
 from pomelo_rpc import client, server
-from pomelo_rpc.pomelo_app import PINUS_DIR, PinusApp, node_missing
+from pomelo_rpc.pomelo_app import PINUS_DIR, PinusApp, Players, node_missing
 from pomelo_rpc.stubs import remoter_paths
-from test_backend import FORWARD, HANDLERS, REMOTES, RPC_TIMEOUT, STRICT, Backend
+from test_backend import (FORWARD, HANDLERS, REMOTES, RPC_TIMEOUT, STRICT, Backend, enter,
+                          until)
 # tests/test_backend.py's tests, collected here with this module's ``game``: the same
 # players, handlers and assertions through pinus's connectors, on both rpc transports
 from test_backend import (  # noqa: F401  (collected by pytest)
@@ -126,8 +127,9 @@ async def test_the_area_advertises_its_stubs_and_answers_codes_pinus_style(game,
 
 
 async def test_a_backend_without_the_sys_stub_is_warned_about(games, caplog):
-    """A backend advertising no sys remoterPath cannot be forwarded to: logged. (A stubs
-    folder not on this host is advertised with both namespaces, sys and user.)"""
+    """A backend advertising no sys remoterPath is logged: the connectors cannot forward
+    to it (the player gets 500, the connector logs why). (A stubs folder not on this
+    host is advertised with both namespaces, sys and user.)"""
     assert [p["namespace"] for p in remoter_paths("/nowhere", "area", backend=True)] == [
         "sys", "user"]
     game = games["mqtt"]
@@ -135,11 +137,21 @@ async def test_a_backend_without_the_sys_stub_is_warned_about(games, caplog):
                        server_info={"id": "py-nosys", "server_type": "area",
                                     "remoterPaths": []},
                        registry=game.url("area"))
-    with caplog.at_level(logging.WARNING, logger="pomelo_rpc.registry"):
-        await gw.start()
+    players = await Players().start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pomelo_rpc.registry"):
+            await gw.start()
+        assert "py-nosys has handlers but advertises no sys remoterPath" in caplog.text
+        assert "stubs --backend" in caplog.text
+        await enter(players, game, "p1", area="py-nosys")
+
+        async def refused_for_want_of_sys():
+            assert await players.request("p1", "area.playerHandler.echo") == {"code": 500}
+            return "reading 'msgRemote'" in game.log_tail(20000)
+        await until(refused_for_want_of_sys, 5, "the connector finds no app.sysrpc.area")
+    finally:
+        await players.stop()
         await gw.stop()
-    assert "py-nosys has handlers but advertises no sys remoterPath" in caplog.text
-    assert "stubs --backend" in caplog.text
 
 
 def test_demo_pinus_runs_and_ends_by_itself(games):
