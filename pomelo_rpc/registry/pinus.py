@@ -69,7 +69,8 @@ class PinusMasterRegistry(PomeloMasterRegistry):
                 and p.get("serverType") == server_type
                 for p in (paths if type(paths) is list else ())):
             log.warning("registry: %s has handlers but advertises no sys remoterPath: "
-                        "pinus's connectors cannot forward player requests to it (their "
-                        "app.sysrpc.%s is built from it); write the stubs with `python -m "
-                        "pomelo_rpc stubs --backend`", rec["id"], server_type)
+                        "pinus's connectors build app.sysrpc.%s, which they forward player "
+                        "requests through, from one (none: requests get 500); write the "
+                        "stubs with `python -m pomelo_rpc stubs --backend`", rec["id"],
+                        server_type)
         return info
