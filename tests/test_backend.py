@@ -434,8 +434,10 @@ async def test_handlers_reload_when_their_files_change(core, tmp_path):
         await gw.stop()
 
 
-def test_demo_pomelo_runs_and_ends_by_itself(game):
-    done = subprocess.run([sys.executable, "-m", "pomelo_rpc", "demo", "--pomelo"],
+def run_demo(*flags):
+    """``python -m pomelo_rpc demo *flags``: it ran, showed requests, pushes and session
+    changes, and ended by itself; its output."""
+    done = subprocess.run([sys.executable, "-m", "pomelo_rpc", "demo", *flags],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -445,3 +447,8 @@ def test_demo_pomelo_runs_and_ends_by_itself(game):
     assert "session  " in out and "name: None -> 'Carol'" in out
     assert "on the connector, carol's session: {'area': 'area-py-1', 'name': 'Carol'}" in out
     assert "everything stopped." in out
+    return out
+
+
+def test_demo_pomelo_runs_and_ends_by_itself(game):
+    assert "pomelo 2.2.7 master and two connectors" in run_demo("--pomelo")

@@ -35,7 +35,7 @@ from pomelo_rpc import client, server
 from pomelo_rpc.pomelo_app import PINUS_DIR, PinusApp, Players, node_missing
 from pomelo_rpc.stubs import remoter_paths
 from test_backend import (FORWARD, HANDLERS, REMOTES, RPC_TIMEOUT, STRICT, Backend, enter,
-                          until)
+                          run_demo, until)
 # tests/test_backend.py's tests, collected here with this module's ``game``: the same
 # players, handlers and assertions through pinus's connectors, on both rpc transports
 from test_backend import (  # noqa: F401  (collected by pytest)
@@ -156,13 +156,5 @@ async def test_a_backend_without_the_sys_stub_is_warned_about(games, caplog):
 
 
 def test_demo_pinus_runs_and_ends_by_itself(games):
-    done = subprocess.run([sys.executable, "-m", "pomelo_rpc", "demo", "--pinus", "pinus-tcp"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
+    out = run_demo("--pinus", "pinus-tcp")
     assert "pinus 1.7.4 master and two connectors (Node, rpc over pinus-tcp)" in out
-    assert "request  area.playerHandler.walk from alice" in out
-    assert "push     onChat to dave: {'from': 'bob', 'text': 'hello from Bob'}" in out
-    assert "on the connector, carol's session: {'area': 'area-py-1', 'name': 'Carol'}" in out
-    assert "everything stopped." in out
