@@ -11,11 +11,12 @@ from setuptools.command.build_py import build_py
 
 #: The compiled core, in pomelo_rpc/_cy: modules written in Cython (``.pyx``, each with
 #: a hand-written pure twin in pomelo_rpc/core: the codecs (native frames, MQTT,
-#: pinus-rpc's tcp framing), and a coroutine's step) ...
-CODECS = ("frames", "mqtt", "pinus_tcp", "coro")
+#: pinus-rpc's tcp framing), a coroutine's step, the clock, the context variables of the
+#: call path, tracing's sampling) ...
+CODECS = ("frames", "mqtt", "pinus_tcp", "coro", "clock", "context", "sampling")
 #: ... and modules with one source for both cores: ``pomelo_rpc/core/<name>.py``, linked
 #: as ``pomelo_rpc/_cy/<name>.py`` and compiled with the ``.pxd`` beside the link.
-ONE_SOURCE = ("pending", "dispatch", "writer", "client_protocol", "server_protocol",
+ONE_SOURCE = ("pending", "dispatch", "meter", "writer", "client_protocol", "server_protocol",
               "invoke")
 CORE = CODECS + ONE_SOURCE
 #: Written into an installed package whose core could not be compiled: pomelo_rpc warns

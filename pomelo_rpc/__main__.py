@@ -214,10 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=2000,
                    help="--instructions: N of the runs of N and 3N calls subtracted")
     p.add_argument("--rows", metavar="ROW,...",
-                   help="--instructions: only these rows (raw, raw-coalesced, cython-async, "
-                        "cython-def, python-async, python-def, cython-notify, python-notify)")
+                   help="--instructions: only these rows (see docs/performance.md; default: "
+                        "raw, raw-coalesced, cython-async, cython-def, python-async, python-def, "
+                        "cython-notify, python-notify, cython-async-t0, raw-100c, "
+                        "cython-async-100c, server-raw-100c, server-cython-100c, "
+                        "client-raw-100c, client-cython-100c)")
     p.add_argument("--profile", metavar="FILE",
-                   help="--instructions: write where the instructions of cython-async go to FILE")
+                   help="--instructions: write where the instructions of --profile-row go to FILE")
+    p.add_argument("--profile-row", default="cython-async", metavar="ROW",
+                   help="--instructions: the row --profile describes")
+    p.add_argument("--connections", default="1,10,100,500", metavar="N,...",
+                   help="the many-connection rows: connections with 2 calls in flight on each "
+                        "(\"\": none)")
+    p.add_argument("--rr-servers", default="1,8,64", metavar="N,...",
+                   help="the many-server rows: the rr router over N gateways (\"\": none)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

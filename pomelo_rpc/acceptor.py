@@ -309,11 +309,11 @@ class _NativeConnection(ServerConnection):
         """Send the method table (HELLO), or with an auth_token the challenge first."""
         assert self._transport is not None
         if self._acceptor.auth_token is None:
-            self._transport.write(self._frames.encode_hello(self._acceptor.dispatcher.table))
+            self._protocol.writer.direct(self._frames.encode_hello(self._acceptor.dispatcher.table))
             return
         self._nonce = new_nonce()
         self._begin_handshake(self._frames.FrameDecoder(HANDSHAKE_MAX_FRAME))
-        self._transport.write(self._frames.encode_challenge(self._nonce))
+        self._protocol.writer.direct(self._frames.encode_challenge(self._nonce))
 
     def _on_handshake(self, data: bytes) -> None:
         """Before the auth_token is proven: the first frame must be a right AUTH, alone;
@@ -331,7 +331,7 @@ class _NativeConnection(ServerConnection):
             self._deny("wrong auth_token proof, or a frame other than AUTH first")
             return
         self._authenticated()
-        self._transport.write(
+        self._protocol.writer.direct(
             self._frames.encode_auth_ok(server_proof(token, self._nonce, client_nonce))
             + self._frames.encode_hello(self._acceptor.dispatcher.table))
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import gc
 import json
 import os
-import pstats
 import signal
 import statistics
 import struct
@@ -21,18 +19,19 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from functools import partial
+from typing import TYPE_CHECKING, Any, TextIO, Union
 
 import msgpack
 
 import pomelo_rpc
 from pomelo_rpc import client, processes
 from pomelo_rpc import core as _core
-from pomelo_rpc.options import SERVER_DEFAULTS
 
 if TYPE_CHECKING:
-    #: ``(call(payload) -> awaitable answer, close() -> None or an awaitable)`` of one cell
-    Caller = tuple[Callable[[Any], Awaitable[Any]], Callable[[], "Awaitable[None] | None"]]
+    #: a call function ``call(payload) -> awaitable answer``, or one per connection
+    CallFuncs = Union[Callable[[Any], Awaitable[Any]],
+                      Sequence[Callable[[Any], Awaitable[Any]]]]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMOTE = os.path.join(HERE, "bench_remote")
@@ -171,28 +170,62 @@ def start_rpc_server(server_id: str, transport: str = "native",
     return processes.start_server(server_id, "bench", REMOTE, transport, pure)
 
 
+def start_gateways(count: int) -> tuple[subprocess.Popen[str], list[int]]:
+    """A server process holding ``count`` gateways of the bench service, each on a port
+    of its own; return (process, ports)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pomelo_rpc.bench", "gateways", str(count)],
+                            stdout=subprocess.PIPE, text=True, env=processes.child_env())
+    line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: not None
+    if not line:
+        proc.kill()
+        raise RuntimeError("the gateways process failed to start")
+    return proc, list(json.loads(line)["ports"])
+
+
+async def _gateways_main(count: int) -> None:
+    from pomelo_rpc import server
+    gws = [server.create(paths=[{"namespace": "user", "path": REMOTE}],
+                         context={"server_id": f"bench-{i}"}) for i in range(count)]
+    for gw in gws:
+        await gw.start()
+    print(json.dumps({"event": "listening", "ports": [gw.port for gw in gws]}), flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for gw in gws:
+        await gw.stop()
+
+
 stop_all = processes.stop_all
 
 
 # measuring -------------------------------------------------------------------
 
-async def measure(call: Callable[[Any], Awaitable[Any]], concurrency: int, seconds: float,
+def _as_list(calls: CallFuncs) -> list[Callable[[Any], Awaitable[Any]]]:
+    if isinstance(calls, (list, tuple)):
+        return list(calls)
+    return [calls]  # type: ignore[list-item]  # a single call function
+
+
+async def measure(calls: CallFuncs, concurrency: int, seconds: float,
                   size: int) -> dict[str, float]:
-    """Keep ``concurrency`` calls in flight for ``seconds``; return calls/s, p50, p99 (µs)."""
+    """Keep ``concurrency`` calls in flight for ``seconds``; return calls/s, p50, p99 (µs).
+    ``calls``: a call function, or one per connection (worker i uses the i-th, modulo)."""
     latencies: list[float] = []
     payload = payload_of(size)
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + seconds
     clock = time.perf_counter
+    funcs = _as_list(calls)
 
-    async def worker() -> None:
+    async def worker(call: Callable[[Any], Awaitable[Any]]) -> None:
         while loop.time() < stop_at:
             t0 = clock()
             await call(payload)
             latencies.append(clock() - t0)
 
     t0 = clock()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(funcs[i % len(funcs)]) for i in range(concurrency)))
     elapsed = clock() - t0
     latencies.sort()
     return {"calls_per_s": len(latencies) / elapsed,
@@ -201,54 +234,106 @@ async def measure(call: Callable[[Any], Awaitable[Any]], concurrency: int, secon
             "calls": len(latencies)}
 
 
-async def _raw_caller(port: int, coalesce: bool = False) -> Caller:
+async def make_calls(calls: CallFuncs, count: int, concurrency: int = 100,
+                     size: int = 10) -> None:
+    """Exactly ``count`` calls, ``concurrency`` in flight (fewer at the very end);
+    ``calls`` as for ``measure``."""
+    payload = payload_of(size)
+    left = count
+    funcs = _as_list(calls)
+
+    async def worker(call: Callable[[Any], Awaitable[Any]]) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call(payload)
+    await asyncio.gather(*(worker(funcs[i % len(funcs)]) for i in range(concurrency)))
+
+
+async def start_raw_listener(coalesce: bool = False) -> asyncio.Server:
+    """A raw echo server on this loop (``coalesce``: one write per read), on a free port."""
+    server: asyncio.Server = await asyncio.get_running_loop().create_server(
+        RAW_PROTOCOLS[coalesce][0], "127.0.0.1", 0)
+    return server
+
+
+async def raw_clients(port: int, connections: int = 1, coalesce: bool = False,
+                      ) -> tuple[list[Callable[[Any], Awaitable[Any]]],
+                                 Callable[[], Awaitable[None]]]:
+    """``connections`` raw echo connections to ``port``: their call functions, and a
+    close of them all."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(RAW_PROTOCOLS[coalesce][1], "127.0.0.1", port)
-    return proto.call, proto.transport.close
+    protos = [(await loop.create_connection(RAW_PROTOCOLS[coalesce][1], "127.0.0.1", port))[1]
+              for _ in range(connections)]
+
+    async def close() -> None:
+        for proto in protos:
+            proto.transport.close()
+    return [proto.call for proto in protos], close
 
 
-async def _rpc_caller(ports: Sequence[int], transport: str, core: str | None = None,
-                      kind: str = "rpc", timeout: float = 10.0) -> Caller:
-    custom = kind == "rpc-async-router"
-    cli = client.create(transport=transport, timeout=timeout, core=core,
-                        router=bench_router if custom else None)
+def _spread_router(ids: list[str]) -> Callable[[Any, dict[str, Any], Any], str]:
+    """A custom router sending the calls of connection i (``route_param``) to ``ids[i]``."""
+    return lambda route_param, msg, route_context: ids[route_param or 0]
+
+
+async def rpc_callers(ports: Sequence[int], transport: str, core: str | None = None,
+                       kind: str = "rpc", timeout: float = 10.0, connections: int = 1,
+                       ) -> tuple[list[Callable[[Any], Awaitable[Any]]],
+                                  Callable[[], Awaitable[None]]]:
+    """The client of an rpc cell: its call functions (one per connection) and its stop.
+
+    ``connections`` > 1: that many server entries at ``ports[0]`` (each its own
+    connection), call function i routed to entry i by a custom router. "rpc-rr": the
+    ``rr`` router over one entry per port."""
+    if connections > 1:
+        ids = [f"bench-{i}" for i in range(connections)]
+        servers = [{"id": sid, "server_type": "bench", "port": ports[0]} for sid in ids]
+    else:
+        ids = [f"bench-{i}" for i in range(len(ports))]
+        servers = [{"id": sid, "server_type": "bench", "port": port}
+                   for sid, port in zip(ids, ports)]
+    router = _spread_router(ids) if kind == "rpc-async-router" else None
+    cli = client.create(transport=transport, timeout=timeout, core=core, router=router,
+                        router_type="rr" if kind == "rpc-rr" else None)
     cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
-    cli.add_servers([{"id": f"bench-{i}", "server_type": "bench", "port": port}
-                     for i, port in enumerate(ports)])
+    cli.add_servers(servers)
     await cli.start()
-    echo = cli.proxies.user.bench.bench.echo
-    for i in range(len(ports)):
-        await echo.to_server(f"bench-{i}", "warm")
-    if custom:
-        aecho = cli.proxies.user.bench.bench.aecho
-        call = lambda payload: aecho(None, payload)  # noqa: E731
+    service = cli.proxies.user.bench.bench
+    echo, aecho = service.echo, service.aecho
+    for sid in ids:
+        await echo.to_server(sid, "warm")
+    calls: list[Callable[[Any], Awaitable[Any]]]
+    if kind == "rpc-async-router":
+        calls = [partial(aecho, i) for i in range(len(ids))]
+    elif kind == "rpc-rr":
+        calls = [lambda payload: aecho(None, payload)]
     elif kind == "rpc-routed":
         uid = iter(range(1 << 62))
-        call = lambda payload: echo({"uid": next(uid)}, payload)  # noqa: E731
+        calls = [lambda payload: echo({"uid": next(uid)}, payload)]
     else:
-        call = lambda payload: echo.to_server("bench-0", payload)  # noqa: E731
-
-    def close() -> asyncio.Future[None]:
-        return asyncio.ensure_future(cli.stop())
-    return call, close
+        calls = [lambda payload: echo.to_server("bench-0", payload)]
+    return calls, cli.stop
 
 
 async def run_cell(kind: str, ports: Sequence[int], concurrency: int, size: int, seconds: float,
-                   transport: str = "native", core: str | None = None) -> dict[str, float]:
+                   transport: str = "native", core: str | None = None,
+                   connections: int = 1) -> dict[str, float]:
     """One measurement: ``kind`` is "raw", "raw-coalesced", "rpc" (``echo.to_server``),
-    "rpc-routed" (pomelo's default router over ``ports``) or "rpc-async-router" (an
-    ``async def`` method, a custom router). The calls' timeout is a third of the cell,
-    so that deadlines pass (and their timer runs) while it measures."""
+    "rpc-routed" (pomelo's default router over ``ports``), "rpc-async-router" (an
+    ``async def`` method, a custom router) or "rpc-rr" (the ``async def`` method, the
+    ``rr`` router over ``ports``); the calls spread over ``connections`` connections.
+    The calls' timeout is a third of the cell, so that deadlines pass (and their timer
+    runs) while it measures."""
     if kind.startswith("raw"):
-        call, close = await _raw_caller(ports[0], kind == "raw-coalesced")
+        calls, close = await raw_clients(ports[0], connections, kind == "raw-coalesced")
     else:
-        call, close = await _rpc_caller(ports, transport, core, kind,
-                                        timeout=max(0.2, seconds / 3))
-    await measure(call, concurrency, min(0.3, seconds), size)          # warm-up
-    result = await measure(call, concurrency, seconds, size)
-    done = close()
-    if done is not None:
-        await done
+        calls, close = await rpc_callers(ports, transport, core, kind,
+                                          timeout=max(0.2, seconds / 3),
+                                          connections=connections)
+    await measure(calls, concurrency, min(0.3, seconds), size)          # warm-up
+    result = await measure(calls, concurrency, seconds, size)
+    await close()
     return result
 
 
@@ -275,6 +360,11 @@ def multi_client(kind: str, ports: list[int], clients: int, concurrency: int, si
 
 # the matrix --------------------------------------------------------------------
 
+#: the many-connection rows: connections, each with 2 calls in flight
+CONNECTIONS = (1, 10, 100, 500)
+#: the many-server rows: gateways the ``rr`` router spreads 100 calls in flight over
+RR_SERVERS = (1, 8, 64)
+
 RAW = "raw uvloop echo"
 RAW_COALESCED = "raw uvloop echo, coalesced writes"
 ASYNC_ROUTER = "pomelo_rpc native, async def method, router"
@@ -293,6 +383,7 @@ class Cell:
     size: int
     core: str | None = None
     clients: int = 1
+    connections: int = 1
     runs: list[dict[str, float]] = field(default_factory=list)
 
     async def run(self, seconds: float) -> None:
@@ -303,7 +394,7 @@ class Cell:
                 seconds, self.transport)
         else:
             r = await run_cell(self.kind, self.ports, self.concurrency, self.size, seconds,
-                               self.transport, self.core)
+                               self.transport, self.core, self.connections)
         self.runs.append(r)
 
     def row(self) -> dict[str, Any]:
@@ -311,6 +402,7 @@ class Cell:
         rates = [r["calls_per_s"] for r in self.runs]
         return {"system": self.system, "transport": self.transport,
                 "concurrency": self.concurrency, "size": self.size,
+                "connections": self.connections,
                 "calls_per_s": statistics.median(rates), "calls_per_s_min": min(rates),
                 "calls_per_s_max": max(rates), "calls_per_s_runs": rates,
                 "p50_us": statistics.median(r["p50_us"] for r in self.runs),
@@ -319,10 +411,16 @@ class Cell:
 
 
 async def run_matrix(seconds: float, transports: list[str], clients: int,
-                     routed_servers: int, rounds: int = 3) -> list[dict[str, Any]]:
+                     routed_servers: int, rounds: int = 3,
+                     connections: Sequence[int] = CONNECTIONS,
+                     rr_servers: Sequence[int] = RR_SERVERS) -> list[dict[str, Any]]:
     """Every row of the benchmark; returns a list of dicts. The cells of one workload
     run in turn, ``rounds`` times, their order rotated by one each round (so that no
-    system always follows the same one); each row is the median of its runs."""
+    system always follows the same one); each row is the median of its runs.
+
+    ``connections``: the many-connection rows, each count of connections with 2 calls
+    in flight on each, the raw echo beside pomelo_rpc; ``rr_servers``: the many-server
+    rows, the ``rr`` router over that many gateways (all in one server process)."""
     procs: list[subprocess.Popen[str]] = []
 
     def server(started: tuple[subprocess.Popen[str], int]) -> list[int]:
@@ -348,6 +446,19 @@ async def run_matrix(seconds: float, transports: list[str], clients: int,
             ports = [server(start_rpc_server(f"routed-{i}"))[0] for i in range(routed_servers)]
             groups[1].append(Cell(f"pomelo_rpc native, routed over {routed_servers} servers",
                                   "native", "rpc-routed", ports, 100, 10))
+        if connections and "native" in rpc:
+            for n in connections:
+                groups.append([Cell(f"{RAW}, {n} connections x 2", "raw", "raw", raw, 2 * n,
+                                    10, connections=n),
+                               Cell(f"{ASYNC_ROUTER}, {n} connections x 2", "native",
+                                    "rpc-async-router", rpc["native"], 2 * n, 10,
+                                    connections=n)])
+        if rr_servers and "native" in rpc:
+            started = start_gateways(max(rr_servers))
+            procs.append(started[0])
+            groups.append([Cell(f"pomelo_rpc native, async def method, rr over {k} servers",
+                                "native", "rpc-rr", started[1][:k], 100, 10)
+                           for k in rr_servers])
         if clients > 1 and "native" in rpc:
             groups.append([Cell(f"{name}, {clients} client processes", "raw", kind, ports,
                                 100 * clients, 10, clients=clients)
@@ -411,212 +522,31 @@ async def memory_in_flight(port: int, calls: int = 10_000,
     return {f"memory: {calls:,} calls in flight, MB over idle (target < 20)": busy - idle}
 
 
-# instructions per call (callgrind) ---------------------------------------------
+# targets -------------------------------------------------------------------------
 
-#: rows of ``bench --instructions``: key -> label (client and server in one process)
-INSTRUCTION_ROWS = {
-    "raw": "raw uvloop msgpack echo",
-    "raw-coalesced": "raw uvloop msgpack echo, coalesced writes",
-    "cython-async": "pomelo_rpc, Cython core, async def method, router",
-    "cython-def": "pomelo_rpc, Cython core, def method, router",
-    "python-async": "pomelo_rpc, pure-Python core, async def method, router",
-    "python-def": "pomelo_rpc, pure-Python core, def method, router",
-    "cython-notify": "pomelo_rpc, Cython core, notify of the def method, router",
-    "python-notify": "pomelo_rpc, pure-Python core, notify of the def method, router",
-}
-#: calls kept in flight by the counted run, and calls made before counting starts
-IN_FLIGHT, WARM_UP = 100, 300
-#: How much slower a process runs under callgrind (measured here: a call takes about
-#: 5 µs natively, 420 µs under callgrind). The server's ``handler_slice``, a wall-clock
-#: budget of handler time per loop turn, is multiplied by it in the counted runs, so
-#: that a slice holds the same work as natively; unscaled, nearly every request would
-#: wait for a later turn under callgrind, which never happens at this load natively.
-CALLGRIND_SLOWDOWN = 80
-
-
-def bench_router(route_param: Any, msg: dict[str, Any], route_context: Any) -> str:
-    """The custom router of the instruction rows: every call goes to ``bench-0``."""
-    return "bench-0"
-
-
-async def in_process_caller(row: str, slowdown: float = 1.0) -> Caller:
-    """A server and a client of ``row`` (a key of INSTRUCTION_ROWS) on this loop,
-    over a real loopback socket; returns (call, close). ``slowdown``: how much slower
-    than natively this process runs (the server's handler slice is scaled by it)."""
-    loop = asyncio.get_running_loop()
-    if row.startswith("raw"):
-        server_proto, client_proto = RAW_PROTOCOLS[row == "raw-coalesced"]
-        raw = await loop.create_server(server_proto, "127.0.0.1", 0)
-        _, proto = await loop.create_connection(client_proto, "127.0.0.1",
-                                                raw.sockets[0].getsockname()[1])
-
-        async def close_raw() -> None:
-            proto.transport.close()
-            raw.close()
-            await raw.wait_closed()
-        return proto.call, close_raw
-    from pomelo_rpc import server
-    core, kind = row.split("-")
-    gw = server.create(paths=[{"namespace": "user", "path": REMOTE}], core=core,
-                       context={"server_id": "bench-0"},
-                       handler_slice=SERVER_DEFAULTS["handler_slice"] * slowdown)
-    await gw.start()
-    cli = client.create(timeout=30, core=core, router=bench_router)
-    cli.add_proxies([{"namespace": "user", "server_type": "bench", "path": REMOTE}])
-    cli.add_servers([{"id": "bench-0", "server_type": "bench", "port": gw.port}])
-    await cli.start()
-    service = cli.proxies.user.bench.bench
-    method = service.aecho if kind == "async" else service.echo
-
-    async def close_rpc() -> None:
-        if kind == "notify":
-            # the server has run every notify written before a call it answers (one
-            # connection, in order): the same cost in every run, so it cancels out
-            await method(None, None)
-        await cli.stop()
-        await gw.stop()
-    if kind == "notify":
-        return (lambda payload: method.notify(None, payload)), close_rpc
-    return (lambda payload: method(None, payload)), close_rpc
-
-
-async def make_calls(call: Callable[[Any], Awaitable[Any]], calls: int,
-                     concurrency: int = IN_FLIGHT, size: int = 10) -> None:
-    """Exactly ``calls`` calls, ``concurrency`` in flight (fewer at the very end)."""
-    payload = payload_of(size)
-    left = calls
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call(payload)
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def count_row(row: str, calls: int, profiler: cProfile.Profile | None = None) -> None:
-    """The process callgrind counts: ``row``'s pair, a warm-up, then ``calls`` calls
-    (``profiler``: enabled during these calls only)."""
-    call, close = await in_process_caller(row, CALLGRIND_SLOWDOWN)
-    await make_calls(call, WARM_UP)
-    # the heap made by imports and set-up out of the cyclic GC's way: a full collection
-    # walks every tracked object, and whether one more falls between the N and the 3N
-    # runs would move the per-call figure by a few %
-    gc.collect()
-    gc.freeze()
-    if profiler:
-        profiler.enable()
-    await make_calls(call, calls)
-    if profiler:
-        profiler.disable()
-    done = close()
-    if done is not None:
-        await done
-
-
-def python_profile(row: str, calls: int, top: int = 30) -> str:
-    """The Python-level view of ``row`` (cProfile, in this process, measured calls
-    only): the functions of most own time, with how many times each runs per call."""
-    profiler = cProfile.Profile()
-    pomelo_rpc.run(count_row(row, calls, profiler))
-    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]  # untyped field
-    rows = sorted(entries.items(), key=lambda kv: -kv[1][2])
-    own = sum(v[2] for v in entries.values())
-    lines = [f"Python-level: {sum(v[1] for v in entries.values()) / calls:.1f} function calls "
-             f"per call (Python and C functions); top {top} by own time (cProfile):",
-             f"{'per call':>8} {'own time':>8}  function"]
-    for (path, line, func), (_cc, ncalls, tottime, _ct, _callers) in rows[:top]:
-        where = f"{os.path.basename(path)}:{line}({func})" if line else func
-        lines.append(f"{ncalls / calls:>8.2f} {tottime / own:>8.1%}  {where}")
-    return "\n".join(lines) + "\n"
-
-
-def _count_argv(row: str) -> Callable[[int], list[str]]:
-    return lambda calls: [sys.executable, "-m", "pomelo_rpc.bench", "count", row, str(calls)]
-
-
-def instruction_counts(rows: Sequence[str], calls: int, profile_path: str | None = None,
-                       profile_row: str = "cython-async") -> dict[str, float]:
-    """Instructions per call of each row, by subtraction of a run of ``calls`` from one
-    of ``3 * calls`` (see pomelo_rpc.callgrind); rows run in parallel, one valgrind
-    child each, with a fixed hash seed and the start-up heap frozen (``count_row``).
-    With ``profile_path``, where the instructions of ``profile_row`` go is written
-    there: by shared object, the top 30 C functions, and cProfile's Python-level view."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pomelo_rpc import callgrind
-    callgrind.require()
-    env = processes.child_env()
-    env["PYTHONHASHSEED"] = "0"     # the same dict layouts in every run
-
-    def one(row: str) -> float:
-        if profile_path and row == profile_row:
-            per, funcs = callgrind.profile(_count_argv(row), calls, env)
-            with open(profile_path, "w", encoding="utf-8") as f:
-                f.write(f"{INSTRUCTION_ROWS[row]}: {IN_FLIGHT} in flight, 10 B payload, "
-                        f"client and server in one process\n\n"
-                        + callgrind.format_profile(per, funcs) + "\n"
-                        + python_profile(row, calls))
-            return per
-        return callgrind.per_op(_count_argv(row), calls, env)
-    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-        return dict(zip(rows, pool.map(one, rows)))
-
-
-def instruction_ratios(counts: dict[str, float]) -> dict[str, float]:
-    """The ratios issue 13 states its targets in, from ``instruction_counts``."""
-    out: dict[str, float] = {}
-    for kind in ("async", "def"):
-        cy, py = counts.get(f"cython-{kind}"), counts.get(f"python-{kind}")
-        for base in ("raw", "raw-coalesced"):
-            if cy and counts.get(base):
-                out[f"Cython core, {kind} method / {INSTRUCTION_ROWS[base]}"] = cy / counts[base]
-        if cy and py:
-            out[f"pure-Python core / Cython core, {kind} method"] = py / cy
-    if counts.get("cython-async") and counts.get("cython-def"):
-        out["Cython core: async def method / def method"] = (
-            counts["cython-async"] / counts["cython-def"])
-    for core in ("cython", "python"):
-        notify, call = counts.get(f"{core}-notify"), counts.get(f"{core}-def")
-        if notify and call:
-            name = "Cython" if core == "cython" else "pure-Python"
-            out[f"{name} core: notify / call of the def method"] = notify / call
-    return out
-
-
-#: The targets of issue 13, by the start of a ratio's name: (comparison, bound).
+#: The targets of the end-to-end ratios, by the start of a ratio's name: (comparison, bound).
 TARGETS: dict[str, tuple[str, float]] = {
-    "Cython core, async method / raw uvloop msgpack echo": ("<=", 1.0),
-    "pure-Python core / Cython core, async method": (">=", 2.5),
     "native, async def + router throughput / raw, conc=100 size=10": (">=", 1.5),
     "native p50 latency / raw, conc=1 size=10": ("<=", 1.0),
     "native, async def + router p50 latency / raw, conc=1 size=10": ("<=", 1.0),
     "native throughput / raw, 2 client processes": (">=", 2.5),
-    "Cython core: notify / call of the def method": ("<=", 0.6),
-    "pure-Python core: notify / call of the def method": ("<=", 0.6),
+    "native, 100 connections x 2 in flight / raw, same connections": (">=", 1.5),
+    "native, 500 connections x 2 in flight / raw, same connections": (">=", 1.5),
+    "rr over 64 servers / rr over 1 server, 100 in flight": (">=", 0.8),
+    "mqtt / native throughput, conc=100 size=10": (">=", 0.75),
 }
 
 
-def target_note(name: str, value: float) -> str:
-    """`` target <= 1.00x: met`` (or ``not met``) for a ratio with a target, else ``""``."""
-    for prefix, (op, bound) in TARGETS.items():
+def target_note(name: str, value: float,
+                targets: dict[str, tuple[str, float]] | None = None) -> str:
+    """`` target <= 1.00x: met`` (or ``not met``) for a ratio with a target in
+    ``targets`` (the end-to-end ones by default), else ``""``."""
+    for prefix, (op, bound) in (TARGETS if targets is None else targets).items():
         if name == prefix or (name.startswith(prefix) and not name[len(prefix):].strip(" ,")):
             met = value <= bound if op == "<=" else value >= bound
-            return f"   target {op} {bound:.2f}x: {'met' if met else 'NOT met'}"
+            shown = f"{bound:,.0f}" if bound >= 100 else f"{bound:.2f}x"
+            return f"   target {op} {shown}: {'met' if met else 'NOT met'}"
     return ""
-
-
-def print_instructions(counts: dict[str, float], calls: int, out: TextIO = sys.stdout) -> None:
-    """The instruction table and its ratios."""
-    print(f"pomelo_rpc {pomelo_rpc.__version__}: user-space instructions per call "
-          f"(valgrind --tool=callgrind; runs of {calls} and {3 * calls} calls subtracted), "
-          f"client and server in one process, {IN_FLIGHT} in flight, 10 B payload", file=out)
-    print(f"{'row':<58} {'instr/call':>11}", file=out)
-    for row, count in counts.items():
-        print(f"{INSTRUCTION_ROWS[row]:<58} {count:>11,.0f}", file=out)
-    print("\nratios:", file=out)
-    for name, value in instruction_ratios(counts).items():
-        print(f"  {name:<66} {value:6.2f}x{target_note(name, value)}", file=out)
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -653,6 +583,24 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
             if ours and raw:
                 out[f"native throughput / {short}, {n} client processes"] = (
                     ours["calls_per_s"] / raw["calls_per_s"])
+    for r in rows:
+        if r["system"].startswith(f"{ASYNC_ROUTER}, ") and "connections x 2" in r["system"]:
+            n = r["connections"]
+            raw = find(f"{RAW}, {n} connections x 2", 2 * n, 10)
+            if raw:
+                out[f"native, {n} connections x 2 in flight / raw, same connections"] = (
+                    r["calls_per_s"] / raw["calls_per_s"])
+    rr = {r["system"].rpartition(" over ")[2]: r for r in rows
+          if r["system"].startswith("pomelo_rpc native, async def method, rr over ")}
+    one = rr.get("1 servers")
+    for servers, r in rr.items():
+        if one and r is not one:
+            out[f"rr over {servers} / rr over 1 server, 100 in flight"] = (
+                r["calls_per_s"] / one["calls_per_s"])
+    mqtt, native = find("pomelo_rpc mqtt", 100, 10), find("pomelo_rpc native", 100, 10)
+    if mqtt and native:
+        out["mqtt / native throughput, conc=100 size=10"] = (
+            mqtt["calls_per_s"] / native["calls_per_s"])
     return out
 
 
@@ -700,6 +648,14 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _counts(text: str) -> list[int]:
+    """``"1,10,100"`` as ``[1, 10, 100]`` (``""``: none)."""
+    try:
+        return [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise SystemExit(f"expected comma-separated counts, not {text!r}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark matrix and print it (``--json`` for machines, ``--plot`` for a PNG)."""
     from pomelo_rpc.station import _MAILBOXES
@@ -708,18 +664,9 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown transport(s): {', '.join(unknown)}")
     if args.instructions:
-        names = [r for r in args.rows.split(",") if r] if args.rows else list(INSTRUCTION_ROWS)
-        unknown = [r for r in names if r not in INSTRUCTION_ROWS]
-        if unknown:
-            raise SystemExit(f"unknown row(s): {', '.join(unknown)}; "
-                             f"known: {', '.join(INSTRUCTION_ROWS)}")
-        counts = instruction_counts(names, args.calls, args.profile)
-        if args.json:
-            print(json.dumps({"instructions_per_call": counts,
-                              "ratios": instruction_ratios(counts)}, indent=2))
-        else:
-            print_instructions(counts, args.calls)
-        return 0
+        from pomelo_rpc import bench_instructions
+        return bench_instructions.main(args.rows, args.calls, args.profile, args.profile_row,
+                                       args.json)
     if args.sustained:
         from pomelo_rpc import sustained
         return sustained.run_all(args.sustained, transports, _core.available(), args.every,
@@ -727,7 +674,8 @@ def main(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
     rows = pomelo_rpc.run(run_matrix(args.seconds, transports, args.clients, args.servers,
-                                     args.rounds))
+                                     args.rounds, _counts(args.connections),
+                                     _counts(args.rr_servers)))
     ratio_map = ratios(rows)
     ratio_map.update(core_ratio())
     proc, port = start_rpc_server("mem")
@@ -752,8 +700,8 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["raw-server"]:
         pomelo_rpc.run(_raw_server_main(sys.stdout, sys.argv[2:3] == ["coalesce"]))
-    elif sys.argv[1:2] == ["count"]:
-        pomelo_rpc.run(count_row(sys.argv[2], int(sys.argv[3])))
+    elif sys.argv[1:2] == ["gateways"]:
+        pomelo_rpc.run(_gateways_main(int(sys.argv[2])))
     elif sys.argv[1:2] == ["memory"]:
         print(json.dumps(pomelo_rpc.run(memory_in_flight(int(sys.argv[2])))))
     elif sys.argv[1:2] == ["client"]:

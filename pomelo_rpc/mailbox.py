@@ -96,17 +96,21 @@ class Mailbox:
         self.direct: ClientProtocol | None = (
             self.protocol if type(self).send is Mailbox.send
             and type(self).notify is Mailbox.notify else None)
+        #: ... and notifies (None once an observer puts its own ``notify`` in the way,
+        #: while calls may still go to the protocol: metrics count them there)
+        self.notify_direct: ClientProtocol | None = self.direct
         # (rid, msg, deadline or None) of calls made while connecting
         self._waiting: list[tuple[int, dict[str, Any], float | None]] = []
         # None until the first send or connect sets it; nothing reads it before that
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._transport: asyncio.Transport | None = None
         self._connect_task: asyncio.Task[None] | None = None
-        # rpc_debug_log, tracing, metrics: ``observe_mailbox`` wraps ``send`` (and sets
-        # ``_trace_prefix`` when a trace context travels with each request) and may wrap
-        # the protocol asyncio talks to (``_asyncio_protocol``); off, nothing
+        # rpc_debug_log, tracing, metrics: ``observe_mailbox`` gives the protocol a meter,
+        # wraps ``send`` (and sets ``_trace_prefix`` when a trace context travels with
+        # each request) and may set ``_on_connect`` (called as each connection opens);
+        # off, nothing
         self._trace_prefix: str | None = None
-        self._wrap_protocol: Callable[[ClientProtocol], Any] | None = None
+        self._on_connect: Callable[[], None] | None = None
         if opts.get("rpc_debug_log") or opts.get("tracing") or opts.get("metrics"):
             observe_mailbox(self, opts)
             self.protocol.traced = self._trace_prefix is not None
@@ -422,11 +426,11 @@ class Mailbox:
     async def _create_connection(self) -> None:
         """Connect the protocol to the server, over TLS with the ``ssl`` option."""
         protocol: Any = self.protocol
-        if self._wrap_protocol is not None:       # metrics: count the bytes
-            protocol = self._wrap_protocol(protocol)
         transport, _ = await self._loop.create_connection(lambda: protocol, self.host,
                                                           self.port, **self._tls)
         set_user_timeout(transport, self._tcp_user_timeout)
+        if self._on_connect is not None:          # metrics: count the reconnects
+            self._on_connect()
 
     def _auth_failed(self, reason: str) -> None:
         """The handshake proved the server or this client wrong: close with
@@ -509,7 +513,7 @@ class NativeMailbox(Mailbox):
                 raise FrameError(f"malformed or repeated challenge: {msg!r:.80}")
             else:
                 self._server_nonce, self._client_nonce = nonce, new_nonce()
-                self._transport.write(self._frames.encode_auth(
+                self.protocol.writer.direct(self._frames.encode_auth(
                     client_proof(token, nonce, self._client_nonce), self._client_nonce))
         elif token is None or not self._server_nonce or not check_auth_ok(
                 msg, token, self._server_nonce, self._client_nonce):

@@ -1,9 +1,11 @@
 """``metrics=True``: Prometheus metrics of calls, through prometheus_client
 (the optional extra ``pomelo-rpc[metrics]``).
 
-Calls are counted in plain Python objects on the event loop (two clock reads, a dict
-lookup, a bisect and two additions per call) and turned into metric families only when
-the registry is scraped, by one collector per ``CollectorRegistry``:
+Calls are counted inside the protocol classes of the core (``pomelo_rpc.core.meter``:
+per route, the calls by outcome and a duration histogram as plain fields, C arrays in
+the compiled core; a clock read at each end of a call, a dict lookup, a few
+additions) and turned into metric families only when the registry is scraped, by one
+collector per ``CollectorRegistry``:
 
 - ``pomelo_rpc_{client,server}_calls_total{route, server, outcome}``: ``route`` is
   ``namespace.service.method``; ``server`` is the peer on the client and this server's
@@ -33,10 +35,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
+from . import core as _core
+from .core import meter as _meter
 from .errors import ConnectionLostError, RpcTimeoutError
 
 try:
@@ -49,22 +52,15 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 
 if TYPE_CHECKING:
     from .acceptor import BaseAcceptor
+    from .core import Core
+    from .core.meter import Meter, Series
     from .mailbox import Mailbox
     from .station import MailStation
 
-#: Upper bounds (seconds) of the duration histograms' buckets: sub-millisecond calls
-#: (a loopback call is ~100 µs, a plain method runs in a few µs) to the 10 s default
-#: timeout.
-BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-           0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-#: Outcomes of a call. ``busy`` (refused by the server's admission control) and
-#: ``expired`` (its deadline passed before it ran) are counted for errors whose class
-#: sets ``metrics_outcome`` to them; ``cancelled``: the caller gave up on the call;
-#: ``notify``: a notify (one-way call) written by the client, run without error by
-#: the server (one that fails counts as the calls do).
-OUTCOMES = ("ok", "error", "timeout", "busy", "expired", "connection_lost", "cancelled",
-            "notify")
+#: Upper bounds (seconds) of the duration histograms' buckets, and the outcomes of a
+#: call: see ``pomelo_rpc.core.meter``.
+BUCKETS = _meter.BUCKETS
+OUTCOMES = _meter.OUTCOMES
 
 #: Distinct route labels kept per side of a registry; later routes count as ``other``.
 MAX_ROUTES = 1000
@@ -72,7 +68,6 @@ MAX_ROUTES = 1000
 UNKNOWN_ROUTE = "unknown"
 
 _LE = [repr(b) for b in BUCKETS] + ["+Inf"]    # the buckets' ``le`` labels
-_OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -87,41 +82,28 @@ def outcome_of(exc: BaseException) -> str:
     return outcome if outcome in OUTCOMES else "error"
 
 
-class Series:
-    """The calls of one (route, server): a duration histogram, which counts every call,
-    and the calls that failed by outcome (``counts[i]`` for ``OUTCOMES[i]``; ok calls
-    are the histogram's total less the others, one addition fewer per call)."""
+def _series_class() -> Any:
+    """The compiled ``Series`` where the compiled core exists (the compiled protocols
+    count into it with C calls; the pure ones call its methods), else the pure one."""
+    try:
+        return _core.select("cython").meter.Series
+    except ImportError:
+        return _core.select("python").meter.Series
 
-    __slots__ = ("counts", "buckets", "seconds")
 
-    def __init__(self) -> None:
-        self.counts = [0] * len(OUTCOMES)         # counts[0], ok, stays 0: see by_outcome
-        self.buckets = [0] * (len(BUCKETS) + 1)    # the last one is +Inf
-        self.seconds = 0.0
+if not TYPE_CHECKING:
+    #: What a (route, server) counts into (one class per process: ``_series_class``).
+    Series = _series_class()
 
-    def add(self, outcome: str, seconds: float) -> None:
-        """Count one call that took ``seconds`` and ended with ``outcome``."""
-        index = _OUTCOME_INDEX[outcome]
-        if index:
-            self.counts[index] += 1
-        self.buckets[bisect_left(BUCKETS, seconds)] += 1
-        self.seconds += seconds
 
-    def by_outcome(self) -> list[int]:
-        """Calls by outcome, in the order of ``OUTCOMES``."""
-        total = sum(list(self.buckets))
-        counts = list(self.counts)
-        counts[0] = max(0, total - sum(counts))
-        return counts
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """``[(le, calls at most that long), ..., ("+Inf", all calls)]``."""
-        out = []
-        total = 0
-        for bound, n in zip(_LE, list(self.buckets)):
-            total += n
-            out.append((bound, float(total)))
-        return out
+def cumulative(series: Series) -> list[tuple[str, float]]:
+    """``[(le, calls at most that long), ..., ("+Inf", all calls)]`` of ``series``."""
+    out = []
+    total = 0
+    for bound, n in zip(_LE, series.bucket_counts()):
+        total += n
+        out.append((bound, float(total)))
+    return out
 
 
 class Side:
@@ -130,10 +112,35 @@ class Side:
     def __init__(self) -> None:
         self.series: dict[tuple[str, str], Series] = {}
         self.routes: set[str] = set()
-        self.sent: dict[str, int] = {}
-        self.received: dict[str, int] = {}
+        #: ``(server id, meter)`` of every meter counting into this side (its bytes)
+        self.meters: list[tuple[str, Meter]] = []
+        self._client_meters: dict[tuple[str, str], Meter] = {}
         self.reconnects: dict[str, int] = {}
         self.connected: set[str] = set()   # servers this process has connected to
+
+    def add_meter(self, server_id: str, meter: Meter) -> None:
+        """Count ``meter``'s bytes under ``server_id`` (as long as this side lives)."""
+        self.meters.append((server_id, meter))
+
+    def client_meter(self, core: Core, server_id: str,
+                     routes: Callable[[], Any]) -> Meter:
+        """The meter of the calls to ``server_id`` (one per core, shared by the mailboxes
+        of every client of this registry; ``routes()`` makes its route resolution)."""
+        key = (core.name, server_id)
+        meter = self._client_meters.get(key)
+        if meter is None:
+            meter = self._client_meters[key] = core.meter.Meter(routes(), False)
+            self.add_meter(server_id, meter)
+        return meter
+
+    def bytes(self) -> tuple[dict[str, int], dict[str, int]]:
+        """``(sent, received)``: bytes by server id."""
+        sent: dict[str, int] = {}
+        received: dict[str, int] = {}
+        for server_id, meter in list(self.meters):
+            sent[server_id] = sent.get(server_id, 0) + meter.sent
+            received[server_id] = received.get(server_id, 0) + meter.received
+        return sent, received
 
     def get(self, route: str, server: str) -> Series:
         """The series of ``(route, server)``, made on first use (routes bounded)."""
@@ -156,12 +163,13 @@ def _families(prefix: str, side: Side) -> Iterator[Metric]:
     for (route, server), series in list(side.series.items()):
         for outcome, n in zip(OUTCOMES, series.by_outcome()):
             calls.add_metric([route, server, outcome], n)
-        buckets = series.cumulative()
+        buckets = cumulative(series)
         durations.add_metric([route, server], buckets, series.seconds)
     yield calls
     yield durations
-    for name, doc, table in (("sent_bytes", "Bytes written", side.sent),
-                             ("received_bytes", "Bytes read", side.received)):
+    sent, received = side.bytes()
+    for name, doc, table in (("sent_bytes", "Bytes written", sent),
+                             ("received_bytes", "Bytes read", received)):
         family = CounterMetricFamily(f"{prefix}_{name}", doc, labels=["server"])
         for server, n in list(table.items()):
             family.add_metric([server], n)
@@ -315,7 +323,7 @@ def serve(port: int, host: str = "127.0.0.1",
 def quantile(series: Series, q: float) -> float:
     """The ``q`` quantile (0..1) of a series' durations, interpolated in its bucket
     as Prometheus' ``histogram_quantile`` does; 0.0 without calls."""
-    counts = list(series.buckets)
+    counts = series.bucket_counts()
     total = sum(counts)
     if not total:
         return 0.0
@@ -334,9 +342,7 @@ def merged(series: Iterable[Series]) -> Series:
     """One series adding up ``series`` (e.g. a route over every server)."""
     out = Series()
     for s in series:
-        out.counts = [a + b for a, b in zip(out.counts, s.counts)]
-        out.buckets = [a + b for a, b in zip(out.buckets, s.buckets)]
-        out.seconds += s.seconds
+        out.merge(s)
     return out
 
 
@@ -349,5 +355,6 @@ def client_summary(registry: CollectorRegistry | None = None) -> dict[str, tuple
     out = {}
     for server, group in sorted(by_server.items()):
         total = merged(group)
-        out[server] = (sum(total.buckets), quantile(total, 0.5), quantile(total, 0.99))
+        out[server] = (sum(total.bucket_counts()), quantile(total, 0.5),
+                       quantile(total, 0.99))
     return out

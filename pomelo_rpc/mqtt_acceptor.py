@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .acceptor import BaseAcceptor, ServerConnection
 from .mqtt_json import (ErrorAnswer, answer_payload, batch_payload, core_dumps, failure_payload,
-                        loads, result_payload)
+                        core_loads, result_payload)
 from .core.dispatch import NOTIFY_RID
 from .errors import DispatchError, ServerBusyError
 from .overload import clock
@@ -61,6 +61,7 @@ class MqttProtocol(_ProtocolBase):
         self.packets: MqttDecoder = mqtt.MqttDecoder(acceptor.pkg_size)
         self.publish = mqtt.encode_publish
         self.dumps = core_dumps(acceptor.core)
+        self.loads = core_loads(acceptor.core)
         self.kinds = (mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
         self.pingresp = mqtt.PINGRESP_PACKET
         self.buffer_msg = acceptor.buffer_msg
@@ -121,7 +122,7 @@ class MqttProtocol(_ProtocolBase):
     def on_publish(self, payload: bytes) -> None:
         """A PUBLISH: one request, or a JSON array of them (a buffering client)."""
         try:
-            pkg = loads(payload)
+            pkg = self.loads(payload)
         except ValueError as exc:
             log.warning("bad rpc payload from %s: %s", self.owner._peer, exc)
             return
@@ -150,7 +151,7 @@ class MqttProtocol(_ProtocolBase):
         if self.tracing:   # the W3C traceparent, else pomelo-rpc's traceId (rpcDebugLog)
             request.append(pkg.get("traceparent") or pkg.get("traceId"))
         # "budget": ms left, from a Python client (a Node client sends none)
-        self.submit(request, rid, pkg.get("budget"), arrived)
+        self.accept(request, rid, pkg.get("budget"), arrived)
 
     # answers -------------------------------------------------------------
 
@@ -273,7 +274,7 @@ class _MqttConnection(ServerConnection):
             return
         self._authenticated()
         self._protocol.client_id = packet[1]
-        self._transport.write(mqtt.encode_connack(0))
+        self._protocol.writer.direct(mqtt.encode_connack(0))
 
     def _before_close(self) -> None:
         self._protocol.close_batch()

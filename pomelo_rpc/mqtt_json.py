@@ -2,6 +2,14 @@
 the mqtt acceptor): compact ``dumps`` exactly as Node's ``JSON.stringify`` writes what
 RPC carries, a ``loads`` that skips ``json.loads``' Python layers, and the request,
 batch and response payloads.
+
+With orjson installed (``pomelo-rpc[mqtt]``), it writes and reads the payloads where
+its text and values are exactly the ``json`` module's: ``dumps`` of the compiled core
+hands it a value its ``mqtt.plain_json`` walk accepts (and ``json`` everything else:
+NaN, floats below 1e-4, integers past 64 bits, subclasses, other types, deep
+nesting), and ``core_loads`` of the compiled core a payload without a run of 19
+digits (which orjson would read as a float); anything orjson refuses goes to
+``json``, whose errors are then the ones raised. Without orjson, ``json`` does it all.
 """
 
 from __future__ import annotations
@@ -28,6 +36,14 @@ _JSON_OPEN = (0x7B, 0x5B)     # b"{", b"["
 _c_make_scanner: Any = getattr(json.scanner, "c_make_scanner", None)
 _c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 _c_scan: Any = None if _c_make_scanner is None else _c_make_scanner(json.JSONDecoder())
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the extra is not installed
+    _orjson = None
+_orjson_dumps: Any = None if _orjson is None else _orjson.dumps
+_orjson_loads: Any = None if _orjson is None else _orjson.loads
 
 
 class RawResults(str):
@@ -88,18 +104,59 @@ _core_dumps: dict[str, Callable[[Any], str]] = {}
 
 def core_dumps(core: Core) -> Callable[[Any], str]:
     """``dumps`` writing strings with ``core``'s ``mqtt.json_string`` (the same text;
-    the compiled one only quotes an ASCII string with nothing to escape)."""
+    the compiled one only quotes an ASCII string with nothing to escape); for the
+    compiled core with orjson, orjson's where ``mqtt.plain_json`` says it is the same
+    text (see the module docstring)."""
     fn = _core_dumps.get(core.name)
     if fn is None:
-        fn = _core_dumps[core.name] = make_dumps(core.mqtt.json_string)
+        fn = make_dumps(core.mqtt.json_string)
+        if _orjson_dumps is not None and core.name == "cython":
+            fn = _orjson_first(fn, core.mqtt.plain_json)
+        _core_dumps[core.name] = fn
     return fn
+
+
+def _orjson_first(fallback: Callable[[Any], str],
+                  plain: Callable[[Any], bool]) -> Callable[[Any], str]:
+    """``fallback`` (a ``dumps``), with orjson writing the values ``plain`` accepts."""
+    orjson_dumps = _orjson_dumps
+
+    def dumps(value: Any) -> str:
+        """Compact JSON text of ``value``, exactly ``json``'s (see the module docstring)."""
+        if plain(value):
+            try:
+                text: str = orjson_dumps(value).decode()
+                return text
+            except TypeError:         # a str orjson refuses (a lone surrogate)
+                pass
+        return fallback(value)
+    return dumps
+
+
+def core_loads(core: Core) -> Callable[[bytes | str], Any]:
+    """``loads`` for ``core``'s protocols: with orjson, the compiled core's checks the
+    payload for long digit runs in C (see the module docstring); else ``loads``."""
+    if _orjson_loads is None or core.name != "cython":
+        return loads
+    orjson_loads = _orjson_loads
+    long_digits = core.mqtt.long_digits
+
+    def fast_loads(data: bytes | str) -> Any:
+        """``json.loads(data)``: the same value, or the same error."""
+        if type(data) is bytes and data and data[0] in _JSON_OPEN and not long_digits(data):
+            try:
+                return orjson_loads(data)
+            except ValueError:        # orjson.JSONDecodeError: json decides, and raises
+                return _json_loads(data)
+        return loads(data)
+    return fast_loads
 
 
 def loads(data: bytes | str) -> Any:
     """``json.loads(data)``: the same value, or the same error.
 
-    An RPC payload (UTF-8 bytes of a JSON object or array) goes straight to the scanner;
-    anything else, and anything the scanner rejects, goes through ``json.loads``.
+    An RPC payload (UTF-8 bytes of a JSON object or array) goes straight to the
+    scanner; anything else, and anything it rejects, goes through ``json.loads``.
     """
     if _c_scan is not None and type(data) is bytes and data and data[0] in _JSON_OPEN:
         try:

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AuthenticationError, FrameError, RpcError
 from .mailbox import Mailbox
-from .mqtt_json import batch_payload, core_dumps, dumps, json_bytes, loads
+from .mqtt_json import batch_payload, core_dumps, core_loads, dumps, json_bytes
 
 if TYPE_CHECKING:
     from .core import Core
-    from .core.mqtt import MqttDecoder
     from .core.client_protocol import ForwardingClientProtocol
 
 log = logging.getLogger("pomelo_rpc.mqtt_mailbox")
@@ -95,7 +94,6 @@ def results_value(results: list[Any]) -> Any:
 class MqttMailbox(Mailbox):
     """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
 
-    _decoder: MqttDecoder
     protocol: ForwardingClientProtocol
     _silence_hint = (" (connected, but no CONNACK for the auth_token: the server has none, "
                      "like Node pomelo-rpc, or it is a TLS server and needs ssl=)")
@@ -104,24 +102,28 @@ class MqttMailbox(Mailbox):
         super().__init__(server_info, opts, core)
         mqtt = core.mqtt
         self._mqtt = mqtt
-        self._decoder = mqtt.MqttDecoder(self._pkg_size)
         self._publish = mqtt.encode_publish
         self._dumps = core_dumps(core)
-        self._k_publish = mqtt.PUBLISH
+        self._loads = core_loads(core)
         self._buffer_msg = bool(opts["buffer_msg"])
         self._interval: float = opts["interval"]
         self._batch: list[bytes] = []   # JSON payloads of calls (buffer_msg)
         self._batch_timer: asyncio.TimerHandle | None = None
-        self._heads: dict[tuple[Any, Any, Any, Any], str] = {}   # see _call_head
+        # see _call_head: the protocol's own (MqttClientProtocol), or this mailbox's
+        self._heads: dict[tuple[Any, Any, Any, Any], str] = getattr(self.protocol, "heads", {})
         self._connack: asyncio.Future[None] | None = None   # see _open
-        self._heard = False        # any byte received yet (see connection_lost)
+        self._heard = False        # a subclass decoding its own bytes: any received yet
         if self._trace_prefix is not None:   # tracing, rpc_debug_log
             self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
+        # the protocol writes a call's PUBLISH itself unless it is batched or traced
+        if hasattr(self.protocol, "plain_calls"):
+            self.protocol.plain_calls = not self._buffer_msg and self._trace_prefix is None
 
     def _make_protocol(self, opts: dict[str, Any]) -> ForwardingClientProtocol:
-        protocol: ForwardingClientProtocol = self.core.client_protocol.ForwardingClientProtocol(
-            self, self.server_id, self._pkg_size)
+        core = self.core
+        protocol: ForwardingClientProtocol = core.client_protocol.MqttClientProtocol(
+            self, self.server_id, self._pkg_size, core.mqtt, core_loads(core), core_dumps(core))
         return protocol
 
     async def _open(self) -> None:
@@ -190,7 +192,7 @@ class MqttMailbox(Mailbox):
         """``_send_call`` carrying the call's W3C traceparent as an extra ``traceparent``
         field (Node pomelo-rpc ignores it); with rpc_debug_log also pomelo-rpc's own
         tracing fields (``traceId``: the trace id), which a Node server logs."""
-        carried = msg["trace_id"]
+        carried: str = self.protocol.trace or msg["trace_id"]
         pkg: dict[str, Any] = {"traceparent": carried}
         if self._pomelo_trace:
             pkg.update(traceId=carried[3:35], seqId=1, source=self._trace_prefix,
@@ -230,41 +232,45 @@ class MqttMailbox(Mailbox):
         """Connected: send CONNECT (no CONNACK is awaited)."""
         self._transport = transport
         if self._auth_token is not None:   # the auth_token as the CONNECT password
-            transport.write(self._mqtt.encode_connect(None, 0, "pomelo_rpc", self._auth_token))
+            self.protocol.writer.direct(self._mqtt.encode_connect(None, 0, "pomelo_rpc",
+                                                                   self._auth_token))
         else:
-            transport.write(self._mqtt.encode_connect(None, 0))
+            self.protocol.writer.direct(self._mqtt.encode_connect(None, 0))
 
     def _connection_lost(self, exc: Exception | None) -> None:
         """The connection closed; every call in flight fails."""
         self._transport = None
         self._lost_with_calls()
         reason = f"connection to {self.server_id} lost" + (f": {exc}" if exc else "")
-        if not self._heard:      # refused at once: say what usually refuses a client so
+        if not (self._heard or getattr(self.protocol, "heard", False)):   # refused at once: say what usually refuses a client so
             reason += (" before the server sent anything (with TLS: a server requiring "
                        "client certificates refuses a client without a trusted one)"
                        if self._tls else " before the server sent anything (if it "
                        "serves TLS, set ssl=)")
         self._fail(reason)
 
-    def _data_received(self, data: bytes) -> None:
-        """Decode MQTT packets and resolve the calls they answer."""
-        self._heard = True
-        try:
-            packets = self._decoder.feed(data)
-        except FrameError as exc:
-            log.warning("bad data from %s, closing: %r", self.server_id, exc)
-            self._fail(f"bad data from {self.server_id}: {exc}")
-            return
-        for packet in packets:
-            if packet[0] == self._k_publish:
-                if self._ping_check:
-                    self._no_pingresp()
-                self._on_publish(packet[2])
-            elif packet[0] == self._mqtt.PINGRESP:
-                self._ping_check = False
-                self._pong()
-            elif packet[0] == self._mqtt.CONNACK:
-                self._on_connack(packet[2])
+    def _bad_packets(self, exc: FrameError) -> None:
+        """The protocol read what is not MQTT: close."""
+        log.warning("bad data from %s, closing: %r", self.server_id, exc)
+        self._fail(f"bad data from {self.server_id}: {exc}")
+
+    def _bad_payload(self, exc: ValueError) -> None:
+        """A PUBLISH whose payload is not JSON: logged, dropped."""
+        log.warning("bad rpc payload from %s: %s", self.server_id, exc)
+
+    def _on_packet(self, packet: tuple[Any, ...]) -> None:
+        """A packet that is not a PUBLISH the protocol handles: PINGRESP, CONNACK, or the
+        first PUBLISH while the first ping is unanswered."""
+        kind = packet[0]
+        if kind == self._mqtt.PUBLISH:
+            if self._ping_check:
+                self._no_pingresp()
+            self._on_publish(packet[2])
+        elif kind == self._mqtt.PINGRESP:
+            self._ping_check = False
+            self._pong()
+        elif kind == self._mqtt.CONNACK:
+            self._on_connack(packet[2])
 
     def _no_pingresp(self) -> None:
         """An answer came before the PINGRESP of the PINGREQ sent first: this server
@@ -295,9 +301,9 @@ class MqttMailbox(Mailbox):
 
     def _on_publish(self, payload: bytes) -> None:
         try:
-            pkg = loads(payload)
+            pkg = self._loads(payload)
         except ValueError as exc:
-            log.warning("bad rpc payload from %s: %s", self.server_id, exc)
+            self._bad_payload(exc)
             return
         if type(pkg) is dict:
             # the common answer, {"id": rid, "resp": [null, value]}: what _on_response
@@ -305,10 +311,16 @@ class MqttMailbox(Mailbox):
             rid = pkg.get("id")
             resp = pkg.get("resp")
             if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
-                self.protocol.table.resolve(rid, resp[1])
+                self.protocol.resolve(rid, resp[1])
             else:
                 self._on_response(pkg)
-        elif type(pkg) is list:
+        else:
+            self._on_pkg(pkg)
+
+    def _on_pkg(self, pkg: Any) -> None:
+        """A payload that is not the common answer: answers in an array (the server's
+        buffer_msg), and each answer of another shape."""
+        if type(pkg) is list:
             for item in pkg:
                 self._on_response(item)
         else:
@@ -323,12 +335,13 @@ class MqttMailbox(Mailbox):
         if resp is None:
             resp = []
         elif type(resp) is not list:
-            self.protocol.table.reject(rid, RpcError(
-                f"malformed response from {self.server_id}: resp is {type(resp).__name__}"))
+            self.protocol.fail(rid, RpcError(
+                f"malformed response from {self.server_id}: resp is {type(resp).__name__}"),
+                self.protocol.read_at)
             return
         if resp and _js_truthy(resp[0]):
             type_name, message, stack = describe_remote_error(resp[0])
             self.protocol.reject_remote(rid, type_name, message, stack, remote_fields(resp[0]))
         else:
-            self.protocol.table.resolve(rid, results_value(resp[1:]))
+            self.protocol.resolve(rid, results_value(resp[1:]))
 

@@ -1,31 +1,33 @@
 """Observing calls: what ``metrics``, ``tracing`` and ``rpc_debug_log`` install.
 
-On the client, ``observe_mailbox`` wraps a mailbox's ``send`` (and, for metrics, its
-protocol in a ``CountingProtocol`` to count bytes and reconnects). On the server,
-``ServerObserver`` replaces each connection's protocol's ``dispatch`` with a wrapper of
-the dispatcher's (and, for metrics, wraps the protocol in a ``CountingProtocol``). The wrappers
-are installed when the mailbox or the connection is made, and only when one of the
-options is on: with the three off the call path is the one without this module, with
-no added branch.
+Metrics are counted inside the core's protocol classes: ``observe_mailbox`` and
+``ServerObserver`` give each protocol (and its writer) a ``Meter`` of the core
+(``pomelo_rpc.core.meter``), which counts the calls as they end and the bytes read
+and written, with no Python step in the call path; the route of a message is resolved
+here (``_RouteSeries``) the first time it is seen, and the outcomes of failed calls
+too. Tracing and ``rpc_debug_log`` wrap the call path: on the client a mailbox's
+``send``, on the server each connection's protocol's ``dispatch``. Everything is
+installed when the mailbox or the connection is made, and only when one of the
+options is on: with the three off the call path is the one without this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from .core.dispatch import NOTIFY_RID
 from .errors import DispatchError, RemoteError
-from .tracing import (child_traceparent, context_id, enter, leave, log_outcome, log_step,
-                      trace_id_of)
+from .tracing import (child_traceparent, context_id, current_trace, enter, leave,
+                      log_outcome, log_step, trace_id_of)
 
 if TYPE_CHECKING:
     from .acceptor import BaseAcceptor, ServerConnection
+    from .core.meter import Meter, Series
     from .mailbox import Mailbox
-    from .metrics import Series, Side
+    from .metrics import Side
 
 _clock = time.perf_counter
 
@@ -35,72 +37,6 @@ def not_dispatched(exc: BaseException | None) -> bool:
     the call: unknown route, wrong argument count, removed method."""
     return isinstance(exc, DispatchError) or (
         isinstance(exc, RemoteError) and exc.remote_type == "DispatchError")
-
-
-class CountingTransport:
-    """A transport whose writes add their size to ``table[key]`` (metrics' bytes)."""
-
-    __slots__ = ("_transport", "_table", "_key")
-
-    def __init__(self, transport: asyncio.Transport, table: dict[str, int], key: str) -> None:
-        self._transport = transport
-        self._table = table
-        self._key = key
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` and count it."""
-        self._transport.write(data)
-        self._table[self._key] = self._table.get(self._key, 0) + len(data)
-
-    def writelines(self, chunks: list[bytes]) -> None:
-        """Write ``chunks`` and count them."""
-        self._transport.writelines(chunks)
-        self._table[self._key] = self._table.get(self._key, 0) + sum(map(len, chunks))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class CountingProtocol:
-    """The protocol asyncio talks to when metrics count bytes: ``inner`` (a protocol
-    object of the core, whose methods cannot be wrapped one by one) gets a
-    CountingTransport, and what it reads is counted into ``side.received[key]``."""
-
-    def __init__(self, inner: Any, side: Side, key: str,
-                 on_connect: Callable[[], None] | None = None) -> None:
-        self._inner = inner
-        self._side = side
-        self._key = key
-        self._on_connect = on_connect
-
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        """asyncio: connected; the inner protocol gets a counting transport."""
-        if self._on_connect is not None:
-            self._on_connect()
-        self._inner.connection_made(CountingTransport(transport, self._side.sent, self._key))
-
-    def data_received(self, data: bytes) -> None:
-        """asyncio: count, then hand over."""
-        table = self._side.received
-        table[self._key] = table.get(self._key, 0) + len(data)
-        self._inner.data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """asyncio: hand over."""
-        self._inner.connection_lost(exc)
-
-    def eof_received(self) -> bool | None:
-        """asyncio: hand over."""
-        result: bool | None = self._inner.eof_received()
-        return result
-
-    def pause_writing(self) -> None:
-        """asyncio: hand over."""
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        """asyncio: hand over."""
-        self._inner.resume_writing()
 
 
 class _RouteSeries:
@@ -158,47 +94,10 @@ class _RouteSeries:
             self.lookup(msg).add(self._outcome_of(error), seconds)
 
 
-def _client_key(msg: dict[str, Any]) -> tuple[Any, Any, Any]:
-    return msg["namespace"], msg["service"], msg["method"]
-
-
-def _is_notify(msg: Any) -> bool:
-    """True if ``msg``, a request inside a server, is a notify's."""
-    return bool(msg[1] == NOTIFY_RID)
-
-
-# client -----------------------------------------------------------------------------
-
-def _metered_send(send: Callable[..., Any], routes: _RouteSeries,
-                  ) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """``send`` counting each call in ``routes`` (metrics alone: the fast path)."""
-    from .metrics import BUCKETS
-    cache = routes.cache
-    record = routes.record
-    clock = _clock
-
-    async def metered_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
-        start = clock()
-        try:
-            result = await send(msg, timeout)
-        except BaseException as exc:
-            record(msg, exc, clock() - start)
-            raise
-        seconds = clock() - start
-        try:
-            series = cache[msg["namespace"], msg["service"], msg["method"]]
-        except (KeyError, TypeError):
-            series = routes.lookup(msg)
-        series.buckets[bisect_left(BUCKETS, seconds)] += 1
-        series.seconds += seconds
-        return result
-
-    return metered_send
-
-
 def _observed(send: Callable[..., Any], routes: _RouteSeries,
               ok: str) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """``send`` counting each call in ``routes``, ``ok`` when it went well."""
+    """``send`` counting each call in ``routes``, ``ok`` when it went well (a notify's:
+    the calls are counted in the protocol, see ``pomelo_rpc.core.meter``)."""
     async def counted(msg: dict[str, Any], timeout: float | None = None) -> Any:
         start = _clock()
         error: BaseException | None = None
@@ -211,6 +110,8 @@ def _observed(send: Callable[..., Any], routes: _RouteSeries,
             routes.record(msg, error, _clock() - start, ok)
     return counted
 
+
+# client -----------------------------------------------------------------------------
 
 def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
     """Install on ``mailbox`` what ``metrics``, ``tracing`` and ``rpc_debug_log`` ask for."""
@@ -236,22 +137,25 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
             else:
                 side.connected.add(sid)
 
-        mailbox._wrap_protocol = lambda inner: CountingProtocol(inner, side, sid, reconnected)
-        routes = _RouteSeries(side, sid, _client_key, call_route)
-    send = mailbox.send
-    notify = mailbox.notify
+        meter = side.client_meter(mailbox.core, sid, lambda: _RouteSeries(
+            side, sid, mailbox.core.meter.client_key, call_route))
+        mailbox.protocol.meter = mailbox.protocol.writer.meter = meter
+        mailbox._on_connect = reconnected
+        routes = meter.routes
     if tracer is None and not debug:
-        assert routes is not None
-        mailbox.send = _metered_send(send, routes)  # type: ignore[method-assign,assignment]
-        mailbox.notify = _observed(notify, routes, "notify")  # type: ignore[method-assign,assignment]
-        mailbox.direct = None
+        if routes is not None:      # the calls are counted in the protocol, notifies here
+            mailbox.notify = _observed(  # type: ignore[method-assign,assignment]
+                mailbox.notify, routes, "notify")
+            mailbox.notify_direct = None
         return
     mailbox._trace_prefix = context_id(opts.get("context"), "client")
     transport = str(opts["transport"])
+    send = mailbox.send
+    notify = mailbox.notify
 
     def observed(send: Callable[..., Any], ok: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         """``send`` (a call's, or a notify's when ``ok`` is "notify") with a span and/or
-        the debug log and metrics."""
+        the debug log, and a notify's metrics (a call's are counted in the protocol)."""
         async def observed_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
             span: Any = None
             if tracer is not None:
@@ -272,7 +176,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
                 error = exc
                 raise
             finally:
-                if routes is not None:
+                if routes is not None and ok == "notify":
                     routes.record(msg, error, _clock() - start, ok)
                 if span is not None:
                     end_span(span, error, not not_dispatched(error))
@@ -281,16 +185,66 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
                                 call_route(msg), sid, start, error)
         return observed_send
 
-    mailbox.send = observed(send, "ok")  # type: ignore[method-assign,assignment]
     mailbox.notify = observed(notify, "notify")  # type: ignore[method-assign,assignment]
+    mailbox.notify_direct = None
+    if tracer is not None and not debug:
+        sampler = otel.sampler_of(tracer, mailbox.core)
+        if sampler is not None:     # sampling decided in the protocol, spans only if sampled
+            mailbox.protocol.tracer = sampler
+            mailbox.protocol.on_sampled = _sampled_calls(mailbox, tracer, sampler, transport)
+            return
+    mailbox.send = observed(send, "ok")  # type: ignore[method-assign,assignment]
     mailbox.direct = None
+
+
+def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, transport: str,
+                   ) -> Callable[[dict[str, Any], float | None], Any]:
+    """What the protocol of ``mailbox`` does with a call its ``sampler`` samples: its
+    CLIENT span, made with the SDK (the parent: the application's current span, else
+    the unsampled request being served, else none: a root with the trace id the
+    sampler drew), ended when the call does."""
+    from opentelemetry.trace import get_current_span
+
+    from . import otel
+    from .mailbox import call_route
+    protocol = mailbox.protocol
+    sid = mailbox.server_id
+
+    def sampled(msg: dict[str, Any], timeout: float | None) -> Any:
+        context = None
+        trace_id = sampler.take_trace_id()
+        if trace_id:
+            otel.presupply(tracer, trace_id)
+            context = otel.Context()
+        elif not get_current_span().get_span_context().is_valid:
+            context = otel.remote_parent(current_trace.get())
+        span = otel.start_client_span(tracer, call_route(msg), sid, mailbox.host,
+                                      mailbox.port, transport, context)
+        msg = dict(msg)
+        msg["trace_id"] = otel.traceparent(span)
+        try:
+            fut = protocol.send_plain(msg, timeout)
+        except BaseException as exc:
+            otel.end_span(span, exc, not not_dispatched(exc))
+            raise
+        fut.add_done_callback(partial(_end_span, span))
+        return fut
+    return sampled
+
+
+def _end_span(span: Any, fut: asyncio.Future[Any]) -> None:
+    """The call of ``span`` ended (its future ``fut``): end the span."""
+    from . import otel
+    error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+    otel.end_span(span, error, not not_dispatched(error))
 
 
 # server -----------------------------------------------------------------------------
 
 class ServerObserver:
     """What ``metrics``, ``tracing`` and ``rpc_debug_log`` install on an acceptor's
-    connections: ``dispatch`` wrapped, and metrics' byte counts."""
+    connections: a meter on each protocol and its writer (metrics), ``dispatch``
+    wrapped (tracing, the debug log)."""
 
     def __init__(self, acceptor: BaseAcceptor) -> None:
         opts = acceptor.opts
@@ -300,14 +254,13 @@ class ServerObserver:
         if opts.get("tracing"):
             from . import otel
             self.tracer = otel.tracer_of(opts["tracing"])
-        self.side: Side | None = None
-        routes: _RouteSeries | None = None
+        self.meter: Meter | None = None
         dispatcher = acceptor.dispatcher
         if opts.get("metrics"):
             from .metrics import for_registry
             metrics = for_registry(opts.get("metrics_registry"))
             metrics.add_acceptor(acceptor, server_id)
-            self.side = metrics.server
+            side = metrics.server
             describe = dispatcher.describe
 
             def route_of(msg: Any) -> str | None:
@@ -321,37 +274,41 @@ class ServerObserver:
                     except Exception:
                         return None
                 return route
-            routes = _RouteSeries(self.side, server_id, _server_key, route_of)
+            routes = _RouteSeries(side, server_id, acceptor.core.meter.server_key, route_of)
+            self.meter = acceptor.core.meter.Meter(routes, True)
+            side.add_meter(server_id, self.meter)
             # requests refused (busy) or skipped (expired) never reach dispatch: the
             # acceptor's overload control reports them here (pomelo_rpc.overload)
-            refused_routes = routes
 
             def refused(_conn: object, request: Any, outcome: str) -> None:
-                refused_routes.lookup(request).add(outcome, 0.0)
+                routes.lookup(request).add(outcome, 0.0)
             acceptor.overload.on_refused = refused
         #: requests carry a trace context the wrapper reads
         self.reads_context = self.tracer is not None or self.debug
-        states = acceptor.core.dispatch
-        if self.reads_context:
-            self.dispatch = self._observed_dispatch(acceptor, routes)
-        else:
-            assert routes is not None
-            self.dispatch = _metered_dispatch(dispatcher.dispatch, routes, states.DONE,
-                                              states.PENDING)
+        #: tracing alone, a sampler pomelo_rpc knows: the protocol decides each
+        #: request's sampling, and only a sampled one runs through the wrapper
+        self.sampler: Any = None
+        if self.tracer is not None and not self.debug:
+            from . import otel
+            self.sampler = otel.sampler_of(self.tracer, acceptor.core)
+        self.dispatch = self._observed_dispatch(acceptor) if self.reads_context else None
 
     def attach(self, conn: ServerConnection) -> None:
-        """Install the wrappers on a new connection: its protocol's ``dispatch``, and
-        with metrics a wrapper of the protocol counting bytes, which asyncio gets."""
+        """Install on a new connection: the meter on its protocol and its writer, the
+        wrapped ``dispatch``."""
         protocol = conn._protocol
-        protocol.dispatch = self.dispatch
+        if self.sampler is not None and self.dispatch is not None:
+            protocol.tracer = self.sampler
+            protocol.traced_dispatch = self.dispatch
+        elif self.dispatch is not None:
+            protocol.dispatch = self.dispatch
         protocol.tracing = self.reads_context
-        if self.side is not None:
-            conn.protocol = cast("asyncio.BaseProtocol",
-                                 CountingProtocol(protocol, self.side, self.server_id))
+        if self.meter is not None:
+            protocol.meter = protocol.writer.meter = self.meter
 
-    def _observed_dispatch(self, acceptor: BaseAcceptor, routes: _RouteSeries | None,
+    def _observed_dispatch(self, acceptor: BaseAcceptor,
                            ) -> Callable[[object], tuple[int, int, Any]]:
-        """``dispatch`` with spans and/or the debug log (and metrics, if on)."""
+        """``dispatch`` with spans and/or the debug log."""
         dispatcher = acceptor.dispatcher
         dispatch, describe = dispatcher.dispatch, dispatcher.describe
         done_state = acceptor.core.dispatch.DONE
@@ -374,9 +331,6 @@ class ServerObserver:
 
         def finish(msg: object, route: str | None, span: Any, trace: str | None,
                    start: float, error: BaseException | None) -> None:
-            if routes is not None:
-                routes.record(msg, error, _clock() - start,
-                              "notify" if _is_notify(msg) else "ok")
             if span is not None:
                 end_span(span, error, not not_dispatched(error))
             if debug:
@@ -396,6 +350,8 @@ class ServerObserver:
                 undo()
                 finish(msg, route, span, trace, start, error)
 
+        sampler = self.sampler
+
         def observed(msg: object) -> tuple[int, int, Any]:
             info = describe(msg)
             if info is None:
@@ -403,6 +359,10 @@ class ServerObserver:
             carried, route = info
             span = None
             if tracer is not None:
+                if sampler is not None:     # a root the sampler sampled: its trace id
+                    trace_id = sampler.take_trace_id()
+                    if trace_id:
+                        otel.presupply(tracer, trace_id)
                 span = start_span(tracer, route, carried, server_id, transport)
             trace = None
             if debug:
@@ -421,52 +381,6 @@ class ServerObserver:
             return rid, state, outcome
 
         return observed
-
-
-def _server_key(msg: Any) -> Any:
-    """A request's route key: its method id, or its names (kinds 1 and 2)."""
-    return msg[2] if msg[0] == 1 else (msg[2], msg[3], msg[4])
-
-
-def _metered_dispatch(dispatch: Callable[[object], tuple[int, int, Any]], routes: _RouteSeries,
-                      done_state: int, pending_state: int,
-                      ) -> Callable[[object], tuple[int, int, Any]]:
-    """``dispatch`` counting each request in ``routes`` (metrics alone: the fast path)."""
-    from .metrics import BUCKETS
-    cache = routes.cache
-    record = routes.record
-    clock = _clock
-
-    async def metered_later(coro: Coroutine[Any, Any, Any], msg: object, start: float) -> Any:
-        try:
-            result = await coro
-        except BaseException as exc:
-            record(msg, exc, clock() - start)
-            raise
-        record(msg, None, clock() - start, "notify" if _is_notify(msg) else "ok")
-        return result
-
-    def metered(msg: Any) -> tuple[int, int, Any]:
-        start = clock()
-        rid, state, outcome = dispatch(msg)     # FrameError (no request) goes up uncounted
-        if state == pending_state:
-            return rid, state, metered_later(outcome, msg, start)
-        seconds = clock() - start
-        if state != done_state:
-            record(msg, outcome, seconds)
-            return rid, state, outcome
-        if rid == NOTIFY_RID:
-            record(msg, None, seconds, "notify")
-            return rid, state, outcome
-        try:
-            series = cache[msg[2] if msg[0] == 1 else (msg[2], msg[3], msg[4])]
-        except KeyError:
-            series = routes.lookup(msg)
-        series.buckets[bisect_left(BUCKETS, seconds)] += 1
-        series.seconds += seconds
-        return rid, state, outcome
-
-    return metered
 
 
 def observe_acceptor(acceptor: BaseAcceptor) -> ServerObserver | None:

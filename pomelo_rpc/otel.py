@@ -1,6 +1,13 @@
 """``tracing=True``: OpenTelemetry spans of calls (the optional extra ``pomelo-rpc[otel]``,
 opentelemetry-api only: the SDK, its exporters and samplers are the application's).
 
+Sampling is decided before any span is made when the tracer is the SDK's with a
+sampler pomelo_rpc recognizes (``sampler_of``; see ``pomelo_rpc.core.sampling``): a
+call or a request that is not sampled then makes no span object at all, and its
+context travels as a raw W3C traceparent. In a handler serving such a request, the
+application's own spans do not see that context unless it asks for it:
+``current_context()`` gives the OpenTelemetry context of the request being served.
+
 A CLIENT span per call sent and a SERVER span per request dispatched, named and
 described after OpenTelemetry's RPC semantic conventions: name ``<rpc.service>/<rpc.method>``
 (``rpc.service`` is ``namespace.service``), attributes ``rpc.system`` (``pomelo_rpc``),
@@ -17,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .tracing import parse_traceparent
+from .tracing import current_trace, parse_traceparent
 
 try:
     from opentelemetry import context as otel_context
@@ -32,9 +39,130 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 SYSTEM = "pomelo_rpc"
 UNKNOWN_NAME = "pomelo_rpc/unknown"
 
+__all__ = ["Context", "current_context", "sampler_of", "tracer_of"]
+
 attach = otel_context.attach
 detach = otel_context.detach
 set_span_in_context = trace.set_span_in_context
+
+
+def current_context() -> Context:
+    """The OpenTelemetry context of the call being served: the current one, or, in a
+    handler serving a request tracing did not sample (no span was made for it), a
+    context whose parent span is that request's (pass it as ``context=`` to
+    ``tracer.start_span`` to continue its trace)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        parent = remote_parent(current_trace.get())
+        if parent is not None:
+            return parent
+    return otel_context.get_current()
+
+
+def span_parent(span: Span) -> str | None:
+    """What a call made under ``span`` (the application's current span) continues: None
+    (not a valid span: as if none), ``""`` (sampled: the call's span is made with the
+    SDK), or the span's traceparent (not sampled)."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    if ctx.trace_flags.sampled:
+        return ""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+class _Presupplied:
+    """The id generator of pomelo_rpc's own tracer: the trace id of the next root is
+    the one the ``Sampler`` drew when it decided to sample it (so that the SDK's
+    sampler, deciding on the same id, samples it too); else the SDK's generator."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.next = 0           # the trace id of the next root, when set
+
+    def generate_trace_id(self) -> int:
+        """The presupplied trace id (once), else a new one."""
+        trace_id = self.next
+        if trace_id:
+            self.next = 0
+            return trace_id
+        return int(self.inner.generate_trace_id())
+
+    def generate_span_id(self) -> int:
+        """A new span id."""
+        return int(self.inner.generate_span_id())
+
+    def is_trace_id_random(self) -> bool:
+        """The SDK's generator's answer."""
+        return bool(getattr(self.inner, "is_trace_id_random", lambda: False)())
+
+
+def _otel_variable() -> tuple[Any, str]:
+    """OpenTelemetry's context variable and the key of the current span in its context,
+    when its runtime context is the default one (read directly by the Sampler: no
+    Python call per call); else ``(None, "")``."""
+    try:
+        from contextvars import ContextVar
+
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+        from opentelemetry.trace.propagation import _SPAN_KEY
+        runtime = otel_context._RUNTIME_CONTEXT
+        if type(runtime) is ContextVarsRuntimeContext:
+            var = runtime._current_context
+            if isinstance(var, ContextVar) and isinstance(_SPAN_KEY, str):
+                return var, _SPAN_KEY
+    except (ImportError, AttributeError):
+        pass
+    return None, ""
+
+
+def sampler_of(tracer: Tracer, core: Any) -> Any:
+    """A ``core.sampling.Sampler`` deciding like ``tracer``'s sampler, or None when
+    pomelo_rpc does not know how that sampler decides (then every call makes its span
+    with the SDK, which decides). Known: the SDK's ``ParentBased`` (and
+    ``ParentBasedTraceIdRatio``) with its default delegates, over ``ALWAYS_ON``,
+    ``ALWAYS_OFF`` or ``TraceIdRatioBased``; those three alone. Installs on ``tracer``
+    (pomelo_rpc's own instance) the id generator that keeps the two decisions alike."""
+    sampler = getattr(tracer, "sampler", None)
+    ids = getattr(tracer, "id_generator", None)
+    if sampler is None or ids is None:
+        return None
+    try:
+        from opentelemetry.sdk.trace import sampling as sdk
+    except ImportError:
+        return None
+    root, parent_based = sampler, False
+    if type(sampler) in (sdk.ParentBased, sdk.ParentBasedTraceIdRatio):
+        if not (sampler._remote_parent_sampled is sdk.ALWAYS_ON
+                and sampler._remote_parent_not_sampled is sdk.ALWAYS_OFF
+                and sampler._local_parent_sampled is sdk.ALWAYS_ON
+                and sampler._local_parent_not_sampled is sdk.ALWAYS_OFF):
+            return None
+        root, parent_based = sampler._root, True
+    sampling = core.sampling
+    bound = 0
+    if type(root) is sdk.StaticSampler:
+        mode = (sampling.ALWAYS if root._decision is sdk.Decision.RECORD_AND_SAMPLE
+                else sampling.NEVER if root._decision is sdk.Decision.DROP else None)
+        if mode is None:
+            return None
+    elif type(root) is sdk.TraceIdRatioBased:
+        mode, bound = sampling.RATIO, int(root.bound)
+    else:
+        return None
+    if not isinstance(ids, _Presupplied):
+        ids = _Presupplied(ids)
+        tracer.id_generator = ids              # type: ignore[attr-defined]
+    otel_var, span_key = _otel_variable()
+    return sampling.Sampler(mode, bound, parent_based, 0x02 if ids.is_trace_id_random() else 0,
+                            current_trace, otel_var, span_key, trace.get_current_span,
+                            span_parent)
+
+
+def presupply(tracer: Tracer, trace_id: int) -> None:
+    """The next root span ``tracer`` makes gets ``trace_id`` (see ``sampler_of``)."""
+    ids = getattr(tracer, "id_generator", None)
+    if isinstance(ids, _Presupplied):
+        ids.next = trace_id
 
 
 def tracer_of(option: Any) -> Tracer:
@@ -61,13 +189,15 @@ def traceparent(span: Span) -> str:
 
 
 def start_client_span(tracer: Tracer, route: str, server_id: str, host: str, port: int,
-                      transport: str) -> Span:
-    """A CLIENT span for a call to ``route`` on ``server_id``, child of the current span."""
+                      transport: str, context: Context | None = None) -> Span:
+    """A CLIENT span for a call to ``route`` on ``server_id``, child of the current span
+    (or of ``context``'s)."""
     name, attributes = _route_attributes(route)
     attributes.update({"server.address": host, "server.port": port,
                        "network.transport": "tcp", "pomelo_rpc.server_id": server_id,
                        "pomelo_rpc.transport": transport})
-    return tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    return tracer.start_span(name, context=context, kind=SpanKind.CLIENT,
+                             attributes=attributes)
 
 
 def remote_parent(value: object) -> Context | None:

@@ -73,6 +73,8 @@ class Overload:
         self._ready: deque[ServerConnection] = deque()
         self._parked: set[ServerConnection] = set()   # paused, with requests queued
         self._runner = False
+        self._writer = core.writer
+        self._turn: Any = None          # the loop's Turn (core.writer), once known
         self._running = core.pending.PendingTable()   # coroutine calls with a deadline
         self._deadlines = core.pending.SlotTimer(self._running, self._cut_at_deadline, clock)
         self._cut: set[asyncio.Future[Any]] = set()     # cancelled at their deadline
@@ -117,9 +119,13 @@ class Overload:
         return clock() >= end
 
     def start_slice(self) -> None:
-        """Start this loop turn's slice of handler time (it ends with the turn)."""
+        """Start this loop turn's slice of handler time (it ends with the turn: one hook
+        of the loop's ``Turn``, shared with the writes of every connection)."""
         self.slice_end = clock() + self.slice
-        asyncio.get_running_loop().call_soon(self._turn_ended)
+        turn = self._turn
+        if turn is None:
+            turn = self._turn = self._writer.turn_of(asyncio.get_running_loop())
+        turn.at_end(self._turn_ended)
 
     def _turn_ended(self) -> None:
         self.slice_end = None
@@ -208,6 +214,10 @@ class Overload:
                 self._cut.discard(task)
                 return True
         return False
+
+    def is_cut(self, task: asyncio.Future[Any]) -> bool:
+        """True if ``task`` (a coroutine call) was cancelled at its deadline."""
+        return task in self._cut
 
     def _cut_at_deadline(self, entries: list[tuple[asyncio.Future[Any], Any]]) -> None:
         """The deadline timer: cancel the calls still running at their deadline."""

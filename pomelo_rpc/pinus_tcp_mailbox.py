@@ -34,7 +34,7 @@ FIRST_ID = 1
 class PinusTcpMailbox(MqttMailbox):
     """Mailbox speaking pinus-rpc's tcp transport (varint-framed JSON)."""
 
-    _decoder: PinusDecoder  # type: ignore[assignment]
+    _decoder: PinusDecoder
     _silence_hint = " (connected, but the server answered nothing)"
 
     def __init__(self, server_info: dict[str, Any], opts: dict[str, Any], core: Core) -> None:

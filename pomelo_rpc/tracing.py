@@ -36,8 +36,9 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
-#: the traceparent of the request this task is serving (rpc_debug_log without tracing)
-_current: ContextVar[str | None] = ContextVar("pomelo_rpc_traceparent", default=None)
+#: the traceparent of the request this task is serving, when no OpenTelemetry span
+#: stands for it: with rpc_debug_log alone, or a request tracing did not sample
+current_trace: ContextVar[str | None] = ContextVar("pomelo_rpc_traceparent", default=None)
 
 _otel_current_trace: Any = None     # set on first use: a function, or False without the API
 
@@ -93,7 +94,7 @@ def _otel_trace_id() -> str | None:
 def child_traceparent() -> str:
     """A traceparent for a new call: a new span id in the current trace (the request
     being served, or the application's OpenTelemetry span), or in a new trace."""
-    parsed = parse_traceparent(_current.get())
+    parsed = parse_traceparent(current_trace.get())
     trace_id = parsed[0] if parsed is not None else _otel_trace_id()
     if trace_id is None:
         trace_id = f"{random.getrandbits(128) or 1:032x}"
@@ -103,12 +104,12 @@ def child_traceparent() -> str:
 def enter(carried: object) -> Token[str | None]:
     """Make the traceparent a request carried current (its handler's calls continue
     its trace); undo with ``leave``."""
-    return _current.set(carried if type(carried) is str else None)
+    return current_trace.set(carried if type(carried) is str else None)
 
 
 def leave(token: Token[str | None]) -> None:
     """Undo ``enter``."""
-    _current.reset(token)
+    current_trace.reset(token)
 
 
 def describe_outcome(error: BaseException | None) -> str:

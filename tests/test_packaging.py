@@ -29,8 +29,8 @@ from engines import EtcdEngine, RedisEngine
 #: The wheel stays small: the compiled core stripped, no sources (712 KiB at 0.1.0).
 WHEEL_LIMIT = 1536 * 1024
 CHECK = "import pomelo_rpc; print(pomelo_rpc.IMPLEMENTATION)"
-CORE = ("frames", "mqtt", "pinus_tcp", "coro", "pending", "dispatch", "writer",
-        "client_protocol", "server_protocol", "invoke")
+CORE = ("frames", "mqtt", "pinus_tcp", "coro", "clock", "context", "sampling", "pending",
+        "dispatch", "meter", "writer", "client_protocol", "server_protocol", "invoke")
 ECHO_OVER_A_SOCKET = (
     "import pomelo_rpc\n"
     "from pomelo_rpc import server, client\n"

@@ -8,7 +8,11 @@ from pomelo_rpc._cy.frames cimport (FrameDecoder, encode_notify, encode_notify_b
                                     encode_request, encode_request_budget,
                                     encode_request_by_name, encode_request_by_name_budget,
                                     encode_request_by_name_traced, encode_request_traced)
-from pomelo_rpc._cy.pending cimport PendingTable, SlotTimer
+from pomelo_rpc._cy.clock cimport monotonic
+from pomelo_rpc._cy.context cimport deadline as serving_deadline
+from pomelo_rpc._cy.meter cimport Meter, Series
+from pomelo_rpc._cy.sampling cimport Sampler
+from pomelo_rpc._cy.pending cimport PendingCall, PendingTable, SlotTimer
 from pomelo_rpc._cy.writer cimport Writer
 
 
@@ -28,10 +32,19 @@ cdef class ClientProtocol:
     cdef public bint traced
     cdef public bint open
     cdef public object dropped
+    cdef public Meter meter
+    cdef public double read_at
+    cdef public Sampler tracer
+    cdef public object on_sampled
+    cdef public object trace
 
+    @cython.locals(tracer=Sampler)
     cpdef object send(self, dict msg, object timeout)
+    cpdef object send_plain(self, dict msg, object timeout)
+    @cython.locals(deadline=double, meter=Meter, start=double)
     cpdef object call(self, dict msg, object timeout)
-    @cython.locals(rid=Py_ssize_t)
+    @cython.locals(meter=Meter)
+    cpdef object register(self, object fut, object deadline, dict msg)
     cpdef tuple add(self, dict msg, object timeout)
     @cython.locals(left=double)
     cpdef send_queued(self, object rid, dict msg, object deadline)
@@ -39,11 +52,18 @@ cdef class ClientProtocol:
     @cython.locals(rid=Py_ssize_t)
     cpdef Py_ssize_t reserve(self, object timeout) except -1
     cpdef send_failed(self, object rid, dict msg, object exc)
+    @cython.locals(entry=PendingCall, series=Series, outcome=Py_ssize_t)
+    cpdef resolve(self, object rid, object value)
+    @cython.locals(entry=PendingCall)
+    cpdef fail(self, object rid, object exc, double now)
+    @cython.locals(meter=Meter)
+    cpdef ended(self, PendingCall entry, object exc, double now)
     cpdef reject_remote(self, object rid, object type_name, object message, object stack,
                         object fields=*)
+    @cython.locals(now=double, entry=PendingCall)
     cpdef timed_out(self, list entries)
-    @cython.locals(now=double)
-    cpdef received(self)
+    @cython.locals(now=double, meter=Meter)
+    cpdef received(self, Py_ssize_t size=*)
     cpdef send_call(self, object rid, dict msg, object budget)
     cpdef send_notify(self, dict msg, object budget, object timeout)
 
@@ -55,3 +75,14 @@ cdef class NativeClientProtocol(ClientProtocol):
 
 cdef class ForwardingClientProtocol(ClientProtocol):
     pass
+
+
+cdef class MqttClientProtocol(ForwardingClientProtocol):
+    cdef readonly object packets
+    cdef object publish
+    cdef object kind_publish
+    cdef object loads
+    cdef object dumps
+    cdef readonly dict heads
+    cdef public bint plain_calls
+    cdef public bint heard

@@ -392,3 +392,68 @@ cpdef str json_string(object s):
     memcpy(w + 1, p, n)
     w[n + 1] = 0x22
     return out
+
+
+# JSON that orjson writes exactly as json does ----------------------------------------
+
+cdef enum:
+    _PLAIN_DEPTH = 200       # orjson's own limit is 255 levels
+
+
+cdef bint _plain(object value, int depth) except -1:
+    cdef type t = type(value)
+    cdef double d
+    cdef Py_ssize_t i
+    if value is None or t is bool or t is str:
+        return True
+    if t is int:
+        # orjson writes 64-bit integers; json any
+        return -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF
+    if t is float:
+        d = value
+        # orjson writes NaN and infinities as null (json raises), and numbers between
+        # 1e-4 and 0 without an exponent (json with one): those go to json
+        return d == 0.0 or (d == d and (1e-4 <= d <= 1.7976931348623157e308
+                                        or -1.7976931348623157e308 <= d <= -1e-4))
+    if depth >= _PLAIN_DEPTH:
+        return False
+    if t is list:
+        for i in range(len(<list>value)):
+            if not _plain((<list>value)[i], depth + 1):
+                return False
+        return True
+    if t is dict:
+        for key, item in (<dict>value).items():
+            if type(key) is not str or not _plain(item, depth + 1):
+                return False
+        return True
+    if t is tuple:
+        for i in range(len(<tuple>value)):
+            if not _plain((<tuple>value)[i], depth + 1):
+                return False
+        return True
+    return False             # subclasses and every other type: json decides
+
+
+cpdef bint plain_json(object value) except -1:
+    """True when orjson writes ``value`` exactly as ``json`` does (compact, not ASCII
+    only): None, bool, str, 64-bit int, a float that is 0 or finite and not below
+    1e-4 in magnitude, and lists, tuples and str-keyed dicts of those (their exact
+    types, at most 200 levels deep)."""
+    return _plain(value, 0)
+
+
+cpdef bint long_digits(bytes data):
+    """True when ``data`` holds a run of 19 digits or more (an integer orjson would read
+    as a float: past 64 bits); the same as ``re.search(rb"[0-9]{19}", data)``."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t i, run = 0
+    for i in range(n):
+        if 48 <= p[i] <= 57:
+            run += 1
+            if run >= 19:
+                return True
+        else:
+            run = 0
+    return False

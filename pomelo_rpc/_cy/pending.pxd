@@ -6,10 +6,12 @@ cimport cython
 cdef Py_ssize_t _ID_LIMIT
 
 
-cdef class _Entry:
-    cdef object future
-    cdef object info
+cdef class PendingCall:
+    cdef readonly object future
+    cdef readonly object info
     cdef dict ids
+    cdef readonly double start
+    cdef readonly object series
 
 
 cdef class PendingTable:
@@ -23,27 +25,37 @@ cdef class PendingTable:
     cdef double _last_lo
     cdef double _last_hi
 
-    @cython.locals(rid=Py_ssize_t, d=double, ids=dict, entry=_Entry)
-    cpdef Py_ssize_t add(self, object future, object deadline=*, object info=*) except -1
-    @cython.locals(entry=_Entry)
-    cdef _Entry _take(self, object rid)
-    @cython.locals(entry=_Entry)
+    cpdef object add(self, object future, object deadline=*, object info=*,
+                     double start=*, object series=*)
+    @cython.locals(d=double, ids=dict)
+    cpdef object add_at(self, object future, double deadline, object info=*, double start=*,
+                        object series=*)
+    @cython.locals(rid=Py_ssize_t, entry=PendingCall, entries=dict)
+    cpdef object insert(self, object future, dict ids, object info, double start,
+                        object series)
+    @cython.locals(entry=PendingCall)
+    cpdef PendingCall take(self, object rid)
+    @cython.locals(entry=PendingCall)
     cpdef object pop(self, object rid)
-    @cython.locals(entry=_Entry)
+    @cython.locals(entry=PendingCall)
     cpdef bint resolve(self, object rid, object value) except -1
-    @cython.locals(entry=_Entry)
+    @cython.locals(entry=PendingCall)
     cpdef bint reject(self, object rid, object exc) except -1
     cpdef object next_deadline(self)
-    @cython.locals(entry=_Entry, res=double, heap=list, slots=dict, entries=dict, ids=dict, out=list)
+    @cython.locals(e=PendingCall)
     cpdef list expire(self, double now)
-    @cython.locals(e=_Entry)
+    @cython.locals(res=double, heap=list, slots=dict, entries=dict, ids=dict, out=list)
+    cpdef list expire_entries(self, double now)
+    @cython.locals(e=PendingCall)
     cpdef list drain(self)
+    cpdef list drain_entries(self)
 
 
 cdef class SlotTimer:
     cdef readonly PendingTable table
     cdef object expired
     cdef object clock
+    cdef readonly bint entries
     cdef readonly object loop
     cdef readonly object handle
     cdef readonly object at

@@ -4,9 +4,14 @@
 
 cimport cython
 
+from pomelo_rpc._cy.clock cimport monotonic
+from pomelo_rpc._cy.context cimport (copy_current, reset_deadline, reset_trace, set_deadline,
+                                     set_trace)
 from pomelo_rpc._cy.coro cimport step
 from pomelo_rpc._cy.dispatch cimport Dispatcher
 from pomelo_rpc._cy.frames cimport FrameDecoder, encode_error, encode_response
+from pomelo_rpc._cy.meter cimport Meter
+from pomelo_rpc._cy.sampling cimport Sampler
 from pomelo_rpc._cy.writer cimport Writer
 
 
@@ -26,6 +31,9 @@ cdef class ServerProtocol:
     cdef readonly object own_dispatch
     cdef public object dispatch
     cdef public object overload
+    cdef readonly Py_ssize_t cap
+    cdef readonly bint plain
+    cdef readonly bint no_default
     cdef public object queue
     cdef readonly set tasks
     cdef public object stopping
@@ -34,19 +42,30 @@ cdef class ServerProtocol:
     cdef public bint tracing
     cdef public bint reading_paused
     cdef public Py_ssize_t reads
+    cdef public Meter meter
+    cdef public Sampler tracer
+    cdef public object traced_dispatch
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
-                   last=double, msgs=list)
+                   last=double, msgs=list, cap=Py_ssize_t, started=bint, end=double,
+                   timed=bint, at=double)
     cpdef data_received(self, object data)
     cpdef list read(self, object data)
     cpdef list decode(self, object data)
     @cython.locals(n=Py_ssize_t)
     cpdef bint notify_request(self, object msg) except -1
+    @cython.locals(deadline=double)
+    cpdef accept(self, object request, object rid, object budget, double arrived)
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)
+    @cython.locals(tracer=Sampler, n=Py_ssize_t)
     cpdef run_request(self, object request, object rid, object deadline)
+    @cython.locals(meter=Meter, start=double)
+    cpdef run_dispatched(self, object request, object rid, object deadline, object dispatch)
     cpdef fail(self, object request, object rid, object exc)
-    cpdef run_coroutine(self, object rid, object coro, object deadline, object request=*)
+    @cython.locals(meter=Meter)
+    cpdef run_coroutine(self, object rid, object coro, object deadline, object request=*,
+                        double start=*)
     cpdef respond(self, bytes data)
     cpdef send(self, bytes data)
     cpdef bint is_ping(self, object msg)

@@ -1,21 +1,51 @@
 # Augments pomelo_rpc/core/writer.py (compiled here through the writer.py link).
 
+cimport cython
+
+from pomelo_rpc._cy.meter cimport Meter
+
 cdef Py_ssize_t WRITE_CHUNK
+
+cdef class Writer
+
+
+cdef class Turn:
+    cdef readonly object loop
+    cdef public bint scheduled
+    cdef public bint wrote
+    cdef list pending
+    cdef Py_ssize_t held
+    cdef list hooks
+
+    cpdef schedule(self)
+    cpdef at_end(self, object hook)
+    @cython.locals(pending=list)
+    cpdef hold(self, Writer writer)
+    @cython.locals(writer=Writer, pending=list)
+    cpdef flush(self)
+    cpdef end(self)
+
+
+cpdef Turn turn_of(object loop)
 
 
 cdef class Writer:
     cdef public object transport
-    cdef object _loop
+    cdef Turn _turn
     cdef list _out
-    cdef bint _scheduled
     cdef public bint closed
+    cdef public bint held
+    cdef public Meter meter
     cdef object _sent
     cdef object _flushed
 
+    @cython.locals(turn=Turn)
     cpdef write(self, bytes data)
     cpdef queue(self, bytes data)
     cpdef flush(self)
     cpdef flush_now(self)
     cpdef object sent(self)
+    cpdef direct(self, bytes data)
+    @cython.locals(meter=Meter, out=list)
     cdef _send(self)
     cdef _flushed_now(self, bint written)

@@ -2,8 +2,9 @@
 the frame, MQTT and pinus tcp codecs.
 
 Two implementations of the same modules. The pure-Python one is this package. The
-compiled one is ``pomelo_rpc._cy``: ``frames``, ``mqtt``, ``pinus_tcp`` and ``coro`` are
-hand-written Cython (``_cy/*.pyx``, each with its twin here and differential tests); every other
+compiled one is ``pomelo_rpc._cy``: ``frames``, ``mqtt``, ``pinus_tcp``, ``coro``,
+``clock``, ``context`` and ``sampling`` are hand-written Cython (``_cy/*.pyx``, each with
+its twin here and differential tests); every other
 module is written once, here, and compiled there from a link to it with an
 augmenting ``.pxd`` (Cython's pure-Python mode). mypy checks this package; the
 compiled modules are the same source or tested equal, so they have no stubs.
@@ -38,7 +39,11 @@ class Core(types.SimpleNamespace):
     client_protocol: types.ModuleType
     server_protocol: types.ModuleType
     invoke: types.ModuleType
+    meter: types.ModuleType
     coro: types.ModuleType
+    clock: types.ModuleType
+    context: types.ModuleType
+    sampling: types.ModuleType
 
 
 log = logging.getLogger("pomelo_rpc.core")
@@ -48,8 +53,9 @@ log = logging.getLogger("pomelo_rpc.core")
 NOT_COMPILED = "NOT_COMPILED.txt"
 
 #: The modules of a core.
-MODULES = ("frames", "pending", "dispatch", "mqtt", "pinus_tcp", "writer", "client_protocol",
-           "server_protocol", "invoke", "coro")
+MODULES = ("frames", "pending", "dispatch", "mqtt", "pinus_tcp", "meter", "writer",
+           "client_protocol", "server_protocol", "invoke", "coro", "clock", "context",
+           "sampling")
 
 _loaded: dict[str, Core] = {}
 

@@ -15,25 +15,28 @@ lifecycle: connecting, the calls waiting for the connection, keepalive, closing.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-from ..deadline import current_deadline
 from ..errors import (ConnectionLostError, FrameError, RemoteError, RpcError,
                       RpcTimeoutError, ServerBusyError)
 from .frames import (PING_FRAME, RESP_ERR, RESP_OK, FrameDecoder, encode_notify,
                      encode_notify_by_name, encode_request, encode_request_budget,
                      encode_request_by_name, encode_request_by_name_budget,
                      encode_request_by_name_traced, encode_request_traced)
+from .clock import monotonic
+from .context import deadline as serving_deadline
+from .meter import CANCELLED, OK
 from .pending import PendingTable, SlotTimer
 from .writer import Writer, set_nodelay
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
     from ..mailbox import Mailbox
-
-_monotonic = time.monotonic
+    from .meter import Meter, Series
+    from .pending import PendingCall
+    from .sampling import Sampler
 
 
 def budget_ms(seconds: float) -> int:
@@ -53,7 +56,11 @@ class ClientProtocol:
 
     A transport subclasses it with ``data_received``, ``send_call`` and
     ``send_ping``; its owner (the mailbox) gets ``_connection_made(transport)``,
-    ``_connection_lost(exc)`` and, from the transport's code, what is not a call."""
+    ``_connection_lost(exc)`` and, from the transport's code, what is not a call.
+
+    With ``meter`` (``metrics=True``: a ``core.meter.Meter``) every call is counted
+    here as it ends: its table entry holds the clock at its start and its route's
+    series, and the clock is read once per read for the calls the read answers."""
 
     def __init__(self, owner: Mailbox, server_id: str, pkg_size: int,
                  low_id: int = 0) -> None:
@@ -66,8 +73,8 @@ class ClientProtocol:
         self.writer = Writer()
         #: set by the owner before the first call (the loop of the connection)
         self.loop: asyncio.AbstractEventLoop | None = None
-        #: the one timer of the table's deadlines
-        self.deadlines = SlotTimer(self.table, self.timed_out, self.loop_time)
+        #: the one timer of the table's deadlines (it hands ``timed_out`` the entries)
+        self.deadlines = SlotTimer(self.table, self.timed_out, self.loop_time, True)
         self.last_recv = 0.0
         #: requests carry ``msg["trace_id"]`` (tracing, rpc_debug_log)
         self.traced = False
@@ -76,26 +83,92 @@ class ClientProtocol:
         #: a future already done: the table's entry of a notify sent as a call (see
         #: ``reserve``), which its answer or its deadline leaves as it is
         self.dropped: asyncio.Future[Any] | None = None
+        #: metrics: where the calls and the bytes are counted (None: not counted)
+        self.meter: Meter | None = None
+        self.read_at = 0.0          # metrics: the clock at the last read
+        #: tracing: decides each call's sampling (a ``core.sampling.Sampler``; None: no
+        #: tracing here, or an observer wraps ``send``); a call it samples goes to
+        #: ``on_sampled(msg, timeout)``, which makes its span and sends it with
+        #: ``send_plain``
+        self.tracer: Sampler | None = None
+        self.on_sampled: Callable[[dict[str, Any], float | None], Any] | None = None
+        #: tracing: the traceparent of the call being sent now (no copy of its message
+        #: to carry it), read by ``send_call``
+        self.trace: str | None = None
 
     # calls -----------------------------------------------------------------
 
     def send(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
         """A call (the mailbox's ``send``): sent now when the connection is open, else
         handed to the owner to wait for it. ``timeout`` is bounded by what is left of
-        the deadline of the call a handler serves, if it makes this one."""
-        if current_deadline.get() is not None:
-            timeout = self.owner._inherit(msg, timeout)
-        if self.open:
-            return self.call(msg, timeout)
-        fut: asyncio.Future[Any] = self.owner._send_later(msg, timeout)
-        return fut
+        the deadline of the call a handler serves, if it makes this one. Traced, it
+        carries its trace context: a sampled call goes to ``on_sampled``."""
+        tracer = self.tracer
+        if tracer is None:
+            return self.send_plain(msg, timeout)
+        carried = tracer.outgoing()
+        if carried is None and self.on_sampled is not None:
+            fut: asyncio.Future[Any] = self.on_sampled(msg, timeout)
+            return fut
+        if not self.open:           # it waits for the connection: its trace goes with it
+            msg = dict(msg)
+            msg["trace_id"] = carried
+            return self.send_plain(msg, timeout)
+        self.trace = carried
+        try:
+            return self.send_plain(msg, timeout)
+        finally:
+            self.trace = None
+
+    def send_plain(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
+        """``send`` without the tracer's decision (``msg`` carries its trace context,
+        if it is to)."""
+        try:
+            if serving_deadline() is not None:
+                timeout = self.owner._inherit(msg, timeout)
+            if self.open:
+                return self.call(msg, timeout)
+            later: asyncio.Future[Any] = self.owner._send_later(msg, timeout)
+            return later
+        except Exception as exc:    # not even begun: the served deadline passed, ...
+            if self.meter is not None:
+                self.meter.failed(msg, exc, 0.0)
+            raise
 
     def call(self, msg: dict[str, Any], timeout: float | None) -> asyncio.Future[Any]:
         """Send call ``msg`` now (the connection is open); a future of its answer,
-        failed with RpcTimeoutError ``timeout`` s from now (None or 0: never)."""
-        fut, rid, deadline = self.add(msg, timeout)
-        self.send_queued(rid, msg, deadline)
+        failed with RpcTimeoutError ``timeout`` s from now (None or 0: never). Sent at
+        once, its budget is the whole timeout (no clock to read again)."""
+        loop = self.loop
+        assert loop is not None
+        fut = loop.create_future()
+        budget: int | None = None
+        meter = self.meter
+        start = 0.0
+        series = None
+        if meter is not None:
+            start = monotonic()
+            series = meter.known(msg)
+        if timeout:
+            deadline = loop.time() + timeout
+            rid = self.table.add_at(fut, deadline, msg, start, series)
+            self.deadlines.added(deadline, loop)
+            budget = budget_ms(timeout)
+        else:
+            rid = self.table.insert(fut, None, msg, start, series)
+        try:
+            self.send_call(rid, msg, budget)
+        except Exception as exc:  # unserializable arguments, oversized frame
+            self.send_failed(rid, msg, exc)
         return fut
+
+    def register(self, fut: asyncio.Future[Any], deadline: float | None,
+                 msg: dict[str, Any]) -> int:
+        """The table entry of call ``msg``: its rid (metered, with its start and series)."""
+        meter = self.meter
+        if meter is None:
+            return self.table.add(fut, deadline, msg)
+        return self.table.add(fut, deadline, msg, monotonic(), meter.known(msg))
 
     def add(self, msg: dict[str, Any],
             timeout: float | None) -> tuple[asyncio.Future[Any], int, float | None]:
@@ -107,10 +180,10 @@ class ClientProtocol:
         deadline: float | None = None
         if timeout:
             deadline = loop.time() + timeout
-            rid = self.table.add(fut, deadline, msg)
+            rid = self.register(fut, deadline, msg)
             self.deadlines.added(deadline, loop)
         else:
-            rid = self.table.add(fut, None, msg)
+            rid = self.register(fut, None, msg)
         return fut, rid, deadline
 
     def send_queued(self, rid: int, msg: dict[str, Any], deadline: float | None) -> None:
@@ -122,13 +195,11 @@ class ClientProtocol:
         reads once per loop turn: a turn sending many calls would send stale budgets."""
         budget: int | None = None
         if deadline is not None:
-            left = deadline - _monotonic()
+            left = deadline - monotonic()
             if left <= 0:
-                entry = self.table.pop(rid)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(RpcTimeoutError(
-                        f"{call_route(msg)} to {self.server_id} got no response in time "
-                        f"(it expired while the connection opened; not sent)"))
+                self.fail(rid, RpcTimeoutError(
+                    f"{call_route(msg)} to {self.server_id} got no response in time "
+                    f"(it expired while the connection opened; not sent)"), monotonic())
                 return
             budget = budget_ms(left)
         try:
@@ -141,7 +212,7 @@ class ClientProtocol:
         written, failed if it cannot be. Sent now when the connection is open, else
         once it is (the owner's ``_notify_later``); ``timeout`` (bounded as a call's)
         is the budget the server runs it under."""
-        if current_deadline.get() is not None:
+        if serving_deadline() is not None:
             timeout = self.owner._inherit(msg, timeout)
         if not self.open:
             later: asyncio.Future[Any] = self.owner._notify_later(msg, timeout)
@@ -178,11 +249,9 @@ class ClientProtocol:
 
     def send_failed(self, rid: int, msg: dict[str, Any], exc: Exception) -> None:
         """Call ``rid`` could not be sent: its future gets the error, nothing is sent."""
-        entry = self.table.pop(rid)
-        if entry is not None and not entry[0].done():
-            if not isinstance(exc, (RpcError, TypeError)):
-                exc = RpcError(f"cannot send {call_route(msg)}: {exc}")
-            entry[0].set_exception(exc)
+        if not isinstance(exc, (RpcError, TypeError)):
+            exc = RpcError(f"cannot send {call_route(msg)}: {exc}")
+        self.fail(rid, exc, monotonic())
 
     def check_size(self, frame: bytes, msg: dict[str, Any]) -> bytes:
         """``frame``, or RpcError when it exceeds ``pkg_size``."""
@@ -191,17 +260,62 @@ class ClientProtocol:
                            f"pkg_size {self.pkg_size}")
         return frame
 
+    def resolve(self, rid: object, value: Any) -> None:
+        """Call ``rid`` was answered with ``value`` (in the read that began at
+        ``read_at``): its future gets it (if its caller still waits)."""
+        if self.meter is None:
+            self.table.resolve(rid, value)
+            return
+        entry = self.table.take(rid)
+        if entry is None or entry.info is None:    # (None: a notify's reserved id)
+            return
+        fut = entry.future
+        outcome = OK
+        if fut.done():
+            outcome = CANCELLED
+        else:
+            fut.set_result(value)
+        if entry.series is None:        # its route's first answer: made now
+            self.meter.series(entry.info).add_index(outcome, self.read_at - entry.start)
+        else:
+            series: Series = entry.series
+            series.add_index(outcome, self.read_at - entry.start)
+
+    def fail(self, rid: object, exc: BaseException, now: float) -> None:
+        """Call ``rid`` failed with ``exc`` (at ``now``, the clock: for metrics)."""
+        if self.meter is None:
+            self.table.reject(rid, exc)
+            return
+        entry = self.table.take(rid)
+        if entry is not None:
+            self.ended(entry, exc, now)
+
+    def ended(self, entry: PendingCall, exc: BaseException, now: float) -> None:
+        """A call of the table (already out of it) failed with ``exc``: its future gets
+        it, unless its caller gave up; counted when metered."""
+        meter = self.meter
+        fut = entry.future
+        if entry.info is None:          # a notify's reserved id: not a call
+            return
+        if not fut.done():
+            fut.set_exception(exc)
+            if meter is not None:
+                meter.failed(entry.info, exc, now - entry.start)
+        elif meter is not None:
+            meter.cancelled(entry.info, now - entry.start)
+
     def reject_remote(self, rid: object, type_name: Any, message: Any, stack: Any,
                       fields: Any = None) -> None:
         """Call ``rid`` failed on the server: RemoteError (with the error's ``fields``,
         a dict, if it sent any), or ServerBusyError when the server refused it at once
         (admission control: it never ran)."""
+        exc: RpcError
         if type_name == "ServerBusyError":
-            self.table.reject(rid, ServerBusyError(f"{self.server_id}: {message}",
-                                                   self.server_id))
-            return
-        self.table.reject(rid, RemoteError(message, type_name, stack, self.server_id,
-                                           fields if type(fields) is dict else None))
+            exc = ServerBusyError(f"{self.server_id}: {message}", self.server_id)
+        else:
+            exc = RemoteError(message, type_name, stack, self.server_id,
+                              fields if type(fields) is dict else None)
+        self.fail(rid, exc, self.read_at)
 
     def fail_all(self, error: type[ConnectionLostError], reason: str) -> None:
         """The connection is gone for good: every call fails with ``error(reason)``,
@@ -209,9 +323,9 @@ class ClientProtocol:
         self.open = False
         self.deadlines.cancel()
         self.writer.detach()
-        for fut, _msg in self.table.drain():
-            if not fut.done():
-                fut.set_exception(error(reason))
+        now = monotonic()
+        for entry in self.table.drain_entries():
+            self.ended(entry, error(reason), now)
 
     # deadlines ---------------------------------------------------------------
 
@@ -220,19 +334,23 @@ class ClientProtocol:
         assert self.loop is not None
         return self.loop.time()
 
-    def timed_out(self, entries: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    def timed_out(self, entries: list[PendingCall]) -> None:
         """The deadline timer expired these calls: each fails with RpcTimeoutError."""
-        for fut, msg in entries:
-            if not fut.done():
-                fut.set_exception(RpcTimeoutError(
-                    f"{call_route(msg)} to {self.server_id} got no response in time"))
+        now = monotonic()
+        for entry in entries:
+            self.ended(entry, RpcTimeoutError(
+                f"{call_route(entry.info)} to {self.server_id} got no response in time"), now)
 
-    def received(self) -> None:
-        """Bytes arrived: the peer is alive, and a deadline that passed before they
-        were read wins over the answer in them (the loop may run I/O before a timer
-        that is already due)."""
+    def received(self, size: int = 0) -> None:
+        """``size`` bytes arrived: the peer is alive, and a deadline that passed before
+        they were read wins over the answer in them (the loop may run I/O before a
+        timer that is already due)."""
         assert self.loop is not None
         now = self.last_recv = self.loop.time()
+        meter = self.meter
+        if meter is not None:
+            self.read_at = monotonic()
+            meter.received += size
         self.deadlines.expire_due(now)
 
     # asyncio protocol ----------------------------------------------------------
@@ -291,13 +409,17 @@ class NativeClientProtocol(ClientProtocol):
     def data_received(self, data: bytes) -> None:
         """asyncio: decode frames; answers resolve their calls, the rest (PONG, HELLO,
         the handshake) goes to the owner; bad data closes the connection."""
-        self.received()
+        self.received(len(data))
         table = self.table
+        metered = self.meter is not None
         try:
             for msg in self.decoder.feed(data):
                 kind = msg[0]
                 if kind == RESP_OK:
-                    table.resolve(msg[1], msg[2])
+                    if metered:
+                        self.resolve(msg[1], msg[2])
+                    else:
+                        table.resolve(msg[1], msg[2])
                 elif kind == RESP_ERR:
                     err = msg[2]
                     self.reject_remote(msg[1], err[0], err[1], err[2],
@@ -315,7 +437,9 @@ class NativeClientProtocol(ClientProtocol):
         method = msg["method"]
         args = msg["args"]
         mid = self.ids.get((ns, service, method))
-        trace = msg["trace_id"] if self.traced else None
+        trace = self.trace
+        if trace is None and self.traced:
+            trace = msg.get("trace_id")
         if budget is not None:
             if mid is not None:
                 frame = encode_request_budget(rid, mid, args, trace, budget)
@@ -364,7 +488,7 @@ class ForwardingClientProtocol(ClientProtocol):
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from the server, for the owner to decode."""
-        self.received()
+        self.received(len(data))
         self.owner._data_received(data)
 
     def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
@@ -379,3 +503,71 @@ class ForwardingClientProtocol(ClientProtocol):
     def send_ping(self) -> None:
         """The owner sends its keepalive ping."""
         self.owner._send_ping()
+
+
+class MqttClientProtocol(ForwardingClientProtocol):
+    """pomelo-rpc 1.0.7's mqtt protocol of one client connection (``MqttMailbox``'s).
+
+    Here, the hot path: the MQTT packets are decoded, the common answer ``{"id": rid,
+    "resp": [null, value]}`` resolves its call, and a call's PUBLISH is written (the
+    JSON text between its id and its arguments made once per route, by the owner's
+    ``_call_head``). The owner gets every other packet (``_on_packet``) and answer
+    (``_on_pkg``), what cannot be decoded (``_bad_packets``, ``_bad_payload``), and
+    the calls it batches or traces (``_send_call``, when ``plain_calls`` is False)."""
+
+    def __init__(self, owner: Mailbox, server_id: str, pkg_size: int, mqtt: Any,
+                 loads: Callable[[bytes], Any], dumps: Callable[[Any], str]) -> None:
+        super().__init__(owner, server_id, pkg_size)
+        self.packets = mqtt.MqttDecoder(pkg_size)
+        self.publish = mqtt.encode_publish
+        self.kind_publish = mqtt.PUBLISH
+        self.loads = loads
+        self.dumps = dumps
+        #: ``,"msg":{...,"args":`` of each route (the owner's ``_call_head`` fills it)
+        self.heads: dict[tuple[Any, Any, Any, Any], str] = {}
+        #: calls are written here (else the owner's ``_send_call``: buffer_msg, tracing)
+        self.plain_calls = True
+        self.heard = False          # any byte received yet
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio: decode MQTT packets; resolve the calls the common answers answer."""
+        self.received(len(data))
+        self.heard = True
+        owner = self.owner
+        try:
+            packets = self.packets.feed(data)
+        except FrameError as exc:
+            owner._bad_packets(exc)
+            return
+        for packet in packets:
+            if packet[0] != self.kind_publish or owner._ping_check:
+                owner._on_packet(packet)
+                continue
+            try:
+                pkg = self.loads(packet[2])
+            except ValueError as exc:
+                owner._bad_payload(exc)
+                continue
+            if type(pkg) is dict:
+                rid = pkg.get("id")
+                resp = pkg.get("resp")
+                if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
+                    self.resolve(rid, resp[1])
+                    continue
+            owner._on_pkg(pkg)
+
+    def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
+        """Write call ``rid``'s PUBLISH: ``{"id": rid, "msg": {"namespace",
+        "serverType", "service", "method", "args"}}``, with ``"budget"`` (ms left, which
+        a Node server ignores) after the id when it has a deadline."""
+        if not self.plain_calls:
+            self.owner._send_call(rid, msg, budget)
+            return
+        key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
+        try:
+            head = self.heads[key]
+        except (KeyError, TypeError):
+            head = self.owner._call_head(key)
+        rid_text = str(rid) if budget is None else f"{rid},\"budget\":{budget}"
+        part = ('{"id":' + rid_text + head + self.dumps(msg["args"]) + "}}").encode("utf-8")
+        self.writer.write(self.check_size(self.publish(part), msg))

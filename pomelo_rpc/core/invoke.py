@@ -113,7 +113,7 @@ class Invoker:
                 mailbox = self.station.mailbox(server_id)
             if timeout is None:
                 timeout = self.timeout
-            direct = getattr(mailbox, "direct", None)    # as for a call
+            direct = getattr(mailbox, "notify_direct", None)    # as for a call
             if direct is not None:
                 fut: Awaitable[Any] = direct.notify(msg, timeout)
                 return fut

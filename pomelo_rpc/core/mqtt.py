@@ -17,6 +17,7 @@ decoded as a tuple whose first item is its type:
 from __future__ import annotations
 
 import json.encoder
+import re
 import time
 from typing import Any
 
@@ -286,3 +287,47 @@ def encode_disconnect() -> bytes:
 #: ``json.encoder.encode_basestring`` itself (the compiled twin only quotes an ASCII
 #: string with nothing to escape, without the per-character pass).
 json_string = json.encoder.encode_basestring
+
+
+#: orjson's own nesting limit is 255 levels
+_PLAIN_DEPTH = 200
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _plain(value: Any, depth: int) -> bool:
+    t = type(value)
+    if value is None or t is bool or t is str:
+        return True
+    if t is int:
+        # orjson writes 64-bit integers; json any
+        return bool(-0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF)
+    if t is float:
+        # orjson writes NaN and infinities as null (json raises), and numbers between
+        # 1e-4 and 0 without an exponent (json with one): those go to json
+        return bool(value == 0.0 or 1e-4 <= value <= _FLOAT_MAX
+                    or -_FLOAT_MAX <= value <= -1e-4)
+    if depth >= _PLAIN_DEPTH:
+        return False
+    if t is list or t is tuple:
+        return all(_plain(item, depth + 1) for item in value)
+    if t is dict:
+        return all(type(key) is str and _plain(item, depth + 1)
+                   for key, item in value.items())
+    return False             # subclasses and every other type: json decides
+
+
+def plain_json(value: Any) -> bool:
+    """True when orjson writes ``value`` exactly as ``json`` does (compact, not ASCII
+    only): None, bool, str, 64-bit int, a float that is 0 or finite and not below
+    1e-4 in magnitude, and lists, tuples and str-keyed dicts of those (their exact
+    types, at most 200 levels deep)."""
+    return _plain(value, 0)
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def long_digits(data: bytes) -> bool:
+    """True when ``data`` holds a run of 19 digits or more (an integer orjson would read
+    as a float: past 64 bits)."""
+    return _LONG_DIGITS.search(data) is not None

@@ -22,16 +22,19 @@ if TYPE_CHECKING:
 _ID_LIMIT = 0x7FFFFFFF
 
 
-class _Entry:
-    """One pending call: its future, the caller's info, and its deadline slot's ids."""
+class PendingCall:
+    """One pending call: its future, the caller's info, its deadline slot's ids, and
+    for metrics the clock when it began and the series it counts into."""
 
-    __slots__ = ("future", "info", "ids")
+    __slots__ = ("future", "info", "ids", "start", "series")
 
     def __init__(self, future: asyncio.Future[Any], info: Any,
                  ids: dict[int, None] | None) -> None:
         self.future = future
         self.info = info
         self.ids = ids      # the deadline slot holding this entry, or None
+        self.start = 0.0
+        self.series: Any = None
 
 
 class PendingTable:
@@ -41,7 +44,7 @@ class PendingTable:
         """Slots of ``resolution`` s; ids count from ``first_id`` and wrap after 2**31 - 1
         back to ``low_id`` (1 where 0 means something else on the wire: pinus tcp's
         notify), skipping ids still pending."""
-        self._entries: dict[int, _Entry] = {}
+        self._entries: dict[int, PendingCall] = {}
         # slot -> {rid: None}; an empty slot stays until it expires
         self._slots: dict[int, dict[int, None]] = {}
         self._heap: list[int] = []      # slots, each pushed once
@@ -66,59 +69,76 @@ class PendingTable:
         return len(self._slots)
 
     def add(self, future: asyncio.Future[Any], deadline: float | None = None,
-            info: Any = None) -> int:
-        """Register ``future``; return its request id. ``deadline`` is a loop time or None."""
+            info: Any = None, start: float = 0.0, series: Any = None) -> int:
+        """Register ``future``; return its request id. ``deadline`` is a loop time or None;
+        ``start`` and ``series``: what metrics count the call with when it ends."""
+        if deadline is None:
+            return self.insert(future, None, info, start, series)
+        return self.add_at(future, deadline, info, start, series)
+
+    def add_at(self, future: asyncio.Future[Any], deadline: float, info: Any = None,
+               start: float = 0.0, series: Any = None) -> int:
+        """``add`` with a deadline (compiled: a C double, no float object made)."""
+        d: float = deadline
+        ids = self._last_ids
+        if ids is None or not self._last_lo < d <= self._last_hi:
+            # the first slot whose time (slot * resolution) is not before the deadline;
+            # expire and next_deadline compare that same float, so rounding cannot make
+            # an entry late or early (a Python int: NaN and inf raise, huge deadlines
+            # stay huge)
+            slot = int(d / self._res) + 1
+            if (slot - 1) * self._res >= d:
+                slot -= 1
+            ids = self._slots.get(slot)
+            if ids is None:
+                ids = {}
+                self._slots[slot] = ids
+                heappush(self._heap, slot)
+            self._last_ids = ids
+            self._last_lo = (slot - 1) * self._res
+            self._last_hi = slot * self._res
+        return self.insert(future, ids, info, start, series)
+
+    def insert(self, future: asyncio.Future[Any], ids: dict[int, None] | None, info: Any,
+               start: float, series: Any) -> int:
+        """Enter ``future`` under the next free request id (in the deadline slot ``ids``,
+        if any); return the id."""
         entries = self._entries
         rid = self._next_id
-        while rid in entries:
+        key = rid                       # (compiled: the one int object of the id)
+        while key in entries:
             rid = rid + 1 if rid < _ID_LIMIT else self._low
+            key = rid
         self._next_id = rid + 1 if rid < _ID_LIMIT else self._low
-        ids: dict[int, None] | None = None
-        if deadline is not None:
-            d: float = deadline
-            if self._last_ids is not None and self._last_lo < d <= self._last_hi:
-                ids = self._last_ids
-            else:
-                # the first slot whose time (slot * resolution) is not before the
-                # deadline; expire and next_deadline compare that same float, so
-                # rounding cannot make an entry late or early (a Python int: NaN and
-                # inf raise, huge deadlines stay huge)
-                slot = int(d / self._res) + 1
-                if (slot - 1) * self._res >= d:
-                    slot -= 1
-                ids = self._slots.get(slot)
-                if ids is None:
-                    ids = {}
-                    self._slots[slot] = ids
-                    heappush(self._heap, slot)
-                self._last_ids = ids
-                self._last_lo = (slot - 1) * self._res
-                self._last_hi = slot * self._res
-            ids[rid] = None
+        if ids is not None:
+            ids[key] = None
         # made field by field: compiled, ``__new__`` skips the call of ``__init__``
-        entry = _Entry.__new__(_Entry)
+        entry = PendingCall.__new__(PendingCall)
         entry.future = future
         entry.info = info
         entry.ids = ids
-        entries[rid] = entry
-        return rid
+        entry.start = start
+        entry.series = series
+        entries[key] = entry
+        return key
 
-    def _take(self, rid: Any) -> _Entry | None:
-        entry = self._entries.pop(rid, None)
+    def take(self, rid: Any) -> PendingCall | None:
+        """Remove ``rid``; return its entry, or None if it is unknown or gone."""
+        entry: PendingCall | None = self._entries.pop(rid, None)
         if entry is not None and entry.ids is not None:
             entry.ids.pop(rid, None)
         return entry
 
     def pop(self, rid: object) -> tuple[asyncio.Future[Any], Any] | None:
         """Remove ``rid``; return ``(future, info)``, or None if it is unknown or gone."""
-        entry = self._take(rid)
+        entry = self.take(rid)
         if entry is None:
             return None
         return (entry.future, entry.info)
 
     def resolve(self, rid: object, value: Any) -> bool:
         """Set the result of call ``rid``; False if it is unknown or already gone."""
-        entry = self._take(rid)
+        entry = self.take(rid)
         if entry is None:
             return False
         fut = entry.future
@@ -128,7 +148,7 @@ class PendingTable:
 
     def reject(self, rid: object, exc: BaseException) -> bool:
         """Set ``exc`` on call ``rid``; False if it is unknown or already gone."""
-        entry = self._take(rid)
+        entry = self.take(rid)
         if entry is None:
             return False
         fut = entry.future
@@ -147,7 +167,11 @@ class PendingTable:
 
     def expire(self, now: float) -> list[tuple[asyncio.Future[Any], Any]]:
         """Remove every call whose deadline is at or before ``now``; return their ``(future, info)``."""
-        out: list[tuple[asyncio.Future[Any], Any]] = []
+        return [(e.future, e.info) for e in self.expire_entries(now)]
+
+    def expire_entries(self, now: float) -> list[PendingCall]:
+        """``expire``, returning the entries themselves."""
+        out: list[PendingCall] = []
         res = self._res
         heap = self._heap
         slots = self._slots
@@ -158,13 +182,16 @@ class PendingTable:
                 self._last_ids = None
             if ids:
                 for rid in ids:
-                    entry = entries.pop(rid)
-                    out.append((entry.future, entry.info))
+                    out.append(entries.pop(rid))
         return out
 
     def drain(self) -> list[tuple[asyncio.Future[Any], Any]]:
         """Remove every call; return their ``(future, info)``."""
-        out = [(e.future, e.info) for e in self._entries.values()]
+        return [(e.future, e.info) for e in self.drain_entries()]
+
+    def drain_entries(self) -> list[PendingCall]:
+        """``drain``, returning the entries themselves."""
+        out = list(self._entries.values())
         self._entries.clear()
         self._slots.clear()
         self._heap.clear()
@@ -180,17 +207,19 @@ class SlotTimer:
     under uvloop) reads a hair before the slot's time, and an expiry run early
     (``expire_due``, from received data) goes through the same ``expire``, which keeps
     or replaces the armed timer: a second timer can never start beside the first.
-    ``expired(entries)`` gets the ``(future, info)`` of each entry expired.
+    ``expired(entries)`` gets the ``(future, info)`` of each entry expired (or the
+    entries themselves).
     """
 
-    def __init__(self, table: PendingTable,
-                 expired: Callable[[list[tuple[asyncio.Future[Any], Any]]], None],
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, table: PendingTable, expired: Callable[[list[Any]], None],
+                 clock: Callable[[], float], entries: bool = False) -> None:
         """``clock``: the clock of the table's deadlines (a loop's ``time``, or
-        ``time.monotonic``)."""
+        ``time.monotonic``); ``entries``: ``expired`` gets the table's entries, not
+        ``(future, info)`` pairs."""
         self.table = table
         self.expired = expired
         self.clock = clock
+        self.entries = entries
         self.loop: asyncio.AbstractEventLoop | None = None   # the loop it arms on
         self.handle: asyncio.TimerHandle | None = None
         self.at: float | None = None        # the slot time it is armed for
@@ -227,7 +256,10 @@ class SlotTimer:
 
     def expire(self, now: float) -> None:
         """Expire the entries whose deadline is at or before ``now``; re-arm."""
-        self.expired(self.table.expire(now))
+        if self.entries:
+            self.expired(self.table.expire_entries(now))
+        else:
+            self.expired(self.table.expire(now))
         self.arm()
 
     def expire_due(self, now: float) -> None:

@@ -24,15 +24,15 @@ is sent back, and what it raises is logged.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import traceback
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..deadline import current_deadline
 from ..errors import DispatchError, FrameError, error_fields
-from ..overload import BadBudget, clock
+from ..overload import DEADLINE_PASSED, BadBudget
+from .clock import monotonic
+from .context import copy_current, reset_deadline, reset_trace, set_deadline, set_trace
 from .coro import step
 from .dispatch import DONE, NOTIFY_RID, PENDING
 from .frames import (NOTIFY_ID, NOTIFY_NAME, PING, PONG_FRAME, REQ_ID, REQ_NAME, FrameDecoder,
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
     from ..acceptor import ServerConnection
     from ..overload import Entry, Overload
+    from .meter import Meter
+    from .sampling import Sampler
     from .dispatch import Dispatcher
 
 log = logging.getLogger("pomelo_rpc.server_protocol")
@@ -123,6 +125,10 @@ class ServerProtocol:
         #: what runs a request: the dispatcher's, or an observer's wrapper of it
         self.dispatch: Callable[[object], tuple[Any, int, Any]] = self.own_dispatch
         self.overload = overload
+        # the overload options the reads look at (fixed for an acceptor's life)
+        self.cap = -1 if overload.max_in_flight is None else overload.max_in_flight
+        self.plain = not overload.deadlines
+        self.no_default = overload.default_budget is None
         self.queue = owner._queue       # requests waiting for a later turn (the owner's)
         self.tasks: set[asyncio.Future[Any]] = set()   # coroutine calls still running
         self.stopping: float | None = None   # the stop grace, once the stop has begun
@@ -133,6 +139,14 @@ class ServerProtocol:
         #: reads of this connection so far: the acceptor's idle sweep compares it from
         #: one sweep to the next (cheaper than a clock read per read)
         self.reads = 0
+        #: metrics: where the calls and the bytes are counted (None: not counted)
+        self.meter: Meter | None = None
+        #: tracing: decides each request's sampling (a ``core.sampling.Sampler``; None:
+        #: no tracing here, or ``dispatch`` is an observer's for every request); a
+        #: sampled request runs through ``traced_dispatch`` (which makes its span), an
+        #: unsampled one with its traceparent current (``pomelo_rpc.tracing``)
+        self.tracer: Sampler | None = None
+        self.traced_dispatch: Callable[[object], tuple[Any, int, Any]] = self.own_dispatch
 
     # asyncio callbacks -------------------------------------------------
 
@@ -180,6 +194,8 @@ class ServerProtocol:
         handshake's bytes, a stream that cannot be decoded (the connection is aborted),
         requests arriving while the server stops (refused)."""
         self.reads += 1
+        if self.meter is not None:
+            self.meter.received += len(data)
         if self.handshaking:
             self.owner._on_handshake(data)
             return None
@@ -202,20 +218,26 @@ class ServerProtocol:
         msgs = self.read(data)
         if msgs is None:
             return
-        arrived = clock()
+        arrived = monotonic()
         overload = self.overload
         queue = self.queue
-        cap = overload.max_in_flight
+        cap = self.cap
         # no deadline for a request without a budget (and no default_budget), nor with
         # deadlines off
-        plain = not overload.deadlines
-        no_default = overload.default_budget is None
+        plain = self.plain
+        no_default = self.no_default
         # the deadline the handler reads (and a coroutine's task keeps): set for each
         # request that has one, cleared for one without, and the context restored as
         # it was once, at the end of the batch (not a set and a reset per request)
         token = None
         live = False
         last = 0.0        # the deadline set, while ``live``
+        deadline = None   # it, as the float handed on
+        # this turn's slice of handler time: read once per read, and again after a
+        # request ``submit`` took (which starts the slice when none has started)
+        slice_end = overload.slice_end
+        started = slice_end is not None
+        end: float = slice_end if slice_end is not None else 0.0
         try:
             for msg in msgs:
                 if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
@@ -235,36 +257,39 @@ class ServerProtocol:
                 # the common cases inline (``submit`` in full for the others): this
                 # turn's slice started and not spent, nothing queued here, the peer
                 # reading its answers, room to hold it, no budget or a live one
-                end = overload.slice_end
-                inline = (end is not None and not queue and not self.reading_paused
-                          and (cap is None or overload.held < cap) and clock() < end)
-                deadline = None
+                inline = (started and not queue and not self.reading_paused
+                          and (cap < 0 or overload.held < cap) and monotonic() < end)
+                timed = False
                 if inline and not (plain or budget is None and no_default):
                     if type(budget) is int and budget > 0:
-                        deadline = arrived + budget * 0.001
+                        timed = True
+                        at = arrived + budget * 0.001
+                        # requests a client sent in one loop turn mostly carry one
+                        # budget: the context changes only when the deadline does
+                        if not live or at != last:
+                            deadline = at
+                            set_token = set_deadline(deadline)
+                            if token is None:
+                                token = set_token
+                            live = True
+                            last = at
                     else:
                         inline = False
-                if deadline is not None:
-                    # requests a client sent in one loop turn mostly carry one budget:
-                    # the context changes only when the deadline does
-                    if not live or deadline != last:
-                        set_token = current_deadline.set(deadline)
-                        if token is None:
-                            token = set_token
-                        live = True
-                        last = deadline
-                elif live:
-                    current_deadline.set(None)
+                if not timed and live:
+                    set_deadline(None)
                     live = False
                 if inline:
-                    self.run_request(msg, rid, deadline)
+                    self.run_request(msg, rid, deadline if timed else None)
                 else:
                     self.submit(msg, rid, budget, arrived)
+                    slice_end = overload.slice_end
+                    started = slice_end is not None
+                    end = slice_end if slice_end is not None else 0.0
                 if self.aborted:
                     return
         finally:
             if token is not None:
-                current_deadline.reset(token)
+                reset_deadline(token)
         self.writer.flush()
 
     # requests ------------------------------------------------------------
@@ -284,6 +309,26 @@ class ServerProtocol:
             return False
         msg[1] = NOTIFY_RID
         return True
+
+    def accept(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
+        """A request of another protocol's read (mqtt's), one at a time: run now in the
+        common case (as ``data_received`` runs a native one), else ``submit``."""
+        overload = self.overload
+        slice_end = overload.slice_end
+        if (slice_end is not None and not self.queue and not self.reading_paused
+                and (self.cap < 0 or overload.held < self.cap) and monotonic() < slice_end):
+            if self.plain or (budget is None and self.no_default):
+                self.run_request(request, rid, None)
+                return
+            if type(budget) is int and budget > 0:
+                deadline = arrived + budget * 0.001
+                token = set_deadline(deadline)
+                try:
+                    self.run_request(request, rid, deadline)
+                finally:
+                    reset_deadline(token)
+                return
+        self.submit(request, rid, budget, arrived)
 
     def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
         """Run a request now, or queue it for a later turn (this connection has queued
@@ -309,7 +354,7 @@ class ServerProtocol:
                 return
         end = overload.slice_end      # overload.spent(), without its call once started
         if (self.queue or self.reading_paused
-                or (overload.spent() if end is None else clock() >= end)):
+                or (overload.spent() if end is None else monotonic() >= end)):
             overload.enqueue(self.owner, (request, rid, deadline))
         else:
             self.run_entry((request, rid, deadline), None)
@@ -324,33 +369,64 @@ class ServerProtocol:
         if deadline is None:
             self.run_request(request, rid, None)
             return
-        if deadline <= (clock() if now is None else now):
+        if deadline <= (monotonic() if now is None else now):
             self.overload.refused(self.owner, request, "expired")
             return
-        token = current_deadline.set(deadline)
+        token = set_deadline(deadline)
         try:
             self.run_request(request, rid, deadline)
         finally:
-            current_deadline.reset(token)
+            reset_deadline(token)
 
     def run_request(self, request: Any, rid: Any, deadline: float | None) -> None:
         """Dispatch a request and answer it (a coroutine's answer when it finishes);
-        a notify (``rid`` None) is not answered."""
+        a notify (``rid`` None) is not answered; metered, counted as it ends; traced, in
+        its trace context."""
+        tracer = self.tracer
+        if tracer is None:
+            self.run_dispatched(request, rid, deadline, self.dispatch)
+            return
+        n = len(request)
+        kind = request[0]
+        traced = tracer.incoming(request[4] if kind == 1 and n >= 5 else
+                                 request[6] if kind == 2 and n >= 7 else None)
+        if traced is None:              # sampled: its span, with the SDK
+            self.run_dispatched(request, rid, deadline, self.traced_dispatch)
+            return
+        token = set_trace(traced)
         try:
-            if self.dispatch is self.own_dispatch:
+            self.run_dispatched(request, rid, deadline, self.dispatch)
+        finally:
+            reset_trace(token)
+
+    def run_dispatched(self, request: Any, rid: Any, deadline: float | None,
+                       dispatch: Callable[[object], tuple[Any, int, Any]]) -> None:
+        """``run_request`` with ``dispatch`` (the dispatcher's, or a wrapper of it)."""
+        meter = self.meter
+        start = 0.0
+        if meter is not None:
+            start = monotonic()
+        try:
+            if dispatch is self.own_dispatch:
                 _rid, state, outcome = self.dispatcher.dispatch(request)
             else:
-                _rid, state, outcome = self.dispatch(request)
+                _rid, state, outcome = dispatch(request)
         except FrameError as exc:
             self.owner._abort(exc)
             return
         if state == DONE:
             if rid is not None:
                 self.respond(self.encode_result(rid, outcome))
+                if meter is not None:
+                    meter.ok(request, monotonic() - start)
+            elif meter is not None:
+                meter.notified(request, monotonic() - start)
         elif state == PENDING:
-            self.run_coroutine(rid, outcome, deadline, request)
+            self.run_coroutine(rid, outcome, deadline, request, start)
         else:
             self.fail(request, rid, outcome)
+            if meter is not None:
+                meter.failed(request, outcome, monotonic() - start)
 
     def fail(self, request: Any, rid: Any, exc: BaseException) -> None:
         """Answer call ``rid`` with the error ``exc``; a notify's is logged."""
@@ -370,24 +446,34 @@ class ServerProtocol:
                       exc_info=exc)
 
     def run_coroutine(self, rid: Any, coro: Coroutine[Any, Any, Any],
-                      deadline: float | None, request: Any = None) -> None:
+                      deadline: float | None, request: Any = None, start: float = 0.0) -> None:
         """Run an ``async def`` call eagerly: its first step now, in a copy of the
         current context; answered now if it finishes there, else it goes on in a Task
-        (in that context), cancelled at ``deadline`` (unanswered) or at the stop."""
-        ctx = contextvars.copy_context()
+        (in that context), cancelled at ``deadline`` (unanswered) or at the stop.
+        ``request`` and ``start`` (the clock when it began): for metrics."""
+        meter = self.meter
+        ctx = copy_current()
         try:
             done, yielded = step(coro, ctx)
-        except _CancelledError:
+        except _CancelledError as exc:
             self.fail(request, rid, _CancelledError(self.cancel_reason()))
+            if meter is not None:
+                meter.failed(request, exc, monotonic() - start)
             return
         except (KeyboardInterrupt, SystemExit):
             raise      # as a Task would: out of the loop
         except BaseException as exc:
             self.fail(request, rid, exc)
+            if meter is not None:
+                meter.failed(request, exc, monotonic() - start)
             return
         if done:
             if rid is not None:
                 self.respond(self.encode_result(rid, yielded))
+                if meter is not None:
+                    meter.ok(request, monotonic() - start)
+            elif meter is not None:
+                meter.notified(request, monotonic() - start)
             return
         loop = self.loop
         assert loop is not None
@@ -397,9 +483,15 @@ class ServerProtocol:
         self.tasks.add(task)
         tid = self.overload.started(task, deadline)
         if rid is None:
-            task.add_done_callback(partial(self.notify_done, request, tid))
-        else:
+            if meter is None:
+                task.add_done_callback(partial(self.notify_done, request, tid))
+            else:
+                task.add_done_callback(partial(self.metered_task_done, None, tid, request,
+                                               start))
+        elif meter is None:
             task.add_done_callback(partial(self.task_done, rid, tid))
+        else:
+            task.add_done_callback(partial(self.metered_task_done, rid, tid, request, start))
 
     def notify_done(self, request: Any, tid: int | None, task: asyncio.Future[Any]) -> None:
         """A notify's coroutine that suspended ended: what it raised is logged."""
@@ -409,6 +501,30 @@ class ServerProtocol:
         exc = task.exception()
         if exc is not None:
             self.notify_failed(request, exc)
+
+    def metered_task_done(self, rid: Any, tid: int | None, request: Any, start: float,
+                          task: asyncio.Future[Any]) -> None:
+        """``task_done`` (``notify_done`` for a notify, ``rid`` None), the call counted
+        first (``request`` began at ``start``)."""
+        meter = self.meter
+        if meter is not None:
+            seconds = monotonic() - start
+            if tid is not None and self.overload.is_cut(task):
+                meter.failed(request, _CancelledError(DEADLINE_PASSED), seconds)
+            elif task.cancelled():
+                meter.failed(request, _CancelledError(), seconds)
+            else:
+                error = task.exception()
+                if error is not None:
+                    meter.failed(request, error, seconds)
+                elif rid is None:
+                    meter.notified(request, seconds)
+                else:
+                    meter.ok(request, seconds)
+        if rid is None:
+            self.notify_done(request, tid, task)
+        else:
+            self.task_done(rid, tid, task)
 
     def task_done(self, rid: Any, tid: int | None, task: asyncio.Future[Any]) -> None:
         """A coroutine call that suspended ended: send its answer (not if it was cut

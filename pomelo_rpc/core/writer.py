@@ -3,24 +3,36 @@
 
 Imported as it is for the pure-Python core; compiled with ``pomelo_rpc/_cy/writer.pxd``.
 
-Two ways in. ``write(data)``: the first write of a loop turn goes out at once (no
-added latency); the ones after it in the same turn are collected and go out every
-``WRITE_CHUNK`` of them and at the end of the turn. ``queue(data)`` then ``flush()``:
-a batch made in one callback (the answers to the requests of one read) goes out in
-one ``writelines`` when the callback ends, or every ``WRITE_CHUNK`` answers.
-``sent()`` is a future of the moment what was written so far reaches the transport
-(a notify's awaitable).
+Two ways in. ``write(data)``: the first write of a loop turn (on any connection of
+the loop) goes out at once (no added latency); the writes after it are held, each
+connection's together, and go out every ``WRITE_CHUNK`` writes the loop holds (so
+the peers start on them while this loop makes the rest; later when they are spread
+thinner than two per connection) and at the end of the turn: with many connections
+each carrying a few calls, or calls spread over many servers, one write per
+connection and chunk, not one per call. ``queue(data)`` then ``flush()``: a batch
+made in one callback (the answers to the requests of one read) goes out in one
+``writelines`` when the callback ends, or every ``WRITE_CHUNK`` answers. ``sent()``
+is a future of the moment what was written so far reaches the transport (a notify's
+awaitable).
+
+The end of a loop turn is the loop's ``Turn``: one callback per turn for every
+connection of the loop (and the other per-turn hooks, such as the end of the
+servers' handler slice), never one per connection.
 """
 
 from __future__ import annotations
 
 import socket
+import weakref
 from typing import TYPE_CHECKING
 
 from ..errors import ConnectionLostError
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
+
+    from .meter import Meter
 
 #: Messages queued in one loop turn are written every WRITE_CHUNK of them, not all at
 #: the end: the peer starts on the first ones while the rest are being made (with 100
@@ -56,22 +68,96 @@ def set_user_timeout(transport: asyncio.BaseTransport, seconds: float) -> None:
         pass
 
 
+class Turn:
+    """The end of the loop turns of one event loop (``turn_of(loop)``): the writers
+    holding writes, and the hooks that run when the turn ends, all from one callback
+    per turn."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.scheduled = False      # the end of this turn is due (its callback is queued)
+        self.wrote = False          # a write went out at once in this turn
+        #: the writers holding writes made in this turn, and how many writes they hold
+        self.pending: list[Writer] = []
+        self.held = 0
+        self.hooks: list[Callable[[], None]] = []
+
+    def schedule(self) -> None:
+        """Make sure the end of this turn runs."""
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.end)
+
+    def at_end(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` once, when this turn ends."""
+        self.hooks.append(hook)
+        self.schedule()
+
+    def hold(self, writer: Writer) -> None:
+        """``writer`` holds one more write: all go out every WRITE_CHUNK of them (the
+        peers start on them while this loop makes the rest), as long as they make two
+        writes per connection on average (calls spread thin over many connections wait
+        for more), and at the end of the turn."""
+        pending = self.pending
+        if not writer.held:
+            writer.held = True
+            pending.append(writer)
+        self.held += 1
+        if self.held >= WRITE_CHUNK and self.held >= 2 * len(pending):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every write held."""
+        self.held = 0
+        pending = self.pending
+        if pending:
+            self.pending = []
+            for writer in pending:
+                writer.held = False
+                writer._send()
+
+    def end(self) -> None:
+        """The turn ended: send what is held, run the hooks."""
+        self.scheduled = False
+        self.wrote = False
+        self.flush()
+        hooks = self.hooks
+        if hooks:
+            self.hooks = []
+            for hook in hooks:
+                hook()
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turn] = (
+    weakref.WeakKeyDictionary())
+
+
+def turn_of(loop: asyncio.AbstractEventLoop) -> Turn:
+    """The ``Turn`` of ``loop`` (made on first use)."""
+    turn = _turns.get(loop)
+    if turn is None:
+        turn = _turns[loop] = Turn(loop)
+    return turn
+
+
 class Writer:
     """The write side of one connection; see the module docstring."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn: Turn | None = None
         self._out: list[bytes] = []
-        self._scheduled = False      # a flush at the end of this loop turn is due
         self.closed = False          # no more writes (EOF sent, or the connection closed)
+        self.held = False            # in its turn's writers holding writes
+        #: metrics: the bytes written are counted there (None: not counted)
+        self.meter: Meter | None = None
         self._sent: asyncio.Future[None] | None = None     # see ``sent``: done
         self._flushed: asyncio.Future[None] | None = None  # ... and the next send's
 
     def attach(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         """Write to ``transport`` from now on."""
         self.transport = transport
-        self._loop = loop
+        self._turn = turn_of(loop)
         self.closed = False
 
     def detach(self) -> None:
@@ -84,8 +170,8 @@ class Writer:
     def sent(self) -> asyncio.Future[None]:
         """A future done once what was written so far has reached the transport (at
         once if it has), failed with ConnectionLostError if the connection goes first."""
-        loop = self._loop
-        assert loop is not None
+        assert self._turn is not None
+        loop = self._turn.loop
         if self._out:
             fut = self._flushed
             if fut is None:
@@ -103,36 +189,30 @@ class Writer:
         return len(self._out)
 
     def write(self, data: bytes) -> None:
-        """Send ``data`` now if it is the first of this loop turn, else with the turn's
-        others (every WRITE_CHUNK of them, and at the end of the turn)."""
+        """Send ``data`` now if it is the first write of this loop turn, else with this
+        connection's next ones (see the module docstring)."""
         if self.closed or self.transport is None:
             return
-        if self._scheduled:
-            out = self._out
-            out.append(data)
-            if len(out) >= WRITE_CHUNK:
-                self._send()
+        turn = self._turn
+        assert turn is not None
+        self._out.append(data)
+        if not turn.wrote:              # the turn's first write: at once
+            turn.wrote = True
+            turn.schedule()
+            self._send()
         else:
-            if self._out:
-                self._out.append(data)
-                self._send()
-            else:
-                self.transport.write(data)
-            self._scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._end_of_turn)
+            turn.hold(self)
 
     def queue(self, data: bytes) -> None:
-        """Queue ``data`` for the next ``flush`` (sent at once past WRITE_CHUNK queued,
-        unless the turn's flush is due anyway)."""
+        """Queue ``data`` for the next ``flush`` (sent at once past WRITE_CHUNK queued)."""
         out = self._out
         out.append(data)
-        if len(out) >= WRITE_CHUNK and not self._scheduled:
+        if len(out) >= WRITE_CHUNK:
             self._send()
 
     def flush(self) -> None:
-        """Send what is queued, unless the end of this loop turn will."""
-        if self._out and not self._scheduled:
+        """Send what is queued (with the writes this connection holds, if any)."""
+        if self._out:
             self._send()
 
     def flush_now(self) -> None:
@@ -140,19 +220,29 @@ class Writer:
         if self._out:
             self._send()
 
-    def _end_of_turn(self) -> None:
-        self._scheduled = False
-        if self._out:
-            self._send()
+    def direct(self, data: bytes) -> None:
+        """Write ``data`` at once, whatever is queued (a handshake frame, a greeting)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+            if self.meter is not None:
+                self.meter.sent += len(data)
 
     def _send(self) -> None:
         out = self._out
+        if not out:
+            return
         transport = self.transport
         if transport is not None and not self.closed:
+            meter = self.meter
             if len(out) == 1:
                 transport.write(out[0])
+                if meter is not None:
+                    meter.sent += len(out[0])
             else:
                 transport.writelines(out)
+                if meter is not None:
+                    for data in out:
+                        meter.sent += len(data)
             if self._flushed is not None:
                 self._flushed_now(True)
         elif self._flushed is not None:

@@ -1,0 +1,3 @@
+# What other compiled modules cimport from clock.pyx.
+
+cpdef double monotonic() noexcept

@@ -1,0 +1,298 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Tracing's sampling decided before any span is made (Cython). Twin:
+``pomelo_rpc/core/sampling.py``; same names, same behaviour (see its docstring).
+
+Ids come from a xoshiro256** generator seeded from the OS (again in a forked child),
+traceparents are checked and written in C, and the context variables are read
+through the C API: a call or a request that is not sampled makes no span object and
+runs no Python code here.
+"""
+
+import os
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    int PyContextVar_Get(object var, PyObject *default_value, PyObject **value) except -1
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+ALWAYS = 0
+NEVER = 1
+RATIO = 2
+
+cdef enum:
+    _ALWAYS = 0
+    _RATIO = 2
+    _LEN = 55            # "00-" 32 "-" 16 "-" 2
+
+
+# ids ---------------------------------------------------------------------------
+
+cdef uint64_t _s[4]
+
+
+cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (64 - k))
+
+
+cdef uint64_t _next() noexcept nogil:
+    """xoshiro256**"""
+    cdef uint64_t result = _rotl(_s[1] * 5, 7) * 9
+    cdef uint64_t t = _s[1] << 17
+    _s[2] ^= _s[0]
+    _s[3] ^= _s[1]
+    _s[1] ^= _s[2]
+    _s[0] ^= _s[3]
+    _s[2] ^= t
+    _s[3] = _rotl(_s[3], 45)
+    return result
+
+
+def _seed():
+    """Seed the generator from the OS (at import, and in a forked child)."""
+    cdef bytes raw = os.urandom(32)
+    cdef const uint8_t *p = raw
+    cdef int i, j
+    for i in range(4):
+        _s[i] = 0
+        for j in range(8):
+            _s[i] = (_s[i] << 8) | p[8 * i + j]
+    if _s[0] == 0 and _s[1] == 0 and _s[2] == 0 and _s[3] == 0:
+        _s[0] = 1
+
+
+_seed()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_seed)
+
+
+cdef inline uint64_t _rand64() noexcept nogil:
+    cdef uint64_t v = _next()
+    return v if v else 1
+
+
+def rand64():
+    """A random 64-bit id, never 0."""
+    return _rand64()
+
+
+# traceparents --------------------------------------------------------------------
+
+# the value of each lowercase hex digit, 16 for any other byte
+cdef uint8_t _VALUE[256]
+_VALUE[:] = [16] * 256
+for _i in range(10):
+    _VALUE[48 + _i] = _i          # "0".."9"
+for _i in range(6):
+    _VALUE[97 + _i] = 10 + _i     # "a".."f"
+
+
+cdef inline int _hex(uint8_t c) noexcept nogil:
+    return _VALUE[c] if _VALUE[c] < 16 else -1
+
+
+cdef inline bint _digits(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """``p[:n]`` is lowercase hex and not all zeros."""
+    cdef Py_ssize_t i
+    cdef uint8_t seen = 0          # the digits' values or'ed: 16 and over if one is not one
+    for i in range(n):
+        seen |= _VALUE[p[i]]
+    return 0 < seen < 16
+
+
+cdef int _state(object value):
+    """-1 if not a valid traceparent, else its sampled flag."""
+    cdef const uint8_t *p
+    if type(value) is not str or PyUnicode_GET_LENGTH(value) != _LEN \
+            or not PyUnicode_IS_COMPACT_ASCII(value):
+        return -1
+    p = <const uint8_t *>PyUnicode_DATA(value)
+    if (p[0] != 48 or p[1] != 48 or p[2] != 45 or p[35] != 45 or p[52] != 45
+            or not _digits(p + 3, 32) or not _digits(p + 36, 16)
+            or _VALUE[p[53]] > 15 or _VALUE[p[54]] > 15):
+        return -1
+    return _VALUE[p[54]] & 1
+
+
+cpdef int state(object value):
+    """-1 if ``value`` is not a valid W3C traceparent (version 00), else its sampled
+    flag: 1 sampled, 0 not."""
+    return _state(value)
+
+
+cdef const char *_DIGITS = b"0123456789abcdef"
+# each byte as its two lowercase hex digits
+cdef uint8_t _PAIRS[512]
+for _i in range(256):
+    _PAIRS[2 * _i] = _DIGITS[_i >> 4]
+    _PAIRS[2 * _i + 1] = _DIGITS[_i & 15]
+
+
+cdef inline void _put(uint8_t *p, uint64_t v) noexcept nogil:
+    """``v`` as 16 lowercase hex digits at ``p``."""
+    cdef int i
+    cdef const uint8_t *pair
+    for i in range(7, -1, -1):
+        pair = _PAIRS + 2 * (v & 255)
+        p[2 * i] = pair[0]
+        p[2 * i + 1] = pair[1]
+        v >>= 8
+
+
+cpdef str child(str parent):
+    """An unsampled traceparent in the trace of ``parent`` (a valid one) with a new span
+    id and the parent's other flags."""
+    cdef str out = PyUnicode_New(_LEN, 127)
+    cdef uint8_t *p = <uint8_t *>PyUnicode_DATA(out)
+    cdef const uint8_t *q = <const uint8_t *>PyUnicode_DATA(parent)
+    memcpy(p, q, 36)
+    _put(p + 36, _rand64())
+    p[52] = 45
+    p[53] = q[53]
+    p[54] = _DIGITS[_hex(q[54]) & 14]
+    return out
+
+
+cpdef object trace_low(str parent):
+    """The low 64 bits of the trace id of ``parent`` (a valid traceparent)."""
+    cdef const uint8_t *q = <const uint8_t *>PyUnicode_DATA(parent)
+    cdef uint64_t v = 0
+    cdef Py_ssize_t i
+    for i in range(19, 35):
+        v = (v << 4) | <uint64_t>_hex(q[i])
+    return v
+
+
+cdef uint64_t _trace_low(str parent):
+    cdef const uint8_t *q = <const uint8_t *>PyUnicode_DATA(parent)
+    cdef uint64_t v = 0
+    cdef Py_ssize_t i
+    for i in range(19, 35):
+        v = (v << 4) | <uint64_t>_hex(q[i])
+    return v
+
+
+cdef str _root(uint64_t low, int flags):
+    cdef str out = PyUnicode_New(_LEN, 127)
+    cdef uint8_t *p = <uint8_t *>PyUnicode_DATA(out)
+    p[0] = 48
+    p[1] = 48
+    p[2] = 45
+    _put(p + 3, _rand64())
+    _put(p + 19, low)
+    p[35] = 45
+    _put(p + 36, _rand64())
+    p[52] = 45
+    p[53] = _DIGITS[(flags >> 4) & 15]
+    p[54] = _DIGITS[flags & 15]
+    return out
+
+
+def root(low, flags):
+    """A traceparent of a new trace whose trace id's low 64 bits are ``low``."""
+    return _root(low, flags)
+
+
+cdef class Sampler:
+    """The sampling of one tracer; see ``pomelo_rpc/core/sampling.py``."""
+
+    # fields declared in sampling.pxd
+
+    def __init__(self, int mode, bound, bint parent_based, int flags, trace_var, otel_var,
+                 span_key, current_span, span_parent):
+        if mode == _RATIO and bound > 0xFFFFFFFFFFFFFFFF:     # rate 1.0: every trace
+            mode = _ALWAYS
+        self.mode = mode
+        self.bound = bound if mode == _RATIO else 0
+        self.parent_based = parent_based
+        self.flags = flags
+        self.trace_var = trace_var
+        self.otel_var = otel_var
+        self.span_key = span_key
+        self.current_span = current_span
+        self.span_parent = span_parent
+        self.trace_id = 0
+
+    cdef bint _sampled_root(self, uint64_t low):
+        if self.mode == _RATIO:
+            return low < self.bound
+        return self.mode == _ALWAYS
+
+    def sampled_root(self, low):
+        """Whether the root sampler samples a trace whose id's low 64 bits are ``low``."""
+        return self._sampled_root(low)
+
+    cpdef object new_root(self):
+        """A root: its unsampled traceparent, or None when it is sampled (its trace id
+        is then ``take_trace_id()``'s)."""
+        cdef uint64_t low = _rand64()
+        if self._sampled_root(low):
+            self.trace_id = (<object>_rand64() << 64) | low
+            return None
+        return _root(low, self.flags)
+
+    cpdef object within(self, object parent):
+        """A call in the context of ``parent``: its unsampled traceparent, or None when
+        it is sampled; a new root when ``parent`` is not a valid traceparent."""
+        cdef int flag = _state(parent)
+        cdef bint sampled
+        if flag < 0:
+            return self.new_root()
+        if self.parent_based:
+            sampled = flag == 1
+        else:
+            sampled = self._sampled_root(_trace_low(parent))
+        if sampled:
+            return None
+        return child(parent)
+
+    cpdef object outgoing(self):
+        """A call made now: its unsampled traceparent, or None when it is sampled (the
+        caller makes its span). Its parent: the application's current OpenTelemetry
+        span if there is one, else the request this handler serves, else none."""
+        cdef PyObject *value = NULL
+        cdef PyObject *found = NULL
+        span = None
+        if self.otel_var is not None:
+            PyContextVar_Get(self.otel_var, NULL, &value)
+            if value is not NULL:
+                ctx = <object>value
+                Py_DECREF(ctx)
+                if not isinstance(ctx, dict):
+                    span = ctx.get(self.span_key)
+                elif ctx:
+                    found = PyDict_GetItem(ctx, self.span_key)
+                    if found is not NULL:
+                        span = <object>found
+        else:
+            span = self.current_span()
+        if span is not None:
+            parent = self.span_parent(span)
+            if parent is not None:
+                return None if parent == "" else self.within(parent)
+        value = NULL
+        PyContextVar_Get(self.trace_var, NULL, &value)
+        carried = None
+        if value is not NULL:
+            carried = <object>value
+            Py_DECREF(carried)
+        return self.within(carried)
+
+    cpdef object incoming(self, object carried):
+        """A request that carried ``carried`` (its trace field): the unsampled
+        traceparent to make current while it runs, or None when it is sampled (the
+        server makes its span)."""
+        return self.within(carried)
+
+    def take_trace_id(self):
+        """The trace id of the root just sampled (0 if none): once."""
+        trace_id = self.trace_id
+        self.trace_id = 0
+        return trace_id

@@ -1,0 +1,113 @@
+"""The mqtt payloads' JSON through orjson and through the json module: the same text,
+the same values, the same errors (orjson goes only where it writes and reads exactly as
+``json`` does; ``mqtt_json`` documents where)."""
+
+import enum
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pomelo_rpc import core as core_pkg
+from pomelo_rpc import mqtt_json
+
+orjson = pytest.importorskip("orjson")
+
+JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Text(str):
+    pass
+
+
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2**70, 2**70)
+           | st.floats() | st.floats(-1e-3, 1e-3) | st.sampled_from([1e-7, 1.5e-5, 1e16, 1e21])
+           | st.text(max_size=20) | st.text(st.characters(max_codepoint=0x7f), max_size=20)
+           | st.sampled_from(["\ud800", "a\x00b\x1f\x7f", "\u2028", Color.RED, Text("t")]))
+values = st.recursive(
+    scalars,
+    lambda inner: (st.lists(inner, max_size=4) | st.tuples(inner, inner)
+                   | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+                   | st.dictionaries(st.integers(0, 3), inner, max_size=2)),
+    max_leaves=16)
+
+
+def outcome(fn, value):
+    try:
+        return ("ok", fn(value))
+    except (TypeError, ValueError) as exc:
+        return ("error", type(exc))
+
+
+def compiled_dumps():
+    if "cython" not in core_pkg.available():
+        pytest.skip("the orjson path is the compiled core's")
+    return mqtt_json.core_dumps(core_pkg.select("cython"))
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=values)
+def test_orjson_writes_what_json_writes(value):
+    assert outcome(compiled_dumps(), value) == outcome(JSON.encode, value)
+
+
+def test_the_values_orjson_writes_otherwise_go_to_json():
+    dumps = compiled_dumps()
+    for value in (1.5e-5, 1e-7, [0.00001], 2**64, -2**63 - 1, Color.RED, {1: 2}, [Text("x")]):
+        assert dumps(value) == JSON.encode(value)
+    for bad in (float("nan"), [float("inf")], object()):
+        with pytest.raises((TypeError, ValueError)):
+            dumps(bad)
+    deep = []
+    for _ in range(300):
+        deep = [deep]
+    assert dumps(deep) == JSON.encode(deep)
+    # the plain walk is the same in both cores
+    for value in (1, 2**64, 1e-5, 0.0, "s", [1, {"a": (2,)}], {1: 2}, Text("t"), None):
+        assert (core_pkg.select("python").mqtt.plain_json(value)
+                == core_pkg.select("cython").mqtt.plain_json(value))
+
+
+texts = st.one_of(
+    values.map(lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"),
+                                    default=str)).filter(lambda t: t[:1] in "[{"),
+    st.sampled_from(["[1e400]", "[NaN]", "[-Infinity]", '["\\ud800"]', "[123456789012345678901234]",
+                     "[-9223372036854775809]", "[18446744073709551615]", "[1E5, 1e-7, -0]",
+                     '{"a":1,"a":2}', "[1,]", "[1] x", "[1]  \n", '{"a" : [ ] }', "{",
+                     "[0.1000000000000000055511151231257827]", "[1.7976931348623157e309]"]))
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=texts)
+def test_orjson_reads_what_json_reads(text):
+    data = text.encode("utf-8", "surrogatepass")
+    try:
+        want = ("ok", repr(json.loads(data)))
+    except ValueError as exc:
+        want = ("error", type(exc), str(exc))
+    for name in core_pkg.available():
+        loads = mqtt_json.core_loads(core_pkg.select(name))
+        try:
+            got = ("ok", repr(loads(data)))
+        except ValueError as exc:
+            got = ("error", type(exc), str(exc))
+        assert got == want, (name, text)
+    for name in core_pkg.available():       # the digit-run scan of both cores
+        assert core_pkg.select(name).mqtt.long_digits(data) == ("1" * 19 in
+                                                               "".join("1" if c.isdigit() and c.isascii() else " " for c in text))
+
+
+def test_without_orjson_json_does_it_all(monkeypatch):
+    monkeypatch.setattr(mqtt_json, "_orjson_loads", None)
+    monkeypatch.setattr(mqtt_json, "_orjson_dumps", None)
+    monkeypatch.setattr(mqtt_json, "_core_dumps", {})
+    for name in core_pkg.available():
+        dumps = mqtt_json.core_dumps(core_pkg.select(name))
+        assert dumps({"a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"]}'
+    for name in core_pkg.available():
+        assert mqtt_json.core_loads(core_pkg.select(name))(b'{"a":[1,2.5]}') == {"a": [1, 2.5]}

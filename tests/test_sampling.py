@@ -1,0 +1,271 @@
+"""Tracing's sampling decided before any span is made (``core/sampling``), both cores.
+
+The Sampler decides as the OpenTelemetry SDK's sampler would, on the same parent and
+the same trace id: checked against the SDK's own ``should_sample`` for every sampler
+pomelo_rpc recognizes. The compiled and the pure traceparent helpers agree on any
+input. End to end, with the SDK sampling a fraction of traces across two hops: a
+sampled trace has its four spans, an unsampled one none, and both carry one trace id
+from the first call to the last server.
+"""
+
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import sampling as sdk
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (NonRecordingSpan, SpanContext, TraceFlags, get_current_span,
+                                 set_span_in_context)
+
+from pomelo_rpc import client, otel, server
+from pomelo_rpc import core as core_pkg
+from pomelo_rpc.tracing import current_trace, parse_traceparent
+
+SAMPLERS = {
+    "parent-based ratio": lambda: sdk.ParentBased(sdk.TraceIdRatioBased(0.3)),
+    "ParentBasedTraceIdRatio": lambda: sdk.ParentBasedTraceIdRatio(0.3),
+    "ratio": lambda: sdk.TraceIdRatioBased(0.3),
+    "always on": lambda: sdk.ALWAYS_ON,
+    "always off": lambda: sdk.ALWAYS_OFF,
+    "parent-based always on": lambda: sdk.ParentBased(sdk.ALWAYS_ON),
+    "parent-based always off": lambda: sdk.ParentBased(sdk.ALWAYS_OFF),
+    "ratio 1.0": lambda: sdk.TraceIdRatioBased(1.0),
+}
+
+
+def tracer_with(sampler):
+    provider = TracerProvider(sampler=sampler)
+    return provider.get_tracer("test")
+
+
+def random_traceparent(rng):
+    trace = rng.getrandbits(128) or 1
+    span = rng.getrandbits(64) or 1
+    return f"00-{trace:032x}-{span:016x}-{rng.choice([0, 1, 2, 3]):02x}"
+
+
+def carried_values(rng, n=600):
+    """Trace fields a request may carry: valid traceparents (every flag), none, garbage."""
+    out = [random_traceparent(rng) for _ in range(n)]
+    out += [None, "", 7, "00-" + "0" * 32 + "-" + "1" * 16 + "-01",
+            "00-" + "A" * 32 + "-" + "1" * 16 + "-01", "01-" + "a" * 32 + "-" + "b" * 16 + "-01",
+            "00-" + "a" * 32 + "-" + "b" * 16 + "-0g", "x" * 55, "pomelo-trace-id"]
+    return out
+
+
+def sdk_decides(sampler, carried, trace_id):
+    """The SDK sampler's decision for a span whose parent is the traceparent ``carried``
+    (if valid) and whose trace id is ``trace_id``."""
+    parsed = parse_traceparent(carried)
+    context = None
+    if parsed is not None:
+        parent = SpanContext(int(parsed[0], 16), int(parsed[1], 16), is_remote=True,
+                             trace_flags=TraceFlags(parsed[2]))
+        context = set_span_in_context(NonRecordingSpan(parent), Context())
+    return sampler.should_sample(context, trace_id, "x").decision.is_sampled()
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_the_sampler_decides_as_the_sdk_would(core, name):
+    tracer = tracer_with(SAMPLERS[name]())
+    sampler = otel.sampler_of(tracer, core_pkg.select(core))
+    assert sampler is not None, f"{name} should be recognized"
+    rng = random.Random(17)
+    sampled = unsampled = 0
+    for carried in carried_values(rng):
+        decided = sampler.incoming(carried)
+        parsed = parse_traceparent(carried)
+        if decided is None:                 # sampled: the SDK makes the span
+            trace_id = (int(parsed[0], 16) if parsed is not None
+                        else sampler.take_trace_id())
+            assert trace_id, "a sampled root has its trace id"
+            assert sdk_decides(tracer.sampler, carried, trace_id), carried
+            sampled += 1
+        else:                               # not sampled: no span, the context travels
+            got = parse_traceparent(decided)
+            assert got is not None, decided
+            trace_id = int(got[0], 16)
+            assert not sdk_decides(tracer.sampler, carried, trace_id), carried
+            assert got[2] & 1 == 0
+            if parsed is not None:          # in the caller's trace, a span id of its own
+                assert got[0] == parsed[0] and got[1] != parsed[1]
+                assert got[2] == parsed[2] & 0xFE
+            else:                           # a new trace, its ids random (W3C level 2)
+                assert got[2] == 0x02
+            unsampled += 1
+    assert sampled + unsampled > 600
+    if "ratio" in name and name != "ratio 1.0":
+        assert sampled and unsampled
+
+
+def test_unknown_samplers_are_left_to_the_sdk(core):
+    c = core_pkg.select(core)
+    odd = sdk.ParentBased(sdk.ALWAYS_ON, remote_parent_not_sampled=sdk.ALWAYS_ON)
+    assert otel.sampler_of(tracer_with(odd), c) is None
+
+    class Custom(sdk.Sampler):
+        def should_sample(self, *args, **kwargs):
+            return sdk.SamplingResult(sdk.Decision.DROP)
+
+        def get_description(self):
+            return "custom"
+    assert otel.sampler_of(tracer_with(Custom()), c) is None
+    from opentelemetry.trace import NoOpTracer
+    assert otel.sampler_of(NoOpTracer(), c) is None
+
+
+def test_a_call_continues_the_current_context(core):
+    """Outgoing: the application's current span wins, then the request being served,
+    then a new root."""
+    tracer = tracer_with(sdk.ParentBased(sdk.TraceIdRatioBased(0.0)))
+    sampler = otel.sampler_of(tracer, core_pkg.select(core))
+    served = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-02"
+    token = current_trace.set(served)
+    try:
+        mine = sampler.outgoing()
+        assert mine[:36] == served[:36] and mine[52:] == "-02" and mine != served
+        # an unsampled span of the application's, current: its child
+        app = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(0))
+        from opentelemetry import context as otel_context
+        attached = otel_context.attach(set_span_in_context(NonRecordingSpan(app)))
+        try:
+            mine = sampler.outgoing()
+            assert mine.startswith(f"00-{0x1234:032x}-") and mine.endswith("-00")
+            sampled_app = SpanContext(0x99, 0x77, is_remote=False,
+                                      trace_flags=TraceFlags(TraceFlags.SAMPLED))
+            inner = otel_context.attach(set_span_in_context(NonRecordingSpan(sampled_app)))
+            try:
+                assert sampler.outgoing() is None   # sampled: the SDK makes the span
+            finally:
+                otel_context.detach(inner)
+        finally:
+            otel_context.detach(attached)
+    finally:
+        current_trace.reset(token)
+    root = sampler.outgoing()                       # nothing current: a new trace
+    assert parse_traceparent(root) is not None and root[3:35] != served[3:35]
+
+
+# the compiled helpers against the pure ones ----------------------------------------
+
+def _twins():
+    names = core_pkg.available()
+    if names != ["cython", "python"]:
+        pytest.skip("needs both cores")
+    return core_pkg.select("cython").sampling, core_pkg.select("python").sampling
+
+
+near_valid = st.builds(
+    lambda trace, span, flags, cut, junk: (
+        f"00-{trace:032x}-{span:016x}-{flags:02x}"[:cut] + junk),
+    st.integers(0, 2**128 - 1), st.integers(0, 2**64 - 1), st.integers(0, 255),
+    st.integers(0, 55), st.text(max_size=3))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(near_valid, st.text(max_size=60), st.none(), st.integers(),
+                 st.binary(max_size=55)))
+def test_traceparent_state_of_both_cores(value):
+    cy, py = _twins()
+    assert cy.state(value) == py.state(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.integers(0, 255),
+       st.integers(0, 2**64 - 1))
+def test_child_and_root_of_both_cores(trace, span, flags, low):
+    cy, py = _twins()
+    parent = f"00-{trace:032x}-{span:016x}-{flags:02x}"
+    for m in (cy, py):
+        kid = m.child(parent)
+        assert m.state(kid) == 0 and kid[:36] == parent[:36]
+        assert kid[52:] == f"-{flags & 0xFE:02x}"
+        assert m.trace_low(parent) == trace & (2**64 - 1)
+        fresh = m.root(low, flags)
+        assert len(fresh) == 55 and fresh[19:35] == f"{low:016x}" and fresh[53:] == f"{flags:02x}"
+        assert 0 < m.rand64() < 2**64
+
+
+# end to end ---------------------------------------------------------------------
+
+class Back:
+    def whoami(self):
+        """The trace this request is in, and whether it is sampled (a span is current)."""
+        ctx = get_current_span().get_span_context()
+        if ctx.is_valid:
+            return [f"{ctx.trace_id:032x}", True]
+        parsed = parse_traceparent(current_trace.get())
+        return [parsed[0], bool(parsed[2] & 1)] if parsed else None
+
+
+class Front:
+    def __init__(self, cli):
+        self._cli = cli
+
+    async def relay(self):
+        mine = Back().whoami()
+        theirs = await self._cli.rpc_invoke("back-1", {
+            "namespace": "user", "server_type": "back", "service": "back",
+            "method": "whoami", "args": []})
+        return [mine, theirs]
+
+
+def provider_sampling(sampler):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+@pytest.mark.parametrize("transport", ["native", "mqtt"])
+@pytest.mark.parametrize("rate", [0.5, 0.0])
+async def test_sampled_traces_have_every_span_and_the_others_none(core, transport, rate):
+    make = (lambda: sdk.ParentBased(sdk.TraceIdRatioBased(rate)))
+    (back_prov, back_exp), (front_prov, front_exp), (out_prov, out_exp) = (
+        provider_sampling(make()), provider_sampling(make()), provider_sampling(make()))
+    back = server.create(services={"user": {"back": Back()}}, core=core, transport=transport,
+                         context={"server_id": "back-1"}, tracing=back_prov)
+    await back.start()
+    inner = client.create(core=core, transport=transport, tracing=front_prov)
+    inner.add_servers([{"id": "back-1", "server_type": "back", "port": back.port}])
+    await inner.start()
+    front = server.create(services={"user": {"front": Front(inner)}}, core=core,
+                          transport=transport, context={"server_id": "front-1"},
+                          tracing=front_prov)
+    await front.start()
+    outer = client.create(core=core, transport=transport, tracing=out_prov)
+    outer.add_servers([{"id": "front-1", "server_type": "front", "port": front.port}])
+    await outer.start()
+    try:
+        seen = [await outer.rpc_invoke("front-1", {
+            "namespace": "user", "server_type": "front", "service": "front",
+            "method": "relay", "args": []}) for _ in range(40)]
+    finally:
+        for c in (outer, inner):
+            await c.stop()
+        for g in (front, back):
+            await g.stop()
+    spans = (out_exp.get_finished_spans() + front_exp.get_finished_spans()
+             + back_exp.get_finished_spans())
+    by_trace = {}
+    for span in spans:
+        by_trace.setdefault(f"{span.context.trace_id:032x}", []).append(span)
+    sampled = 0
+    for (front_trace, front_sampled), (back_trace, back_sampled) in seen:
+        assert front_trace == back_trace            # one trace, from the first call on
+        assert front_sampled == back_sampled
+        if front_sampled:
+            sampled += 1
+            assert len(by_trace.pop(front_trace)) == 4   # 2 CLIENT + 2 SERVER spans
+        else:
+            assert front_trace not in by_trace       # not a span made for it
+    assert not by_trace                               # no span of any other trace
+    if rate == 0.0:
+        assert sampled == 0 and not spans
+    else:
+        assert 0 < sampled < 40
