@@ -11,8 +11,10 @@ server together), 100 calls in flight, payload 10 bytes, the bench service's ech
 - ``tracing``: ``tracing=`` an OpenTelemetry SDK TracerProvider recording every span,
   exported by a SimpleSpanProcessor to an exporter that drops them (the SDK's cost
   without a backend's);
-- ``tracing, 0% sampled``: the same provider with the ALWAYS_OFF sampler (spans are
-  made and the context still travels, nothing is recorded);
+- ``tracing, 1% sampled``: the same provider with the SDK's standard
+  ``ParentBased(TraceIdRatioBased(0.01))`` sampler;
+- ``tracing, 0% sampled``: the same provider with the ALWAYS_OFF sampler (no span is
+  made, the context still travels);
 - ``metrics + tracing``.
 
 Then calls/s with the server in its own process (``serve``, with ``--metrics-port 0``
@@ -41,7 +43,8 @@ import pomelo_rpc  # noqa: E402
 from pomelo_rpc import callgrind, client, server  # noqa: E402
 from pomelo_rpc.bench import REMOTE, make_calls, measure  # noqa: E402
 
-MODES = ("off", "metrics", "tracing", "tracing, 0% sampled", "metrics + tracing")
+MODES = ("off", "metrics", "tracing", "tracing, 1% sampled", "tracing, 0% sampled",
+         "metrics + tracing")
 CONCURRENCY = 100
 
 
@@ -55,13 +58,16 @@ def options(mode: str) -> dict[str, Any]:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (SimpleSpanProcessor, SpanExporter,
                                                     SpanExportResult)
-        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+        from opentelemetry.sdk.trace.sampling import (ALWAYS_OFF, ALWAYS_ON, ParentBased,
+                                                      TraceIdRatioBased)
 
         class Drop(SpanExporter):
             def export(self, spans: Any) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
-        provider = TracerProvider(sampler=ALWAYS_OFF if "0%" in mode else ALWAYS_ON)
+        sampler = (ALWAYS_OFF if "0%" in mode else ParentBased(TraceIdRatioBased(0.01))
+                   if "1%" in mode else ALWAYS_ON)
+        provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(SimpleSpanProcessor(Drop()))
         opts["tracing"] = provider
     return opts
