@@ -357,10 +357,10 @@ class BaseAcceptor:
         self.connections: set[ServerConnection] = set()
         self.accepted = 0          # connections accepted since listen
         self._server: asyncio.Server | None = None
-        # deadlines, admission, fairness (README "Overload"): see pomelo_rpc.overload
+        # deadlines, admission, fairness (docs/overload.md): see pomelo_rpc.overload
         self.overload = Overload(opts, core)
         self.observer = observe_acceptor(self)   # metrics, tracing, rpc_debug_log; or None
-        # security (README "Security"): see the options of the same names
+        # security (docs/security.md): see the options of the same names
         self.ssl = opts.get("ssl")
         self.auth_token = token_bytes(opts.get("auth_token"))
         self.allow = parse_allow(opts.get("allow"))

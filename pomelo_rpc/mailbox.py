@@ -82,7 +82,8 @@ class Mailbox:
         #: not known yet whether it does (mqtt: its first PINGREQ is unanswered so far):
         #: silence under load counts as death only after ``connect_timeout``
         self._ping_check = False
-        self._pong_waiters: list[asyncio.Future[None]] = []        # security (README "Security"): TLS for create_connection, the shared secret
+        self._pong_waiters: list[asyncio.Future[None]] = []
+        # security (docs/security.md): TLS for create_connection, the shared secret
         self._tls: dict[str, Any] = {}
         if opts.get("ssl") is not None:
             self._tls = {"ssl": opts["ssl"], "server_hostname": opts.get("server_hostname")}

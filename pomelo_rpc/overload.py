@@ -1,4 +1,4 @@
-"""Overload on the server: deadlines, admission and fairness (README "Overload").
+"""Overload on the server: deadlines, admission and fairness (docs/overload.md).
 
 One ``Overload`` per acceptor, shared by its connections:
 

@@ -1,4 +1,4 @@
-"""Deadlines and overload (README "Overload"): the budget in the request frame (both
+"""Deadlines and overload (docs/overload.md): the budget in the request frame (both
 cores, same bytes), and against real server processes: a flood of calls that time out
 is not executed and a fresh client is served during it, an async method is cancelled
 at its deadline, nested calls inherit the budget, max_in_flight answers busy at once

@@ -1,4 +1,4 @@
-"""Security (README "Security"): TLS and mutual TLS, the auth_token handshake, the allow
+"""Security (docs/security.md): TLS and mutual TLS, the auth_token handshake, the allow
 list and max_connections, against real server processes, over real and raw sockets.
 
 Certificates are made by the tests (pomelo_rpc.selfsigned, with the cryptography
