@@ -92,7 +92,9 @@ def test_the_sampler_decides_as_the_sdk_would(core, name):
             trace_id = int(got[0], 16)
             assert not sdk_decides(tracer.sampler, carried, trace_id), carried
             assert got[2] & 1 == 0
-            if parsed is not None:          # in the caller's trace, a span id of its own
+            if parsed is not None and parsed[2] & 1 == 0:   # unsampled already: as it came
+                assert decided == carried
+            elif parsed is not None:        # in the caller's trace, a span id of its own
                 assert got[0] == parsed[0] and got[1] != parsed[1]
                 assert got[2] == parsed[2] & 0xFE
             else:                           # a new trace, its ids random (W3C level 2)
@@ -173,6 +175,22 @@ near_valid = st.builds(
 def test_traceparent_state_of_both_cores(value):
     cy, py = _twins()
     assert cy.state(value) == py.state(value)
+
+
+def test_every_character_at_every_place_of_both_cores():
+    """The compiled check reads eight digits at a time: any one character in any
+    place of a valid traceparent (and the all-zero ids) is judged as the pure one does."""
+    cy, py = _twins()
+    base = "00-" + "0123456789abcdef" * 2 + "-" + "fedcba9876543210" + "-01"
+    chars = [chr(c) for c in range(128)] + ["\u00e9", "\u20ac"]
+    for i in range(55):
+        for c in chars:
+            value = base[:i] + c + base[i + 1:]
+            assert cy.state(value) == py.state(value), (i, c)
+    for value in ("00-" + "0" * 32 + "-" + "1" * 16 + "-01",
+                  "00-" + "0" * 31 + "1-" + "0" * 16 + "-00",
+                  "00-" + "0" * 31 + "1-" + "0" * 15 + "1-00"):
+        assert cy.state(value) == py.state(value)
 
 
 @settings(max_examples=200, deadline=None)

@@ -16,6 +16,57 @@ from cpython.ref cimport Py_DECREF
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
 
+cdef extern from *:
+    """
+    /* 16 lowercase hex digits of a 64-bit value, and the check of 8 hex digits,
+       eight bytes at a time (SWAR) */
+    #include <string.h>
+    #include <stdint.h>
+    static inline uint64_t pomelo_hex_spread(uint64_t x) {
+        /* 32 bits: each nibble in a byte of its own, the most significant highest */
+        x = ((x & 0xFFFF0000ULL) << 16) | (x & 0xFFFFULL);
+        x = ((x & 0x0000FF000000FF00ULL) << 8) | (x & 0x000000FF000000FFULL);
+        x = ((x & 0x00F000F000F000F0ULL) << 4) | (x & 0x000F000F000F000FULL);
+        /* each byte 0..15 as '0'..'9', 'a'..'f' */
+        return x + 0x3030303030303030ULL
+            + (((x + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL) * 39;
+    }
+    static inline void pomelo_store_be(uint8_t *p, uint64_t w) {
+    #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        w = __builtin_bswap64(w);
+        memcpy(p, &w, 8);
+    #elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        memcpy(p, &w, 8);
+    #else
+        int i;
+        for (i = 0; i < 8; i++) p[i] = (uint8_t)(w >> (56 - 8 * i));
+    #endif
+    }
+    static inline void pomelo_put_hex(uint8_t *p, uint64_t v) {
+        pomelo_store_be(p, pomelo_hex_spread(v >> 32));
+        pomelo_store_be(p + 8, pomelo_hex_spread(v & 0xFFFFFFFFULL));
+    }
+    #define POMELO_H 0x8080808080808080ULL
+    #define POMELO_L 0x0101010101010101ULL
+    /* the high bit of each byte set where that byte (under 0x80) is >= c */
+    #define POMELO_GE(w, c) ((((w) | POMELO_H) - (c) * POMELO_L) & POMELO_H)
+    /* p[:8 * words] is lowercase hex digits, not all '0' */
+    static inline int pomelo_hex_words(const uint8_t *p, int words) {
+        uint64_t w, nonzero = 0;
+        int i;
+        for (i = 0; i < words; i++) {
+            memcpy(&w, p + 8 * i, 8);
+            if (w & POMELO_H) return 0;
+            if (((POMELO_GE(w, 0x30) & ~POMELO_GE(w, 0x3A))
+                 | (POMELO_GE(w, 0x61) & ~POMELO_GE(w, 0x67))) != POMELO_H) return 0;
+            nonzero |= w ^ 0x3030303030303030ULL;
+        }
+        return nonzero != 0;
+    }
+    """
+    void pomelo_put_hex(uint8_t *p, uint64_t v) nogil
+    bint pomelo_hex_words(const uint8_t *p, int words) nogil
+
 cdef extern from "Python.h":
     int PyContextVar_Get(object var, PyObject *default_value, PyObject **value) except -1
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
@@ -98,15 +149,6 @@ cdef inline int _hex(uint8_t c) noexcept nogil:
     return _VALUE[c] if _VALUE[c] < 16 else -1
 
 
-cdef inline bint _digits(const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    """``p[:n]`` is lowercase hex and not all zeros."""
-    cdef Py_ssize_t i
-    cdef uint8_t seen = 0          # the digits' values or'ed: 16 and over if one is not one
-    for i in range(n):
-        seen |= _VALUE[p[i]]
-    return 0 < seen < 16
-
-
 cdef int _state(object value):
     """-1 if not a valid traceparent, else its sampled flag."""
     cdef const uint8_t *p
@@ -115,7 +157,7 @@ cdef int _state(object value):
         return -1
     p = <const uint8_t *>PyUnicode_DATA(value)
     if (p[0] != 48 or p[1] != 48 or p[2] != 45 or p[35] != 45 or p[52] != 45
-            or not _digits(p + 3, 32) or not _digits(p + 36, 16)
+            or not pomelo_hex_words(p + 3, 4) or not pomelo_hex_words(p + 36, 2)
             or _VALUE[p[53]] > 15 or _VALUE[p[54]] > 15):
         return -1
     return _VALUE[p[54]] & 1
@@ -128,22 +170,11 @@ cpdef int state(object value):
 
 
 cdef const char *_DIGITS = b"0123456789abcdef"
-# each byte as its two lowercase hex digits
-cdef uint8_t _PAIRS[512]
-for _i in range(256):
-    _PAIRS[2 * _i] = _DIGITS[_i >> 4]
-    _PAIRS[2 * _i + 1] = _DIGITS[_i & 15]
 
 
 cdef inline void _put(uint8_t *p, uint64_t v) noexcept nogil:
     """``v`` as 16 lowercase hex digits at ``p``."""
-    cdef int i
-    cdef const uint8_t *pair
-    for i in range(7, -1, -1):
-        pair = _PAIRS + 2 * (v & 255)
-        p[2 * i] = pair[0]
-        p[2 * i + 1] = pair[1]
-        v >>= 8
+    pomelo_put_hex(p, v)
 
 
 cpdef str child(str parent):
@@ -162,12 +193,7 @@ cpdef str child(str parent):
 
 cpdef object trace_low(str parent):
     """The low 64 bits of the trace id of ``parent`` (a valid traceparent)."""
-    cdef const uint8_t *q = <const uint8_t *>PyUnicode_DATA(parent)
-    cdef uint64_t v = 0
-    cdef Py_ssize_t i
-    for i in range(19, 35):
-        v = (v << 4) | <uint64_t>_hex(q[i])
-    return v
+    return _trace_low(parent)
 
 
 cdef uint64_t _trace_low(str parent):
@@ -287,8 +313,12 @@ cdef class Sampler:
 
     cpdef object incoming(self, object carried):
         """A request that carried ``carried`` (its trace field): the unsampled
-        traceparent to make current while it runs, or None when it is sampled (the
-        server makes its span)."""
+        traceparent to make current while it runs (``carried`` itself when it is
+        unsampled already), or None when it is sampled (the server makes its span)."""
+        if _state(carried) == 0:
+            if self.parent_based or not self._sampled_root(_trace_low(carried)):
+                return carried
+            return None
         return self.within(carried)
 
     def take_trace_id(self):

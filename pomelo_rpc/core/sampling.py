@@ -143,8 +143,15 @@ class Sampler:
 
     def incoming(self, carried: object) -> str | None:
         """A request that carried ``carried`` (its trace field): the unsampled
-        traceparent to make current while it runs, or None when it is sampled (the
-        server makes its span)."""
+        traceparent to make current while it runs (``carried`` itself when it is
+        unsampled already: no span id is drawn for a span nobody records, and the
+        calls its handler makes are children of the caller's), or None when it is
+        sampled (the server makes its span)."""
+        if state(carried) == 0:
+            assert isinstance(carried, str)
+            if self.parent_based or not self.sampled_root(trace_low(carried)):
+                return carried
+            return None
         return self.within(carried)
 
     def take_trace_id(self) -> int:
