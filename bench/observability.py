@@ -1,6 +1,7 @@
 """What metrics=True and tracing=True cost: calls/s and instructions per call, one run.
 
     python bench/observability.py [--seconds 2] [--rounds 3] [--no-callgrind]
+        [--no-remote] [--modes 'metrics;1%;0%']
 
 Each mode runs a gateway and a client in this process, over a real loopback socket,
 with the option on both sides (so the figure is what a call costs its client and its
@@ -21,7 +22,9 @@ Then calls/s with the server in its own process (``serve``, with ``--metrics-por
 for metrics), the client here: off against metrics on both sides.
 
 calls/s: the modes take turns, ``--rounds`` times, and the median of each is printed
-with its ratio to ``off`` (the machine is shared and noisy: compare rows of one run).
+with its ratio to ``off`` (the machine is shared and noisy: compare rows of one run),
+beside the calls per CPU second of this process (client and server are both here, so
+that is what a call costs them; being descheduled by other work moves it least).
 Instructions per call: ``valgrind --tool=callgrind`` counts the instructions of the
 whole process for N and for 3N calls; the difference over 2N is the cost of one call
 (start-up and warm-up cancel out).
@@ -33,6 +36,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,7 +95,10 @@ async def run_mode(mode: str, seconds: float = 0.0, calls: int = 0) -> dict[str,
     try:
         if seconds:
             await measure(call, CONCURRENCY, min(0.3, seconds), 10)
-            return await measure(call, CONCURRENCY, seconds, 10)
+            cpu = time.process_time()
+            result = await measure(call, CONCURRENCY, seconds, 10)
+            result["calls_per_cpu_s"] = result["calls"] / (time.process_time() - cpu)
+            return result
         await make_calls(call, 300, CONCURRENCY)           # warm-up, then the counted calls
         await make_calls(call, calls, CONCURRENCY)
         return {"calls": calls}
@@ -137,14 +144,19 @@ def throughput_two_processes(seconds: float, rounds: int) -> dict[str, float]:
     return {mode: statistics.median(values) for mode, values in runs.items()}
 
 
-def throughput(seconds: float, rounds: int) -> dict[str, float]:
-    """Median calls/s of each mode, the modes taking turns ``rounds`` times."""
-    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+def throughput(seconds: float, rounds: int,
+               modes: Sequence[str] = MODES) -> dict[str, tuple[float, float]]:
+    """Median calls/s and calls per CPU second (this process's: the figure that being
+    descheduled on a busy machine moves least) of each mode, the modes taking turns
+    ``rounds`` times."""
+    runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     for _ in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             r = pomelo_rpc.run(run_mode(mode, seconds=seconds))
-            runs[mode].append(r["calls_per_s"])
-    return {mode: statistics.median(values) for mode, values in runs.items()}
+            runs[mode].append((r["calls_per_s"], r["calls_per_cpu_s"]))
+    return {mode: (statistics.median(v[0] for v in values),
+                   statistics.median(v[1] for v in values))
+            for mode, values in runs.items()}
 
 
 def per_call(mode: str, calls: int) -> float:
@@ -162,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000,
                         help="N of the instruction count (N and 3N calls)")
     parser.add_argument("--no-callgrind", action="store_true")
+    parser.add_argument("--no-remote", action="store_true",
+                        help="skip the two-process rows")
+    parser.add_argument("--modes", default="",
+                        help="';'-separated: modes named, or containing, each (default: "
+                             f"all of {'; '.join(MODES)})")
     parser.add_argument("--count", nargs=2, metavar=("MODE", "CALLS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.count:
@@ -169,17 +186,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"pomelo_rpc {pomelo_rpc.__version__}, {pomelo_rpc.IMPLEMENTATION} core, "
           f"client and server in one process, {CONCURRENCY} in flight, payload 10 B")
-    rates = throughput(args.seconds, args.rounds)
+    wanted = [w.strip() for w in args.modes.split(";") if w.strip()]
+    modes = [m for m in MODES if any(w == m if w in MODES else w in m for w in wanted)
+             ] if wanted else list(MODES)
+    if "off" not in modes:
+        modes.insert(0, "off")
+    rates = throughput(args.seconds, args.rounds, modes)
     counted = not args.no_callgrind and callgrind.available()
-    cost = {mode: per_call(mode, args.calls) for mode in MODES} if counted else {}
-    print(f"{'mode':<22} {'calls/s':>9} {'vs off':>7} {'instr/call':>11} {'vs off':>7}")
-    for mode in MODES:
-        line = f"{mode:<22} {rates[mode]:>9,.0f} {rates[mode] / rates['off']:>7.3f}"
+    cost = {mode: per_call(mode, args.calls) for mode in modes} if counted else {}
+    print(f"{'mode':<22} {'calls/s':>9} {'vs off':>7} {'per CPU-s':>10} {'vs off':>7} "
+          f"{'instr/call':>11} {'vs off':>7}")
+    off, off_cpu = rates["off"]
+    for mode in modes:
+        rate, cpu = rates[mode]
+        line = f"{mode:<22} {rate:>9,.0f} {rate / off:>7.3f} {cpu:>10,.0f} {cpu / off_cpu:>7.3f}"
         if cost:
             line += f" {cost[mode]:>11,.0f} {cost[mode] / cost['off']:>7.3f}"
         print(line)
     if not counted:
         print("(instructions per call: needs valgrind)")
+    if args.no_remote:
+        return 0
     remote = throughput_two_processes(args.seconds, args.rounds)
     print(f"\nclient here, server in its own process (metrics on both sides, or off):")
     for mode, rate in remote.items():
