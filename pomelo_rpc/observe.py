@@ -124,6 +124,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
         tracer = otel.tracer_of(opts["tracing"])
         start_span, traceparent, end_span = (otel.start_client_span, otel.traceparent,
                                              otel.end_span)
+        spans = otel.client_spans(sid, mailbox.host, mailbox.port, str(opts["transport"]))
     routes: _RouteSeries | None = None
     if opts.get("metrics"):
         from .metrics import for_registry
@@ -149,7 +150,6 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
             mailbox.notify_direct = None
         return
     mailbox._trace_prefix = context_id(opts.get("context"), "client")
-    transport = str(opts["transport"])
     send = mailbox.send
     notify = mailbox.notify
 
@@ -159,8 +159,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
         async def observed_send(msg: dict[str, Any], timeout: float | None = None) -> Any:
             span: Any = None
             if tracer is not None:
-                span = start_span(tracer, call_route(msg), sid, mailbox.host, mailbox.port,
-                                  transport)
+                span = start_span(tracer, spans, call_route(msg))
                 carried = traceparent(span)
             else:
                 carried = child_traceparent()
@@ -191,13 +190,13 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
         sampler = otel.sampler_of(tracer, mailbox.core)
         if sampler is not None:     # sampling decided in the protocol, spans only if sampled
             mailbox.protocol.tracer = sampler
-            mailbox.protocol.on_sampled = _sampled_calls(mailbox, tracer, sampler, transport)
+            mailbox.protocol.on_sampled = _sampled_calls(mailbox, tracer, sampler, spans)
             return
     mailbox.send = observed(send, "ok")  # type: ignore[method-assign,assignment]
     mailbox.direct = None
 
 
-def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, transport: str,
+def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: Any,
                    ) -> Callable[[dict[str, Any], float | None], Any]:
     """What the protocol of ``mailbox`` does with a call its ``sampler`` samples: its
     CLIENT span, made with the SDK (the parent: the application's current span, else
@@ -208,7 +207,6 @@ def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, transport: str,
     from . import otel
     from .mailbox import call_route
     protocol = mailbox.protocol
-    sid = mailbox.server_id
 
     def sampled(msg: dict[str, Any], timeout: float | None) -> Any:
         context = None
@@ -218,8 +216,7 @@ def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, transport: str,
             context = otel.Context()
         elif not get_current_span().get_span_context().is_valid:
             context = otel.remote_parent(current_trace.get())
-        span = otel.start_client_span(tracer, call_route(msg), sid, mailbox.host,
-                                      mailbox.port, transport, context)
+        span = otel.start_client_span(tracer, spans, call_route(msg), context)
         msg = dict(msg)
         msg["trace_id"] = otel.traceparent(span)
         try:
@@ -318,6 +315,7 @@ class ServerObserver:
         if tracer is not None:
             from . import otel
             start_span, end_span = otel.start_server_span, otel.end_span
+            spans = otel.server_spans(server_id, transport)
             otel_attach, otel_detach, in_context = (otel.attach, otel.detach,
                                                     otel.set_span_in_context)
 
@@ -363,7 +361,7 @@ class ServerObserver:
                     trace_id = sampler.take_trace_id()
                     if trace_id:
                         otel.presupply(tracer, trace_id)
-                span = start_span(tracer, route, carried, server_id, transport)
+                span = start_span(tracer, spans, route, carried)
             trace = None
             if debug:
                 trace = trace_id_of(carried)

@@ -182,20 +182,49 @@ def _route_attributes(route: str | None) -> tuple[str, dict[str, Any]]:
                                    "rpc.method": method}
 
 
+class RouteSpans:
+    """The names and attributes of one side's spans to or from one peer, by route: made
+    once per route (for ``MAX_ROUTES`` routes; past them, for each span), then the same
+    dict for every span (the SDK copies what it is given). ``fixed``: the attributes
+    every span has."""
+
+    MAX_ROUTES = 1000
+
+    def __init__(self, kind: SpanKind, fixed: dict[str, Any]) -> None:
+        self.kind = kind
+        self.fixed = fixed
+        self.cache: dict[str | None, tuple[str, dict[str, Any]]] = {}
+
+    def of(self, route: str | None) -> tuple[str, dict[str, Any]]:
+        """Name and attributes of a span of ``route`` (not to be changed)."""
+        found = self.cache.get(route)
+        if found is None:
+            name, attributes = _route_attributes(route)
+            attributes.update(self.fixed)
+            found = name, attributes
+            if len(self.cache) < self.MAX_ROUTES:
+                self.cache[route] = found
+        return found
+
+
 def traceparent(span: Span) -> str:
     """The W3C ``traceparent`` header value of ``span``."""
     ctx = span.get_span_context()
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
-def start_client_span(tracer: Tracer, route: str, server_id: str, host: str, port: int,
-                      transport: str, context: Context | None = None) -> Span:
-    """A CLIENT span for a call to ``route`` on ``server_id``, child of the current span
-    (or of ``context``'s)."""
-    name, attributes = _route_attributes(route)
-    attributes.update({"server.address": host, "server.port": port,
-                       "network.transport": "tcp", "pomelo_rpc.server_id": server_id,
-                       "pomelo_rpc.transport": transport})
+def client_spans(server_id: str, host: str, port: int, transport: str) -> RouteSpans:
+    """The CLIENT spans of the calls to ``server_id`` at ``host:port``."""
+    return RouteSpans(SpanKind.CLIENT, {
+        "server.address": host, "server.port": port, "network.transport": "tcp",
+        "pomelo_rpc.server_id": server_id, "pomelo_rpc.transport": transport})
+
+
+def start_client_span(tracer: Tracer, spans: RouteSpans, route: str,
+                      context: Context | None = None) -> Span:
+    """A CLIENT span (``spans``: see ``client_spans``) for a call to ``route``, child of
+    the current span (or of ``context``'s)."""
+    name, attributes = spans.of(route)
     return tracer.start_span(name, context=context, kind=SpanKind.CLIENT,
                              attributes=attributes)
 
@@ -212,12 +241,17 @@ def remote_parent(value: object) -> Context | None:
     return set_span_in_context(NonRecordingSpan(span_context), Context())
 
 
-def start_server_span(tracer: Tracer, route: str | None, carried: object, server_id: str,
-                      transport: str) -> Span:
-    """A SERVER span for a request to ``route``, child of the caller's span when the
-    request carried its ``traceparent``."""
-    name, attributes = _route_attributes(route)
-    attributes.update({"pomelo_rpc.server_id": server_id, "pomelo_rpc.transport": transport})
+def server_spans(server_id: str, transport: str) -> RouteSpans:
+    """The SERVER spans of the requests ``server_id`` serves."""
+    return RouteSpans(SpanKind.SERVER, {"pomelo_rpc.server_id": server_id,
+                                        "pomelo_rpc.transport": transport})
+
+
+def start_server_span(tracer: Tracer, spans: RouteSpans, route: str | None,
+                      carried: object) -> Span:
+    """A SERVER span (``spans``: see ``server_spans``) for a request to ``route``, child
+    of the caller's span when the request carried its ``traceparent``."""
+    name, attributes = spans.of(route)
     return tracer.start_span(name, context=remote_parent(carried), kind=SpanKind.SERVER,
                              attributes=attributes)
 
