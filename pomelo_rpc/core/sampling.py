@@ -9,8 +9,9 @@ decides each call's sampling the way that sampler would, from the parent's W3C
 ``traceparent`` flags and the trace id's low 64 bits. A call it does not sample gets
 no span object at all: its context travels as the raw traceparent string (a new span
 id in the parent's trace, or a new trace), and a request it does not sample makes
-that string current for its handler (``pomelo_rpc.tracing``'s context variable), so
-that the calls the handler makes continue the trace, unsampled. A call it samples
+the traceparent it came with current for its handler (``pomelo_rpc.tracing``'s
+context variable; a child of it only when its sampled flag must be cleared), so that
+the calls the handler makes continue the trace, unsampled. A call it samples
 returns None: the caller makes the span with the SDK, whose id generator is then
 handed the trace id drawn here (``take_trace_id``), so that the SDK's sampler
 decides alike.
