@@ -178,7 +178,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
                 if routes is not None and ok == "notify":
                     routes.record(msg, error, _clock() - start, ok)
                 if span is not None:
-                    end_span(span, error, not not_dispatched(error))
+                    end_span(span, error, error is None or not not_dispatched(error))
                 if debug:
                     log_outcome("done" if ok == "ok" else "sent", carried[3:35],
                                 call_route(msg), sid, start, error)
@@ -233,7 +233,7 @@ def _end_span(span: Any, fut: asyncio.Future[Any]) -> None:
     """The call of ``span`` ended (its future ``fut``): end the span."""
     from . import otel
     error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-    otel.end_span(span, error, not not_dispatched(error))
+    otel.end_span(span, error, error is None or not not_dispatched(error))
 
 
 # server -----------------------------------------------------------------------------
@@ -330,7 +330,7 @@ class ServerObserver:
         def finish(msg: object, route: str | None, span: Any, trace: str | None,
                    start: float, error: BaseException | None) -> None:
             if span is not None:
-                end_span(span, error, not not_dispatched(error))
+                end_span(span, error, error is None or not not_dispatched(error))
             if debug:
                 log_outcome("answered", trace, route, server_id, start, error)
 
