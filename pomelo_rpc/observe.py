@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .core.meter import Meter, Series
     from .mailbox import Mailbox
     from .metrics import Side
+    from .otel import RouteSpans
 
 _clock = time.perf_counter
 
@@ -196,7 +197,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
     mailbox.direct = None
 
 
-def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: Any,
+def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: RouteSpans,
                    ) -> Callable[[dict[str, Any], float | None], Any]:
     """What the protocol of ``mailbox`` does with a call its ``sampler`` samples: its
     CLIENT span, made with the SDK (the parent: the application's current span, else

@@ -225,8 +225,7 @@ def start_client_span(tracer: Tracer, spans: RouteSpans, route: str,
     """A CLIENT span (``spans``: see ``client_spans``) for a call to ``route``, child of
     the current span (or of ``context``'s)."""
     name, attributes = spans.of(route)
-    return tracer.start_span(name, context=context, kind=SpanKind.CLIENT,
-                             attributes=attributes)
+    return tracer.start_span(name, context=context, kind=spans.kind, attributes=attributes)
 
 
 def remote_parent(value: object) -> Context | None:
@@ -252,7 +251,7 @@ def start_server_span(tracer: Tracer, spans: RouteSpans, route: str | None,
     """A SERVER span (``spans``: see ``server_spans``) for a request to ``route``, child
     of the caller's span when the request carried its ``traceparent``."""
     name, attributes = spans.of(route)
-    return tracer.start_span(name, context=remote_parent(carried), kind=SpanKind.SERVER,
+    return tracer.start_span(name, context=remote_parent(carried), kind=spans.kind,
                              attributes=attributes)
 
 
