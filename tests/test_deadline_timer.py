@@ -203,6 +203,25 @@ def test_table_expire_at_next_deadline_always_empties_that_slot(core, start):
         fut_loop.close()
 
 
+def test_a_slot_pinned_by_one_slow_call_stays_small_and_still_expires_it(core):
+    # calls answered in time leave their slot's id list; one call never answered keeps
+    # the slot alive, and the list stays within a small bound of what is pending
+    table = _core.select(core).pending.PendingTable(RESOLUTION)
+    fut_loop = asyncio.new_event_loop()
+    try:
+        slow = fut_loop.create_future()
+        slow_rid = table.add(slow, 1.0)
+        for _ in range(10_000):
+            table.take(table.add(fut_loop.create_future(), 1.0))
+        probe = table.take(table.add(fut_loop.create_future(), 1.0))
+        assert probe is not None and len(probe.slot.rids) <= 2 + 64 + 1
+        assert table.expire(0.999) == [] and len(table) == 1
+        assert table.expire(1.0) == [(slow, None)] and len(table) == 0
+        assert table.slot_count == 0 and slow_rid not in table
+    finally:
+        fut_loop.close()
+
+
 # request ids: a server up for weeks makes more than 2**31 calls ---------------------
 
 ID_LIMIT = 0x7FFFFFFF

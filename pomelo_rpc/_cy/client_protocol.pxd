@@ -37,12 +37,15 @@ cdef class ClientProtocol:
     cdef public Sampler tracer
     cdef public object on_sampled
     cdef public object trace
+    cdef double budget_of
+    cdef object budget
 
     @cython.locals(tracer=Sampler)
     cpdef object send(self, dict msg, object timeout)
     cpdef object send_plain(self, dict msg, object timeout)
-    @cython.locals(deadline=double, meter=Meter, start=double)
+    @cython.locals(deadline=double, meter=Meter, start=double, seconds=double, now=double)
     cpdef object call(self, dict msg, object timeout)
+    cdef object budget_for(self, double seconds)
     @cython.locals(meter=Meter)
     cpdef object register(self, object fut, object deadline, dict msg)
     cpdef tuple add(self, dict msg, object timeout)

@@ -4,12 +4,18 @@
 cimport cython
 
 cdef Py_ssize_t _ID_LIMIT
+cdef Py_ssize_t _SLACK
+
+
+cdef class Slot:
+    cdef readonly list rids
+    cdef readonly Py_ssize_t live
 
 
 cdef class PendingCall:
     cdef readonly object future
     cdef readonly object info
-    cdef dict ids
+    cdef readonly Slot slot
     cdef readonly double start
     cdef readonly object series
 
@@ -21,19 +27,21 @@ cdef class PendingTable:
     cdef Py_ssize_t _next_id
     cdef Py_ssize_t _low
     cdef double _res
-    cdef dict _last_ids
+    cdef Slot _last_slot
     cdef double _last_lo
     cdef double _last_hi
 
     cpdef object add(self, object future, object deadline=*, object info=*,
                      double start=*, object series=*)
-    @cython.locals(d=double, ids=dict)
+    @cython.locals(d=double, slot=Slot)
     cpdef object add_at(self, object future, double deadline, object info=*, double start=*,
                         object series=*)
-    @cython.locals(rid=Py_ssize_t, entry=PendingCall, entries=dict)
-    cpdef object insert(self, object future, dict ids, object info, double start,
+    @cython.locals(rid=Py_ssize_t, key=object, entry=PendingCall, entries=dict, rids=list)
+    cpdef object insert(self, object future, Slot slot, object info, double start,
                         object series)
-    @cython.locals(entry=PendingCall)
+    @cython.locals(entries=dict, kept=list, entry=PendingCall)
+    cdef compact(self, Slot slot)
+    @cython.locals(entry=PendingCall, slot=Slot)
     cpdef PendingCall take(self, object rid)
     @cython.locals(entry=PendingCall)
     cpdef object pop(self, object rid)
@@ -44,7 +52,8 @@ cdef class PendingTable:
     cpdef object next_deadline(self)
     @cython.locals(e=PendingCall)
     cpdef list expire(self, double now)
-    @cython.locals(res=double, heap=list, slots=dict, entries=dict, ids=dict, out=list)
+    @cython.locals(res=double, heap=list, slots=dict, entries=dict, slot=Slot, out=list,
+                   entry=PendingCall)
     cpdef list expire_entries(self, double now)
     @cython.locals(e=PendingCall)
     cpdef list drain(self)
@@ -59,6 +68,7 @@ cdef class SlotTimer:
     cdef readonly object loop
     cdef readonly object handle
     cdef readonly object at
+    cdef readonly double next_at
 
     cpdef added(self, double deadline, object loop)
     cpdef arm(self)

@@ -48,7 +48,7 @@ cdef class ServerProtocol:
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
                    last=double, msgs=list, cap=Py_ssize_t, started=bint, end=double,
-                   timed=bint, at=double)
+                   timed=bint, at=double, ms=long)
     cpdef data_received(self, object data)
     cpdef list read(self, object data)
     cpdef list decode(self, object data)

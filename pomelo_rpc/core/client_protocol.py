@@ -95,6 +95,9 @@ class ClientProtocol:
         #: tracing: the traceparent of the call being sent now (no copy of its message
         #: to carry it), read by ``send_call``
         self.trace: str | None = None
+        #: the budget (ms, an int) of a call sent with a timeout of ``budget_of`` s
+        self.budget_of = 0.0
+        self.budget: int | None = None
 
     # calls -----------------------------------------------------------------
 
@@ -150,10 +153,13 @@ class ClientProtocol:
             start = monotonic()
             series = meter.known(msg)
         if timeout:
-            deadline = loop.time() + timeout
+            seconds = timeout
+            now = loop.time()
+            deadline = now + seconds
             rid = self.table.add_at(fut, deadline, msg, start, series)
-            self.deadlines.added(deadline, loop)
-            budget = budget_ms(timeout)
+            if deadline < self.deadlines.next_at:
+                self.deadlines.added(deadline, loop)
+            budget = self.budget_for(seconds)
         else:
             rid = self.table.insert(fut, None, msg, start, series)
         try:
@@ -161,6 +167,16 @@ class ClientProtocol:
         except Exception as exc:  # unserializable arguments, oversized frame
             self.send_failed(rid, msg, exc)
         return fut
+
+    def budget_for(self, seconds: float) -> int:
+        """The budget (whole ms, rounded up) of a request sent now with ``seconds``
+        (positive) left: the same int object as the request before's when it had the
+        same (most calls share one timeout)."""
+        budget = self.budget
+        if seconds != self.budget_of or budget is None:
+            self.budget_of = seconds
+            budget = self.budget = budget_ms(seconds)
+        return budget
 
     def register(self, fut: asyncio.Future[Any], deadline: float | None,
                  msg: dict[str, Any]) -> int:
@@ -222,7 +238,7 @@ class ClientProtocol:
         try:
             if self.writer.closed:
                 raise ConnectionLostError(f"connection to {self.server_id} is closed")
-            self.send_notify(msg, budget_ms(timeout) if timeout else None, timeout)
+            self.send_notify(msg, self.budget_for(timeout) if timeout else None, timeout)
         except Exception as exc:  # unserializable arguments, oversized frame, closed
             fut = loop.create_future()
             fut.set_exception(exc if isinstance(exc, (RpcError, TypeError)) else

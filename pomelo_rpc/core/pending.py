@@ -8,11 +8,19 @@ Each pending call is a future keyed by its request id, with an optional deadline
 Deadlines are grouped in slots of ``resolution`` seconds so that expiry needs one
 timer per slot, not one per call (``SlotTimer``); an entry answered, discarded or
 expired is gone.
+
+A slot (``Slot``) holds the ids entered in it in a list and a count of those still
+pending: entering a call appends its id, answering one only counts it down (no
+per-call dict entry to add and remove), and expiry takes from the list the ids whose
+entry is still in the table under that slot. The list is emptied whenever nothing in
+the slot is pending, and compacted when it holds mostly answered ids, so that it
+stays within a small factor of the calls pending in it.
 """
 
 from __future__ import annotations
 
 from heapq import heappop, heappush
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,17 +30,32 @@ if TYPE_CHECKING:
 _ID_LIMIT = 0x7FFFFFFF
 
 
+class Slot:
+    """The calls whose deadline falls in one slot: the ids entered (some may have been
+    answered since) and how many of them are still pending."""
+
+    __slots__ = ("rids", "live")
+
+    def __init__(self) -> None:
+        self.rids: list[int] = []
+        self.live = 0
+
+
+#: a slot's id list is compacted once it holds more than twice its pending calls and
+#: this many ids besides
+_SLACK = 64
+
+
 class PendingCall:
-    """One pending call: its future, the caller's info, its deadline slot's ids, and
-    for metrics the clock when it began and the series it counts into."""
+    """One pending call: its future, the caller's info, its deadline slot, and for
+    metrics the clock when it began and the series it counts into."""
 
-    __slots__ = ("future", "info", "ids", "start", "series")
+    __slots__ = ("future", "info", "slot", "start", "series")
 
-    def __init__(self, future: asyncio.Future[Any], info: Any,
-                 ids: dict[int, None] | None) -> None:
+    def __init__(self, future: asyncio.Future[Any], info: Any, slot: Slot | None) -> None:
         self.future = future
         self.info = info
-        self.ids = ids      # the deadline slot holding this entry, or None
+        self.slot = slot      # the deadline slot holding this entry, or None
         self.start = 0.0
         self.series: Any = None
 
@@ -45,15 +68,15 @@ class PendingTable:
         back to ``low_id`` (1 where 0 means something else on the wire: pinus tcp's
         notify), skipping ids still pending."""
         self._entries: dict[int, PendingCall] = {}
-        # slot -> {rid: None}; an empty slot stays until it expires
-        self._slots: dict[int, dict[int, None]] = {}
+        # slot number -> Slot; an empty slot stays until it expires
+        self._slots: dict[int, Slot] = {}
         self._heap: list[int] = []      # slots, each pushed once
         self._low: int = low_id
         self._next_id: int = max(first_id & _ID_LIMIT, low_id)
         self._res: float = resolution
         # the slot of the last deadline added, and the deadlines (lo, hi] it holds: most
         # calls share one timeout, so most adds land in the slot of the one before
-        self._last_ids: dict[int, None] | None = None
+        self._last_slot: Slot | None = None
         self._last_lo: float = 0.0
         self._last_hi: float = 0.0
 
@@ -80,29 +103,29 @@ class PendingTable:
                start: float = 0.0, series: Any = None) -> int:
         """``add`` with a deadline (compiled: a C double, no float object made)."""
         d: float = deadline
-        ids = self._last_ids
-        if ids is None or not self._last_lo < d <= self._last_hi:
+        slot = self._last_slot
+        if slot is None or not self._last_lo < d <= self._last_hi:
             # the first slot whose time (slot * resolution) is not before the deadline;
             # expire and next_deadline compare that same float, so rounding cannot make
             # an entry late or early (a Python int: NaN and inf raise, huge deadlines
             # stay huge)
-            slot = int(d / self._res) + 1
-            if (slot - 1) * self._res >= d:
-                slot -= 1
-            ids = self._slots.get(slot)
-            if ids is None:
-                ids = {}
-                self._slots[slot] = ids
-                heappush(self._heap, slot)
-            self._last_ids = ids
-            self._last_lo = (slot - 1) * self._res
-            self._last_hi = slot * self._res
-        return self.insert(future, ids, info, start, series)
+            number = int(d / self._res) + 1
+            if (number - 1) * self._res >= d:
+                number -= 1
+            slot = self._slots.get(number)
+            if slot is None:
+                slot = Slot()
+                self._slots[number] = slot
+                heappush(self._heap, number)
+            self._last_slot = slot
+            self._last_lo = (number - 1) * self._res
+            self._last_hi = number * self._res
+        return self.insert(future, slot, info, start, series)
 
-    def insert(self, future: asyncio.Future[Any], ids: dict[int, None] | None, info: Any,
+    def insert(self, future: asyncio.Future[Any], slot: Slot | None, info: Any,
                start: float, series: Any) -> int:
-        """Enter ``future`` under the next free request id (in the deadline slot ``ids``,
-        if any); return the id."""
+        """Enter ``future`` under the next free request id (in the deadline slot
+        ``slot``, if any); return the id."""
         entries = self._entries
         rid = self._next_id
         key = rid                       # (compiled: the one int object of the id)
@@ -110,23 +133,42 @@ class PendingTable:
             rid = rid + 1 if rid < _ID_LIMIT else self._low
             key = rid
         self._next_id = rid + 1 if rid < _ID_LIMIT else self._low
-        if ids is not None:
-            ids[key] = None
         # made field by field: compiled, ``__new__`` skips the call of ``__init__``
         entry = PendingCall.__new__(PendingCall)
         entry.future = future
         entry.info = info
-        entry.ids = ids
+        entry.slot = slot
         entry.start = start
         entry.series = series
         entries[key] = entry
+        if slot is not None:
+            rids = slot.rids
+            if len(rids) > 2 * slot.live + _SLACK:
+                self.compact(slot)
+                rids = slot.rids
+            rids.append(key)
+            slot.live += 1
         return key
+
+    def compact(self, slot: Slot) -> None:
+        """Keep in ``slot``'s list only the ids still pending in it."""
+        entries = self._entries
+        kept: list[int] = []
+        for rid in slot.rids:
+            entry = entries.get(rid)
+            if entry is not None and entry.slot is slot:
+                kept.append(rid)
+        slot.rids = kept
 
     def take(self, rid: Any) -> PendingCall | None:
         """Remove ``rid``; return its entry, or None if it is unknown or gone."""
         entry: PendingCall | None = self._entries.pop(rid, None)
-        if entry is not None and entry.ids is not None:
-            entry.ids.pop(rid, None)
+        if entry is not None:
+            slot = entry.slot
+            if slot is not None:
+                slot.live -= 1
+                if slot.live == 0:
+                    slot.rids.clear()
         return entry
 
     def pop(self, rid: object) -> tuple[asyncio.Future[Any], Any] | None:
@@ -177,12 +219,19 @@ class PendingTable:
         slots = self._slots
         entries = self._entries
         while heap and heap[0] * res <= now:
-            ids = slots.pop(heappop(heap), None)
-            if ids is self._last_ids:
-                self._last_ids = None
-            if ids:
-                for rid in ids:
-                    out.append(entries.pop(rid))
+            slot = slots.pop(heappop(heap), None)
+            if slot is None:
+                continue
+            if slot is self._last_slot:
+                self._last_slot = None
+            if slot.live:
+                for rid in slot.rids:
+                    entry = entries.get(rid)
+                    if entry is not None and entry.slot is slot:
+                        del entries[rid]
+                        out.append(entry)
+                slot.live = 0
+            slot.rids = []
         return out
 
     def drain(self) -> list[tuple[asyncio.Future[Any], Any]]:
@@ -195,7 +244,7 @@ class PendingTable:
         self._entries.clear()
         self._slots.clear()
         self._heap.clear()
-        self._last_ids = None
+        self._last_slot = None
         return out
 
 
@@ -223,11 +272,14 @@ class SlotTimer:
         self.loop: asyncio.AbstractEventLoop | None = None   # the loop it arms on
         self.handle: asyncio.TimerHandle | None = None
         self.at: float | None = None        # the slot time it is armed for
+        #: ``at`` as a float, inf when not armed: a deadline before it needs ``added``
+        self.next_at = inf
 
     def added(self, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
-        """A deadline was added to the table: arm for it if it is the earliest."""
+        """A deadline was added to the table: arm for it if it is the earliest (a
+        caller may skip the call when ``deadline`` is not before ``next_at``)."""
         self.loop = loop
-        if self.at is None or deadline < self.at:
+        if deadline < self.next_at:
             self.arm()
 
     def arm(self) -> None:
@@ -240,7 +292,9 @@ class SlotTimer:
         self.at = when
         if when is None:
             self.handle = None
+            self.next_at = inf
         else:
+            self.next_at = when
             loop = self.loop
             assert loop is not None
             # a millisecond late, so that a clock of any granularity reads ``when`` then
@@ -272,3 +326,4 @@ class SlotTimer:
         if self.handle is not None:
             self.handle.cancel()
         self.handle = self.at = None
+        self.next_at = inf

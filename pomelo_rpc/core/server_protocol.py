@@ -261,9 +261,12 @@ class ServerProtocol:
                           and (cap < 0 or overload.held < cap) and monotonic() < end)
                 timed = False
                 if inline and not (plain or budget is None and no_default):
-                    if type(budget) is int and budget > 0:
+                    # (compiled: a C integer, no float object made; a budget of 2**31
+                    # ms or more takes ``submit``'s way)
+                    ms = budget if type(budget) is int and 0 < budget < 0x7FFFFFFF else 0
+                    if ms > 0:
                         timed = True
-                        at = arrived + budget * 0.001
+                        at = arrived + ms * 0.001
                         # requests a client sent in one loop turn mostly carry one
                         # budget: the context changes only when the deadline does
                         if not live or at != last:
