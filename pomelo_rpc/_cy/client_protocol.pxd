@@ -74,6 +74,13 @@ cdef class ClientProtocol:
 cdef class NativeClientProtocol(ClientProtocol):
     cdef readonly FrameDecoder decoder
     cdef public dict ids
+    cdef dict last_ids
+    cdef object last_ns
+    cdef object last_service
+    cdef object last_method
+    cdef object last_mid
+
+    cdef object method_id(self, object ns, object service, object method)
 
 
 cdef class ForwardingClientProtocol(ClientProtocol):

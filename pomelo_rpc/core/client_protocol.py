@@ -419,8 +419,29 @@ class NativeClientProtocol(ClientProtocol):
     def __init__(self, owner: Mailbox, server_id: str, pkg_size: int) -> None:
         super().__init__(owner, server_id, pkg_size)
         self.decoder = FrameDecoder(pkg_size)
-        #: method ids from the server's HELLO
+        #: method ids from the server's HELLO (replaced by the next, never changed in place)
         self.ids: dict[tuple[str, str, str], int] = {}
+        # the last method looked up in ``ids`` and its id: most requests on a connection
+        # name the method of the one before, with the same str objects (the proxy's)
+        self.last_ids: dict[tuple[str, str, str], int] | None = None
+        self.last_ns: Any = None
+        self.last_service: Any = None
+        self.last_method: Any = None
+        self.last_mid: int | None = None
+
+    def method_id(self, ns: Any, service: Any, method: Any) -> int | None:
+        """The id the server's HELLO gave method ``ns.service.method``, or None."""
+        ids = self.ids
+        if (method is self.last_method and service is self.last_service
+                and ns is self.last_ns and ids is self.last_ids):
+            return self.last_mid
+        mid = ids.get((ns, service, method))
+        self.last_ids = ids
+        self.last_ns = ns
+        self.last_service = service
+        self.last_method = method
+        self.last_mid = mid
+        return mid
 
     def data_received(self, data: bytes) -> None:
         """asyncio: decode frames; answers resolve their calls, the rest (PONG, HELLO,
@@ -452,7 +473,7 @@ class NativeClientProtocol(ClientProtocol):
         service = msg["service"]
         method = msg["method"]
         args = msg["args"]
-        mid = self.ids.get((ns, service, method))
+        mid = self.method_id(ns, service, method)
         trace = self.trace
         if trace is None and self.traced:
             trace = msg.get("trace_id")
@@ -481,7 +502,7 @@ class NativeClientProtocol(ClientProtocol):
         ns = msg["namespace"]
         service = msg["service"]
         method = msg["method"]
-        mid = self.ids.get((ns, service, method))
+        mid = self.method_id(ns, service, method)
         trace = msg["trace_id"] if self.traced else None
         if mid is not None:
             frame = encode_notify(mid, msg["args"], trace, budget)
