@@ -5,6 +5,7 @@ cimport cython
 from pomelo_rpc._cy.meter cimport Meter
 
 cdef Py_ssize_t WRITE_CHUNK
+cdef Py_ssize_t EARLY_SENT
 
 cdef class Writer
 
@@ -16,6 +17,7 @@ cdef class Turn:
     cdef list pending
     cdef Py_ssize_t held
     cdef list hooks
+    cdef public Py_ssize_t early
 
     cpdef schedule(self)
     cpdef at_end(self, object hook)
@@ -44,6 +46,7 @@ cdef class Writer:
     cpdef queue(self, bytes data)
     cpdef flush(self)
     cpdef flush_now(self)
+    @cython.locals(turn=Turn)
     cpdef object sent(self)
     cpdef direct(self, bytes data)
     @cython.locals(meter=Meter, out=list)

@@ -159,7 +159,7 @@ class ClientProtocol:
             rid = self.table.add_at(fut, deadline, msg, start, series)
             if deadline < self.deadlines.next_at:
                 self.deadlines.added(deadline, loop)
-            budget = self.budget_for(seconds)
+            budget = self.budget if seconds == self.budget_of else self.budget_for(seconds)
         else:
             rid = self.table.insert(fut, None, msg, start, series)
         try:
@@ -238,7 +238,10 @@ class ClientProtocol:
         try:
             if self.writer.closed:
                 raise ConnectionLostError(f"connection to {self.server_id} is closed")
-            self.send_notify(msg, self.budget_for(timeout) if timeout else None, timeout)
+            budget: int | None = None
+            if timeout:
+                budget = self.budget if timeout == self.budget_of else self.budget_for(timeout)
+            self.send_notify(msg, budget, timeout)
         except Exception as exc:  # unserializable arguments, oversized frame, closed
             fut = loop.create_future()
             fut.set_exception(exc if isinstance(exc, (RpcError, TypeError)) else

@@ -241,8 +241,13 @@ class ServerProtocol:
         try:
             for msg in msgs:
                 if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
-                    # a notify frame: run as the request it is made, with no rid
-                    if not self.notify_request(msg):
+                    # a notify frame: run as the request it is made, with no rid (the
+                    # common one made here, as ``notify_request`` makes it)
+                    n = len(msg) if type(msg) is list else 0
+                    if 4 <= n <= 6 and msg[1] is None and msg[0] == NOTIFY_ID:
+                        msg[0] = REQ_ID
+                        msg[1] = NOTIFY_RID
+                    elif not self.notify_request(msg):
                         if self.is_ping(msg):
                             self.respond_pong()
                             continue
