@@ -8,8 +8,8 @@ cdef Py_ssize_t _SLACK
 
 
 cdef class Slot:
-    cdef readonly list rids
-    cdef readonly Py_ssize_t live
+    cdef public list rids
+    cdef public Py_ssize_t live
 
 
 cdef class PendingCall:

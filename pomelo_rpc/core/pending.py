@@ -114,7 +114,10 @@ class PendingTable:
                 number -= 1
             slot = self._slots.get(number)
             if slot is None:
-                slot = Slot()
+                # (compiled, ``__new__`` skips the call of ``__init__``)
+                slot = Slot.__new__(Slot)
+                slot.rids = []
+                slot.live = 0
                 self._slots[number] = slot
                 heappush(self._heap, number)
             self._last_slot = slot
@@ -318,7 +321,7 @@ class SlotTimer:
 
     def expire_due(self, now: float) -> None:
         """Expire now what is due at ``now``, ahead of the timer it stands in for."""
-        if self.at is not None and now >= self.at:
+        if now >= self.next_at:
             self.expire(now)
 
     def cancel(self) -> None:

@@ -287,7 +287,11 @@ class ServerProtocol:
                     set_deadline(None)
                     live = False
                 if inline:
-                    self.run_request(msg, rid, deadline if timed else None)
+                    if self.tracer is None:     # ``run_request``'s own first step
+                        self.run_dispatched(msg, rid, deadline if timed else None,
+                                            self.dispatch)
+                    else:
+                        self.run_request(msg, rid, deadline if timed else None)
                 else:
                     self.submit(msg, rid, budget, arrived)
                     slice_end = overload.slice_end
