@@ -44,7 +44,7 @@ class Row:
     connections: int = 1           # the calls spread over this many connections
     servers: int = 1               # rpc: gateways (in the same process) ...
     rr: bool = False               # ... the calls spread over them by the rr router
-    transport: str = "native"      # rpc: "native" or "mqtt"
+    transport: str = "native"      # rpc: "native", "mqtt" or "pinus-tcp"
     in_flight: int = 100           # calls in flight, in all
     timeout: float = 30.0          # rpc: the calls' timeout (0: none, so no deadline)
     #: "both" (one process), or the side counted alone, "server" or "client" (the other
@@ -88,6 +88,17 @@ INSTRUCTION_ROWS: dict[str, Row] = {
                               connections=100, in_flight=200, side="client"),
     "cython-async-mqtt": Row("pomelo_rpc, Cython core, async def method, router, mqtt",
                              transport="mqtt"),
+    "cython-async-pinus-tcp": Row("pomelo_rpc, Cython core, async def method, router, pinus-tcp",
+                                  transport="pinus-tcp"),
+    "server-cython": Row("server only: pomelo_rpc, Cython, native", side="server"),
+    "server-cython-mqtt": Row("server only: pomelo_rpc, Cython, mqtt", transport="mqtt",
+                              side="server"),
+    "server-cython-pinus-tcp": Row("server only: pomelo_rpc, Cython, pinus-tcp",
+                                   transport="pinus-tcp", side="server"),
+    "client-cython-mqtt": Row("client only: pomelo_rpc, Cython, mqtt", transport="mqtt",
+                              side="client"),
+    "client-cython-pinus-tcp": Row("client only: pomelo_rpc, Cython, pinus-tcp",
+                                   transport="pinus-tcp", side="client"),
     "cython-rr-1": Row("pomelo_rpc, Cython, async def, rr router over 1 server", rr=True),
     "cython-rr-64": Row("pomelo_rpc, Cython, async def, rr router over 64 servers",
                         servers=64, rr=True),
@@ -286,7 +297,7 @@ async def count_client(key: str, calls: int, profiler: cProfile.Profile | None =
     row = INSTRUCTION_ROWS[key]
     raw = row.system.startswith("raw")
     proc, port = (start_raw_server(row.system == "raw-coalesced") if raw
-                  else start_rpc_server("bench-0", pure=row.core == "python"))
+                  else start_rpc_server("bench-0", row.transport, pure=row.core == "python"))
     try:
         if raw:
             funcs, close = await raw_clients(port, row.connections,

@@ -17,16 +17,16 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .acceptor import BaseAcceptor, ServerConnection
-from .mqtt_json import (ErrorAnswer, answer_payload, batch_payload, core_dumps, failure_payload,
-                        core_loads, result_payload)
+from .mqtt_json import (ErrorAnswer, answer_payload, batch_payload, failure_payload,
+                        server_codec)
 from .core.dispatch import NOTIFY_RID
 from .errors import DispatchError, ServerBusyError
-from .overload import clock
 
 if TYPE_CHECKING:
     from .core import Core
+    from collections.abc import Callable
+
     from .core.dispatch import Dispatcher
-    from .core.mqtt import MqttDecoder
 
 log = logging.getLogger("pomelo_rpc.mqtt_acceptor")
 
@@ -39,29 +39,27 @@ def is_notify_id(rid: Any) -> bool:
     return not rid and not isinstance(rid, (list, dict))
 
 if TYPE_CHECKING:
-    # the mixin's base, for the type checker: either core's ServerProtocol (the pure
+    # the mixin's base, for the type checker: either core's JsonServerProtocol (the pure
     # one's types); at run time the base is given per core (``protocol_class``)
-    from .core.server_protocol import ServerProtocol as _ProtocolBase
+    from .core.json_protocol import JsonServerProtocol as _ProtocolBase
 else:
     _ProtocolBase = object
 
 
 class MqttProtocol(_ProtocolBase):
-    """The mqtt side of a core's ``ServerProtocol`` (``protocol_class`` puts the two
-    together): MQTT packets in, JSON requests admitted and run by the core's code,
-    JSON answers published (or batched every ``interval`` s with ``buffer_msg``).
-    A request without an id is run and not answered (a notify)."""
+    """The mqtt side of a core's ``JsonServerProtocol`` (``protocol_class`` puts the two
+    together): the core reads the packets, runs the common requests and writes their
+    answers; here, the rest: CONNECT, PINGREQ, DISCONNECT, requests in arrays,
+    notifies, traced requests, errors, and the answers of ``buffer_msg`` (batched every
+    ``interval`` s). A request without an id is run and not answered (a notify)."""
 
     #: a request of id 0 is a notify too (pinus tcp)
     zero_id_notifies = False
 
     def __init__(self, owner: _MqttConnection, acceptor: MqttAcceptor) -> None:
-        super().__init__(owner, acceptor.dispatcher, acceptor.overload, acceptor.pkg_size)
         mqtt = acceptor.core.mqtt
-        self.packets: MqttDecoder = mqtt.MqttDecoder(acceptor.pkg_size)
-        self.publish = mqtt.encode_publish
-        self.dumps = core_dumps(acceptor.core)
-        self.loads = core_loads(acceptor.core)
+        super().__init__(owner, acceptor.dispatcher, acceptor.overload, acceptor.pkg_size,
+                         *self.framing(acceptor), server_codec(acceptor.core))
         self.kinds = (mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
         self.pingresp = mqtt.PINGRESP_PACKET
         self.buffer_msg = acceptor.buffer_msg
@@ -71,6 +69,13 @@ class MqttProtocol(_ProtocolBase):
         self.batch: list[bytes] = []        # JSON payloads of responses (buffer_msg)
         self.batch_timer: asyncio.TimerHandle | None = None
 
+    @staticmethod
+    def framing(acceptor: MqttAcceptor) -> tuple[Any, int, int, Callable[[bytes], bytes]]:
+        """The core's ``(decoder, request kind, payload index, framing of an answer)``:
+        MQTT packets, PUBLISH, ``(PUBLISH, topic, payload, ...)``, a PUBLISH on "rpc"."""
+        mqtt = acceptor.core.mqtt
+        return mqtt.MqttDecoder(acceptor.pkg_size), mqtt.PUBLISH, 2, mqtt.encode_publish
+
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
         if self.batch_timer is not None:
@@ -79,34 +84,24 @@ class MqttProtocol(_ProtocolBase):
         self.batch.clear()
         super().connection_lost(exc)
 
-    def decode(self, data: bytes) -> list[Any]:
-        """The MQTT packets ``data`` completes."""
-        packets: list[Any] = self.packets.feed(data)
-        return packets
-
-    def data_received(self, data: bytes) -> None:
-        """asyncio: decode MQTT packets; run requests, answer PINGREQ, close on DISCONNECT."""
-        packets = self.read(data)
-        if packets is None:
-            return
-        publish, pingreq, connect, disconnect = self.kinds
-        for packet in packets:
-            kind = packet[0]
-            if kind == publish:
-                self.on_publish(packet[2])
-            elif kind == pingreq:
-                self.respond_pong()
-            elif kind == connect:
-                self.client_id = packet[1]
-                log.debug("mqtt client %s connected from %s", packet[1], self.owner._peer)
-            elif kind == disconnect:
-                self.writer.flush_now()
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            else:
-                log.debug("ignoring MQTT packet type %s from %s", kind, self.owner._peer)
-        self.writer.flush()
+    def on_packet(self, packet: Any) -> bool:
+        """A packet other than a PUBLISH: PINGREQ answered, CONNECT noted, DISCONNECT
+        closes the connection (False)."""
+        kind = packet[0]
+        _publish, pingreq, connect, disconnect = self.kinds
+        if kind == pingreq:
+            self.respond_pong()
+        elif kind == connect:
+            self.client_id = packet[1]
+            log.debug("mqtt client %s connected from %s", packet[1], self.owner._peer)
+        elif kind == disconnect:
+            self.writer.flush_now()
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        else:
+            log.debug("ignoring MQTT packet type %s from %s", kind, self.owner._peer)
+        return True
 
     def is_ping(self, packet: Any) -> bool:
         """True if ``packet`` is a PINGREQ."""
@@ -119,14 +114,13 @@ class MqttProtocol(_ProtocolBase):
 
     # requests ----------------------------------------------------------
 
-    def on_publish(self, payload: bytes) -> None:
-        """A PUBLISH: one request, or a JSON array of them (a buffering client)."""
-        try:
-            pkg = self.loads(payload)
-        except ValueError as exc:
-            log.warning("bad rpc payload from %s: %s", self.owner._peer, exc)
-            return
-        arrived = clock()
+    def bad_payload(self, exc: ValueError) -> None:
+        """A PUBLISH whose payload is not JSON: logged, dropped."""
+        log.warning("bad rpc payload from %s: %s", self.owner._peer, exc)
+
+    def on_pkg(self, pkg: Any, arrived: float) -> None:
+        """A payload the core does not run itself: a JSON array of requests (a
+        buffering client), or one request object that is not the common one."""
         if type(pkg) is list:
             for item in pkg:
                 self.on_request(item, arrived)
@@ -155,10 +149,6 @@ class MqttProtocol(_ProtocolBase):
 
     # answers -------------------------------------------------------------
 
-    def encode_result(self, rid: Any, result: Any) -> bytes:
-        """The JSON payload answering call ``rid`` with ``result``."""
-        return result_payload(rid, result, self.dumps)
-
     def encode_failure(self, rid: Any, exc: BaseException) -> bytes:
         """The JSON payload answering call ``rid`` with the error ``exc``."""
         log.debug("remote call %s failed: %r", rid, exc)
@@ -169,20 +159,6 @@ class MqttProtocol(_ProtocolBase):
     def encode_busy(self, rid: Any) -> bytes:
         """The JSON payload refusing call ``rid`` past ``max_in_flight``."""
         return self.encode_failure(rid, ServerBusyError(self.overload.busy_text))
-
-    def respond(self, data: bytes) -> None:
-        """Queue an answer's payload: published with this read's others, or batched."""
-        if self.buffer_msg:
-            self.add_to_batch(data)
-        else:
-            self.writer.queue(self.publish(data))
-
-    def send(self, data: bytes) -> None:
-        """Send an answer's payload made outside a read (published, or batched)."""
-        if self.buffer_msg:
-            self.add_to_batch(data)
-        else:
-            self.writer.write(self.publish(data))
 
     def add_to_batch(self, payload: bytes) -> None:
         """``buffer_msg``: the payload goes out with the others of the next ``interval``."""
@@ -210,12 +186,12 @@ _protocol_classes: dict[tuple[str, type[MqttProtocol]], type[MqttProtocol]] = {}
 
 
 def protocol_class(core: Core, mixin: type[MqttProtocol] | None = None) -> type[MqttProtocol]:
-    """``mixin`` (``MqttProtocol`` or a subclass) on ``core``'s ``ServerProtocol`` (made
-    once per core and mixin)."""
+    """``mixin`` (``MqttProtocol`` or a subclass) on ``core``'s ``JsonServerProtocol``
+    (made once per core and mixin)."""
     mixin = MqttProtocol if mixin is None else mixin
     cls = _protocol_classes.get((core.name, mixin))
     if cls is None:
-        base = core.server_protocol.ServerProtocol
+        base = core.json_protocol.JsonServerProtocol
         cls = _protocol_classes[(core.name, mixin)] = type(
             mixin.__name__, (mixin, base), {"__doc__": mixin.__doc__})
     return cls

@@ -152,6 +152,22 @@ def core_loads(core: Core) -> Callable[[bytes | str], Any]:
     return fast_loads
 
 
+def server_codec(core: Core) -> tuple[Any, ...]:
+    """The JSON functions of ``core``'s ``json_protocol.JsonServerProtocol``: ``(loads,
+    dumps, orjson's loads, mqtt.long_digits, orjson's dumps, mqtt.plain_json,
+    result_payload)``, the orjson ones and their checks None unless the core is the
+    compiled one and orjson is installed (see the module docstring)."""
+    dumps = core_dumps(core)
+    fast = _orjson_loads is not None and core.name == "cython"
+
+    def payload(rid: Any, result: Any) -> bytes:
+        """``result_payload`` with the core's ``dumps``."""
+        return result_payload(rid, result, dumps)
+    return (loads, dumps, _orjson_loads if fast else None,
+            core.mqtt.long_digits if fast else None, _orjson_dumps if fast else None,
+            core.mqtt.plain_json if fast else None, payload)
+
+
 def loads(data: bytes | str) -> Any:
     """``json.loads(data)``: the same value, or the same error.
 

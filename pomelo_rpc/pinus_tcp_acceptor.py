@@ -19,9 +19,10 @@ from .mqtt_acceptor import MqttAcceptor, MqttProtocol, _MqttConnection, protocol
 from .security import check_no_auth_token
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .core import Core
     from .core.dispatch import Dispatcher
-    from .core.pinus_tcp import PinusDecoder
 
 log = logging.getLogger("pomelo_rpc.pinus_tcp_acceptor")
 
@@ -36,13 +37,19 @@ class PinusTcpProtocol(MqttProtocol):
     def __init__(self, owner: _PinusTcpConnection, acceptor: PinusTcpAcceptor) -> None:
         super().__init__(owner, acceptor)
         pinus = acceptor.core.pinus_tcp
-        self.packets: PinusDecoder = pinus.PinusDecoder(acceptor.pkg_size)  # type: ignore[assignment]
-        self.publish = pinus.encode_response        # the mqtt answers' PUBLISH, framed here
         self.pingresp = pinus.PONG_FRAME
         self.kinds = (pinus.REQUEST, pinus.PING, -1, -1)   # see MqttProtocol.is_ping
         self.idle: float = acceptor.pinus_idle_timeout or 0.0
         self.heard = True          # a frame arrived since the last idle check
         self.idle_timer: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def framing(acceptor: MqttAcceptor) -> tuple[Any, int, int, Callable[[bytes], bytes]]:
+        """The core's ``(decoder, request kind, payload index, framing of an answer)``:
+        pinus tcp frames, REQUEST, ``(type, payload)``, a RESPONSE frame."""
+        pinus = acceptor.core.pinus_tcp
+        return (pinus.PinusDecoder(acceptor.pkg_size), pinus.REQUEST, 1,
+                pinus.encode_response)
 
     def start_idle_timer(self) -> None:
         """Check for silence every ``pinus_idle_timeout`` s from now."""
@@ -69,22 +76,15 @@ class PinusTcpProtocol(MqttProtocol):
             self.idle_timer = None
         super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        """asyncio: decode frames; run requests, answer PINGs."""
-        self.heard = True
-        frames = self.read(data)
-        if frames is None:
-            return
-        request, ping = self.kinds[0], self.kinds[1]
-        for kind, payload in frames:
-            if kind == request:
-                self.on_publish(payload)
-            elif kind == ping:
-                self.respond_pong()
-            else:           # a PONG or a RESPONSE from a client: nothing to do
-                log.debug("ignoring a pinus tcp frame of type %s from %s", kind,
-                          self.owner._peer)
-        self.writer.flush()
+    def on_packet(self, packet: Any) -> bool:
+        """A frame other than a REQUEST: a PING is answered with a PONG; a PONG or a
+        RESPONSE from a client needs nothing."""
+        if packet[0] == self.kinds[1]:
+            self.respond_pong()
+        else:
+            log.debug("ignoring a pinus tcp frame of type %s from %s", packet[0],
+                      self.owner._peer)
+        return True
 
 
 class _PinusTcpConnection(_MqttConnection):

@@ -1,0 +1,34 @@
+# Augments pomelo_rpc/core/json_protocol.py (compiled here through the json_protocol.py
+# link): the JSON transports' protocol class an extension type over ServerProtocol's,
+# its reads, requests and answers in C.
+
+cimport cython
+
+from pomelo_rpc._cy.clock cimport monotonic
+from pomelo_rpc._cy.server_protocol cimport ServerProtocol
+
+
+cdef class JsonServerProtocol(ServerProtocol):
+    cdef public object packets
+    cdef public object kind_request
+    cdef public Py_ssize_t payload_at
+    cdef public object publish
+    cdef object loads
+    cdef object dumps
+    cdef object fast_loads
+    cdef object long_digits
+    cdef object fast_dumps
+    cdef object plain_json
+    cdef object result_payload
+    cdef public bint buffer_msg
+    cdef public bint heard
+
+    cpdef list decode(self, object data)
+    @cython.locals(arrived=double, at=Py_ssize_t, pkg=object, msg=object, rid=object,
+                   packets=list)
+    cpdef data_received(self, object data)
+    cpdef object parse(self, object payload)
+    cpdef bytes json_bytes(self, object value)
+    cpdef bytes encode_result(self, object rid, object result)
+    cpdef respond(self, bytes data)
+    cpdef send(self, bytes data)

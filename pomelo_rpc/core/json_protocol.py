@@ -1,0 +1,173 @@
+# cython: annotation_typing=False
+"""The server's side of one connection of the JSON transports: one source for both cores.
+
+Imported as it is for the pure-Python core; compiled with
+``pomelo_rpc/_cy/json_protocol.pxd`` for the Cython core.
+
+``JsonServerProtocol`` is ``ServerProtocol`` speaking pomelo-rpc 1.0.7's JSON: the
+mqtt acceptor's (MQTT PUBLISH packets) and the pinus-tcp acceptor's (pinus-rpc's
+varint frames). Here, the hot path of every read: the packets are decoded, the common
+request ``{"id": n, "msg": {"namespace", "service", "method", "args"}}`` (n an int
+other than 0) is made the by-name request the dispatcher runs and admitted as a
+native request is (``accept``), and the common answer ``{"id": n, "resp": [null,
+value]}`` is written, framed, in the read's flush. The transport's class
+(``pomelo_rpc.mqtt_acceptor.MqttProtocol``, a subclass) gets everything else:
+the other packets (``on_packet``: CONNECT, PINGREQ, DISCONNECT, pings), the other
+request objects (``on_pkg``: arrays from a buffering client, notifies, traced
+requests, bad ones), payloads that are not JSON (``bad_payload``), the answers of
+``buffer_msg`` (``add_to_batch``) and the errors (``encode_failure``).
+
+JSON is read and written with the functions of ``codec``
+(``pomelo_rpc.mqtt_json.server_codec``): ``loads`` and ``dumps`` (``json``'s text,
+exactly), and for the compiled core with orjson, orjson's own where its value or text
+is exactly ``json``'s (``long_digits`` and ``plain_json`` decide); else None.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .clock import monotonic
+from .server_protocol import ServerProtocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..acceptor import ServerConnection
+    from ..overload import Overload
+    from .dispatch import Dispatcher
+
+_REQ_NAME = 2   # the dispatcher's by-name request kind (see core.frames.REQ_NAME)
+_OPEN_OBJECT = 0x7B      # b"{"
+_OPEN_ARRAY = 0x5B       # b"["
+
+
+class JsonServerProtocol(ServerProtocol):
+    """The JSON transports' ``ServerProtocol``; see the module docstring.
+
+    ``packets``: the transport's incremental decoder (``feed``), whose requests are the
+    packets of kind ``kind_request`` carrying their payload at ``payload_at``;
+    ``publish`` frames an answer's payload; ``codec``: see the module docstring.
+    """
+
+    def __init__(self, owner: ServerConnection, dispatcher: Dispatcher, overload: Overload,
+                 max_frame: int, packets: Any, kind_request: int, payload_at: int,
+                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...]) -> None:
+        super().__init__(owner, dispatcher, overload, max_frame)
+        self.packets = packets
+        self.kind_request = kind_request
+        self.payload_at = payload_at
+        self.publish = publish
+        loads, dumps, fast_loads, long_digits, fast_dumps, plain_json, result_payload = codec
+        self.loads: Callable[[bytes], Any] = loads
+        self.dumps: Callable[[Any], str] = dumps
+        self.fast_loads: Callable[[bytes], Any] | None = fast_loads
+        self.long_digits: Callable[[bytes], bool] | None = long_digits
+        self.fast_dumps: Callable[[Any], bytes] | None = fast_dumps
+        self.plain_json: Callable[[Any], bool] | None = plain_json
+        #: the answer of a result the hot path does not write (or cannot: the error's)
+        self.result_payload: Callable[[Any, Any], bytes] = result_payload
+        self.buffer_msg = False        # answers batched by the transport's class
+        self.heard = False             # a read since the transport's class last cleared it
+
+    def decode(self, data: bytes) -> list[Any]:
+        """The packets ``data`` completes."""
+        packets: list[Any] = self.packets.feed(data)
+        return packets
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio: decode the packets; run the requests, answers out in one flush."""
+        self.heard = True
+        packets = self.read(data)
+        if packets is None:
+            return
+        arrived = monotonic()
+        kind = self.kind_request
+        at = self.payload_at
+        for packet in packets:
+            if packet[0] != kind:
+                if not self.on_packet(packet):
+                    return
+                continue
+            try:
+                pkg = self.parse(packet[at])
+            except ValueError as exc:
+                self.bad_payload(exc)
+                continue
+            if type(pkg) is dict and not self.tracing:
+                rid = pkg.get("id")
+                msg = pkg.get("msg")
+                if type(rid) is int and rid != 0 and type(msg) is dict:
+                    args = msg.get("args")
+                    request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"),
+                               msg.get("method"), [] if args is None else args]
+                    # "budget": ms left, from a Python client (a Node client sends none)
+                    self.accept(request, rid, pkg.get("budget"), arrived)
+                    continue
+            self.on_pkg(pkg, arrived)
+        self.writer.flush()
+
+    def parse(self, payload: bytes) -> Any:
+        """``json.loads(payload)``: the same value, or the same error."""
+        fast = self.fast_loads
+        if (fast is not None and self.long_digits is not None and type(payload) is bytes
+                and payload and (payload[0] == _OPEN_OBJECT or payload[0] == _OPEN_ARRAY)
+                and not self.long_digits(payload)):
+            try:
+                return fast(payload)
+            except ValueError:       # orjson refuses it: json decides, and raises
+                pass
+        return self.loads(payload)
+
+    def json_bytes(self, value: Any) -> bytes:
+        """UTF-8 compact JSON of ``value``, exactly ``json``'s (TypeError/ValueError if
+        JSON cannot carry it)."""
+        plain = self.plain_json
+        if plain is not None and self.fast_dumps is not None and plain(value):
+            try:
+                return self.fast_dumps(value)
+            except TypeError:          # a str orjson refuses (a lone surrogate)
+                pass
+        return self.dumps(value).encode("utf-8")
+
+    def encode_result(self, rid: Any, result: Any) -> bytes:
+        """The JSON payload answering call ``rid`` with ``result`` (``[null, result]``)."""
+        if type(rid) is int:
+            try:
+                body = self.json_bytes(result)
+            except (TypeError, ValueError):
+                return self.result_payload(rid, result)   # the error's answer
+            return b'{"id":%d,"resp":[null,%b]}' % (rid, body)
+        return self.result_payload(rid, result)
+
+    def respond(self, data: bytes) -> None:
+        """Queue an answer's payload: published with this read's others, or batched."""
+        if self.buffer_msg:
+            self.add_to_batch(data)
+        else:
+            self.writer.queue(self.publish(data))
+
+    def send(self, data: bytes) -> None:
+        """Send an answer's payload made outside a read (published, or batched)."""
+        if self.buffer_msg:
+            self.add_to_batch(data)
+        else:
+            self.writer.write(self.publish(data))
+
+    # the transport's class ------------------------------------------------
+
+    def on_packet(self, packet: Any) -> bool:
+        """A packet other than a request; False if the connection ends with it."""
+        raise NotImplementedError
+
+    def on_pkg(self, pkg: Any, arrived: float) -> None:
+        """A request payload's JSON value that is not the common request."""
+        raise NotImplementedError
+
+    def bad_payload(self, exc: ValueError) -> None:
+        """A request payload that is not JSON."""
+        raise NotImplementedError
+
+    def add_to_batch(self, payload: bytes) -> None:
+        """``buffer_msg``: the payload goes out with the others of the next interval."""
+        raise NotImplementedError
