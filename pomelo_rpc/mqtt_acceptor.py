@@ -59,7 +59,7 @@ class MqttProtocol(_ProtocolBase):
     def __init__(self, owner: _MqttConnection, acceptor: MqttAcceptor) -> None:
         mqtt = acceptor.core.mqtt
         super().__init__(owner, acceptor.dispatcher, acceptor.overload, acceptor.pkg_size,
-                         *self.framing(acceptor), server_codec(acceptor.core))
+                         *self.framing(acceptor), server_codec(acceptor.core), acceptor.heads)
         self.kinds = (mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
         self.pingresp = mqtt.PINGRESP_PACKET
         self.buffer_msg = acceptor.buffer_msg
@@ -266,3 +266,5 @@ class MqttAcceptor(BaseAcceptor):
         super().__init__(opts, dispatcher, core)
         self.buffer_msg = bool(opts["buffer_msg"])
         self.interval: float = opts["interval"]
+        #: the routes of the request heads its connections learnt (JsonServerProtocol)
+        self.heads: dict[bytes, tuple[Any, Any, Any]] = {}

@@ -20,13 +20,15 @@ cdef class JsonServerProtocol(ServerProtocol):
     cdef object fast_dumps
     cdef object plain_json
     cdef object result_payload
+    cdef public dict heads
     cdef public bint buffer_msg
     cdef public bint heard
 
     cpdef list decode(self, object data)
     @cython.locals(arrived=double, at=Py_ssize_t, pkg=object, msg=object, rid=object,
-                   packets=list)
+                   packets=list, heads=dict, parts=tuple, route=tuple)
     cpdef data_received(self, object data)
+    cpdef learn(self, bytes head)
     cpdef object parse(self, object payload)
     cpdef bytes json_bytes(self, object value)
     cpdef bytes encode_result(self, object rid, object result)

@@ -18,7 +18,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -272,6 +272,9 @@ cdef bytes _string(object value):
     return bytes(((n >> 8) & 0xFF, n & 0xFF)) + raw
 
 
+cdef bytes _RPC_TOPIC = _string(TOPIC_RPC)
+
+
 def make_client_id():
     """A client id as pomelo-rpc's mqtt mailbox makes it: ``MQTT_RPC_<ms since epoch>``."""
     return f"MQTT_RPC_{int(time.time() * 1000)}"
@@ -312,7 +315,8 @@ cpdef bytes encode_publish(object payload, object topic=TOPIC_RPC, int qos=0, in
         raise FrameError(f"MQTT QoS {qos} out of range")
     if packet_id < 0 or packet_id > 0xFFFF:
         raise FrameError(f"MQTT packet id {packet_id} out of range")
-    head = _string(topic)
+    # the topic of every RPC, its bytes made once
+    head = _RPC_TOPIC if topic is TOPIC_RPC else _string(topic)
     if qos:
         head += bytes(((packet_id >> 8) & 0xFF, packet_id & 0xFF))
     PyObject_GetBuffer(payload, &pybuf, PyBUF_SIMPLE)
@@ -448,12 +452,75 @@ cpdef bint long_digits(bytes data):
     as a float: past 64 bits); the same as ``re.search(rb"[0-9]{19}", data)``."""
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t i, run = 0
-    for i in range(n):
-        if 48 <= p[i] <= 57:
-            run += 1
-            if run >= 19:
-                return True
-        else:
-            run = 0
+    cdef Py_ssize_t i = 18, j
+    # a run of 19 holds the byte at i whatever its start in [i - 18, i]: a byte that is
+    # not a digit moves the next candidate 19 on; else the run back from i is counted
+    while i < n:
+        if not 48 <= p[i] <= 57:
+            i += 19
+            continue
+        j = i - 1
+        while j > i - 19 and 48 <= p[j] <= 57:
+            j -= 1
+        if j == i - 19:
+            return True
+        i = j + 19       # the first candidate whose window starts after the byte at j
     return False
+
+
+cdef inline bint _digit(unsigned char c):
+    return 48 <= c <= 57
+
+
+cdef Py_ssize_t _number(const unsigned char *p, Py_ssize_t at, Py_ssize_t n,
+                        Py_ssize_t most, long long *value):
+    """The end of the integer of at most ``most`` digits, the first 1-9, at ``at``
+    (its value in ``value``); ``at`` itself if there is none."""
+    cdef Py_ssize_t i = at
+    cdef long long v = 0
+    if i >= n or not 49 <= p[i] <= 57:
+        return at
+    while i < n and i - at < most and _digit(p[i]):
+        v = v * 10 + (p[i] - 48)
+        i += 1
+    value[0] = v
+    return i
+
+
+cpdef object request_parts(bytes payload):
+    """The parts of the usual request payload ``{"id":<rid>[,"budget":<ms>]<head><args>}}``
+    as ``(rid, budget or None, head, args)``: ``rid`` up to 18 digits, the first not 0,
+    ``budget`` up to 15 such, ``head`` the bytes up to the first ``"args":`` (included),
+    ``args`` the bytes between it and the closing ``}}``, without a run of 19 digits
+    (see ``long_digits``); None for any other payload. Nothing here says the head or the
+    args are JSON: the caller parses them."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(payload)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t i, start, end, k
+    cdef long long rid = 0, budget = 0
+    cdef bint has_budget = False
+    cdef bytes args
+    if n < 8 or memcmp(p, b'{"id":', 6) != 0 or p[n - 1] != 125 or p[n - 2] != 125:
+        return None
+    start = _number(p, 6, n, 18, &rid)
+    if start == 6:
+        return None
+    if n - start >= 11 and memcmp(p + start, b',"budget":', 10) == 0:
+        i = _number(p, start + 10, n, 15, &budget)
+        if i != start + 10:
+            start = i
+            has_budget = True
+    end = -1
+    k = start
+    while k + 7 <= n - 2:
+        if p[k] == 34 and memcmp(p + k, b'"args":', 7) == 0:
+            end = k + 7
+            break
+        k += 1
+    if end < 0:
+        return None
+    args = PyBytes_FromStringAndSize(<const char *>p + end, n - 2 - end)
+    if long_digits(args):
+        return None
+    return (rid, budget if has_budget else None,
+            PyBytes_FromStringAndSize(<const char *>p + start, end - start), args)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .clock import monotonic
+from .mqtt import request_parts
 from .server_protocol import ServerProtocol
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 _REQ_NAME = 2   # the dispatcher's by-name request kind (see core.frames.REQ_NAME)
 _OPEN_OBJECT = 0x7B      # b"{"
 _OPEN_ARRAY = 0x5B       # b"["
+#: the most heads an acceptor learns, and the longest it learns
+MAX_HEADS = 1024
+MAX_HEAD = 1024
 
 
 class JsonServerProtocol(ServerProtocol):
@@ -52,7 +56,8 @@ class JsonServerProtocol(ServerProtocol):
 
     def __init__(self, owner: ServerConnection, dispatcher: Dispatcher, overload: Overload,
                  max_frame: int, packets: Any, kind_request: int, payload_at: int,
-                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...]) -> None:
+                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...],
+                 heads: dict[bytes, tuple[Any, Any, Any]] | None = None) -> None:
         super().__init__(owner, dispatcher, overload, max_frame)
         self.packets = packets
         self.kind_request = kind_request
@@ -67,6 +72,9 @@ class JsonServerProtocol(ServerProtocol):
         self.plain_json: Callable[[Any], bool] | None = plain_json
         #: the answer of a result the hot path does not write (or cannot: the error's)
         self.result_payload: Callable[[Any, Any], bytes] = result_payload
+        #: the route of each head learnt (see ``learn``), shared by an acceptor's
+        #: connections; None: every payload parsed whole (no orjson)
+        self.heads = heads if fast_loads is not None else None
         self.buffer_msg = False        # answers batched by the transport's class
         self.heard = False             # a read since the transport's class last cleared it
 
@@ -84,13 +92,31 @@ class JsonServerProtocol(ServerProtocol):
         arrived = monotonic()
         kind = self.kind_request
         at = self.payload_at
+        heads = self.heads
         for packet in packets:
             if packet[0] != kind:
                 if not self.on_packet(packet):
                     return
                 continue
+            payload = packet[at]
+            parts = None
+            if heads is not None and not self.tracing and type(payload) is bytes:
+                # the usual request of a route seen before: only its args parsed
+                parts = request_parts(payload)
+                if parts is not None:
+                    route = heads.get(parts[2])
+                    if route is not None and self.fast_loads is not None:
+                        try:
+                            args = self.fast_loads(parts[3])
+                        except ValueError:       # parsed whole below, and answered
+                            route = None
+                        if route is not None:
+                            self.accept([_REQ_NAME, 0, route[0], route[1], route[2],
+                                         [] if args is None else args],
+                                        parts[0], parts[1], arrived)
+                            continue
             try:
-                pkg = self.parse(packet[at])
+                pkg = self.parse(payload)
             except ValueError as exc:
                 self.bad_payload(exc)
                 continue
@@ -101,11 +127,36 @@ class JsonServerProtocol(ServerProtocol):
                     args = msg.get("args")
                     request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"),
                                msg.get("method"), [] if args is None else args]
+                    if parts is not None:
+                        self.learn(parts[2])
                     # "budget": ms left, from a Python client (a Node client sends none)
                     self.accept(request, rid, pkg.get("budget"), arrived)
                     continue
             self.on_pkg(pkg, arrived)
         self.writer.flush()
+
+    def learn(self, head: bytes) -> None:
+        """Learn the route of ``head`` (see ``core.mqtt.request_parts``) if every payload
+        ``{"id":<rid>[,"budget":<ms>]`` + ``head`` + ``<args>}}`` whose args are one
+        JSON value is the request ``{"id": rid[, "budget": ms], "msg": {..., "args":
+        args}}``: what ``{"id":1`` and ``{"id":2`` + ``head`` + ``null}}`` parse to says
+        (an "id" or "budget" in the head, a head not ending where a value starts, fail it)."""
+        heads = self.heads
+        if heads is None or len(heads) >= MAX_HEADS or len(head) > MAX_HEAD or head in heads:
+            return
+        try:
+            one = self.parse(b'{"id":1' + head + b"null}}")
+            two = self.parse(b'{"id":2' + head + b"null}}")
+        except ValueError:
+            return
+        if type(one) is not dict or type(two) is not dict or len(one) != 2:
+            return
+        msg = one.get("msg")
+        if (type(one.get("id")) is not int or one.get("id") != 1 or type(two.get("id")) is not int
+                or two.get("id") != 2 or type(msg) is not dict or "args" not in msg
+                or msg["args"] is not None):
+            return
+        heads[head] = (msg.get("namespace"), msg.get("service"), msg.get("method"))
 
     def parse(self, payload: bytes) -> Any:
         """``json.loads(payload)``: the same value, or the same error."""

@@ -331,3 +331,30 @@ def long_digits(data: bytes) -> bool:
     """True when ``data`` holds a run of 19 digits or more (an integer orjson would read
     as a float: past 64 bits)."""
     return _LONG_DIGITS.search(data) is not None
+
+
+_REQUEST_START = re.compile(rb'\{"id":([1-9][0-9]{0,17})(?:,"budget":([1-9][0-9]{0,14}))?')
+
+
+def request_parts(payload: bytes) -> tuple[int, int | None, bytes, bytes] | None:
+    """The parts of the usual request payload ``{"id":<rid>[,"budget":<ms>]<head><args>}}``
+    as ``(rid, budget or None, head, args)``: ``rid`` up to 18 digits, the first not 0,
+    ``budget`` up to 15 such, ``head`` the bytes up to the first ``"args":`` (included),
+    ``args`` the bytes between it and the closing ``}}``, without a run of 19 digits
+    (see ``long_digits``); None for any other payload. Nothing here says the head or the
+    args are JSON: the caller parses them."""
+    n = len(payload)
+    match = _REQUEST_START.match(payload)
+    if n < 8 or match is None or not payload.endswith(b"}}"):
+        return None
+    start = match.end()
+    end = payload.find(b'"args":', start, n - 2)
+    if end < 0:
+        return None
+    end += 7
+    args = payload[end:n - 2]
+    if long_digits(args):
+        return None
+    budget = match.group(2)
+    return (int(match.group(1)), None if budget is None else int(budget),
+            payload[start:end], args)
