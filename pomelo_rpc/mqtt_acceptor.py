@@ -59,7 +59,8 @@ class MqttProtocol(_ProtocolBase):
     def __init__(self, owner: _MqttConnection, acceptor: MqttAcceptor) -> None:
         mqtt = acceptor.core.mqtt
         super().__init__(owner, acceptor.dispatcher, acceptor.overload, acceptor.pkg_size,
-                         *self.framing(acceptor), server_codec(acceptor.core), acceptor.heads)
+                         *self.framing(acceptor), *server_codec(acceptor.core),
+                         acceptor.heads)
         self.kinds = (mqtt.PUBLISH, mqtt.PINGREQ, mqtt.CONNECT, mqtt.DISCONNECT)
         self.pingresp = mqtt.PINGRESP_PACKET
         self.buffer_msg = acceptor.buffer_msg

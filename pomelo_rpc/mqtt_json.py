@@ -99,73 +99,52 @@ def make_dumps(json_string: Callable[[str], str] = json.encoder.encode_basestrin
 #: Compact JSON text of a value (TypeError/ValueError if JSON cannot carry it).
 dumps = make_dumps()
 
-_core_dumps: dict[str, Callable[[Any], str]] = {}
+_codecs: dict[str, Any] = {}
+
+
+def json_codec(core: Core) -> Any:
+    """``core``'s ``json_codec.JsonCodec`` (made once per core): ``json``'s text and values
+    (strings written with ``core``'s ``mqtt.json_string``, the same text; the compiled
+    one only quotes an ASCII string with nothing to escape), and for the compiled core
+    with orjson, orjson's where ``mqtt.plain_json`` and ``mqtt.long_digits`` say it is
+    the same (see the module docstring)."""
+    codec = _codecs.get(core.name)
+    if codec is None:
+        slow = make_dumps(core.mqtt.json_string)
+        if _orjson_loads is not None and core.name == "cython":
+            codec = core.json_codec.JsonCodec(loads, slow, _orjson_loads, core.mqtt.long_digits,
+                                              _orjson_dumps, core.mqtt.plain_json)
+        else:
+            codec = core.json_codec.JsonCodec(loads, slow)
+        _codecs[core.name] = codec
+    return codec
 
 
 def core_dumps(core: Core) -> Callable[[Any], str]:
-    """``dumps`` writing strings with ``core``'s ``mqtt.json_string`` (the same text;
-    the compiled one only quotes an ASCII string with nothing to escape); for the
-    compiled core with orjson, orjson's where ``mqtt.plain_json`` says it is the same
-    text (see the module docstring)."""
-    fn = _core_dumps.get(core.name)
-    if fn is None:
-        fn = make_dumps(core.mqtt.json_string)
-        if _orjson_dumps is not None and core.name == "cython":
-            fn = _orjson_first(fn, core.mqtt.plain_json)
-        _core_dumps[core.name] = fn
+    """``dumps`` of ``core``'s codec (``json_codec``); without orjson or in the pure
+    core, its ``json`` writer itself (no method between)."""
+    codec = json_codec(core)
+    fn: Callable[[Any], str] = codec.dumps if codec.fast_dumps is not None else codec.slow_dumps
     return fn
 
 
-def _orjson_first(fallback: Callable[[Any], str],
-                  plain: Callable[[Any], bool]) -> Callable[[Any], str]:
-    """``fallback`` (a ``dumps``), with orjson writing the values ``plain`` accepts."""
-    orjson_dumps = _orjson_dumps
-
-    def dumps(value: Any) -> str:
-        """Compact JSON text of ``value``, exactly ``json``'s (see the module docstring)."""
-        if plain(value):
-            try:
-                text: str = orjson_dumps(value).decode()
-                return text
-            except TypeError:         # a str orjson refuses (a lone surrogate)
-                pass
-        return fallback(value)
-    return dumps
-
-
 def core_loads(core: Core) -> Callable[[bytes | str], Any]:
-    """``loads`` for ``core``'s protocols: with orjson, the compiled core's checks the
-    payload for long digit runs in C (see the module docstring); else ``loads``."""
-    if _orjson_loads is None or core.name != "cython":
-        return loads
-    orjson_loads = _orjson_loads
-    long_digits = core.mqtt.long_digits
-
-    def fast_loads(data: bytes | str) -> Any:
-        """``json.loads(data)``: the same value, or the same error."""
-        if type(data) is bytes and data and data[0] in _JSON_OPEN and not long_digits(data):
-            try:
-                return orjson_loads(data)
-            except ValueError:        # orjson.JSONDecodeError: json decides, and raises
-                return _json_loads(data)
-        return loads(data)
-    return fast_loads
+    """``loads`` of ``core``'s codec (``json_codec``); without orjson or in the pure core,
+    ``loads`` itself."""
+    codec = json_codec(core)
+    fn: Callable[[bytes | str], Any] = codec.loads if codec.fast_loads is not None else loads
+    return fn
 
 
-def server_codec(core: Core) -> tuple[Any, ...]:
-    """The JSON functions of ``core``'s ``json_protocol.JsonServerProtocol``: ``(loads,
-    dumps, orjson's loads, mqtt.long_digits, orjson's dumps, mqtt.plain_json,
-    result_payload)``, the orjson ones and their checks None unless the core is the
-    compiled one and orjson is installed (see the module docstring)."""
+def server_codec(core: Core) -> tuple[Any, Callable[[Any, Any], bytes]]:
+    """What a core's ``json_protocol.JsonServerProtocol`` reads and writes JSON with:
+    ``core``'s codec and ``result_payload`` with its ``dumps``."""
     dumps = core_dumps(core)
-    fast = _orjson_loads is not None and core.name == "cython"
 
     def payload(rid: Any, result: Any) -> bytes:
         """``result_payload`` with the core's ``dumps``."""
         return result_payload(rid, result, dumps)
-    return (loads, dumps, _orjson_loads if fast else None,
-            core.mqtt.long_digits if fast else None, _orjson_dumps if fast else None,
-            core.mqtt.plain_json if fast else None, payload)
+    return json_codec(core), payload
 
 
 def loads(data: bytes | str) -> Any:

@@ -105,7 +105,7 @@ def test_orjson_reads_what_json_reads(text):
 def test_without_orjson_json_does_it_all(monkeypatch):
     monkeypatch.setattr(mqtt_json, "_orjson_loads", None)
     monkeypatch.setattr(mqtt_json, "_orjson_dumps", None)
-    monkeypatch.setattr(mqtt_json, "_core_dumps", {})
+    monkeypatch.setattr(mqtt_json, "_codecs", {})
     for name in core_pkg.available():
         dumps = mqtt_json.core_dumps(core_pkg.select(name))
         assert dumps({"a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"]}'

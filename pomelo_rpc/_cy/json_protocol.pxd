@@ -5,6 +5,7 @@
 cimport cython
 
 from pomelo_rpc._cy.clock cimport monotonic
+from pomelo_rpc._cy.json_codec cimport JsonCodec
 from pomelo_rpc._cy.server_protocol cimport ServerProtocol
 
 
@@ -13,12 +14,7 @@ cdef class JsonServerProtocol(ServerProtocol):
     cdef public object kind_request
     cdef public Py_ssize_t payload_at
     cdef public object publish
-    cdef object loads
-    cdef object dumps
-    cdef object fast_loads
-    cdef object long_digits
-    cdef object fast_dumps
-    cdef object plain_json
+    cdef public JsonCodec codec
     cdef object result_payload
     cdef public dict heads
     cdef public bint buffer_msg
@@ -29,8 +25,6 @@ cdef class JsonServerProtocol(ServerProtocol):
                    packets=list, heads=dict, parts=tuple, route=tuple)
     cpdef data_received(self, object data)
     cpdef learn(self, bytes head)
-    cpdef object parse(self, object payload)
-    cpdef bytes json_bytes(self, object value)
     cpdef bytes encode_result(self, object rid, object result)
     cpdef respond(self, bytes data)
     cpdef send(self, bytes data)

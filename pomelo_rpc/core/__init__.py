@@ -38,6 +38,7 @@ class Core(types.SimpleNamespace):
     writer: types.ModuleType
     client_protocol: types.ModuleType
     server_protocol: types.ModuleType
+    json_codec: types.ModuleType
     json_protocol: types.ModuleType
     invoke: types.ModuleType
     meter: types.ModuleType
@@ -55,8 +56,8 @@ NOT_COMPILED = "NOT_COMPILED.txt"
 
 #: The modules of a core.
 MODULES = ("frames", "pending", "dispatch", "mqtt", "pinus_tcp", "meter", "writer",
-           "client_protocol", "server_protocol", "json_protocol", "invoke", "coro", "clock",
-           "context", "sampling")
+           "client_protocol", "server_protocol", "json_codec", "json_protocol", "invoke",
+           "coro", "clock", "context", "sampling")
 
 _loaded: dict[str, Core] = {}
 

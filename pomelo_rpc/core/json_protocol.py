@@ -17,10 +17,9 @@ request objects (``on_pkg``: arrays from a buffering client, notifies, traced
 requests, bad ones), payloads that are not JSON (``bad_payload``), the answers of
 ``buffer_msg`` (``add_to_batch``) and the errors (``encode_failure``).
 
-JSON is read and written with the functions of ``codec``
-(``pomelo_rpc.mqtt_json.server_codec``): ``loads`` and ``dumps`` (``json``'s text,
-exactly), and for the compiled core with orjson, orjson's own where its value or text
-is exactly ``json``'s (``long_digits`` and ``plain_json`` decide); else None.
+JSON is read and written by ``codec`` (``core.json_codec.JsonCodec``): ``json``'s
+values and text exactly, orjson's where they are the same. With orjson, a request of
+a route seen before has only its args parsed (``learn``).
 """
 
 from __future__ import annotations
@@ -37,10 +36,9 @@ if TYPE_CHECKING:
     from ..acceptor import ServerConnection
     from ..overload import Overload
     from .dispatch import Dispatcher
+    from .json_codec import JsonCodec
 
 _REQ_NAME = 2   # the dispatcher's by-name request kind (see core.frames.REQ_NAME)
-_OPEN_OBJECT = 0x7B      # b"{"
-_OPEN_ARRAY = 0x5B       # b"["
 #: the most heads an acceptor learns, and the longest it learns
 MAX_HEADS = 1024
 MAX_HEAD = 1024
@@ -51,30 +49,28 @@ class JsonServerProtocol(ServerProtocol):
 
     ``packets``: the transport's incremental decoder (``feed``), whose requests are the
     packets of kind ``kind_request`` carrying their payload at ``payload_at``;
-    ``publish`` frames an answer's payload; ``codec``: see the module docstring.
+    ``publish`` frames an answer's payload; ``codec``: see the module docstring;
+    ``result_payload(rid, result)``: the answer of a result ``encode_result`` does not
+    write; ``heads``: the heads learnt (see ``learn``), shared by an acceptor's
+    connections.
     """
 
     def __init__(self, owner: ServerConnection, dispatcher: Dispatcher, overload: Overload,
                  max_frame: int, packets: Any, kind_request: int, payload_at: int,
-                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...],
+                 publish: Callable[[bytes], bytes], codec: JsonCodec,
+                 result_payload: Callable[[Any, Any], bytes],
                  heads: dict[bytes, tuple[Any, Any, Any]] | None = None) -> None:
         super().__init__(owner, dispatcher, overload, max_frame)
         self.packets = packets
         self.kind_request = kind_request
         self.payload_at = payload_at
         self.publish = publish
-        loads, dumps, fast_loads, long_digits, fast_dumps, plain_json, result_payload = codec
-        self.loads: Callable[[bytes], Any] = loads
-        self.dumps: Callable[[Any], str] = dumps
-        self.fast_loads: Callable[[bytes], Any] | None = fast_loads
-        self.long_digits: Callable[[bytes], bool] | None = long_digits
-        self.fast_dumps: Callable[[Any], bytes] | None = fast_dumps
-        self.plain_json: Callable[[Any], bool] | None = plain_json
+        self.codec: JsonCodec = codec
         #: the answer of a result the hot path does not write (or cannot: the error's)
-        self.result_payload: Callable[[Any, Any], bytes] = result_payload
+        self.result_payload = result_payload
         #: the route of each head learnt (see ``learn``), shared by an acceptor's
         #: connections; None: every payload parsed whole (no orjson)
-        self.heads = heads if fast_loads is not None else None
+        self.heads = heads if codec.fast_loads is not None else None
         self.buffer_msg = False        # answers batched by the transport's class
         self.heard = False             # a read since the transport's class last cleared it
 
@@ -105,9 +101,10 @@ class JsonServerProtocol(ServerProtocol):
                 parts = request_parts(payload)
                 if parts is not None:
                     route = heads.get(parts[2])
-                    if route is not None and self.fast_loads is not None:
+                    fast = self.codec.fast_loads
+                    if route is not None and fast is not None:
                         try:
-                            args = self.fast_loads(parts[3])
+                            args = fast(parts[3])
                         except ValueError:       # parsed whole below, and answered
                             route = None
                         if route is not None:
@@ -116,7 +113,7 @@ class JsonServerProtocol(ServerProtocol):
                                         parts[0], parts[1], arrived)
                             continue
             try:
-                pkg = self.parse(payload)
+                pkg = self.codec.loads(payload)
             except ValueError as exc:
                 self.bad_payload(exc)
                 continue
@@ -145,8 +142,8 @@ class JsonServerProtocol(ServerProtocol):
         if heads is None or len(heads) >= MAX_HEADS or len(head) > MAX_HEAD or head in heads:
             return
         try:
-            one = self.parse(b'{"id":1' + head + b"null}}")
-            two = self.parse(b'{"id":2' + head + b"null}}")
+            one = self.codec.loads(b'{"id":1' + head + b"null}}")
+            two = self.codec.loads(b'{"id":2' + head + b"null}}")
         except ValueError:
             return
         if type(one) is not dict or type(two) is not dict or len(one) != 2:
@@ -158,34 +155,11 @@ class JsonServerProtocol(ServerProtocol):
             return
         heads[head] = (msg.get("namespace"), msg.get("service"), msg.get("method"))
 
-    def parse(self, payload: bytes) -> Any:
-        """``json.loads(payload)``: the same value, or the same error."""
-        fast = self.fast_loads
-        if (fast is not None and self.long_digits is not None and type(payload) is bytes
-                and payload and (payload[0] == _OPEN_OBJECT or payload[0] == _OPEN_ARRAY)
-                and not self.long_digits(payload)):
-            try:
-                return fast(payload)
-            except ValueError:       # orjson refuses it: json decides, and raises
-                pass
-        return self.loads(payload)
-
-    def json_bytes(self, value: Any) -> bytes:
-        """UTF-8 compact JSON of ``value``, exactly ``json``'s (TypeError/ValueError if
-        JSON cannot carry it)."""
-        plain = self.plain_json
-        if plain is not None and self.fast_dumps is not None and plain(value):
-            try:
-                return self.fast_dumps(value)
-            except TypeError:          # a str orjson refuses (a lone surrogate)
-                pass
-        return self.dumps(value).encode("utf-8")
-
     def encode_result(self, rid: Any, result: Any) -> bytes:
         """The JSON payload answering call ``rid`` with ``result`` (``[null, result]``)."""
         if type(rid) is int:
             try:
-                body = self.json_bytes(result)
+                body = self.codec.dumps_bytes(result)
             except (TypeError, ValueError):
                 return self.result_payload(rid, result)   # the error's answer
             return b'{"id":%d,"resp":[null,%b]}' % (rid, body)

@@ -1,0 +1,14 @@
+# Augments pomelo_rpc/core/json_codec.py (compiled here through the json_codec.py link):
+# the codec an extension type whose methods the JSON protocols call as C functions.
+
+cdef class JsonCodec:
+    cdef readonly object slow_loads
+    cdef readonly object slow_dumps
+    cdef readonly object fast_loads
+    cdef readonly object long_digits
+    cdef readonly object fast_dumps
+    cdef readonly object plain_json
+
+    cpdef object loads(self, object data)
+    cpdef str dumps(self, object value)
+    cpdef bytes dumps_bytes(self, object value)

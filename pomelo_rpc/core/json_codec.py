@@ -1,0 +1,76 @@
+# cython: annotation_typing=False
+"""The JSON of the JSON transports (mqtt, pinus-tcp), read and written as ``json`` does,
+orjson's where that is exactly the same: one source for both cores.
+
+Imported as it is for the pure-Python core; compiled with
+``pomelo_rpc/_cy/json_codec.pxd`` for the Cython core, whose ``JsonCodec`` methods are
+then C functions (no Python frame between a protocol and orjson).
+``pomelo_rpc.mqtt_json.json_codec`` makes a core's codec (see its module docstring for
+the rules that keep orjson's values and text exactly ``json``'s).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_OPEN_OBJECT = 0x7B      # b"{"
+_OPEN_ARRAY = 0x5B       # b"["
+
+
+class JsonCodec:
+    """``loads`` and ``dumps`` exactly ``json``'s: ``slow_loads`` and ``slow_dumps`` (the
+    ``json`` module's, made faster in ``mqtt_json``), and before them, when given,
+    orjson's ``fast_loads`` for a payload ``long_digits`` passes and ``fast_dumps`` for a
+    value ``plain_json`` accepts."""
+
+    def __init__(self, slow_loads: Callable[[bytes | str], Any],
+                 slow_dumps: Callable[[Any], str],
+                 fast_loads: Callable[[bytes], Any] | None = None,
+                 long_digits: Callable[[bytes], bool] | None = None,
+                 fast_dumps: Callable[[Any], bytes] | None = None,
+                 plain_json: Callable[[Any], bool] | None = None) -> None:
+        self.slow_loads = slow_loads
+        self.slow_dumps = slow_dumps
+        self.fast_loads = fast_loads
+        self.long_digits = long_digits
+        self.fast_dumps = fast_dumps
+        self.plain_json = plain_json
+
+    def loads(self, data: bytes | str) -> Any:
+        """``json.loads(data)``: the same value, or the same error."""
+        fast = self.fast_loads
+        if (fast is not None and self.long_digits is not None and type(data) is bytes
+                and data and (data[0] == _OPEN_OBJECT or data[0] == _OPEN_ARRAY)
+                and not self.long_digits(data)):
+            try:
+                return fast(data)
+            except ValueError:       # orjson refuses it: json decides, and raises
+                pass
+        return self.slow_loads(data)
+
+    def dumps(self, value: Any) -> str:
+        """Compact JSON text of ``value``, exactly ``json``'s (TypeError/ValueError if
+        JSON cannot carry it)."""
+        plain = self.plain_json
+        if plain is not None and self.fast_dumps is not None and plain(value):
+            try:
+                text: str = self.fast_dumps(value).decode()
+                return text
+            except TypeError:          # a str orjson refuses (a lone surrogate)
+                pass
+        return self.slow_dumps(value)
+
+    def dumps_bytes(self, value: Any) -> bytes:
+        """``dumps(value)`` in UTF-8 (a str JSON cannot carry in UTF-8, a lone surrogate,
+        is a ValueError)."""
+        plain = self.plain_json
+        if plain is not None and self.fast_dumps is not None and plain(value):
+            try:
+                data: bytes = self.fast_dumps(value)
+                return data
+            except TypeError:
+                pass
+        return self.slow_dumps(value).encode("utf-8")
