@@ -113,9 +113,11 @@ def json_codec(core: Core) -> Any:
         slow = make_dumps(core.mqtt.json_string)
         if _orjson_loads is not None and core.name == "cython":
             codec = core.json_codec.JsonCodec(loads, slow, _orjson_loads, core.mqtt.long_digits,
-                                              _orjson_dumps, core.mqtt.plain_json)
+                                              _orjson_dumps, core.mqtt.plain_json,
+                                              core.mqtt.json_string, RawResults)
         else:
-            codec = core.json_codec.JsonCodec(loads, slow)
+            codec = core.json_codec.JsonCodec(loads, slow, json_string=core.mqtt.json_string,
+                                              raw_text=RawResults)
         _codecs[core.name] = codec
     return codec
 

@@ -8,6 +8,8 @@ cdef class JsonCodec:
     cdef readonly object long_digits
     cdef readonly object fast_dumps
     cdef readonly object plain_json
+    cdef readonly object json_string
+    cdef readonly object raw_text
 
     cpdef object loads(self, object data)
     cpdef str dumps(self, object value)

@@ -25,6 +25,8 @@ from .handlers import RouteError
 from .session import BackendSession, SessionError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .app import App
     from .filters import HandlerFilters
     from .handlers import Handlers
@@ -47,8 +49,9 @@ class MsgRemote:
     """The ``msgRemote`` service of a backend server (see the module docstring)."""
 
     def __init__(self, app: App, handlers: Handlers, filters: HandlerFilters,
-                 pinus: bool = False) -> None:
+                 pinus: bool = False, dumps: Callable[[Any], str] = dumps) -> None:
         self._app = app
+        self._dumps = dumps         # a handler's response as JSON (the server core's)
         self._handlers = handlers
         self._filters = filters
         self._pinus = pinus         # a pinus cluster's connectors call (see the module doc)
@@ -83,7 +86,7 @@ class MsgRemote:
             if is_async:
                 result = await result
             if not notify:
-                text = dumps({} if result is None else result)
+                text = self._dumps({} if result is None else result)
         except Exception as exc:
             error = exc
         if filters.afters:

@@ -24,20 +24,27 @@ class JsonCodec:
     """``loads`` and ``dumps`` exactly ``json``'s: ``slow_loads`` and ``slow_dumps`` (the
     ``json`` module's, made faster in ``mqtt_json``), and before them, when given,
     orjson's ``fast_loads`` for a payload ``long_digits`` passes and ``fast_dumps`` for a
-    value ``plain_json`` accepts."""
+    value ``plain_json`` accepts (and in ``dumps_bytes``, ``json_string`` a str, and a ``raw_text`` as it is)."""
 
     def __init__(self, slow_loads: Callable[[bytes | str], Any],
                  slow_dumps: Callable[[Any], str],
                  fast_loads: Callable[[bytes], Any] | None = None,
                  long_digits: Callable[[bytes], bool] | None = None,
                  fast_dumps: Callable[[Any], bytes] | None = None,
-                 plain_json: Callable[[Any], bool] | None = None) -> None:
+                 plain_json: Callable[[Any], bool] | None = None,
+                 json_string: Callable[[str], str] | None = None,
+                 raw_text: type | None = None) -> None:
         self.slow_loads = slow_loads
         self.slow_dumps = slow_dumps
         self.fast_loads = fast_loads
         self.long_digits = long_digits
         self.fast_dumps = fast_dumps
         self.plain_json = plain_json
+        #: the JSON text of a str, exactly ``json``'s (a core's ``mqtt.json_string``)
+        self.json_string = json_string
+        #: a str subclass whose value is already JSON text, written as it is
+        #: (``pomelo_rpc.mqtt_json.RawResults``)
+        self.raw_text = raw_text
 
     def loads(self, data: bytes | str) -> Any:
         """``json.loads(data)``: the same value, or the same error."""
@@ -66,6 +73,12 @@ class JsonCodec:
     def dumps_bytes(self, value: Any) -> bytes:
         """``dumps(value)`` in UTF-8 (a str JSON cannot carry in UTF-8, a lone surrogate,
         is a ValueError)."""
+        kind = type(value)
+        if kind is str and self.json_string is not None:
+            return self.json_string(value).encode("utf-8")
+        if self.raw_text is not None and kind is self.raw_text:
+            raw: bytes = value.encode("utf-8")
+            return raw
         plain = self.plain_json
         if plain is not None and self.fast_dumps is not None and plain(value):
             try:
