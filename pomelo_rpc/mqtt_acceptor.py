@@ -218,7 +218,8 @@ class _MqttConnection(ServerConnection):
         return self._protocol.pings
 
     def _buffered(self) -> int:
-        return self._protocol.packets.buffered
+        buffered: int = self._protocol.packets.buffered
+        return buffered
 
     def _start(self) -> None:
         """With an auth_token, the first packet must be a CONNECT carrying it."""
