@@ -15,13 +15,13 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import AuthenticationError, FrameError, RpcError
+from .errors import AuthenticationError, RpcError
 from .mailbox import Mailbox
-from .mqtt_json import batch_payload, core_dumps, core_loads, dumps, json_bytes
+from .mqtt_json import batch_payload, client_codec, dumps, json_bytes
 
 if TYPE_CHECKING:
     from .core import Core
-    from .core.client_protocol import ForwardingClientProtocol
+    from .core.client_protocol import JsonClientProtocol
 
 log = logging.getLogger("pomelo_rpc.mqtt_mailbox")
 
@@ -94,7 +94,7 @@ def results_value(results: list[Any]) -> Any:
 class MqttMailbox(Mailbox):
     """Mailbox speaking pomelo-rpc 1.0.7's mqtt protocol (MQTT framing, JSON payloads)."""
 
-    protocol: ForwardingClientProtocol
+    protocol: JsonClientProtocol
     _silence_hint = (" (connected, but no CONNACK for the auth_token: the server has none, "
                      "like Node pomelo-rpc, or it is a TLS server and needs ssl=)")
 
@@ -103,27 +103,23 @@ class MqttMailbox(Mailbox):
         mqtt = core.mqtt
         self._mqtt = mqtt
         self._publish = mqtt.encode_publish
-        self._dumps = core_dumps(core)
-        self._loads = core_loads(core)
         self._buffer_msg = bool(opts["buffer_msg"])
         self._interval: float = opts["interval"]
         self._batch: list[bytes] = []   # JSON payloads of calls (buffer_msg)
         self._batch_timer: asyncio.TimerHandle | None = None
-        # see _call_head: the protocol's own (MqttClientProtocol), or this mailbox's
-        self._heads: dict[tuple[Any, Any, Any, Any], str] = getattr(self.protocol, "heads", {})
         self._connack: asyncio.Future[None] | None = None   # see _open
-        self._heard = False        # a subclass decoding its own bytes: any received yet
         if self._trace_prefix is not None:   # tracing, rpc_debug_log
             self._pomelo_trace = bool(opts.get("rpc_debug_log"))
             self._send_call = self._send_call_traced  # type: ignore[method-assign]
         # the protocol writes a call's PUBLISH itself unless it is batched or traced
-        if hasattr(self.protocol, "plain_calls"):
-            self.protocol.plain_calls = not self._buffer_msg and self._trace_prefix is None
+        self.protocol.plain_calls = not self._buffer_msg and self._trace_prefix is None
 
-    def _make_protocol(self, opts: dict[str, Any]) -> ForwardingClientProtocol:
+    def _make_protocol(self, opts: dict[str, Any]) -> JsonClientProtocol:
         core = self.core
-        protocol: ForwardingClientProtocol = core.client_protocol.MqttClientProtocol(
-            self, self.server_id, self._pkg_size, core.mqtt, core_loads(core), core_dumps(core))
+        mqtt = core.mqtt
+        protocol: JsonClientProtocol = core.client_protocol.JsonClientProtocol(
+            self, self.server_id, self._pkg_size, 0, mqtt.MqttDecoder(self._pkg_size),
+            mqtt.PUBLISH, 2, mqtt.encode_publish, client_codec(core))
         return protocol
 
     async def _open(self) -> None:
@@ -134,7 +130,7 @@ class MqttMailbox(Mailbox):
         if self._connack is not None:
             await self._connack
         # before any call: does the server answer pings? A PUBLISH before the PINGRESP
-        # says it does not (see ``_data_received``); one known not to is not asked
+        # says it does not (see ``_no_pingresp``); one known not to is not asked
         if self.pings_answered:
             self._ping_check = True
             self._ping_now(self._loop.time())
@@ -142,17 +138,8 @@ class MqttMailbox(Mailbox):
     # transport hooks ---------------------------------------------------
 
     def _send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
-        # the JSON of {"id": rid, "msg": {"namespace", "serverType", "service", "method",
-        # "args"}}, the text between the id and the args made once per route; with a
-        # deadline, "budget": ms left after the id (a Node server ignores it)
-        key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
-        try:
-            head = self._heads[key]
-        except (KeyError, TypeError):
-            head = self._call_head(key)
-        rid_text = str(rid) if budget is None else f"{rid},\"budget\":{budget}"
-        self._send_part(('{"id":' + rid_text + head + self._dumps(msg["args"]) + "}}")
-                        .encode("utf-8"), msg)
+        # a call the protocol does not write itself (buffer_msg): its JSON, batched
+        self._send_part(self.protocol.call_json(rid, msg, budget), msg)
 
     def _send_notify(self, msg: dict[str, Any], budget: int | None,
                      timeout: float | None) -> None:
@@ -175,17 +162,19 @@ class MqttMailbox(Mailbox):
         else:
             self.protocol.writer.write(self.protocol.check_size(self._publish(part), msg))
 
-    def _call_head(self, key: tuple[Any, Any, Any, Any]) -> str:
+    def _call_head(self, key: tuple[Any, Any, Any, Any]) -> bytes:
         """``,"msg":{"namespace":…,"serverType":…,"service":…,"method":…,"args":`` of a
-        route, kept when its names are strings (and the server type maybe null)."""
+        route (UTF-8), kept in the protocol's ``heads`` when its names are strings (and
+        the server type maybe null)."""
         namespace, server_type, service, method = map(dumps, key)
         # a call without a server type (pomelo's rpcInvoke, e.g. to a connector's sys
         # remotes) carries no serverType, as Node's does
         server_type = "" if key[1] is None else f'"serverType":{server_type},'
         head = (f',"msg":{{"namespace":{namespace},{server_type}"service":{service},'
-                f'"method":{method},"args":')
-        if len(self._heads) < _MAX_HEADS and all(type(k) is str or k is None for k in key):
-            self._heads[key] = head
+                f'"method":{method},"args":').encode("utf-8")
+        heads = self.protocol.heads
+        if len(heads) < _MAX_HEADS and all(type(k) is str or k is None for k in key):
+            heads[key] = head
         return head
 
     def _send_call_traced(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
@@ -242,17 +231,12 @@ class MqttMailbox(Mailbox):
         self._transport = None
         self._lost_with_calls()
         reason = f"connection to {self.server_id} lost" + (f": {exc}" if exc else "")
-        if not (self._heard or getattr(self.protocol, "heard", False)):   # refused at once: say what usually refuses a client so
+        if not self.protocol.heard:   # refused at once: say what usually refuses a client so
             reason += (" before the server sent anything (with TLS: a server requiring "
                        "client certificates refuses a client without a trusted one)"
                        if self._tls else " before the server sent anything (if it "
                        "serves TLS, set ssl=)")
         self._fail(reason)
-
-    def _bad_packets(self, exc: FrameError) -> None:
-        """The protocol read what is not MQTT: close."""
-        log.warning("bad data from %s, closing: %r", self.server_id, exc)
-        self._fail(f"bad data from {self.server_id}: {exc}")
 
     def _bad_payload(self, exc: ValueError) -> None:
         """A PUBLISH whose payload is not JSON: logged, dropped."""
@@ -265,7 +249,7 @@ class MqttMailbox(Mailbox):
         if kind == self._mqtt.PUBLISH:
             if self._ping_check:
                 self._no_pingresp()
-            self._on_publish(packet[2])
+            self.protocol.answer(packet[2])
         elif kind == self._mqtt.PINGRESP:
             self._ping_check = False
             self._pong()
@@ -298,24 +282,6 @@ class MqttMailbox(Mailbox):
             reason = f"the server refused the auth_token (CONNACK code {return_code})"
             connack.set_exception(AuthenticationError(reason))
             self._auth_failed(reason)
-
-    def _on_publish(self, payload: bytes) -> None:
-        try:
-            pkg = self._loads(payload)
-        except ValueError as exc:
-            self._bad_payload(exc)
-            return
-        if type(pkg) is dict:
-            # the common answer, {"id": rid, "resp": [null, value]}: what _on_response
-            # does with it, without the call
-            rid = pkg.get("id")
-            resp = pkg.get("resp")
-            if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
-                self.protocol.resolve(rid, resp[1])
-            else:
-                self._on_response(pkg)
-        else:
-            self._on_pkg(pkg)
 
     def _on_pkg(self, pkg: Any) -> None:
         """A payload that is not the common answer: answers in an array (the server's

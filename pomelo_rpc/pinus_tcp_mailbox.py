@@ -16,14 +16,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import FrameError
+from .mqtt_json import client_codec
 from .mqtt_mailbox import MqttMailbox
 from .security import check_no_auth_token
 
 if TYPE_CHECKING:
     from .core import Core
-    from .core.client_protocol import ForwardingClientProtocol
-    from .core.pinus_tcp import PinusDecoder
+    from .core.client_protocol import JsonClientProtocol
 
 log = logging.getLogger("pomelo_rpc.pinus_tcp_mailbox")
 
@@ -34,7 +33,6 @@ FIRST_ID = 1
 class PinusTcpMailbox(MqttMailbox):
     """Mailbox speaking pinus-rpc's tcp transport (varint-framed JSON)."""
 
-    _decoder: PinusDecoder
     _silence_hint = " (connected, but the server answered nothing)"
 
     def __init__(self, server_info: dict[str, Any], opts: dict[str, Any], core: Core) -> None:
@@ -42,16 +40,18 @@ class PinusTcpMailbox(MqttMailbox):
         super().__init__(server_info, opts, core)
         pinus = core.pinus_tcp
         self._pinus = pinus
-        self._decoder = pinus.PinusDecoder(self._pkg_size)
         self._publish = pinus.encode_request      # the mqtt mailbox's PUBLISH, framed here
         self._ping_interval: float = opts["pinus_ping_interval"] or 0.0
         self._pong_timeout: float = opts["pinus_pong_timeout"] or 0.0
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
 
-    def _make_protocol(self, opts: dict[str, Any]) -> ForwardingClientProtocol:
-        protocol: ForwardingClientProtocol = self.core.client_protocol.ForwardingClientProtocol(
-            self, self.server_id, self._pkg_size, FIRST_ID)
+    def _make_protocol(self, opts: dict[str, Any]) -> JsonClientProtocol:
+        core = self.core
+        pinus = core.pinus_tcp
+        protocol: JsonClientProtocol = core.client_protocol.JsonClientProtocol(
+            self, self.server_id, self._pkg_size, FIRST_ID, pinus.PinusDecoder(self._pkg_size),
+            pinus.RESPONSE, 1, pinus.encode_request, client_codec(core))
         return protocol
 
     # transport hooks ---------------------------------------------------
@@ -105,27 +105,21 @@ class PinusTcpMailbox(MqttMailbox):
         self._transport = transport
         self._heartbeat()
 
-    def _data_received(self, data: bytes) -> None:
-        """Decode frames: answers resolve their calls, a PONG ends the wait for it."""
-        self._heard = True
-        try:
-            frames = self._decoder.feed(data)
-        except FrameError as exc:
-            self._bad_data(exc)
-            return
+    def _on_packet(self, packet: tuple[Any, ...]) -> None:
+        """A frame the protocol does not handle: a PONG ends the wait for it, an answer
+        before the first ping's PONG says the server does not answer pings."""
+        kind = packet[0]
         pinus = self._pinus
-        for kind, payload in frames:
-            if kind == pinus.RESPONSE:
-                if self._ping_check:      # an answer before the first ping's pong
-                    self._no_pingresp()
-                self._on_publish(payload)
-            elif kind == pinus.PONG:
-                self._ping_check = False
-                if self._pong_timer is not None:
-                    self._pong_timer.cancel()
-                    self._pong_timer = None
-                self._heartbeat()
-                self._pong()
-            else:          # a request or a ping from a server: pinus-rpc's ignores them too
-                log.debug("ignoring a pinus tcp frame of type %s from %s", kind,
-                          self.server_id)
+        if kind == pinus.RESPONSE:
+            if self._ping_check:      # an answer before the first ping's pong
+                self._no_pingresp()
+            self.protocol.answer(packet[1])
+        elif kind == pinus.PONG:
+            self._ping_check = False
+            if self._pong_timer is not None:
+                self._pong_timer.cancel()
+                self._pong_timer = None
+            self._heartbeat()
+            self._pong()
+        else:          # a request or a ping from a server: pinus-rpc's ignores them too
+            log.debug("ignoring a pinus tcp frame of type %s from %s", kind, self.server_id)

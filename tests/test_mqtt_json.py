@@ -111,3 +111,46 @@ def test_without_orjson_json_does_it_all(monkeypatch):
         assert dumps({"a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"]}'
     for name in core_pkg.available():
         assert mqtt_json.core_loads(core_pkg.select(name))(b'{"a":[1,2.5]}') == {"a": [1, 2.5]}
+
+
+def client_protocols():
+    """The JSON client protocol of each core (a pinus-tcp mailbox's, never connected)."""
+    from pomelo_rpc.options import CLIENT_DEFAULTS
+    from pomelo_rpc.pinus_tcp_mailbox import PinusTcpMailbox
+    return {name: PinusTcpMailbox({"id": "s", "port": 1}, dict(CLIENT_DEFAULTS),
+                                  core_pkg.select(name)).protocol
+            for name in core_pkg.available()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=values, budget=st.none() | st.integers(1, 2**31))
+def test_a_client_call_is_json_text(value, budget):
+    """Each core's JSON client writes a call's request as ``json`` would (or fails as
+    it fails), the route's head made once and the budget after the id."""
+    msg = {"namespace": "user", "server_type": "t", "service": "s", "method": "m",
+           "args": value}
+    head = "" if budget is None else f',"budget":{budget}'
+    want = outcome(lambda v: ('{"id":7' + head + ',"msg":{"namespace":"user",'
+                              '"serverType":"t","service":"s","method":"m","args":'
+                              + JSON.encode(v) + "}}").encode("utf-8"), value)
+    for name, protocol in client_protocols().items():
+        got = outcome(lambda v: protocol.call_json(7, dict(msg, args=v), budget), value)
+        assert got == want, name
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=texts)
+def test_a_client_reads_answers_as_json(text):
+    """Each core's JSON client reads a payload as ``json.loads`` does (or fails as it
+    fails)."""
+    data = text.encode("utf-8", "surrogatepass")
+    try:
+        want = ("ok", repr(json.loads(data)))
+    except ValueError as exc:
+        want = ("error", type(exc), str(exc))
+    for name, protocol in client_protocols().items():
+        try:
+            got = ("ok", repr(protocol.parse(data)))
+        except ValueError as exc:
+            got = ("error", type(exc), str(exc))
+        assert got == want, (name, text)

@@ -87,12 +87,25 @@ cdef class ForwardingClientProtocol(ClientProtocol):
     pass
 
 
-cdef class MqttClientProtocol(ForwardingClientProtocol):
+cdef class JsonClientProtocol(ForwardingClientProtocol):
     cdef readonly object packets
+    cdef object kind_answer
+    cdef Py_ssize_t payload_at
     cdef object publish
-    cdef object kind_publish
     cdef object loads
     cdef object dumps
+    cdef object fast_loads
+    cdef object long_digits
+    cdef object fast_dumps
+    cdef object plain_json
     cdef readonly dict heads
     cdef public bint plain_calls
     cdef public bint heard
+
+    @cython.locals(packets=list, at=Py_ssize_t)
+    cpdef data_received(self, object data)
+    cpdef answer(self, object payload)
+    cpdef object parse(self, object payload)
+    cpdef bytes json_bytes(self, object value)
+    @cython.locals(key=tuple)
+    cpdef bytes call_json(self, object rid, dict msg, object budget)

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from .sampling import Sampler
 
 
+_OPEN_OBJECT = 0x7B      # b"{"
+_OPEN_ARRAY = 0x5B       # b"["
+
+
 def budget_ms(seconds: float) -> int:
     """A budget of ``seconds`` (positive) in whole milliseconds, rounded up."""
     ms = seconds * 1000.0
@@ -545,69 +549,127 @@ class ForwardingClientProtocol(ClientProtocol):
         self.owner._send_ping()
 
 
-class MqttClientProtocol(ForwardingClientProtocol):
-    """pomelo-rpc 1.0.7's mqtt protocol of one client connection (``MqttMailbox``'s).
+class JsonClientProtocol(ForwardingClientProtocol):
+    """pomelo-rpc 1.0.7's JSON, the client's side of one connection of the mqtt
+    transport (``MqttMailbox``'s: MQTT PUBLISH packets) and of pinus-tcp
+    (``PinusTcpMailbox``'s: pinus-rpc's varint frames).
 
-    Here, the hot path: the MQTT packets are decoded, the common answer ``{"id": rid,
-    "resp": [null, value]}`` resolves its call, and a call's PUBLISH is written (the
+    Here, the hot path: the packets are decoded, the common answer ``{"id": rid,
+    "resp": [null, value]}`` resolves its call, and a call's request is written (the
     JSON text between its id and its arguments made once per route, by the owner's
-    ``_call_head``). The owner gets every other packet (``_on_packet``) and answer
-    (``_on_pkg``), what cannot be decoded (``_bad_packets``, ``_bad_payload``), and
-    the calls it batches or traces (``_send_call``, when ``plain_calls`` is False)."""
+    ``_call_head``). The owner gets every other packet (``_on_packet``: pings, pongs,
+    CONNACK, an answer while the first ping is unanswered) and answer (``_on_pkg``:
+    arrays of a buffering server, errors), what cannot be decoded (``_bad_data``,
+    ``_bad_payload``), the calls it batches or traces (``_send_call``, when
+    ``plain_calls`` is False) and the notifies (``_send_notify``).
 
-    def __init__(self, owner: Mailbox, server_id: str, pkg_size: int, mqtt: Any,
-                 loads: Callable[[bytes], Any], dumps: Callable[[Any], str]) -> None:
-        super().__init__(owner, server_id, pkg_size)
-        self.packets = mqtt.MqttDecoder(pkg_size)
-        self.publish = mqtt.encode_publish
-        self.kind_publish = mqtt.PUBLISH
-        self.loads = loads
-        self.dumps = dumps
-        #: ``,"msg":{...,"args":`` of each route (the owner's ``_call_head`` fills it)
-        self.heads: dict[tuple[Any, Any, Any, Any], str] = {}
+    ``packets``: the transport's incremental decoder (``feed``), whose answers are the
+    packets of kind ``kind_answer`` carrying their payload at ``payload_at``;
+    ``publish`` frames a request's payload; ``codec`` (``mqtt_json.client_codec``):
+    ``loads`` and ``dumps`` (``json``'s text, exactly), and for the compiled core with
+    orjson, orjson's own where its value or text is exactly ``json``'s
+    (``long_digits`` and ``plain_json`` decide); else None.
+    """
+
+    def __init__(self, owner: Mailbox, server_id: str, pkg_size: int, low_id: int,
+                 packets: Any, kind_answer: int, payload_at: int,
+                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...]) -> None:
+        super().__init__(owner, server_id, pkg_size, low_id)
+        self.packets = packets
+        self.kind_answer = kind_answer
+        self.payload_at = payload_at
+        self.publish = publish
+        loads, dumps, fast_loads, long_digits, fast_dumps, plain_json = codec
+        self.loads: Callable[[bytes], Any] = loads
+        self.dumps: Callable[[Any], str] = dumps
+        self.fast_loads: Callable[[bytes], Any] | None = fast_loads
+        self.long_digits: Callable[[bytes], bool] | None = long_digits
+        self.fast_dumps: Callable[[Any], bytes] | None = fast_dumps
+        self.plain_json: Callable[[Any], bool] | None = plain_json
+        #: ``,"msg":{...,"args":`` of each route, UTF-8 (the owner's ``_call_head``
+        #: fills it)
+        self.heads: dict[tuple[Any, Any, Any, Any], bytes] = {}
         #: calls are written here (else the owner's ``_send_call``: buffer_msg, tracing)
         self.plain_calls = True
         self.heard = False          # any byte received yet
 
     def data_received(self, data: bytes) -> None:
-        """asyncio: decode MQTT packets; resolve the calls the common answers answer."""
+        """asyncio: decode the packets; resolve the calls the common answers answer."""
         self.received(len(data))
         self.heard = True
         owner = self.owner
         try:
             packets = self.packets.feed(data)
         except FrameError as exc:
-            owner._bad_packets(exc)
+            owner._bad_data(exc)
             return
+        kind = self.kind_answer
+        at = self.payload_at
         for packet in packets:
-            if packet[0] != self.kind_publish or owner._ping_check:
+            if packet[0] != kind or owner._ping_check:
                 owner._on_packet(packet)
-                continue
-            try:
-                pkg = self.loads(packet[2])
-            except ValueError as exc:
-                owner._bad_payload(exc)
-                continue
-            if type(pkg) is dict:
-                rid = pkg.get("id")
-                resp = pkg.get("resp")
-                if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
-                    self.resolve(rid, resp[1])
-                    continue
-            owner._on_pkg(pkg)
+            else:
+                self.answer(packet[at])
 
-    def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
-        """Write call ``rid``'s PUBLISH: ``{"id": rid, "msg": {"namespace",
+    def answer(self, payload: bytes) -> None:
+        """An answer's payload: the common answer resolves its call, any other JSON
+        goes to the owner's ``_on_pkg``, what is not JSON to its ``_bad_payload``."""
+        try:
+            pkg = self.parse(payload)
+        except ValueError as exc:
+            self.owner._bad_payload(exc)
+            return
+        if type(pkg) is dict:
+            rid = pkg.get("id")
+            resp = pkg.get("resp")
+            if type(rid) is int and type(resp) is list and len(resp) == 2 and resp[0] is None:
+                self.resolve(rid, resp[1])
+                return
+        self.owner._on_pkg(pkg)
+
+    def parse(self, payload: bytes) -> Any:
+        """``json.loads(payload)``: the same value, or the same error."""
+        fast = self.fast_loads
+        if (fast is not None and self.long_digits is not None and type(payload) is bytes
+                and payload and (payload[0] == _OPEN_OBJECT or payload[0] == _OPEN_ARRAY)
+                and not self.long_digits(payload)):
+            try:
+                return fast(payload)
+            except ValueError:       # orjson refuses it: json decides, and raises
+                pass
+        return self.loads(payload)
+
+    def json_bytes(self, value: Any) -> bytes:
+        """UTF-8 compact JSON of ``value``, exactly ``json``'s (TypeError/ValueError if
+        JSON cannot carry it)."""
+        plain = self.plain_json
+        if plain is not None and self.fast_dumps is not None and plain(value):
+            try:
+                return self.fast_dumps(value)
+            except TypeError:          # a str orjson refuses (a lone surrogate)
+                pass
+        return self.dumps(value).encode("utf-8")
+
+    def call_json(self, rid: int, msg: dict[str, Any], budget: int | None) -> bytes:
+        """The JSON payload of call ``rid``: ``{"id": rid, "msg": {"namespace",
         "serverType", "service", "method", "args"}}``, with ``"budget"`` (ms left, which
         a Node server ignores) after the id when it has a deadline."""
-        if not self.plain_calls:
-            self.owner._send_call(rid, msg, budget)
-            return
         key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
         try:
             head = self.heads[key]
         except (KeyError, TypeError):
             head = self.owner._call_head(key)
-        rid_text = str(rid) if budget is None else f"{rid},\"budget\":{budget}"
-        part = ('{"id":' + rid_text + head + self.dumps(msg["args"]) + "}}").encode("utf-8")
-        self.writer.write(self.check_size(self.publish(part), msg))
+        args = self.json_bytes(msg["args"])
+        if budget is None:
+            return b'{"id":%d%b%b}}' % (rid, head, args)
+        return b'{"id":%d,"budget":%d%b%b}}' % (rid, budget, head, args)
+
+    def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
+        """Write call ``rid``'s request (``call_json``, framed by ``publish``)."""
+        if not self.plain_calls:
+            self.owner._send_call(rid, msg, budget)
+            return
+        frame = self.publish(self.call_json(rid, msg, budget))
+        if len(frame) > self.pkg_size:
+            self.check_size(frame, msg)
+        self.writer.write(frame)
