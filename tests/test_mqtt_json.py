@@ -154,3 +154,41 @@ def test_a_client_reads_answers_as_json(text):
         except ValueError as exc:
             got = ("error", type(exc), str(exc))
         assert got == want, (name, text)
+
+
+answer_forms = st.sampled_from(['{{"id":{rid},"resp":[null,{v}]}}', '{{"id":0{rid},"resp":[null,{v}]}}',
+                                '{{"id":{rid},"resp":[null,{v},2]}}', '{{"id":{rid}, "resp":[null,{v}]}}',
+                                '{{"id":{rid},"resp":[null,{v}]}} ', '[{{"id":{rid},"resp":[null,{v}]}}]',
+                                '{{"id":{rid},"resp":[null,{v}],"id":{rid}}}'])
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=texts, form=answer_forms)
+def test_a_client_resolves_answers_as_json_reads_them(text, form):
+    """Each core's JSON client resolves a call with the value ``json.loads`` reads in
+    its answer, whatever the form of the answer's text (the common one is read without
+    its envelope), and with nothing when the text is not an answer."""
+    import asyncio
+    loop = asyncio.new_event_loop()
+    try:
+        for name, protocol in client_protocols().items():
+            fut = loop.create_future()
+            rid = protocol.table.add(fut, None, {"namespace": "user"})
+            data = form.format(rid=rid, v=text).encode("utf-8", "surrogatepass")
+            try:
+                pkg = json.loads(data)
+            except ValueError:
+                pkg = None
+            protocol.answer(data)
+            if isinstance(pkg, list) and len(pkg) == 1:
+                pkg = pkg[0]
+            if (isinstance(pkg, dict) and pkg.get("id") == rid
+                    and pkg.get("resp", [1])[0] is None):
+                resp = pkg["resp"][1:]
+                want = resp[0] if len(resp) == 1 else resp
+                assert fut.done() and repr(fut.result()) == repr(want), (name, data)
+            else:
+                assert not fut.done(), (name, data)
+            protocol.table.pop(rid)
+    finally:
+        loop.close()

@@ -15,6 +15,10 @@ from pomelo_rpc._cy.sampling cimport Sampler
 from pomelo_rpc._cy.pending cimport PendingCall, PendingTable, SlotTimer
 from pomelo_rpc._cy.writer cimport Writer
 
+cdef int _OPEN_OBJECT, _OPEN_ARRAY
+cdef bytes _ANSWER_OPEN, _ANSWER_RESP, _ANSWER_CLOSE
+cdef Py_ssize_t _MAX_RID_DIGITS
+
 
 @cython.locals(ms=double, budget=long)
 cdef long budget_ms(double seconds)
@@ -105,6 +109,9 @@ cdef class JsonClientProtocol(ForwardingClientProtocol):
     @cython.locals(packets=list, at=Py_ssize_t)
     cpdef data_received(self, object data)
     cpdef answer(self, object payload)
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, rid=cython.longlong, digits=Py_ssize_t,
+                   start=Py_ssize_t, end=Py_ssize_t, data=bytes)
+    cpdef bint common_answer(self, object payload) except -1
     cpdef object parse(self, object payload)
     cpdef bytes json_bytes(self, object value)
     @cython.locals(key=tuple)

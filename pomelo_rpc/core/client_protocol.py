@@ -41,6 +41,12 @@ if TYPE_CHECKING:
 
 _OPEN_OBJECT = 0x7B      # b"{"
 _OPEN_ARRAY = 0x5B       # b"["
+#: the common answer's text around its id and its value, as pomelo-rpc's servers (Node's
+#: ``JSON.stringify``, ours) write it: ``{"id":<rid>,"resp":[null,<value>]}``
+_ANSWER_OPEN = b'{"id":'
+_ANSWER_RESP = b',"resp":[null,'
+_ANSWER_CLOSE = b"]}"
+_MAX_RID_DIGITS = 18     # a longer id goes through the whole parse
 
 
 def budget_ms(seconds: float) -> int:
@@ -614,6 +620,8 @@ class JsonClientProtocol(ForwardingClientProtocol):
     def answer(self, payload: bytes) -> None:
         """An answer's payload: the common answer resolves its call, any other JSON
         goes to the owner's ``_on_pkg``, what is not JSON to its ``_bad_payload``."""
+        if self.common_answer(payload):
+            return
         try:
             pkg = self.parse(payload)
         except ValueError as exc:
@@ -626,6 +634,39 @@ class JsonClientProtocol(ForwardingClientProtocol):
                 self.resolve(rid, resp[1])
                 return
         self.owner._on_pkg(pkg)
+
+    def common_answer(self, payload: bytes) -> bool:
+        """Resolve the call a common answer answers, written as a server writes it
+        (``{"id":<digits>,"resp":[null,<value>]}``), its value parsed alone: True;
+        else False, nothing done. Such a text is valid JSON exactly when the value's is,
+        and it is then the value's call's answer: a value that is not valid alone (or
+        another text) goes through the whole parse."""
+        if type(payload) is not bytes:
+            return False
+        data = payload
+        n = len(data)
+        if not data.startswith(_ANSWER_OPEN):
+            return False
+        i = len(_ANSWER_OPEN)
+        rid = 0
+        while i < n and i <= _MAX_RID_DIGITS + len(_ANSWER_OPEN) and 0x30 <= data[i] <= 0x39:
+            rid = rid * 10 + (data[i] - 0x30)
+            i += 1
+        digits = i - len(_ANSWER_OPEN)
+        if (digits == 0 or digits > _MAX_RID_DIGITS
+                or (digits > 1 and data[len(_ANSWER_OPEN)] == 0x30)    # JSON has no 01
+                or not data.startswith(_ANSWER_RESP, i) or not data.endswith(_ANSWER_CLOSE)):
+            return False
+        start = i + len(_ANSWER_RESP)
+        end = n - len(_ANSWER_CLOSE)
+        if end <= start:
+            return False
+        try:
+            value = self.parse(data[start:end])
+        except ValueError:
+            return False
+        self.resolve(rid, value)
+        return True
 
     def parse(self, payload: bytes) -> Any:
         """``json.loads(payload)``: the same value, or the same error."""
