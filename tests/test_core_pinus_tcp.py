@@ -179,3 +179,24 @@ def test_one_byte_at_a_time(specs):
             got += dec.feed(stream[i:i + 1])
             assert dec.buffered == i + 1 - sum(len(pt.encode(k, p)) for k, p in got)
         assert got == [(kind, payload) for kind, payload in specs]
+
+
+ints64 = st.integers(-2**63, 2**63 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rid=ints64 | st.integers(0, 2**31), budget=st.none() | ints64 | st.integers(1, 10**6),
+       head=st.binary(max_size=300), args=st.binary(max_size=20000))
+def test_encode_call_is_the_request_of_its_json(rid, budget, head, args):
+    """A call's frame made in one piece is the REQUEST frame of its JSON text, the
+    same in both cores."""
+    text = b'{"id":%d' % rid + (b"" if budget is None else b',"budget":%d' % budget)
+    want = text + head + args + b"}}"
+    frames = [pt.encode_call(rid, budget, head, args) for pt in both()]
+    assert frames[0] == frames[1] == both()[0].encode_request(want)
+
+
+def test_encode_call_refuses_what_is_not_bytes(pt):
+    for head, args in ((None, b"1"), (b",", None), ("s", b"1")):
+        with pytest.raises(TypeError):
+            pt.encode_call(1, None, head, args)

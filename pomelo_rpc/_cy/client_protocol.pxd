@@ -96,6 +96,7 @@ cdef class JsonClientProtocol(ForwardingClientProtocol):
     cdef object kind_answer
     cdef Py_ssize_t payload_at
     cdef object publish
+    cdef object encode_call
     cdef object loads
     cdef object dumps
     cdef object fast_loads
@@ -114,5 +115,6 @@ cdef class JsonClientProtocol(ForwardingClientProtocol):
     cpdef bint common_answer(self, object payload) except -1
     cpdef object parse(self, object payload)
     cpdef bytes json_bytes(self, object value)
-    @cython.locals(key=tuple)
     cpdef bytes call_json(self, object rid, dict msg, object budget)
+    @cython.locals(key=tuple)
+    cpdef bytes call_head(self, dict msg)

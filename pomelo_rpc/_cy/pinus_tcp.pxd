@@ -9,3 +9,4 @@ cdef class PinusDecoder:
 cpdef bytes encode(object kind, object payload=*)
 cpdef bytes encode_request(object payload)
 cpdef bytes encode_response(object payload)
+cpdef bytes encode_call(object rid, object budget, bytes head, bytes args)

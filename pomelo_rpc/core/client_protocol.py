@@ -571,7 +571,8 @@ class JsonClientProtocol(ForwardingClientProtocol):
 
     ``packets``: the transport's incremental decoder (``feed``), whose answers are the
     packets of kind ``kind_answer`` carrying their payload at ``payload_at``;
-    ``publish`` frames a request's payload; ``codec`` (``mqtt_json.client_codec``):
+    ``publish`` frames a request's payload, ``encode_call`` (if not None) frames a call
+    from its parts in one piece (``core.pinus_tcp.encode_call``); ``codec`` (``mqtt_json.client_codec``):
     ``loads`` and ``dumps`` (``json``'s text, exactly), and for the compiled core with
     orjson, orjson's own where its value or text is exactly ``json``'s
     (``long_digits`` and ``plain_json`` decide); else None.
@@ -579,12 +580,15 @@ class JsonClientProtocol(ForwardingClientProtocol):
 
     def __init__(self, owner: Mailbox, server_id: str, pkg_size: int, low_id: int,
                  packets: Any, kind_answer: int, payload_at: int,
-                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...]) -> None:
+                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...],
+                 encode_call: Callable[[int, int | None, bytes, bytes], bytes] | None = None,
+                 ) -> None:
         super().__init__(owner, server_id, pkg_size, low_id)
         self.packets = packets
         self.kind_answer = kind_answer
         self.payload_at = payload_at
         self.publish = publish
+        self.encode_call = encode_call
         loads, dumps, fast_loads, long_digits, fast_dumps, plain_json = codec
         self.loads: Callable[[bytes], Any] = loads
         self.dumps: Callable[[Any], str] = dumps
@@ -695,22 +699,33 @@ class JsonClientProtocol(ForwardingClientProtocol):
         """The JSON payload of call ``rid``: ``{"id": rid, "msg": {"namespace",
         "serverType", "service", "method", "args"}}``, with ``"budget"`` (ms left, which
         a Node server ignores) after the id when it has a deadline."""
-        key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
-        try:
-            head = self.heads[key]
-        except (KeyError, TypeError):
-            head = self.owner._call_head(key)
+        head = self.call_head(msg)
         args = self.json_bytes(msg["args"])
         if budget is None:
             return b'{"id":%d%b%b}}' % (rid, head, args)
         return b'{"id":%d,"budget":%d%b%b}}' % (rid, budget, head, args)
 
+    def call_head(self, msg: dict[str, Any]) -> bytes:
+        """``,"msg":{"namespace":…,"serverType":…,"service":…,"method":…,"args":`` of
+        call ``msg``'s route (made by the owner's ``_call_head`` the first time)."""
+        key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
+        try:
+            head: bytes = self.heads[key]
+        except (KeyError, TypeError):
+            head = self.owner._call_head(key)
+        return head
+
     def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
-        """Write call ``rid``'s request (``call_json``, framed by ``publish``)."""
+        """Write call ``rid``'s request (``call_json`` framed by ``publish``, or
+        ``encode_call``)."""
         if not self.plain_calls:
             self.owner._send_call(rid, msg, budget)
             return
-        frame = self.publish(self.call_json(rid, msg, budget))
+        if self.encode_call is not None:
+            head = self.call_head(msg)
+            frame = self.encode_call(rid, budget, head, self.json_bytes(msg["args"]))
+        else:
+            frame = self.publish(self.call_json(rid, msg, budget))
         if len(frame) > self.pkg_size:
             self.check_size(frame, msg)
         self.writer.write(frame)

@@ -132,3 +132,15 @@ def encode_request(payload: bytes | bytearray | memoryview) -> bytes:
 def encode_response(payload: bytes | bytearray | memoryview) -> bytes:
     """A RESPONSE frame: ``payload`` is the JSON of an answer (or of an array of them)."""
     return encode(RESPONSE, payload)
+
+
+def encode_call(rid: int, budget: int | None, head: bytes, args: bytes) -> bytes:
+    """The REQUEST frame of a call: ``{"id":<rid>,"budget":<budget><head><args>}}`` (no
+    ``"budget"`` when it is None), ``head`` and ``args`` being JSON text already (the
+    request's ``,"msg":{...,"args":`` and its arguments); ``rid`` and ``budget`` ints
+    of at most 64 bits."""
+    if budget is None:
+        payload = b'{"id":%d%b%b}}' % (rid, head, args)
+    else:
+        payload = b'{"id":%d,"budget":%d%b%b}}' % (rid, budget, head, args)
+    return encode(REQUEST, payload)
