@@ -21,6 +21,11 @@ to round (a change of load on this shared machine then hits them alike); the tab
 the median of the rounds and their spread. The target compares cells of this run:
 Python <-> Python over pinus-tcp at least 3x pinus-rpc's Node <-> Node tcp at 100 in
 flight. A run takes about 16 x rounds x (seconds + 1) s.
+
+Beside calls/s, each cell's calls per CPU second of the server process and (a Python
+client: this process) of the client, user and system time from /proc: on a loaded
+machine, where calls/s follows the share of a core each process gets, they show what a
+call costs each side (the warm-up's calls counted at the cell's rate).
 """
 
 import argparse
@@ -36,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import pomelo_rpc  # noqa: E402
-from pomelo_rpc import bench  # noqa: E402
+from pomelo_rpc import bench, processes  # noqa: E402
 
 NODE_DIR = os.path.join(ROOT, "tests", "pinus")
 CONCS = (1, 100)
@@ -44,6 +49,8 @@ SIZE = 10
 #: ours -> pinus-rpc's name of each transport
 TRANSPORTS = {"mqtt": "mqtt", "pinus-tcp": "tcp"}
 TARGET = 3.0
+#: the warm-up of a cell, s (bench.js's default, and ``bench.run_cell``'s below 0.3 s)
+WARM_UP = 0.3
 
 
 def system(client, server, transport):
@@ -111,12 +118,13 @@ async def run(args):
     runs = {}
     node_servers, procs = {}, []
     try:
-        servers = {}
+        servers, pids = {}, {}
         for ours, theirs in TRANSPORTS.items():
             node_servers[ours] = NodeServer(node, theirs)
             proc, port = bench.start_rpc_server(f"pinus-bench-{theirs}", ours)
             procs.append(proc)
             servers[ours] = {"node": node_servers[ours].port, "python": port}
+            pids[ours] = {"node": node_servers[ours].proc.pid, "python": proc.pid}
         for rnd in range(args.rounds):
             order = SYSTEMS[rnd % len(SYSTEMS):] + SYSTEMS[:rnd % len(SYSTEMS)]
             for conc in CONCS:
@@ -124,11 +132,20 @@ async def run(args):
                     pair, transport = name.split(", ")
                     client, server = pair.split(" -> ")
                     port = servers[transport][server]
+                    pid = pids[transport][server]
+                    cpu = processes.cpu_seconds(pid), processes.cpu_seconds()
                     if client == "node":
                         result = await node_cell(node, TRANSPORTS[transport], port, conc,
                                                  args.seconds)
                     else:
                         result = await python_cell(transport, port, conc, args.seconds)
+                    # the cell's calls, its warm-up's counted at the measured rate
+                    calls = result["calls_per_s"] * (args.seconds + WARM_UP)
+                    used = processes.cpu_seconds(pid) - cpu[0]
+                    result["server_calls_per_cpu_s"] = calls / used if used else None
+                    used = processes.cpu_seconds() - cpu[1]
+                    result["client_calls_per_cpu_s"] = (
+                        calls / used if client == "python" and used else None)
                     runs.setdefault((name, conc), []).append(result)
     finally:
         for srv in node_servers.values():
@@ -143,8 +160,16 @@ async def run(args):
                          "calls_per_s": statistics.median(rate),
                          "calls_per_s_runs": rate,
                          "p50_us": statistics.median(r["p50_us"] for r in results),
-                         "p99_us": statistics.median(r["p99_us"] for r in results)})
+                         "p99_us": statistics.median(r["p99_us"] for r in results),
+                         **{key: median_or_none(r[key] for r in results)
+                            for key in ("client_calls_per_cpu_s", "server_calls_per_cpu_s")}})
     return rows
+
+
+def median_or_none(values):
+    """The median of the values that are not None (None if none is)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def find(rows, name, conc):
@@ -171,11 +196,14 @@ def print_table(rows, ratio_map, rounds):
           f"({pomelo_rpc.IMPLEMENTATION} core), payload size {SIZE}, medians of {rounds} "
           f"round(s), {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print(f"{'client -> server, transport':<32} {'conc':>4} {'calls/s':>9} {'min-max':>17} "
-          f"{'p50 µs':>9} {'p99 µs':>9}")
+          f"{'p50 µs':>9} {'p99 µs':>9} {'calls/CPU s: client':>20} {'server':>9}")
     for r in rows:
         spread = f"{min(r['calls_per_s_runs']):,.0f}-{max(r['calls_per_s_runs']):,.0f}"
+        per_cpu = [("-" if r[k] is None else f"{r[k]:,.0f}")
+                   for k in ("client_calls_per_cpu_s", "server_calls_per_cpu_s")]
         print(f"{r['system']:<32} {r['concurrency']:>4} {r['calls_per_s']:>9,.0f} "
-              f"{spread:>17} {r['p50_us']:>9.0f} {r['p99_us']:>9.0f}")
+              f"{spread:>17} {r['p50_us']:>9.0f} {r['p99_us']:>9.0f} {per_cpu[0]:>20} "
+              f"{per_cpu[1]:>9}")
     print("\nratios (same run):")
     for name, (value, target) in ratio_map.items():
         verdict = "" if target is None else (
