@@ -171,17 +171,6 @@ def json_bytes(value: Any) -> bytes:
     return dumps(value).encode("utf-8")
 
 
-def client_codec(core: Core) -> tuple[Any, ...]:
-    """The JSON functions of ``core``'s ``client_protocol.JsonClientProtocol``:
-    ``(loads, dumps, orjson's loads, mqtt.long_digits, orjson's dumps,
-    mqtt.plain_json)``, the orjson ones and their checks None unless the core is the
-    compiled one and orjson is installed (see the module docstring)."""
-    fast = _orjson_loads is not None and core.name == "cython"
-    return (loads, core_dumps(core), _orjson_loads if fast else None,
-            core.mqtt.long_digits if fast else None, _orjson_dumps if fast else None,
-            core.mqtt.plain_json if fast else None)
-
-
 def batch_payload(parts: Iterable[bytes]) -> bytes:
     """Payload of a JSON array made of ``parts``, each the UTF-8 JSON of one item."""
     return b"[" + b",".join(parts) + b"]"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AuthenticationError, RpcError
 from .mailbox import Mailbox
-from .mqtt_json import batch_payload, client_codec, dumps, json_bytes
+from .mqtt_json import batch_payload, dumps, json_bytes, json_codec
 
 if TYPE_CHECKING:
     from .core import Core
@@ -119,7 +119,7 @@ class MqttMailbox(Mailbox):
         mqtt = core.mqtt
         protocol: JsonClientProtocol = core.client_protocol.JsonClientProtocol(
             self, self.server_id, self._pkg_size, 0, mqtt.MqttDecoder(self._pkg_size),
-            mqtt.PUBLISH, 2, mqtt.encode_publish, client_codec(core))
+            mqtt.PUBLISH, 2, mqtt.encode_publish, json_codec(core))
         return protocol
 
     async def _open(self) -> None:

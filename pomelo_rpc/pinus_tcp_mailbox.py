@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .mqtt_json import client_codec
+from .mqtt_json import json_codec
 from .mqtt_mailbox import MqttMailbox
 from .security import check_no_auth_token
 
@@ -51,7 +51,7 @@ class PinusTcpMailbox(MqttMailbox):
         pinus = core.pinus_tcp
         protocol: JsonClientProtocol = core.client_protocol.JsonClientProtocol(
             self, self.server_id, self._pkg_size, FIRST_ID, pinus.PinusDecoder(self._pkg_size),
-            pinus.RESPONSE, 1, pinus.encode_request, client_codec(core), pinus.encode_call)
+            pinus.RESPONSE, 1, pinus.encode_request, json_codec(core), pinus.encode_call)
         return protocol
 
     # transport hooks ---------------------------------------------------

@@ -10,12 +10,12 @@ from pomelo_rpc._cy.frames cimport (FrameDecoder, encode_notify, encode_notify_b
                                     encode_request_by_name_traced, encode_request_traced)
 from pomelo_rpc._cy.clock cimport monotonic
 from pomelo_rpc._cy.context cimport deadline as serving_deadline
+from pomelo_rpc._cy.json_codec cimport JsonCodec
 from pomelo_rpc._cy.meter cimport Meter, Series
 from pomelo_rpc._cy.sampling cimport Sampler
 from pomelo_rpc._cy.pending cimport PendingCall, PendingTable, SlotTimer
 from pomelo_rpc._cy.writer cimport Writer
 
-cdef int _OPEN_OBJECT, _OPEN_ARRAY
 cdef bytes _ANSWER_OPEN, _ANSWER_RESP, _ANSWER_CLOSE
 cdef Py_ssize_t _MAX_RID_DIGITS
 
@@ -97,12 +97,7 @@ cdef class JsonClientProtocol(ForwardingClientProtocol):
     cdef Py_ssize_t payload_at
     cdef object publish
     cdef object encode_call
-    cdef object loads
-    cdef object dumps
-    cdef object fast_loads
-    cdef object long_digits
-    cdef object fast_dumps
-    cdef object plain_json
+    cdef readonly JsonCodec codec
     cdef readonly dict heads
     cdef public bint plain_calls
     cdef public bint heard

@@ -34,13 +34,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..mailbox import Mailbox
+    from .json_codec import JsonCodec
     from .meter import Meter, Series
     from .pending import PendingCall
     from .sampling import Sampler
 
 
-_OPEN_OBJECT = 0x7B      # b"{"
-_OPEN_ARRAY = 0x5B       # b"["
 #: the common answer's text around its id and its value, as pomelo-rpc's servers (Node's
 #: ``JSON.stringify``, ours) write it: ``{"id":<rid>,"resp":[null,<value>]}``
 _ANSWER_OPEN = b'{"id":'
@@ -572,15 +571,13 @@ class JsonClientProtocol(ForwardingClientProtocol):
     ``packets``: the transport's incremental decoder (``feed``), whose answers are the
     packets of kind ``kind_answer`` carrying their payload at ``payload_at``;
     ``publish`` frames a request's payload, ``encode_call`` (if not None) frames a call
-    from its parts in one piece (``core.pinus_tcp.encode_call``); ``codec`` (``mqtt_json.client_codec``):
-    ``loads`` and ``dumps`` (``json``'s text, exactly), and for the compiled core with
-    orjson, orjson's own where its value or text is exactly ``json``'s
-    (``long_digits`` and ``plain_json`` decide); else None.
+    from its parts in one piece (``core.pinus_tcp.encode_call``); ``codec`` (``mqtt_json.json_codec``):
+    ``json``'s text and values exactly, through orjson where it gives the same.
     """
 
     def __init__(self, owner: Mailbox, server_id: str, pkg_size: int, low_id: int,
                  packets: Any, kind_answer: int, payload_at: int,
-                 publish: Callable[[bytes], bytes], codec: tuple[Any, ...],
+                 publish: Callable[[bytes], bytes], codec: JsonCodec,
                  encode_call: Callable[[int, int | None, bytes, bytes], bytes] | None = None,
                  ) -> None:
         super().__init__(owner, server_id, pkg_size, low_id)
@@ -589,13 +586,8 @@ class JsonClientProtocol(ForwardingClientProtocol):
         self.payload_at = payload_at
         self.publish = publish
         self.encode_call = encode_call
-        loads, dumps, fast_loads, long_digits, fast_dumps, plain_json = codec
-        self.loads: Callable[[bytes], Any] = loads
-        self.dumps: Callable[[Any], str] = dumps
-        self.fast_loads: Callable[[bytes], Any] | None = fast_loads
-        self.long_digits: Callable[[bytes], bool] | None = long_digits
-        self.fast_dumps: Callable[[Any], bytes] | None = fast_dumps
-        self.plain_json: Callable[[Any], bool] | None = plain_json
+        #: the JSON codec (``mqtt_json.json_codec``): ``json``'s text and values exactly
+        self.codec: JsonCodec = codec
         #: ``,"msg":{...,"args":`` of each route, UTF-8 (the owner's ``_call_head``
         #: fills it)
         self.heads: dict[tuple[Any, Any, Any, Any], bytes] = {}
@@ -674,26 +666,12 @@ class JsonClientProtocol(ForwardingClientProtocol):
 
     def parse(self, payload: bytes) -> Any:
         """``json.loads(payload)``: the same value, or the same error."""
-        fast = self.fast_loads
-        if (fast is not None and self.long_digits is not None and type(payload) is bytes
-                and payload and (payload[0] == _OPEN_OBJECT or payload[0] == _OPEN_ARRAY)
-                and not self.long_digits(payload)):
-            try:
-                return fast(payload)
-            except ValueError:       # orjson refuses it: json decides, and raises
-                pass
-        return self.loads(payload)
+        return self.codec.loads(payload)
 
     def json_bytes(self, value: Any) -> bytes:
         """UTF-8 compact JSON of ``value``, exactly ``json``'s (TypeError/ValueError if
         JSON cannot carry it)."""
-        plain = self.plain_json
-        if plain is not None and self.fast_dumps is not None and plain(value):
-            try:
-                return self.fast_dumps(value)
-            except TypeError:          # a str orjson refuses (a lone surrogate)
-                pass
-        return self.dumps(value).encode("utf-8")
+        return self.codec.dumps_bytes(value)
 
     def call_json(self, rid: int, msg: dict[str, Any], budget: int | None) -> bytes:
         """The JSON payload of call ``rid``: ``{"id": rid, "msg": {"namespace",
