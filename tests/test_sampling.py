@@ -5,9 +5,11 @@ the same trace id: checked against the SDK's own ``should_sample`` for every sam
 pomelo_rpc recognizes. The compiled and the pure traceparent helpers agree on any
 input. End to end, with the SDK sampling a fraction of traces across two hops: a
 sampled trace has its four spans, an unsampled one none, and both carry one trace id
-from the first call to the last server.
+from the first call to the last server. Many requests in one read each see their own
+trace context, a sampled one none, and none is left for a later read.
 """
 
+import asyncio
 import os
 import random
 
@@ -287,3 +289,53 @@ async def test_sampled_traces_have_every_span_and_the_others_none(core, transpor
         assert sampled == 0 and not spans
     else:
         assert 0 < sampled < 40
+
+
+class Seen:
+    def see(self):
+        """Whether a span is current (sampled), and the raw traceparent current."""
+        return [get_current_span().get_span_context().is_valid, current_trace.get()]
+
+    async def see_later(self):
+        """``see`` at the first step and again after suspending."""
+        first = self.see()
+        await asyncio.sleep(0)
+        return [first, self.see()]
+
+
+@pytest.mark.parametrize("transport", ["native", "mqtt"])
+async def test_requests_of_one_read_see_their_own_trace_and_none_leaks(core, transport):
+    provider, _ = provider_sampling(sdk.ParentBased(sdk.TraceIdRatioBased(0.5)))
+    gw = server.create(services={"user": {"seen": Seen()}}, core=core, transport=transport,
+                       context={"server_id": "seen-1"}, tracing=provider)
+    await gw.start()
+    # no tracing on the client: the server draws each request's root, sampled or not
+    cli = client.create(core=core, transport=transport)
+    cli.add_servers([{"id": "seen-1", "server_type": "seen", "port": gw.port}])
+    await cli.start()
+
+    def call(method):
+        return cli.rpc_invoke("seen-1", {"namespace": "user", "server_type": "seen",
+                                         "service": "seen", "method": method, "args": []})
+    try:
+        # sent in one turn: read by the server together
+        batch = await asyncio.gather(*(call("see" if i % 2 else "see_later")
+                                       for i in range(80)))
+        alone = [await call("see") for _ in range(12)]     # one read each
+    finally:
+        await cli.stop()
+        await gw.stop()
+    seen = alone + [s for s in batch if type(s[0]) is bool]
+    for first, later in (s for s in batch if type(s[0]) is list):
+        assert later == first                  # the same context after suspending
+        seen.append(first)
+    traces = []
+    for sampled, traceparent in seen:
+        if sampled:
+            assert traceparent is None        # nobody else's left current
+        else:
+            parsed = parse_traceparent(traceparent)
+            assert parsed is not None and not parsed[2] & 1
+            traces.append(parsed[0])
+    assert len(set(traces)) == len(traces)     # each request its own trace
+    assert 0 < len(traces) < len(seen)

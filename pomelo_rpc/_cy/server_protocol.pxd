@@ -48,7 +48,7 @@ cdef class ServerProtocol:
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
                    last=double, msgs=list, cap=Py_ssize_t, started=bint, end=double,
-                   timed=bint, at=double, ms=long)
+                   timed=bint, at=double, ms=long, tracer=Sampler, traced_live=bint)
     cpdef data_received(self, object data)
     cpdef list read(self, object data)
     cpdef list decode(self, object data)
@@ -58,8 +58,9 @@ cdef class ServerProtocol:
     cpdef accept(self, object request, object rid, object budget, double arrived)
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)
-    @cython.locals(tracer=Sampler, n=Py_ssize_t)
     cpdef run_request(self, object request, object rid, object deadline)
+    @cython.locals(tracer=Sampler, n=Py_ssize_t)
+    cpdef object incoming(self, object request)
     @cython.locals(meter=Meter, start=double)
     cpdef run_dispatched(self, object request, object rid, object deadline, object dispatch)
     cpdef fail(self, object request, object rid, object exc)

@@ -233,6 +233,11 @@ class ServerProtocol:
         live = False
         last = 0.0        # the deadline set, while ``live``
         deadline = None   # it, as the float handed on
+        # tracing: the trace context of each request that has one (not sampled) set
+        # likewise, cleared for one without, restored once at the end of the batch
+        tracer = self.tracer
+        trace_token = None
+        traced_live = False
         # this turn's slice of handler time: read once per read, and again after a
         # request ``submit`` took (which starts the slice when none has started)
         slice_end = overload.slice_end
@@ -287,12 +292,28 @@ class ServerProtocol:
                     set_deadline(None)
                     live = False
                 if inline:
-                    if self.tracer is None:     # ``run_request``'s own first step
+                    if tracer is None:          # ``run_request``'s own first step
                         self.run_dispatched(msg, rid, deadline if timed else None,
                                             self.dispatch)
                     else:
-                        self.run_request(msg, rid, deadline if timed else None)
+                        traced = self.incoming(msg)
+                        if traced is None:      # sampled: its span, with the SDK
+                            if traced_live:
+                                set_trace(None)
+                                traced_live = False
+                            self.run_dispatched(msg, rid, deadline if timed else None,
+                                                self.traced_dispatch)
+                        else:
+                            set_token = set_trace(traced)
+                            if trace_token is None:
+                                trace_token = set_token
+                            traced_live = True
+                            self.run_dispatched(msg, rid, deadline if timed else None,
+                                                self.dispatch)
                 else:
+                    if traced_live:             # ``run_request`` sets its own
+                        set_trace(None)
+                        traced_live = False
                     self.submit(msg, rid, budget, arrived)
                     slice_end = overload.slice_end
                     started = slice_end is not None
@@ -302,6 +323,8 @@ class ServerProtocol:
         finally:
             if token is not None:
                 reset_deadline(token)
+            if trace_token is not None:
+                reset_trace(trace_token)
         self.writer.flush()
 
     # requests ------------------------------------------------------------
@@ -394,14 +417,10 @@ class ServerProtocol:
         """Dispatch a request and answer it (a coroutine's answer when it finishes);
         a notify (``rid`` None) is not answered; metered, counted as it ends; traced, in
         its trace context."""
-        tracer = self.tracer
-        if tracer is None:
+        if self.tracer is None:
             self.run_dispatched(request, rid, deadline, self.dispatch)
             return
-        n = len(request)
-        kind = request[0]
-        traced = tracer.incoming(request[4] if kind == 1 and n >= 5 else
-                                 request[6] if kind == 2 and n >= 7 else None)
+        traced = self.incoming(request)
         if traced is None:              # sampled: its span, with the SDK
             self.run_dispatched(request, rid, deadline, self.traced_dispatch)
             return
@@ -410,6 +429,16 @@ class ServerProtocol:
             self.run_dispatched(request, rid, deadline, self.dispatch)
         finally:
             reset_trace(token)
+
+    def incoming(self, request: Any) -> str | None:
+        """The trace context to make current while ``request`` runs (its tracer's
+        ``incoming`` of its trace field), or None when it is sampled (its span is made)."""
+        tracer = self.tracer
+        assert tracer is not None
+        n = len(request)
+        kind = request[0]
+        return tracer.incoming(request[4] if kind == 1 and n >= 5 else
+                               request[6] if kind == 2 and n >= 7 else None)
 
     def run_dispatched(self, request: Any, rid: Any, deadline: float | None,
                        dispatch: Callable[[object], tuple[Any, int, Any]]) -> None:
