@@ -1,7 +1,8 @@
 """The JSON transports' server protocol in the core (core/json_protocol.py): a request
 is answered as ``json`` reads its payload, whether its route's head was learnt or not;
-the pieces it runs on (``mqtt.request_parts``, ``json_codec.JsonCodec``) are the same
-in both cores."""
+the requests of one read each see their own deadline, and none is left for a later
+read; the pieces it runs on (``mqtt.request_parts``, ``json_codec.JsonCodec``) are the
+same in both cores."""
 
 import asyncio
 import json
@@ -11,7 +12,8 @@ import socket
 from hypothesis import given, settings, strategies as st
 
 import pomelo_rpc.core as core_pkg
-from pomelo_rpc import mqtt_json
+from conftest import REMOTE
+from pomelo_rpc import mqtt_json, server
 from pomelo_rpc.core import pinus_tcp
 from test_pinus_tcp import read_frames, start_server
 
@@ -66,6 +68,45 @@ async def test_requests_are_answered_as_json_reads_them_learnt_or_not(core):
                     assert resp == [None, value], rid
             # a big integer is written as json writes it
             assert b"[null,123456789012345678901]" in answers[6][1]
+        writer.close()
+    finally:
+        await gw.stop()
+
+
+async def test_requests_of_one_read_see_their_own_deadline_and_none_leaks(core):
+    gw = server.create(paths=[{"namespace": "user", "path": f"{REMOTE}/eager"}],
+                       transport="pinus-tcp", core=core)
+    await gw.start()
+    head = ',"msg":{"namespace":"user","service":"eager","method":"%s","args":[]}}'
+    budgets = [None, 5000, 5000, None, 60000, 5000, 60000, 60000, None, None, 5000]
+    range_of = {None: (None, None), 5000: (1.0, 5.0), 60000: (10.0, 60.0)}
+
+    def payload(rid, budget, method):
+        with_budget = "" if budget is None else f',"budget":{budget}'
+        return pinus_tcp.encode_request((f'{{"id":{rid}{with_budget}' + head % method).encode())
+
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        for _ in range(2):       # the second time with the heads learnt
+            # one write, one read: a def and an async def method for every budget
+            sent = [(2 * i + 1 + k, budget, method) for i, budget in enumerate(budgets)
+                    for k, method in enumerate(("remaining_now", "remaining"))]
+            writer.write(b"".join(payload(*s) for s in sent))
+            frames = await read_frames(reader, pinus_tcp.PinusDecoder(), len(sent))
+            answers = {a["id"]: a["resp"] for a in (json.loads(f[1]) for f in frames)}
+            for rid, budget, method in sent:
+                error, value = answers[rid]
+                assert error is None, error
+                left = value if method == "remaining_now" else value[0]
+                low, high = range_of[budget]
+                if low is None:
+                    assert left is None, (rid, left)
+                else:
+                    assert low < left <= high, (rid, budget, left)
+            # a read of its own after them: no deadline left from theirs
+            writer.write(payload(1000, None, "remaining_now"))
+            frames = await read_frames(reader, pinus_tcp.PinusDecoder(), 1)
+            assert json.loads(frames[0][1])["resp"] == [None, None]
         writer.close()
     finally:
         await gw.stop()

@@ -45,6 +45,8 @@ cdef class ServerProtocol:
     cdef public Meter meter
     cdef public Sampler tracer
     cdef public object traced_dispatch
+    cdef public double read_deadline
+    cdef public object read_token
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
                    last=double, msgs=list, cap=Py_ssize_t, started=bint, end=double,
@@ -56,6 +58,8 @@ cdef class ServerProtocol:
     cpdef bint notify_request(self, object msg) except -1
     @cython.locals(deadline=double)
     cpdef accept(self, object request, object rid, object budget, double arrived)
+    cpdef clear_deadline(self)
+    cpdef end_read(self)
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)
     cpdef run_request(self, object request, object rid, object deadline)

@@ -89,47 +89,50 @@ class JsonServerProtocol(ServerProtocol):
         kind = self.kind_request
         at = self.payload_at
         heads = self.heads
-        for packet in packets:
-            if packet[0] != kind:
-                if not self.on_packet(packet):
-                    return
-                continue
-            payload = packet[at]
-            parts = None
-            if heads is not None and not self.tracing and type(payload) is bytes:
-                # the usual request of a route seen before: only its args parsed
-                parts = request_parts(payload)
-                if parts is not None:
-                    route = heads.get(parts[2])
-                    fast = self.codec.fast_loads
-                    if route is not None and fast is not None:
-                        try:
-                            args = fast(parts[3])
-                        except ValueError:       # parsed whole below, and answered
-                            route = None
-                        if route is not None:
-                            self.accept([_REQ_NAME, 0, route[0], route[1], route[2],
-                                         [] if args is None else args],
-                                        parts[0], parts[1], arrived)
-                            continue
-            try:
-                pkg = self.codec.loads(payload)
-            except ValueError as exc:
-                self.bad_payload(exc)
-                continue
-            if type(pkg) is dict and not self.tracing:
-                rid = pkg.get("id")
-                msg = pkg.get("msg")
-                if type(rid) is int and rid != 0 and type(msg) is dict:
-                    args = msg.get("args")
-                    request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"),
-                               msg.get("method"), [] if args is None else args]
-                    if parts is not None:
-                        self.learn(parts[2])
-                    # "budget": ms left, from a Python client (a Node client sends none)
-                    self.accept(request, rid, pkg.get("budget"), arrived)
+        try:
+            for packet in packets:
+                if packet[0] != kind:
+                    if not self.on_packet(packet):
+                        return
                     continue
-            self.on_pkg(pkg, arrived)
+                payload = packet[at]
+                parts = None
+                if heads is not None and not self.tracing and type(payload) is bytes:
+                    # the usual request of a route seen before: only its args parsed
+                    parts = request_parts(payload)
+                    if parts is not None:
+                        route = heads.get(parts[2])
+                        fast = self.codec.fast_loads
+                        if route is not None and fast is not None:
+                            try:
+                                args = fast(parts[3])
+                            except ValueError:       # parsed whole below, and answered
+                                route = None
+                            if route is not None:
+                                self.accept([_REQ_NAME, 0, route[0], route[1], route[2],
+                                             [] if args is None else args],
+                                            parts[0], parts[1], arrived)
+                                continue
+                try:
+                    pkg = self.codec.loads(payload)
+                except ValueError as exc:
+                    self.bad_payload(exc)
+                    continue
+                if type(pkg) is dict and not self.tracing:
+                    rid = pkg.get("id")
+                    msg = pkg.get("msg")
+                    if type(rid) is int and rid != 0 and type(msg) is dict:
+                        args = msg.get("args")
+                        request = [_REQ_NAME, 0, msg.get("namespace"), msg.get("service"),
+                                   msg.get("method"), [] if args is None else args]
+                        if parts is not None:
+                            self.learn(parts[2])
+                        # "budget": ms left, from a Python client (a Node client sends none)
+                        self.accept(request, rid, pkg.get("budget"), arrived)
+                        continue
+                self.on_pkg(pkg, arrived)
+        finally:
+            self.end_read()     # the deadline ``accept`` left current
         self.writer.flush()
 
     def learn(self, head: bytes) -> None:

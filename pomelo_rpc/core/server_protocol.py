@@ -147,6 +147,10 @@ class ServerProtocol:
         #: unsampled one with its traceparent current (``pomelo_rpc.tracing``)
         self.tracer: Sampler | None = None
         self.traced_dispatch: Callable[[object], tuple[Any, int, Any]] = self.own_dispatch
+        #: ``accept``'s deadline current in the context during a read (0.0: none), and
+        #: the token of the read's first ``set_deadline`` (``end_read`` restores it)
+        self.read_deadline = 0.0
+        self.read_token: Any = None
 
     # asyncio callbacks -------------------------------------------------
 
@@ -347,23 +351,44 @@ class ServerProtocol:
 
     def accept(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
         """A request of another protocol's read (mqtt's), one at a time: run now in the
-        common case (as ``data_received`` runs a native one), else ``submit``."""
+        common case (as ``data_received`` runs a native one), else ``submit``. The read
+        ends with ``end_read``: as in ``data_received``, the deadline set in the context
+        stays there for the read's next requests with the same one (requests a client
+        sent in one turn mostly share it), cleared for one without."""
         overload = self.overload
         slice_end = overload.slice_end
         if (slice_end is not None and not self.queue and not self.reading_paused
                 and (self.cap < 0 or overload.held < self.cap) and monotonic() < slice_end):
             if self.plain or (budget is None and self.no_default):
+                if self.read_deadline != 0.0:
+                    self.clear_deadline()
                 self.run_request(request, rid, None)
                 return
             if type(budget) is int and budget > 0:
                 deadline = arrived + budget * 0.001
-                token = set_deadline(deadline)
-                try:
-                    self.run_request(request, rid, deadline)
-                finally:
-                    reset_deadline(token)
+                if deadline != self.read_deadline:
+                    token = set_deadline(deadline)
+                    if self.read_token is None:
+                        self.read_token = token
+                    self.read_deadline = deadline
+                self.run_request(request, rid, deadline)
                 return
+        if self.read_deadline != 0.0:
+            self.clear_deadline()       # ``submit`` sets its own
         self.submit(request, rid, budget, arrived)
+
+    def clear_deadline(self) -> None:
+        """No deadline current for ``accept``'s next request."""
+        set_deadline(None)
+        self.read_deadline = 0.0
+
+    def end_read(self) -> None:
+        """The end of a read whose requests ``accept`` ran: the context as it was."""
+        token = self.read_token
+        if token is not None:
+            self.read_token = None
+            self.read_deadline = 0.0
+            reset_deadline(token)
 
     def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
         """Run a request now, or queue it for a later turn (this connection has queued

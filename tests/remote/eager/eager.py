@@ -71,6 +71,11 @@ async def remaining(delay=0.0):
     return [first, pomelo_rpc.time_remaining()]
 
 
+def remaining_now():
+    """The budget left, for a plain call."""
+    return pomelo_rpc.time_remaining()
+
+
 async def sleepy(tag, delay):
     """Sleep ``delay`` s; record how it ended (done, or the CancelledError's args)."""
     try:
