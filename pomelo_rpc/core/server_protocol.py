@@ -308,9 +308,9 @@ class ServerProtocol:
                             self.run_dispatched(msg, rid, deadline if timed else None,
                                                 self.traced_dispatch)
                         else:
-                            set_token = set_trace(traced)
+                            trace_set = set_trace(traced)
                             if trace_token is None:
-                                trace_token = set_token
+                                trace_token = trace_set
                             traced_live = True
                             self.run_dispatched(msg, rid, deadline if timed else None,
                                                 self.dispatch)
