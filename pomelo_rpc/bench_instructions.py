@@ -108,11 +108,30 @@ INSTRUCTION_ROWS: dict[str, Row] = {
                                 observe="tracing"),
     "cython-async-tracing-off": Row("pomelo_rpc, Cython, async def, router, tracing, none sampled",
                                     observe="tracing-off"),
+    "server-raw-1": Row("server only: raw echo, 1 in flight", "raw", in_flight=1,
+                        side="server"),
+    "server-cython-mqtt-1": Row("server only: pomelo_rpc, Cython, mqtt, 1 in flight",
+                                transport="mqtt", in_flight=1, side="server"),
+    "server-backend": Row("server only: backend area, Cython, forwardMessage, 1 in flight",
+                          "backend", transport="mqtt", in_flight=1, side="server"),
+    "server-backend-python": Row("server only: backend area, pure Python, forwardMessage, 1",
+                                 "backend", core="python", transport="mqtt", in_flight=1,
+                                 side="server"),
 }
 #: the rows run when ``--rows`` names none
 DEFAULT_ROWS = ("raw", "raw-coalesced", "cython-async", "cython-def", "python-async",
                 "python-def", "cython-notify", "python-notify", "cython-async-t0", "raw-100c", "cython-async-100c",
                 "server-raw-100c", "server-cython-100c")
+
+#: the handler directory of the ``backend`` rows (the area of bench/backend.py)
+AREA_HANDLERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_backend",
+                             "area", "handler")
+#: a player's ``area.playerHandler.move`` as a pomelo 2.2.7 hybridconnector forwards it
+#: (``%d``: the rpc id, the player's request id), byte for byte
+FORWARD = (b'{"id":%d,"msg":{"namespace":"sys","serverType":"area","service":"msgRemote",'
+           b'"method":"forwardMessage","args":[{"id":%d,"type":0,"compressRoute":0,'
+           b'"route":"area.playerHandler.move","body":{"x":1,"y":2},"compressGzip":0},'
+           b'{"id":1,"frontendId":"connector-1","uid":"u1","settings":{}}]}}')
 
 #: calls made before counting starts
 WARM_UP = 300
@@ -162,6 +181,44 @@ async def start_gateway(row: Row, slowdown: float, index: int = 0) -> Any:
                        **observe_options(row.observe))
     await gw.start()
     return gw
+
+
+async def start_backend(row: Row, slowdown: float) -> Any:
+    """The backend server of a ``backend`` row: the demo area (``move``), no registry,
+    started; its handler slice and idle sweep scaled by ``slowdown``."""
+    from pomelo_rpc import server
+    gw = server.create(transport=row.transport, core=row.core, handlers=AREA_HANDLERS,
+                       server_info={"id": "area-1", "server_type": "area"},
+                       handler_slice=SERVER_DEFAULTS["handler_slice"] * slowdown,
+                       idle_timeout=SERVER_DEFAULTS["idle_timeout"] * slowdown)
+    await gw.start()
+    return gw
+
+
+async def connector_calls(port: int) -> Callers:
+    """The driver of a ``backend`` row: one mqtt connection to ``port`` sending what a
+    pomelo 2.2.7 connector sends for a player's ``area.playerHandler.move`` (``FORWARD``,
+    its message and request ids counting up), each awaited for its answer."""
+    from pomelo_rpc.core.mqtt import MqttDecoder, encode_connect, encode_publish
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    decoder = MqttDecoder()
+    writer.write(encode_connect())    # answered by nothing, as pomelo's acceptor does
+    ids = iter(range(1, 1 << 62))
+
+    async def packets() -> list[Any]:
+        while True:
+            got = decoder.feed(await reader.read(65536))
+            if got:
+                return got
+
+    async def call(payload: Any) -> Any:
+        n = next(ids)
+        writer.write(encode_publish(FORWARD % (n, n)))
+        return await packets()
+
+    async def close() -> None:
+        writer.close()
+    return [call], close
 
 
 def client_liveness(slowdown: float) -> dict[str, float]:
@@ -274,6 +331,9 @@ async def count_server(key: str, calls: int) -> None:
     if row.system.startswith("raw"):
         listener = await start_raw_listener(row.system == "raw-coalesced")
         port = listener.sockets[0].getsockname()[1]
+    elif row.system == "backend":
+        gw = await start_backend(row, CALLGRIND_SLOWDOWN)
+        port = gw.port
     else:
         gw = await start_gateway(row, CALLGRIND_SLOWDOWN)
         port = gw.port
@@ -321,6 +381,8 @@ async def drive(key: str, port: int, calls: int) -> None:
     row = INSTRUCTION_ROWS[key]
     if row.system.startswith("raw"):
         funcs, close = await raw_clients(port, row.connections, row.system == "raw-coalesced")
+    elif row.system == "backend":
+        funcs, close = await connector_calls(port)
     else:
         funcs, close = await rpc_clients(row, port)
     await make_calls(funcs, WARM_UP, row.in_flight)
