@@ -60,15 +60,23 @@ class MsgRemote:
         """Run the handler of the player's request ``msg`` (``{"id", "type", "route",
         "body", ...}``) with the backend session of ``session`` (``{"id",
         "frontendId", "uid", "settings"}``); the answer the connector expects."""
-        try:
-            if type(msg) is not dict:
-                raise BadForward(f"the message is not an object: {msg!r:.80}")
+        handlers = self._handlers
+        entry = None
+        route = None
+        if type(msg) is dict:
             route = msg.get("route")
-            func, is_async = self._handlers.lookup(route)
+            if type(route) is str and handlers.server_type is not None:
+                entry = handlers.routes.get(route)      # the usual: lookup's first step
+        try:
+            if entry is None:
+                if type(msg) is not dict:
+                    raise BadForward(f"the message is not an object: {msg!r:.80}")
+                entry = handlers.lookup(route)
             sess = BackendSession.from_wire(self._app, session)
         except (BadForward, RouteError, SessionError) as exc:
             log.warning("forwardMessage refused: %s", exc)
             raise ErrorAnswer([error_object(exc)], str(exc)) from None
+        func, is_async = entry
         body = msg.get("body")
         if body is None:
             body = {"__route__": route}
