@@ -406,6 +406,8 @@ class ServerProtocol:
         deadline: float | None
         if type(budget) is int and budget >= 0 and overload.deadlines:
             deadline = arrived + budget * 0.001   # overload.deadline's case
+        elif self.plain or (budget is None and self.no_default):
+            deadline = None                       # overload.deadline's too, no call
         else:
             try:
                 deadline = overload.deadline(budget, arrived)
