@@ -17,12 +17,15 @@ cdef class JsonServerProtocol(ServerProtocol):
     cdef public JsonCodec codec
     cdef object result_payload
     cdef public dict heads
+    cdef bytes last_head
+    cdef tuple last_route
     cdef public bint buffer_msg
     cdef public bint heard
 
     cpdef list decode(self, object data)
     @cython.locals(arrived=double, at=Py_ssize_t, pkg=object, msg=object, rid=object,
-                   packets=list, heads=dict, parts=tuple, route=tuple)
+                   packets=list, heads=dict, parts=tuple, route=tuple,
+                   head=bytes)
     cpdef data_received(self, object data)
     cpdef learn(self, bytes head)
     cpdef bytes encode_result(self, object rid, object result)

@@ -71,6 +71,10 @@ class JsonServerProtocol(ServerProtocol):
         #: the route of each head learnt (see ``learn``), shared by an acceptor's
         #: connections; None: every payload parsed whole (no orjson)
         self.heads = heads if codec.fast_loads is not None else None
+        #: the head this connection's last fast request had, and its route (a
+        #: connection usually repeats one route: its head compared, not hashed)
+        self.last_head = b""
+        self.last_route: tuple[Any, Any, Any] | None = None
         self.buffer_msg = False        # answers batched by the transport's class
         self.heard = False             # a read since the transport's class last cleared it
 
@@ -101,7 +105,14 @@ class JsonServerProtocol(ServerProtocol):
                     # the usual request of a route seen before: only its args parsed
                     parts = request_parts(payload)
                     if parts is not None:
-                        route = heads.get(parts[2])
+                        head = parts[2]
+                        if head == self.last_head:    # compared, cheaper than hashed
+                            route = self.last_route
+                        else:
+                            route = heads.get(head)
+                            if route is not None:
+                                self.last_head = head
+                                self.last_route = route
                         fast = self.codec.fast_loads
                         if route is not None and fast is not None:
                             try:
