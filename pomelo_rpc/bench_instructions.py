@@ -20,13 +20,16 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pomelo_rpc
 from pomelo_rpc import client, processes
 from pomelo_rpc.bench import (REMOTE, TARGETS, make_calls, raw_clients, start_raw_listener,
                               target_note)
 from pomelo_rpc.options import CLIENT_DEFAULTS, SERVER_DEFAULTS
+
+if TYPE_CHECKING:
+    from pomelo_rpc.bench import CallFuncs
 
 #: ``(calls, close)``: the call functions of a row (one per connection) and its close
 Callers = tuple[list[Callable[[Any], Awaitable[Any]]], Callable[[], Awaitable[None]]]
@@ -314,14 +317,21 @@ async def count_row(key: str, calls: int, profiler: cProfile.Profile | None = No
         await count_client(key, calls, profiler)
         return
     funcs, close = await in_process_callers(key, CALLGRIND_SLOWDOWN)
-    await make_calls(funcs, WARM_UP, row.in_flight)
+    await counted_calls(funcs, calls, row.in_flight, profiler)
+    await close()
+
+
+async def counted_calls(funcs: CallFuncs, calls: int, in_flight: int,
+                        profiler: cProfile.Profile | None) -> None:
+    """The warm-up, the heap frozen, then ``calls`` calls through ``funcs``
+    (``profiler``: during these only)."""
+    await make_calls(funcs, WARM_UP, in_flight)
     _freeze_heap()
     if profiler:
         profiler.enable()
-    await make_calls(funcs, calls, row.in_flight)
+    await make_calls(funcs, calls, in_flight)
     if profiler:
         profiler.disable()
-    await close()
 
 
 async def count_server(key: str, calls: int) -> None:
@@ -364,13 +374,7 @@ async def count_client(key: str, calls: int, profiler: cProfile.Profile | None =
                                              row.system == "raw-coalesced")
         else:
             funcs, close = await rpc_clients(row, port, CALLGRIND_SLOWDOWN)
-        await make_calls(funcs, WARM_UP, row.in_flight)
-        _freeze_heap()
-        if profiler:
-            profiler.enable()
-        await make_calls(funcs, calls, row.in_flight)
-        if profiler:
-            profiler.disable()
+        await counted_calls(funcs, calls, row.in_flight, profiler)
         await close()
     finally:
         processes.stop_all([proc])
