@@ -150,7 +150,7 @@ def test_a_client_reads_answers_as_json(text):
         want = ("error", type(exc), str(exc))
     for name, protocol in client_protocols().items():
         try:
-            got = ("ok", repr(protocol.parse(data)))
+            got = ("ok", repr(protocol.codec.loads(data)))
         except ValueError as exc:
             got = ("error", type(exc), str(exc))
         assert got == want, (name, text)

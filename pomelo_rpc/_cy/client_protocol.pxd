@@ -108,8 +108,6 @@ cdef class JsonClientProtocol(ForwardingClientProtocol):
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, rid=cython.longlong, digits=Py_ssize_t,
                    start=Py_ssize_t, end=Py_ssize_t, data=bytes)
     cpdef bint common_answer(self, object payload) except -1
-    cpdef object parse(self, object payload)
-    cpdef bytes json_bytes(self, object value)
     cpdef bytes call_json(self, object rid, dict msg, object budget)
     @cython.locals(key=tuple)
     cpdef bytes call_head(self, dict msg)

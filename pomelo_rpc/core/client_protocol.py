@@ -619,7 +619,7 @@ class JsonClientProtocol(ForwardingClientProtocol):
         if self.common_answer(payload):
             return
         try:
-            pkg = self.parse(payload)
+            pkg = self.codec.loads(payload)
         except ValueError as exc:
             self.owner._bad_payload(exc)
             return
@@ -658,27 +658,18 @@ class JsonClientProtocol(ForwardingClientProtocol):
         if end <= start:
             return False
         try:
-            value = self.parse(data[start:end])
+            value = self.codec.loads(data[start:end])
         except ValueError:
             return False
         self.resolve(rid, value)
         return True
-
-    def parse(self, payload: bytes) -> Any:
-        """``json.loads(payload)``: the same value, or the same error."""
-        return self.codec.loads(payload)
-
-    def json_bytes(self, value: Any) -> bytes:
-        """UTF-8 compact JSON of ``value``, exactly ``json``'s (TypeError/ValueError if
-        JSON cannot carry it)."""
-        return self.codec.dumps_bytes(value)
 
     def call_json(self, rid: int, msg: dict[str, Any], budget: int | None) -> bytes:
         """The JSON payload of call ``rid``: ``{"id": rid, "msg": {"namespace",
         "serverType", "service", "method", "args"}}``, with ``"budget"`` (ms left, which
         a Node server ignores) after the id when it has a deadline."""
         head = self.call_head(msg)
-        args = self.json_bytes(msg["args"])
+        args = self.codec.dumps_bytes(msg["args"])
         if budget is None:
             return b'{"id":%d%b%b}}' % (rid, head, args)
         return b'{"id":%d,"budget":%d%b%b}}' % (rid, budget, head, args)
@@ -701,7 +692,7 @@ class JsonClientProtocol(ForwardingClientProtocol):
             return
         if self.encode_call is not None:
             head = self.call_head(msg)
-            frame = self.encode_call(rid, budget, head, self.json_bytes(msg["args"]))
+            frame = self.encode_call(rid, budget, head, self.codec.dumps_bytes(msg["args"]))
         else:
             frame = self.publish(self.call_json(rid, msg, budget))
         if len(frame) > self.pkg_size:
