@@ -17,7 +17,7 @@ CODECS = ("frames", "mqtt", "pinus_tcp", "coro", "clock", "context", "sampling")
 #: ... and modules with one source for both cores: ``pomelo_rpc/core/<name>.py``, linked
 #: as ``pomelo_rpc/_cy/<name>.py`` and compiled with the ``.pxd`` beside the link.
 ONE_SOURCE = ("pending", "dispatch", "meter", "writer", "client_protocol", "server_protocol",
-              "json_codec", "json_protocol", "invoke")
+              "json_codec", "json_protocol", "invoke", "forward")
 CORE = CODECS + ONE_SOURCE
 #: Written into an installed package whose core could not be compiled: pomelo_rpc warns
 #: at import when it finds it (pomelo_rpc.core.NOT_COMPILED names the same file).

@@ -23,7 +23,6 @@ from .backend.filters import HandlerFilters
 from .backend.handlers import Handlers
 from .backend.msg_remote import MsgRemote
 from .mqtt_acceptor import MqttAcceptor
-from .mqtt_json import core_dumps
 from .pinus_tcp_acceptor import PinusTcpAcceptor
 from .options import SERVER_DEFAULTS, merge
 from .registry import Registry
@@ -168,7 +167,7 @@ class Gateway:
         merged = {ns: dict(svcs) for ns, svcs in (extra or {}).items()}
         merged.setdefault("sys", {})["msgRemote"] = MsgRemote(
             self.app, self.handlers, self.filters, pinus=in_pinus_cluster(self.opts),
-            dumps=core_dumps(self.core))
+            core=self.core)
         return merged
 
     def _build_dispatcher(self) -> Dispatcher:

@@ -31,7 +31,7 @@ WHEEL_LIMIT = 1536 * 1024
 CHECK = "import pomelo_rpc; print(pomelo_rpc.IMPLEMENTATION)"
 CORE = ("frames", "mqtt", "pinus_tcp", "coro", "clock", "context", "sampling", "pending",
         "dispatch", "meter", "writer", "client_protocol", "server_protocol", "json_codec",
-        "json_protocol", "invoke")
+        "json_protocol", "invoke", "forward")
 ECHO_OVER_A_SOCKET = (
     "import pomelo_rpc\n"
     "from pomelo_rpc import server, client\n"

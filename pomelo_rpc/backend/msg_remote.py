@@ -20,13 +20,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..mqtt_json import ErrorAnswer, RawResults, dumps, error_object
+from .. import core as cores
+from ..mqtt_json import ErrorAnswer, RawResults, core_dumps, error_object, json_codec
 from .handlers import RouteError
 from .session import BackendSession, SessionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..core import Core
     from .app import App
     from .filters import HandlerFilters
     from .handlers import Handlers
@@ -46,37 +48,42 @@ class BadForward(Exception):
 
 
 class MsgRemote:
-    """The ``msgRemote`` service of a backend server (see the module docstring)."""
+    """The ``msgRemote`` service of a backend server (see the module docstring).
+
+    ``forwardMessage`` is ``core``'s ``forward.Forwarder`` (the common case compiled
+    in the Cython core); what it does not take itself comes back here: ``_forward``
+    (the whole of it), ``_finish`` (an ``async def`` handler), ``_failed`` (an error).
+    """
 
     def __init__(self, app: App, handlers: Handlers, filters: HandlerFilters,
-                 pinus: bool = False, dumps: Callable[[Any], str] = dumps) -> None:
+                 pinus: bool = False, core: Core | None = None) -> None:
+        core = core or cores.default()
         self._app = app
-        self._dumps = dumps         # a handler's response as JSON (the server core's)
+        self._dumps = core_dumps(core)    # a handler's response as JSON (the server core's)
         self._handlers = handlers
         self._filters = filters
         self._pinus = pinus         # a pinus cluster's connectors call (see the module doc)
+        forwarder = core.forward.Forwarder(
+            app, handlers, filters, BackendSession, json_codec(core), RawResults, _NOTIFY_ANSWER,
+            self._forward, self._finish, self._failed)
+        #: ``forwardMessage(msg, session)``: run the handler of the player's request
+        #: ``msg`` (``{"id", "type", "route", "body", ...}``) with the backend session
+        #: of ``session`` (``{"id", "frontendId", "uid", "settings"}``); the answer the
+        #: connector expects (or a coroutine of it)
+        self.forwardMessage: Callable[[Any, Any], Any] = forwarder.forwardMessage
 
-    async def forwardMessage(self, msg: Any, session: Any) -> RawResults:
-        """Run the handler of the player's request ``msg`` (``{"id", "type", "route",
-        "body", ...}``) with the backend session of ``session`` (``{"id",
-        "frontendId", "uid", "settings"}``); the answer the connector expects."""
+    async def _forward(self, msg: Any, session: Any) -> RawResults:
+        """``forwardMessage`` in full: refusals, filters."""
         handlers = self._handlers
-        entry = None
-        route = None
-        if type(msg) is dict:
-            route = msg.get("route")
-            if type(route) is str and handlers.server_type is not None:
-                entry = handlers.routes.get(route)      # the usual: lookup's first step
+        route = msg.get("route") if type(msg) is dict else None
         try:
-            if entry is None:
-                if type(msg) is not dict:
-                    raise BadForward(f"the message is not an object: {msg!r:.80}")
-                entry = handlers.lookup(route)
+            if type(msg) is not dict:
+                raise BadForward(f"the message is not an object: {msg!r:.80}")
+            func, is_async = handlers.lookup(route)
             sess = BackendSession.from_wire(self._app, session)
         except (BadForward, RouteError, SessionError) as exc:
             log.warning("forwardMessage refused: %s", exc)
             raise ErrorAnswer([error_object(exc)], str(exc)) from None
-        func, is_async = entry
         body = msg.get("body")
         if body is None:
             body = {"__route__": route}
@@ -100,14 +107,31 @@ class MsgRemote:
         if filters.afters:
             await filters.run_after(body, sess, result, error)
         if error is not None:
-            code = getattr(error, "code", None)
-            if type(code) is not int:
-                log.error("handler of %s failed", route, exc_info=error)
-                raise ErrorAnswer([error_object(error)], str(error)) from None
-            log.info("handler of %s answered code %s: %s", route, code, error)
-            if self._pinus:      # pinus reads no response after an error: the code alone
-                return RawResults(f'{{"code":{code}}},null')
-            raise ErrorAnswer([error_object(error), {"code": code}], str(error)) from None
+            return self._failed(error, route)
         if notify:
             return _NOTIFY_ANSWER
         return RawResults(text + ",null")
+
+    async def _finish(self, func: Callable[..., Any], body: Any, sess: BackendSession,
+                      route: str, notify: bool) -> RawResults:
+        """The answer of an ``async def`` handler (no filters)."""
+        try:
+            result = await func(body, sess)
+            if notify:
+                return _NOTIFY_ANSWER
+            text = self._dumps({} if result is None else result)
+        except Exception as exc:
+            return self._failed(exc, route)
+        return RawResults(text + ",null")
+
+    def _failed(self, error: Exception, route: str) -> RawResults:
+        """The answer to a handler's ``error``: raises the ErrorAnswer pomelo expects
+        (with its ``code``), or a pinus connector's answer to a code."""
+        code = getattr(error, "code", None)
+        if type(code) is not int:
+            log.error("handler of %s failed", route, exc_info=error)
+            raise ErrorAnswer([error_object(error)], str(error)) from None
+        log.info("handler of %s answered code %s: %s", route, code, error)
+        if self._pinus:      # pinus reads no response after an error: the code alone
+            return RawResults(f'{{"code":{code}}},null')
+        raise ErrorAnswer([error_object(error), {"code": code}], str(error)) from None

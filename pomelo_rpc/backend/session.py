@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from ..core.forward import new_session
+
 if TYPE_CHECKING:
     from .app import App
 
@@ -16,9 +18,6 @@ __all__ = ["BackendSession", "SessionError"]
 
 class SessionError(ValueError):
     """A session object from the network that is not a pomelo session."""
-
-
-_new = object.__new__
 
 
 def _why_not(sid: Any, frontend_id: Any, uid: Any, settings: Any) -> str:
@@ -51,27 +50,14 @@ class BackendSession:
     def from_wire(cls, app: App, obj: Any) -> BackendSession:
         """The session of pomelo's ``{"id", "frontendId", "uid", "settings"}``;
         SessionError if ``obj`` is not one."""
-        if type(obj) is not dict:
-            raise SessionError(f"the session is not an object: {obj!r:.80}")
-        sid = obj.get("id")
-        frontend_id = obj.get("frontendId")
-        uid = obj.get("uid")
-        settings = obj.get("settings")
-        kind = type(uid)
-        if ((type(sid) is not int and (type(sid) is not str or not sid))
-                or type(frontend_id) is not str or not frontend_id
-                or (uid is not None and kind is not str and kind is not int
-                    and kind is not float)
-                or (type(settings) is not dict and settings is not None)):
-            raise SessionError(_why_not(sid, frontend_id, uid, settings))
-        # made without __init__ (a Python frame less per request)
-        session: BackendSession = _new(cls)
-        session._app = app
-        session.id = sid
-        session.frontend_id = frontend_id
-        session.uid = uid
-        session.settings = {} if settings is None else settings
-        return session
+        session = new_session(cls, app, obj)     # made without __init__ (the core's)
+        if session is None:
+            if type(obj) is not dict:
+                raise SessionError(f"the session is not an object: {obj!r:.80}")
+            raise SessionError(_why_not(obj.get("id"), obj.get("frontendId"), obj.get("uid"),
+                                        obj.get("settings")))
+        result: BackendSession = session
+        return result
 
     def export(self) -> dict[str, Any]:
         """pomelo's form, ``{"id", "frontendId", "uid", "settings"}`` (for an rpc

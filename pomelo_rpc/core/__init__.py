@@ -46,6 +46,7 @@ class Core(types.SimpleNamespace):
     clock: types.ModuleType
     context: types.ModuleType
     sampling: types.ModuleType
+    forward: types.ModuleType
 
 
 log = logging.getLogger("pomelo_rpc.core")
@@ -57,7 +58,7 @@ NOT_COMPILED = "NOT_COMPILED.txt"
 #: The modules of a core.
 MODULES = ("frames", "pending", "dispatch", "mqtt", "pinus_tcp", "meter", "writer",
            "client_protocol", "server_protocol", "json_codec", "json_protocol", "invoke",
-           "coro", "clock", "context", "sampling")
+           "coro", "clock", "context", "sampling", "forward")
 
 _loaded: dict[str, Core] = {}
 

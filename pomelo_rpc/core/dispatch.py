@@ -8,6 +8,7 @@ for the Cython core.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from types import CoroutineType
 from typing import Any
 
 from ..errors import DispatchError, FrameError
@@ -177,7 +178,9 @@ class Dispatcher:
             result = self.call(method, args)
         except Exception as exc:
             return rid, FAILED, exc
-        if method.is_async:
+        if method.is_async or type(result) is CoroutineType:
+            # (a ``def`` method may answer with a coroutine: run as an ``async def``'s,
+            # as ``core.forward``'s forwardMessage does for an ``async def`` handler)
             return rid, PENDING, result
         return rid, DONE, result
 

@@ -1,0 +1,26 @@
+# Augments pomelo_rpc/core/forward.py (compiled here through the forward.py link): a
+# backend server's forwardMessage an extension type, its common case in C.
+
+cimport cython
+
+from pomelo_rpc._cy.json_codec cimport JsonCodec
+
+
+@cython.locals(fields=dict)
+cpdef object new_session(object cls, object app, object obj)
+
+
+cdef class Forwarder:
+    cdef readonly object app
+    cdef readonly object handlers
+    cdef readonly object filters
+    cdef readonly object session_class
+    cdef JsonCodec codec
+    cdef object raw
+    cdef object notify_answer
+    cdef object slow
+    cdef object finish
+    cdef object failed
+
+    @cython.locals(request=dict, entry=tuple, notify=bint)
+    cpdef object forwardMessage(self, object msg, object session)

@@ -1,0 +1,126 @@
+# cython: annotation_typing=False
+"""A backend server's ``forwardMessage``, its common case: one source for both cores.
+
+Imported as it is for the pure-Python core; compiled with ``pomelo_rpc/_cy/forward.pxd``
+for the Cython core.
+
+A pomelo connector forwards a player's request to a backend server as
+``sys.<type>.msgRemote.forwardMessage(msg, session)`` (``pomelo_rpc.backend.msg_remote``).
+``Forwarder.forwardMessage`` is that method as the dispatcher calls it: a ``def`` that,
+in the common case (a request on a route of the handler directory, a well-formed
+session, no handler filters), makes the backend session (``new_session``), calls a
+``def`` handler at once and returns the answer (``[null, resp, null]``'s text after the
+``null``, a ``RawResults``), with no coroutine and no Python frame of its own. An
+``async def`` handler's call is handed to ``finish`` (a coroutine the server drives
+eagerly: answered at once when it does not suspend); a handler's error to ``failed``
+(pomelo's ``code``); anything else, refused requests and filters included, to
+``slow`` (the whole of ``forwardMessage`` in Python). The dispatcher runs a ``def``
+method's coroutine as an ``async def`` method's (``core.dispatch``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .json_codec import JsonCodec
+
+#: pomelo-protocol's message type of a notify (the connector expects no response)
+NOTIFY = 1
+
+_new = object.__new__
+
+
+def new_session(cls: type, app: Any, obj: Any) -> Any:
+    """The backend session (a ``cls``, made without ``__init__``: its ``_app``, ``id``,
+    ``frontend_id``, ``uid``, ``settings``) of pomelo's ``{"id", "frontendId", "uid",
+    "settings"}``; None if ``obj`` is not one (a non-empty id, string or number; a
+    frontendId; a uid string, number or null; settings an object or none)."""
+    if type(obj) is not dict:
+        return None
+    fields: dict[str, Any] = obj      # (compiled: a dict's own lookups)
+    sid = fields.get("id")
+    frontend_id = fields.get("frontendId")
+    uid = fields.get("uid")
+    settings = fields.get("settings")
+    kind = type(uid)
+    if ((type(sid) is not int and (type(sid) is not str or not sid))
+            or type(frontend_id) is not str or not frontend_id
+            or (uid is not None and kind is not str and kind is not int
+                and kind is not float)
+            or (type(settings) is not dict and settings is not None)):
+        return None
+    session = _new(cls)
+    session._app = app
+    session.id = sid
+    session.frontend_id = frontend_id
+    session.uid = uid
+    session.settings = {} if settings is None else settings
+    return session
+
+
+class Forwarder:
+    """``forwardMessage`` of one backend server; see the module docstring.
+
+    ``handlers``: its ``routes`` (route -> ``(func, is_async)``, read on every call:
+    a reload replaces it) and ``server_type``; ``filters``: its ``befores`` and
+    ``afters``; ``session_class``: what ``new_session`` makes; ``codec``: a response's
+    JSON text (its ``dumps``, a ``core.json_codec.JsonCodec``); ``raw``: the answer's type (``RawResults``), ``notify_answer`` a
+    notify's; ``slow(msg, session)``, ``finish(func, body, session, route, notify)``:
+    coroutines; ``failed(error, route)``: the answer to a handler's error, or raises
+    the error answer.
+    """
+
+    def __init__(self, app: Any, handlers: Any, filters: Any, session_class: type,
+                 codec: JsonCodec, raw: Callable[[str], Any], notify_answer: Any,
+                 slow: Callable[[Any, Any], Any], finish: Callable[..., Any],
+                 failed: Callable[[Exception, str], Any]) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.filters = filters
+        self.session_class = session_class
+        self.codec = codec
+        self.raw = raw
+        self.notify_answer = notify_answer
+        self.slow = slow
+        self.finish = finish
+        self.failed = failed
+
+    def forwardMessage(self, msg: Any, session: Any) -> Any:
+        """Run the handler of the player's request ``msg`` (``{"id", "type", "route",
+        "body", ...}``) with the backend session of ``session``: the answer the
+        connector expects, or a coroutine of it."""
+        if type(msg) is not dict:
+            return self.slow(msg, session)
+        request: dict[str, Any] = msg     # (compiled: a dict's own lookups)
+        handlers = self.handlers
+        filters = self.filters
+        route = request.get("route")
+        if (type(route) is not str or handlers.server_type is None or filters.befores
+                or filters.afters):
+            return self.slow(msg, session)
+        entry = handlers.routes.get(route)
+        if entry is None:
+            return self.slow(msg, session)
+        sess = new_session(self.session_class, self.app, session)
+        if sess is None:
+            return self.slow(msg, session)
+        func = entry[0]
+        body = request.get("body")
+        if body is None:
+            body = {"__route__": route}
+        elif type(body) is dict:
+            body["__route__"] = route        # as pomelo gives it to the handler
+        notify = request.get("type") == NOTIFY
+        if entry[1]:
+            return self.finish(func, body, sess, route, notify)
+        try:
+            result = func(body, sess)
+            if notify:
+                return self.notify_answer
+            text = self.codec.dumps({} if result is None else result)
+        except Exception as exc:
+            return self.failed(exc, route)
+        return self.raw(text + ",null")
