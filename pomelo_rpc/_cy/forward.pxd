@@ -14,6 +14,9 @@ cdef class Forwarder:
     cdef readonly object app
     cdef readonly object handlers
     cdef readonly object filters
+    cdef list befores
+    cdef list afters
+    cdef object server_type
     cdef readonly object session_class
     cdef JsonCodec codec
     cdef object raw
@@ -22,5 +25,5 @@ cdef class Forwarder:
     cdef object finish
     cdef object failed
 
-    @cython.locals(request=dict, entry=tuple, notify=bint)
+    @cython.locals(request=dict, routes=dict, entry=tuple, notify=bint)
     cpdef object forwardMessage(self, object msg, object session)

@@ -75,7 +75,7 @@ class MsgRemote:
     async def _forward(self, msg: Any, session: Any) -> RawResults:
         """``forwardMessage`` in full: refusals, filters."""
         handlers = self._handlers
-        route = msg.get("route") if type(msg) is dict else None
+        route: Any = msg.get("route") if type(msg) is dict else None
         try:
             if type(msg) is not dict:
                 raise BadForward(f"the message is not an object: {msg!r:.80}")

@@ -52,7 +52,7 @@ def new_session(cls: type, app: Any, obj: Any) -> Any:
                 and kind is not float)
             or (type(settings) is not dict and settings is not None)):
         return None
-    session = _new(cls)
+    session: Any = _new(cls)
     session._app = app
     session.id = sid
     session.frontend_id = frontend_id
@@ -80,6 +80,11 @@ class Forwarder:
         self.app = app
         self.handlers = handlers
         self.filters = filters
+        #: the filters' lists (``filters.before``/``after`` append to these) and the
+        #: server type (fixed), read here without an attribute lookup per call
+        self.befores: list[Any] = filters.befores
+        self.afters: list[Any] = filters.afters
+        self.server_type: Any = handlers.server_type
         self.session_class = session_class
         self.codec = codec
         self.raw = raw
@@ -95,13 +100,11 @@ class Forwarder:
         if type(msg) is not dict:
             return self.slow(msg, session)
         request: dict[str, Any] = msg     # (compiled: a dict's own lookups)
-        handlers = self.handlers
-        filters = self.filters
         route = request.get("route")
-        if (type(route) is not str or handlers.server_type is None or filters.befores
-                or filters.afters):
+        if type(route) is not str or self.server_type is None or self.befores or self.afters:
             return self.slow(msg, session)
-        entry = handlers.routes.get(route)
+        routes: dict[str, Any] = self.handlers.routes     # (a reload replaces it)
+        entry = routes.get(route)
         if entry is None:
             return self.slow(msg, session)
         sess = new_session(self.session_class, self.app, session)
