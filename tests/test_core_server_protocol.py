@@ -1,6 +1,7 @@
 """The server's protocol class (``core/server_protocol.py``), both cores, in process over
 real loopback sockets: ``async def`` methods run eagerly (one that never suspends is
-answered without a Task, one that suspends goes on in a Task in the same context),
+answered without a Task, one that suspends goes on in a Task in the same context; a
+``def`` answering with a coroutine runs it likewise),
 errors before and after suspending, CancelledError, the deadline cut and the stop
 grace reaching a suspended call, no context leaking from one call into the next, and
 the mqtt transport on the same answer path."""
@@ -67,6 +68,18 @@ async def test_async_method_that_suspends_goes_on_in_a_task(core, transport):
         assert conn.running == 50 and gw.acceptor.overload.held == 50
         assert await asyncio.gather(*calls) == [[False, True, i] for i in range(50)]
         assert conn.running == 0 and gw.acceptor.overload.held == 0
+    finally:
+        await cli.stop()
+        await gw.stop()
+
+
+async def test_def_method_answering_with_a_coroutine_runs_it_as_an_async_one(core, transport):
+    gw, cli, _svc = await _pair(core, transport)
+    try:
+        svc = cli.proxies.user.eager.eager
+        assert await svc.hands_on(None, 1) == {"in_task": False, "x": 1}
+        assert await svc.hands_on(None, "a", 0.01) == [False, True, "a"]
+        assert gw.acceptor.overload.held == 0
     finally:
         await cli.stop()
         await gw.stop()

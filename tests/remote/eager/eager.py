@@ -97,3 +97,9 @@ async def yield_none(x):
 def events():
     """What ``sleepy`` calls recorded."""
     return list(_events)
+
+
+def hands_on(x, delay=None):
+    """A ``def`` answering with a coroutine (as a backend's forwardMessage does for an
+    ``async def`` handler): ``no_suspend``'s, or ``suspend``'s with ``delay``."""
+    return no_suspend(x) if delay is None else suspend(x, delay)
