@@ -56,6 +56,11 @@ class RawResults(str):
     __slots__ = ()
 
 
+#: the cores' ``json_codec.RawJson`` (JSON already written, a backend's answer): ``dumps``
+#: writes one as its text (``json_codec`` adds each core's)
+RAW_JSON: set[type] = set()
+
+
 class ErrorAnswer(Exception):
     """An error answered on mqtt with the exact ``resp`` elements it carries, e.g.
     ``[{"stack": ...}, {"code": 501}]`` (pomelo's ``cb(err, resp)``), instead of the
@@ -92,6 +97,9 @@ def make_dumps(json_string: Callable[[str], str] = json.encoder.encode_basestrin
             return "".join(c_encode(value, 0))
         except BaseException:
             markers.clear()       # the C encoder leaves its marks behind on an error
+            if type(value) in RAW_JSON:     # a core's JSON already written
+                text: str = value.data.decode("utf-8")
+                return text
             raise
     return dumps
 
@@ -119,6 +127,7 @@ def json_codec(core: Core) -> Any:
             codec = core.json_codec.JsonCodec(loads, slow, json_string=core.mqtt.json_string,
                                               raw_text=RawResults)
         _codecs[core.name] = codec
+        RAW_JSON.add(core.json_codec.RawJson)
     return codec
 
 

@@ -3,7 +3,7 @@
 
 cimport cython
 
-from pomelo_rpc._cy.json_codec cimport JsonCodec
+from pomelo_rpc._cy.json_codec cimport JsonCodec, RawJson
 
 
 @cython.locals(fields=dict)
@@ -19,11 +19,10 @@ cdef class Forwarder:
     cdef object server_type
     cdef readonly object session_class
     cdef JsonCodec codec
-    cdef object raw
     cdef object notify_answer
     cdef object slow
     cdef object finish
     cdef object failed
 
-    @cython.locals(request=dict, routes=dict, entry=tuple, notify=bint)
+    @cython.locals(request=dict, routes=dict, entry=tuple, notify=bint, data=bytes)
     cpdef object forwardMessage(self, object msg, object session)

@@ -1,6 +1,13 @@
 # Augments pomelo_rpc/core/json_codec.py (compiled here through the json_codec.py link):
 # the codec an extension type whose methods the JSON protocols call as C functions.
 
+cimport cython
+
+
+cdef class RawJson:
+    cdef readonly bytes data
+
+
 cdef class JsonCodec:
     cdef readonly object slow_loads
     cdef readonly object slow_dumps
@@ -12,5 +19,7 @@ cdef class JsonCodec:
     cdef readonly object raw_text
 
     cpdef object loads(self, object data)
+    @cython.locals(raw_json=RawJson, text=str)
     cpdef str dumps(self, object value)
+    @cython.locals(raw_json=RawJson)
     cpdef bytes dumps_bytes(self, object value)

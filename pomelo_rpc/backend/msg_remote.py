@@ -64,7 +64,7 @@ class MsgRemote:
         self._filters = filters
         self._pinus = pinus         # a pinus cluster's connectors call (see the module doc)
         forwarder = core.forward.Forwarder(
-            app, handlers, filters, BackendSession, json_codec(core), RawResults, _NOTIFY_ANSWER,
+            app, handlers, filters, BackendSession, json_codec(core), _NOTIFY_ANSWER,
             self._forward, self._finish, self._failed)
         #: ``forwardMessage(msg, session)``: run the handler of the player's request
         #: ``msg`` (``{"id", "type", "route", "body", ...}``) with the backend session

@@ -9,18 +9,21 @@ A pomelo connector forwards a player's request to a backend server as
 ``Forwarder.forwardMessage`` is that method as the dispatcher calls it: a ``def`` that,
 in the common case (a request on a route of the handler directory, a well-formed
 session, no handler filters), makes the backend session (``new_session``), calls a
-``def`` handler at once and returns the answer (``[null, resp, null]``'s text after the
-``null``, a ``RawResults``), with no coroutine and no Python frame of its own. An
+``def`` handler at once and returns the answer (``[null, resp, null]``'s JSON after the
+first ``null``), with no coroutine and no Python frame of its own. An
 ``async def`` handler's call is handed to ``finish`` (a coroutine the server drives
 eagerly: answered at once when it does not suspend); a handler's error to ``failed``
 (pomelo's ``code``); anything else, refused requests and filters included, to
-``slow`` (the whole of ``forwardMessage`` in Python). The dispatcher runs a ``def``
+``slow`` (the whole of ``forwardMessage`` in Python). The answer is a
+``core.json_codec.RawJson``, written by the JSON protocol as it is. The dispatcher runs a ``def``
 method's coroutine as an ``async def`` method's (``core.dispatch``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from .json_codec import RawJson
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,14 +70,14 @@ class Forwarder:
     ``handlers``: its ``routes`` (route -> ``(func, is_async)``, read on every call:
     a reload replaces it) and ``server_type``; ``filters``: its ``befores`` and
     ``afters``; ``session_class``: what ``new_session`` makes; ``codec``: a response's
-    JSON text (its ``dumps``, a ``core.json_codec.JsonCodec``); ``raw``: the answer's type (``RawResults``), ``notify_answer`` a
-    notify's; ``slow(msg, session)``, ``finish(func, body, session, route, notify)``:
+    JSON (its ``dumps_bytes``, a ``core.json_codec.JsonCodec``); ``notify_answer``: a
+    notify's answer; ``slow(msg, session)``, ``finish(func, body, session, route, notify)``:
     coroutines; ``failed(error, route)``: the answer to a handler's error, or raises
     the error answer.
     """
 
     def __init__(self, app: Any, handlers: Any, filters: Any, session_class: type,
-                 codec: JsonCodec, raw: Callable[[str], Any], notify_answer: Any,
+                 codec: JsonCodec, notify_answer: Any,
                  slow: Callable[[Any, Any], Any], finish: Callable[..., Any],
                  failed: Callable[[Exception, str], Any]) -> None:
         self.app = app
@@ -87,7 +90,6 @@ class Forwarder:
         self.server_type: Any = handlers.server_type
         self.session_class = session_class
         self.codec = codec
-        self.raw = raw
         self.notify_answer = notify_answer
         self.slow = slow
         self.finish = finish
@@ -123,7 +125,7 @@ class Forwarder:
             result = func(body, sess)
             if notify:
                 return self.notify_answer
-            text = self.codec.dumps({} if result is None else result)
+            data = self.codec.dumps_bytes({} if result is None else result)
         except Exception as exc:
             return self.failed(exc, route)
-        return self.raw(text + ",null")
+        return RawJson(data + b",null")

@@ -20,6 +20,16 @@ _OPEN_OBJECT = 0x7B      # b"{"
 _OPEN_ARRAY = 0x5B       # b"["
 
 
+class RawJson:
+    """JSON text already written, its UTF-8 ``data``: ``JsonCodec.dumps_bytes`` writes it
+    as it is, ``dumps`` as its text (a backend's answer, made by ``core.forward``)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class JsonCodec:
     """``loads`` and ``dumps`` exactly ``json``'s: ``slow_loads`` and ``slow_dumps`` (the
     ``json`` module's, made faster in ``mqtt_json``), and before them, when given,
@@ -61,10 +71,14 @@ class JsonCodec:
     def dumps(self, value: Any) -> str:
         """Compact JSON text of ``value``, exactly ``json``'s (TypeError/ValueError if
         JSON cannot carry it)."""
+        if type(value) is RawJson:
+            raw_json: RawJson = value
+            text: str = raw_json.data.decode("utf-8")
+            return text
         plain = self.plain_json
         if plain is not None and self.fast_dumps is not None and plain(value):
             try:
-                text: str = self.fast_dumps(value).decode()
+                text = self.fast_dumps(value).decode()
                 return text
             except TypeError:          # a str orjson refuses (a lone surrogate)
                 pass
@@ -74,6 +88,9 @@ class JsonCodec:
         """``dumps(value)`` in UTF-8 (a str JSON cannot carry in UTF-8, a lone surrogate,
         is a ValueError)."""
         kind = type(value)
+        if kind is RawJson:
+            raw_json: RawJson = value
+            return raw_json.data
         if kind is str and self.json_string is not None:
             return self.json_string(value).encode("utf-8")
         if self.raw_text is not None and kind is self.raw_text:
