@@ -339,7 +339,7 @@ def test_frames_same_in_both_cores():
 
 
 class Fut:
-    """The part of a future PendingTable uses."""
+    """The part of a future PendingTable uses (asyncio's contract)."""
 
     def __init__(self, done=False):
         self._done = done
@@ -350,7 +350,8 @@ class Fut:
         return self._done
 
     def set_result(self, value):
-        assert not self._done
+        if self._done:      # as asyncio's futures
+            raise asyncio.InvalidStateError("invalid state")
         self._done = True
         self.calls += 1
         self.result = value
@@ -899,16 +900,25 @@ async def _raises(message):
     raise LookupError(message)
 
 
+def _stepped(core, coro, ctx):
+    """``step``'s outcome as ``(returned, value)``."""
+    out = core.coro.step(coro, ctx)
+    if type(out) is core.coro.Suspended:
+        return False, out.value
+    return True, out
+
+
 def test_step_runs_a_coroutine_to_its_return_in_the_context(core):
     ctx = contextvars.copy_context()
-    assert core.coro.step(_returns(42), ctx) == (True, 42)
+    assert core.coro.step(_returns(42), ctx) == 42
     assert ctx[_probe] == "inside" and _probe.get() == "outside"
 
 
 def test_step_stops_where_the_coroutine_suspends_and_it_can_go_on(core):
     ctx = contextvars.copy_context()
     coro = _suspends("tok")
-    assert core.coro.step(coro, ctx) == (False, "tok")
+    out = core.coro.step(coro, ctx)
+    assert type(out) is core.coro.Suspended and out.value == "tok"
     assert _probe.get() == "outside"
     with pytest.raises(StopIteration) as stop:
         ctx.run(coro.send, "back")
@@ -920,7 +930,7 @@ def test_step_propagates_what_the_coroutine_raises(core):
     with pytest.raises(LookupError, match="gone"):
         core.coro.step(_raises("gone"), ctx)
     # the context was left: a later step in it works
-    assert core.coro.step(_returns(None), ctx) == (True, None)
+    assert _stepped(core, _returns(None), ctx) == (True, None)
 
 
 def test_step_same_in_both_cores():
@@ -928,9 +938,37 @@ def test_step_same_in_both_cores():
     for c in both_cores():
         ctx = contextvars.copy_context()
         coro = _suspends(7)
-        outcomes.append((c.coro.step(_returns("v"), ctx), c.coro.step(coro, ctx)))
+        outcomes.append((_stepped(c, _returns("v"), ctx), _stepped(c, coro, ctx)))
         coro.close()
-    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == outcomes[1] == ((True, "v"), (False, 7))
+
+
+def test_call_list_calls_with_the_items_of_the_list(core):
+    def f(*args, **kwargs):
+        return args, kwargs
+    assert core.coro.call_list(f, [1, "a", None]) == ((1, "a", None), {})
+    assert core.coro.call_list(f, []) == ((), {})
+    with pytest.raises(TypeError):
+        core.coro.call_list(lambda a: a, [1, 2])
+
+
+def test_new_future_is_the_loops_own(core):
+    class Custom(asyncio.SelectorEventLoop):
+        made = 0
+
+        def create_future(self):
+            Custom.made += 1
+            return super().create_future()
+
+    for loop in (asyncio.new_event_loop(), Custom()):
+        try:
+            kwargs = core.coro.future_kwargs(loop)
+            fut = core.coro.new_future(loop, kwargs)
+            assert type(fut) is asyncio.Future and fut.get_loop() is loop and not fut.done()
+            assert (kwargs is None) == isinstance(loop, Custom)
+        finally:
+            loop.close()
+    assert Custom.made == 1
 
 
 def test_map_keys_decode_right_whatever_the_key_cache_holds(core):

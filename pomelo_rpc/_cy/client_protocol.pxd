@@ -9,6 +9,7 @@ from pomelo_rpc._cy.frames cimport (FrameDecoder, encode_notify, encode_notify_b
                                     encode_request_by_name, encode_request_by_name_budget,
                                     encode_request_by_name_traced, encode_request_traced)
 from pomelo_rpc._cy.clock cimport monotonic
+from pomelo_rpc._cy.coro cimport future_kwargs, new_future
 from pomelo_rpc._cy.context cimport deadline as serving_deadline
 from pomelo_rpc._cy.json_codec cimport JsonCodec
 from pomelo_rpc._cy.meter cimport Meter, Series
@@ -43,6 +44,8 @@ cdef class ClientProtocol:
     cdef public object trace
     cdef double budget_of
     cdef object budget
+    cdef object future_loop
+    cdef object future_kwargs
 
     @cython.locals(tracer=Sampler)
     cpdef object send(self, dict msg, object timeout)

@@ -1,3 +1,9 @@
-# What the server protocol cimports from coro.pyx.
+# What the server protocol and the dispatcher cimport from coro.pyx.
 
-cpdef tuple step(object coro, object ctx)
+cdef class Suspended:
+    cdef readonly object value
+
+cpdef object step(object coro, object ctx)
+cpdef object call_list(object func, list args)
+cpdef object future_kwargs(object loop)
+cpdef object new_future(object loop, object kwargs)

@@ -1,5 +1,8 @@
 # Augments pomelo_rpc/core/dispatch.py (compiled here through the dispatch.py link).
 
+cimport cython
+
+from pomelo_rpc._cy.coro cimport call_list
 
 
 cdef class Method:
@@ -14,6 +17,7 @@ cdef class Method:
 
 
 cdef class Dispatcher:
+    cdef public Py_ssize_t state
     cdef list _methods
     cdef dict _by_name
     cdef dict _namespaces
@@ -24,3 +28,5 @@ cdef class Dispatcher:
     cpdef Method by_name(self, object namespace, object service, object name)
     cpdef object call(self, Method method, list args)
     cpdef tuple dispatch(self, object msg)
+    @cython.locals(n=Py_ssize_t, method=Method)
+    cpdef object run(self, object msg)

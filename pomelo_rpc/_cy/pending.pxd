@@ -26,6 +26,7 @@ cdef class PendingTable:
     cdef list _heap
     cdef Py_ssize_t _next_id
     cdef Py_ssize_t _low
+    cdef bint _wrapped
     cdef double _res
     cdef Slot _last_slot
     cdef double _last_lo

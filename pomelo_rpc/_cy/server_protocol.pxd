@@ -7,12 +7,15 @@ cimport cython
 from pomelo_rpc._cy.clock cimport monotonic
 from pomelo_rpc._cy.context cimport (copy_current, reset_deadline, reset_trace, set_deadline,
                                      set_trace)
-from pomelo_rpc._cy.coro cimport step
+from pomelo_rpc._cy.coro cimport Suspended, step
 from pomelo_rpc._cy.dispatch cimport Dispatcher
 from pomelo_rpc._cy.frames cimport FrameDecoder, encode_error, encode_response
 from pomelo_rpc._cy.meter cimport Meter
 from pomelo_rpc._cy.sampling cimport Sampler
 from pomelo_rpc._cy.writer cimport Writer
+
+
+cdef Py_ssize_t DONE, PENDING
 
 
 cdef class Resume:
@@ -65,10 +68,10 @@ cdef class ServerProtocol:
     cpdef run_request(self, object request, object rid, object deadline)
     @cython.locals(tracer=Sampler, n=Py_ssize_t)
     cpdef object incoming(self, object request)
-    @cython.locals(meter=Meter, start=double)
+    @cython.locals(meter=Meter, start=double, dispatcher=Dispatcher, state=Py_ssize_t)
     cpdef run_dispatched(self, object request, object rid, object deadline, object dispatch)
     cpdef fail(self, object request, object rid, object exc)
-    @cython.locals(meter=Meter)
+    @cython.locals(meter=Meter, suspended=Suspended)
     cpdef run_coroutine(self, object rid, object coro, object deadline, object request=*,
                         double start=*)
     cpdef respond(self, bytes data)

@@ -24,6 +24,7 @@ from .frames import (PING_FRAME, RESP_ERR, RESP_OK, FrameDecoder, encode_notify,
                      encode_request_by_name, encode_request_by_name_budget,
                      encode_request_by_name_traced, encode_request_traced)
 from .clock import monotonic
+from .coro import future_kwargs, new_future
 from .context import deadline as serving_deadline
 from .meter import CANCELLED, OK
 from .pending import PendingTable, SlotTimer
@@ -107,6 +108,9 @@ class ClientProtocol:
         #: the budget (ms, an int) of a call sent with a timeout of ``budget_of`` s
         self.budget_of = 0.0
         self.budget: int | None = None
+        #: how ``call`` makes its futures (``core.coro.new_future``), for ``future_loop``
+        self.future_loop: asyncio.AbstractEventLoop | None = None
+        self.future_kwargs: dict[str, Any] | None = None
 
     # calls -----------------------------------------------------------------
 
@@ -153,7 +157,10 @@ class ClientProtocol:
         once, its budget is the whole timeout (no clock to read again)."""
         loop = self.loop
         assert loop is not None
-        fut = loop.create_future()
+        if loop is not self.future_loop:
+            self.future_loop = loop
+            self.future_kwargs = future_kwargs(loop)
+        fut = new_future(loop, self.future_kwargs)
         budget: int | None = None
         meter = self.meter
         start = 0.0

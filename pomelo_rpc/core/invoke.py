@@ -137,9 +137,10 @@ class ProxyMethod:
         self.service = service
         self.method = method
         self.route = f"{namespace}.{server_type}.{service}.{method}"
-        #: the call message without its args: copying it is cheaper than building it
+        #: the call message, its args to fill in: copying it is cheaper than building
+        #: it (and the args replace a value, no key is added)
         self.base: dict[str, Any] = {"namespace": namespace, "server_type": server_type,
-                                     "service": service, "method": method}
+                                     "service": service, "method": method, "args": None}
 
     def message(self, args: Iterable[Any]) -> dict[str, Any]:
         """The call message of this method with ``args``."""

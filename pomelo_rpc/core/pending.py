@@ -19,6 +19,7 @@ stays within a small factor of the calls pending in it.
 
 from __future__ import annotations
 
+from asyncio import InvalidStateError
 from heapq import heappop, heappush
 from math import inf
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,8 @@ class PendingTable:
         self._heap: list[int] = []      # slots, each pushed once
         self._low: int = low_id
         self._next_id: int = max(first_id & _ID_LIMIT, low_id)
+        #: the ids have wrapped around once: a free id is looked for from then on
+        self._wrapped = False
         self._res: float = resolution
         # the slot of the last deadline added, and the deadlines (lo, hi] it holds: most
         # calls share one timeout, so most adds land in the slot of the one before
@@ -132,10 +135,15 @@ class PendingTable:
         entries = self._entries
         rid = self._next_id
         key = rid                       # (compiled: the one int object of the id)
-        while key in entries:
-            rid = rid + 1 if rid < _ID_LIMIT else self._low
-            key = rid
-        self._next_id = rid + 1 if rid < _ID_LIMIT else self._low
+        if self._wrapped:               # (before the first wrap no id is taken)
+            while key in entries:
+                rid = rid + 1 if rid < _ID_LIMIT else self._low
+                key = rid
+        if rid < _ID_LIMIT:
+            self._next_id = rid + 1
+        else:
+            self._next_id = self._low
+            self._wrapped = True
         # made field by field: compiled, ``__new__`` skips the call of ``__init__``
         entry = PendingCall.__new__(PendingCall)
         entry.future = future
@@ -187,8 +195,11 @@ class PendingTable:
         if entry is None:
             return False
         fut = entry.future
-        if not fut.done():
+        try:            # (one method call, not two: its caller seldom gave up on it)
             fut.set_result(value)
+        except InvalidStateError:
+            if not fut.done():
+                raise
         return True
 
     def reject(self, rid: object, exc: BaseException) -> bool:

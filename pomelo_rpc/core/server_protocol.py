@@ -33,7 +33,7 @@ from ..errors import DispatchError, FrameError, error_fields
 from ..overload import DEADLINE_PASSED, BadBudget
 from .clock import monotonic
 from .context import copy_current, reset_deadline, reset_trace, set_deadline, set_trace
-from .coro import step
+from .coro import Suspended, step
 from .dispatch import DONE, NOTIFY_RID, PENDING
 from .frames import (NOTIFY_ID, NOTIFY_NAME, PING, PONG_FRAME, REQ_ID, REQ_NAME, FrameDecoder,
                      encode_error, encode_response)
@@ -476,7 +476,9 @@ class ServerProtocol:
             start = monotonic()
         try:
             if dispatch is self.own_dispatch:
-                _rid, state, outcome = self.dispatcher.dispatch(request)
+                dispatcher = self.dispatcher
+                outcome = dispatcher.run(request)
+                state = dispatcher.state
             else:
                 _rid, state, outcome = dispatch(request)
         except FrameError as exc:
@@ -522,7 +524,7 @@ class ServerProtocol:
         meter = self.meter
         ctx = copy_current()
         try:
-            done, yielded = step(coro, ctx)
+            outcome = step(coro, ctx)
         except _CancelledError as exc:
             self.fail(request, rid, _CancelledError(self.cancel_reason()))
             if meter is not None:
@@ -535,19 +537,20 @@ class ServerProtocol:
             if meter is not None:
                 meter.failed(request, exc, monotonic() - start)
             return
-        if done:
+        if type(outcome) is not Suspended:      # it returned ``outcome``
             if rid is not None:
-                self.respond(self.encode_result(rid, yielded))
+                self.respond(self.encode_result(rid, outcome))
                 if meter is not None:
                     meter.ok(request, monotonic() - start)
             elif meter is not None:
                 meter.notified(request, monotonic() - start)
             return
+        suspended = outcome
         loop = self.loop
         assert loop is not None
         # (typeshed's AbstractEventLoop.create_task lacks ``context``, 3.11's loops have it)
         task: asyncio.Task[Any] = loop.create_task(  # type: ignore[call-arg]
-            Resume(coro, yielded), context=ctx)
+            Resume(coro, suspended.value), context=ctx)
         self.tasks.add(task)
         tid = self.overload.started(task, deadline)
         if rid is None:
