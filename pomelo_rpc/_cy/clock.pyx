@@ -16,3 +16,8 @@ cpdef double monotonic() noexcept:
     clock_gettime(CLOCK_MONOTONIC, &ts)
     # CPython's _PyTime_AsSecondsDouble: whole nanoseconds, then one division
     return <double>(<int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec) / 1e9
+
+
+cpdef long long whole(double q) noexcept:
+    """``int(q)`` of a float ``q`` in [0, 2**52): a C cast, no objects."""
+    return <long long>q

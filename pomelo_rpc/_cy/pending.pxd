@@ -3,6 +3,8 @@
 
 cimport cython
 
+from pomelo_rpc._cy.clock cimport whole
+
 cdef Py_ssize_t _ID_LIMIT
 cdef Py_ssize_t _SLACK
 
@@ -34,7 +36,7 @@ cdef class PendingTable:
 
     cpdef object add(self, object future, object deadline=*, object info=*,
                      double start=*, object series=*)
-    @cython.locals(d=double, slot=Slot)
+    @cython.locals(d=double, slot=Slot, res=double, q=double, n=cython.longlong)
     cpdef object add_at(self, object future, double deadline, object info=*, double start=*,
                         object series=*)
     @cython.locals(rid=Py_ssize_t, key=object, entry=PendingCall, entries=dict, rids=list)

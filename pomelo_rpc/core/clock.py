@@ -10,3 +10,8 @@ import time
 
 #: seconds of the monotonic clock, as a float
 monotonic = time.monotonic
+
+
+def whole(q: float) -> int:
+    """``int(q)`` of a float ``q`` in [0, 2**52) (compiled: a C cast, no objects)."""
+    return int(q)

@@ -24,6 +24,8 @@ from heapq import heappop, heappush
 from math import inf
 from typing import TYPE_CHECKING, Any
 
+from .clock import whole
+
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
@@ -112,9 +114,19 @@ class PendingTable:
             # expire and next_deadline compare that same float, so rounding cannot make
             # an entry late or early (a Python int: NaN and inf raise, huge deadlines
             # stay huge)
-            number = int(d / self._res) + 1
-            if (number - 1) * self._res >= d:
-                number -= 1
+            res = self._res
+            q = d / res
+            if 0.0 <= q < 4503599627370496.0:
+                # below 2**52: the same arithmetic in C integers and doubles, compiled
+                # (with many connections, each table makes a slot every few calls)
+                n = whole(q) + 1
+                if (n - 1) * res >= d:
+                    n -= 1
+                number = n
+            else:
+                number = int(q) + 1
+                if (number - 1) * res >= d:
+                    number -= 1
             slot = self._slots.get(number)
             if slot is None:
                 # (compiled, ``__new__`` skips the call of ``__init__``)
@@ -124,8 +136,8 @@ class PendingTable:
                 self._slots[number] = slot
                 heappush(self._heap, number)
             self._last_slot = slot
-            self._last_lo = (number - 1) * self._res
-            self._last_hi = number * self._res
+            self._last_lo = (number - 1) * res
+            self._last_hi = number * res
         return self.insert(future, slot, info, start, series)
 
     def insert(self, future: asyncio.Future[Any], slot: Slot | None, info: Any,

@@ -269,10 +269,12 @@ class ServerProtocol:
                 budget = (msg[5] if n == 6 and msg[0] == 1 else
                           msg[7] if n == 8 and msg[0] == 2 else None)
                 # the common cases inline (``submit`` in full for the others): this
-                # turn's slice started and not spent, nothing queued here, the peer
-                # reading its answers, room to hold it, no budget or a live one
-                inline = (started and not queue and not self.reading_paused
-                          and (cap < 0 or overload.held < cap) and monotonic() < end)
+                # turn's slice not started (the request starts it, as ``submit``'s
+                # ``spent`` would) or not spent, nothing queued here, the peer reading
+                # its answers, room to hold it, no budget or a live one
+                inline = (not queue and not self.reading_paused
+                          and (cap < 0 or overload.held < cap)
+                          and (not started or monotonic() < end))
                 timed = False
                 if inline and not (plain or budget is None and no_default):
                     # (compiled: a C integer, no float object made; a budget of 2**31
@@ -296,6 +298,13 @@ class ServerProtocol:
                     set_deadline(None)
                     live = False
                 if inline:
+                    if not started:
+                        # the turn's first request here: with many servers on one loop,
+                        # most reads are (a slice per acceptor), so not ``submit``'s way
+                        overload.start_slice()
+                        slice_end = overload.slice_end
+                        started = slice_end is not None
+                        end = slice_end if slice_end is not None else 0.0
                     if tracer is None:          # ``run_request``'s own first step
                         self.run_dispatched(msg, rid, deadline if timed else None,
                                             self.dispatch)
