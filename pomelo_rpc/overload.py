@@ -119,16 +119,12 @@ class Overload:
         return clock() >= end
 
     def start_slice(self) -> None:
-        """Start this loop turn's slice of handler time (it ends with the turn: one hook
-        of the loop's ``Turn``, shared with the writes of every connection)."""
-        self.slice_end = clock() + self.slice
+        """Start this loop turn's slice of handler time (the loop's ``Turn`` ends it, with
+        the writes of every connection: ``slice_end`` back to None)."""
         turn = self._turn
         if turn is None:
             turn = self._turn = self._writer.turn_of(asyncio.get_running_loop())
-        turn.at_end(self._turn_ended)
-
-    def _turn_ended(self) -> None:
-        self.slice_end = None
+        turn.start_slice(self, self.slice)
 
     def enqueue(self, conn: ServerConnection, entry: Entry) -> None:
         """Queue ``entry`` on ``conn`` for a later turn."""

@@ -36,7 +36,8 @@ cdef class PendingTable:
 
     cpdef object add(self, object future, object deadline=*, object info=*,
                      double start=*, object series=*)
-    @cython.locals(d=double, slot=Slot, res=double, q=double, n=cython.longlong)
+    @cython.locals(d=double, slot=Slot, res=double, q=double, n=cython.longlong, lo=double,
+                   hi=double)
     cpdef object add_at(self, object future, double deadline, object info=*, double start=*,
                         object series=*)
     @cython.locals(rid=Py_ssize_t, key=object, entry=PendingCall, entries=dict, rids=list)

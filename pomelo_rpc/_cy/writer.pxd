@@ -2,6 +2,7 @@
 
 cimport cython
 
+from pomelo_rpc._cy.clock cimport monotonic
 from pomelo_rpc._cy.meter cimport Meter
 
 cdef Py_ssize_t WRITE_CHUNK
@@ -17,10 +18,13 @@ cdef class Turn:
     cdef list pending
     cdef Py_ssize_t held
     cdef list hooks
+    cdef list slices
     cdef public Py_ssize_t early
 
     cpdef schedule(self)
     cpdef at_end(self, object hook)
+    @cython.locals(end=double)
+    cpdef double start_slice(self, object owner, double seconds) except? -1.0
     @cython.locals(pending=list)
     cpdef hold(self, Writer writer)
     @cython.locals(writer=Writer, pending=list)
@@ -41,6 +45,7 @@ cdef class Writer:
     cdef object _sent
     cdef object _flushed
 
+    cpdef Turn turn(self)
     @cython.locals(turn=Turn)
     cpdef write(self, bytes data)
     cpdef queue(self, bytes data)

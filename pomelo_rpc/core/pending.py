@@ -123,10 +123,14 @@ class PendingTable:
                 if (n - 1) * res >= d:
                     n -= 1
                 number = n
+                lo = (n - 1) * res
+                hi = n * res
             else:
                 number = int(q) + 1
                 if (number - 1) * res >= d:
                     number -= 1
+                lo = (number - 1) * res
+                hi = number * res
             slot = self._slots.get(number)
             if slot is None:
                 # (compiled, ``__new__`` skips the call of ``__init__``)
@@ -136,8 +140,8 @@ class PendingTable:
                 self._slots[number] = slot
                 heappush(self._heap, number)
             self._last_slot = slot
-            self._last_lo = (number - 1) * res
-            self._last_hi = number * res
+            self._last_lo = lo
+            self._last_hi = hi
         return self.insert(future, slot, info, start, series)
 
     def insert(self, future: asyncio.Future[Any], slot: Slot | None, info: Any,
@@ -191,7 +195,7 @@ class PendingTable:
             if slot is not None:
                 slot.live -= 1
                 if slot.live == 0:
-                    slot.rids.clear()
+                    del slot.rids[:]    # (compiled: no method looked up)
         return entry
 
     def pop(self, rid: object) -> tuple[asyncio.Future[Any], Any] | None:

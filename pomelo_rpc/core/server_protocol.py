@@ -301,10 +301,8 @@ class ServerProtocol:
                     if not started:
                         # the turn's first request here: with many servers on one loop,
                         # most reads are (a slice per acceptor), so not ``submit``'s way
-                        overload.start_slice()
-                        slice_end = overload.slice_end
-                        started = slice_end is not None
-                        end = slice_end if slice_end is not None else 0.0
+                        end = self.writer.turn().start_slice(overload, overload.slice)
+                        started = True
                     if tracer is None:          # ``run_request``'s own first step
                         self.run_dispatched(msg, rid, deadline if timed else None,
                                             self.dispatch)

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import socket
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectionLostError
+from .clock import monotonic
 
 if TYPE_CHECKING:
     import asyncio
@@ -87,6 +88,8 @@ class Turn:
         self.pending: list[Writer] = []
         self.held = 0
         self.hooks: list[Callable[[], None]] = []
+        #: the owners of a slice of handler time started in this turn (``start_slice``)
+        self.slices: list[Any] = []
         #: ``sent()`` futures still to be done at once in this turn (see EARLY_SENT)
         self.early = EARLY_SENT
 
@@ -100,6 +103,16 @@ class Turn:
         """Run ``hook()`` once, when this turn ends."""
         self.hooks.append(hook)
         self.schedule()
+
+    def start_slice(self, owner: Any, seconds: float) -> float:
+        """Start ``owner``'s slice of handler time in this turn (a server's overload
+        controller): its ``slice_end``, returned, is the clock ``seconds`` from now
+        until the turn ends, then None (set here: no hook to call per owner)."""
+        end: float = monotonic() + seconds
+        owner.slice_end = end
+        self.slices.append(owner)
+        self.schedule()
+        return end
 
     def hold(self, writer: Writer) -> None:
         """``writer`` holds one more write: all go out every WRITE_CHUNK of them (the
@@ -130,6 +143,11 @@ class Turn:
         self.wrote = False
         self.early = EARLY_SENT
         self.flush()
+        slices = self.slices
+        if slices:
+            self.slices = []
+            for owner in slices:
+                owner.slice_end = None
         hooks = self.hooks
         if hooks:
             self.hooks = []
@@ -168,6 +186,12 @@ class Writer:
         self.transport = transport
         self._turn = turn_of(loop)
         self.closed = False
+
+    def turn(self) -> Turn:
+        """The ``Turn`` of this connection's loop (attached)."""
+        turn = self._turn
+        assert turn is not None
+        return turn
 
     def detach(self) -> None:
         """The connection is gone: drop what is queued, write nothing more."""
