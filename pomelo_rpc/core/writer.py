@@ -16,8 +16,8 @@ is a future of the moment what was written so far reaches the transport (a notif
 awaitable).
 
 The end of a loop turn is the loop's ``Turn``: one callback per turn for every
-connection of the loop (and the other per-turn hooks, such as the end of the
-servers' handler slice), never one per connection.
+connection of the loop (and the servers' handler slices, which it ends, and any other
+per-turn hook), never one per connection.
 """
 
 from __future__ import annotations
