@@ -98,6 +98,7 @@ INSTRUCTION_ROWS: dict[str, Row] = {
                               side="server"),
     "server-cython-pinus-tcp": Row("server only: pomelo_rpc, Cython, pinus-tcp",
                                    transport="pinus-tcp", side="server"),
+    "client-cython": Row("client only: pomelo_rpc, Cython, native", side="client"),
     "client-cython-mqtt": Row("client only: pomelo_rpc, Cython, mqtt", transport="mqtt",
                               side="client"),
     "client-cython-pinus-tcp": Row("client only: pomelo_rpc, Cython, pinus-tcp",

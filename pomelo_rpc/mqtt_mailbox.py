@@ -119,7 +119,7 @@ class MqttMailbox(Mailbox):
         mqtt = core.mqtt
         protocol: JsonClientProtocol = core.client_protocol.JsonClientProtocol(
             self, self.server_id, self._pkg_size, 0, mqtt.MqttDecoder(self._pkg_size),
-            mqtt.PUBLISH, 2, mqtt.encode_publish, json_codec(core))
+            mqtt.PUBLISH, 2, json_codec(core))
         return protocol
 
     async def _open(self) -> None:

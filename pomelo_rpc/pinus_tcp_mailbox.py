@@ -51,7 +51,7 @@ class PinusTcpMailbox(MqttMailbox):
         pinus = core.pinus_tcp
         protocol: JsonClientProtocol = core.client_protocol.JsonClientProtocol(
             self, self.server_id, self._pkg_size, FIRST_ID, pinus.PinusDecoder(self._pkg_size),
-            pinus.RESPONSE, 1, pinus.encode_request, json_codec(core), pinus.encode_call)
+            pinus.RESPONSE, 1, json_codec(core), pinus=True)
         return protocol
 
     # transport hooks ---------------------------------------------------

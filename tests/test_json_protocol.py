@@ -170,3 +170,54 @@ def test_the_codec_writes_and_reads_as_json_in_both_cores():
                 got = ("error", str(exc))
             assert got == want, (name, text)
     assert math.isnan(mqtt_json.json_codec(core_pkg.select("python")).loads(b"[NaN]")[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rid=st.sampled_from([b'0', b'7', b'01', b'123456789012345678', b'1234567890123456789',
+                            b'', b'-1', b'x']),
+       middle=st.sampled_from([b',"resp":[null,', b',"resp":[null', b',"resp":[1,',
+                               b' ,"resp":[null,']),
+       value=st.sampled_from([b'', b'1', b'{"a":"b"}', b'"' + b'9' * 19 + b'"', b'[]]', b'x']),
+       tail=st.sampled_from([b']}', b'}', b']}}', b'] }', b'']),
+       prefix=st.sampled_from([b'{"id":', b'{"id" :', b'[{"id":']))
+def test_answer_parts_are_the_same_in_both_cores(prefix, rid, middle, value, tail):
+    """The client's reading of the common answer ``{"id":<rid>,"resp":[null,<value>]}``:
+    the same parts (or None) in both cores, and they give back the payload."""
+    payload = prefix + rid + middle + value + tail
+    want = core_pkg.select("python").mqtt.answer_parts(payload)
+    for name in core_pkg.available():
+        assert core_pkg.select(name).mqtt.answer_parts(payload) == want, name
+        assert core_pkg.select(name).mqtt.answer_parts(bytearray(payload)) is None
+    if want is not None:
+        assert b'{"id":%d,"resp":[null,' % want[0] + want[1] + b"]}" == payload
+        assert not core_pkg.select("python").mqtt.long_digits(want[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rid=st.integers(-2**63, 2**63 - 1) | st.integers(2**63, 2**80),
+       body=st.binary(max_size=300))
+def test_answer_payload_is_the_common_answer_in_both_cores(rid, body):
+    """The server's common answer, the same text in both cores (an id past 64 bits
+    included)."""
+    want = b'{"id":%d,"resp":[null,%b]}' % (rid, body)
+    for name in core_pkg.available():
+        assert core_pkg.select(name).mqtt.answer_payload(rid, body) == want, name
+
+
+@settings(max_examples=200, deadline=None)
+@given(rid=st.integers(-2**63, 2**63 - 1), budget=st.none() | st.integers(-2**63, 2**63 - 1),
+       head=st.binary(max_size=300), args=st.binary(max_size=20000))
+def test_mqtt_encode_call_is_the_publish_of_its_json(rid, budget, head, args):
+    """A call's PUBLISH made in one piece is ``encode_publish`` of its JSON text, the
+    same in both cores; what is not bytes is refused."""
+    text = b'{"id":%d' % rid + (b"" if budget is None else b',"budget":%d' % budget)
+    want = core_pkg.select("python").mqtt.encode_publish(text + head + args + b"}}")
+    for name in core_pkg.available():
+        mqtt = core_pkg.select(name).mqtt
+        assert mqtt.encode_call(rid, budget, head, args) == want, name
+        for bad_head, bad_args in ((None, b"1"), (b",", None), ("s", b"1")):
+            try:
+                mqtt.encode_call(1, None, bad_head, bad_args)
+            except TypeError:
+                continue
+            raise AssertionError(f"{name}: encode_call took {bad_head!r}, {bad_args!r}")

@@ -13,12 +13,14 @@ from pomelo_rpc._cy.coro cimport future_kwargs, new_future
 from pomelo_rpc._cy.context cimport deadline as serving_deadline
 from pomelo_rpc._cy.json_codec cimport JsonCodec
 from pomelo_rpc._cy.meter cimport Meter, Series
+from pomelo_rpc._cy.mqtt cimport answer_parts
+from pomelo_rpc._cy.mqtt cimport encode_call as mqtt_encode_call
+from pomelo_rpc._cy.pinus_tcp cimport encode_call as pinus_encode_call
 from pomelo_rpc._cy.sampling cimport Sampler
 from pomelo_rpc._cy.pending cimport PendingCall, PendingTable, SlotTimer
 from pomelo_rpc._cy.writer cimport Writer
 
-cdef bytes _ANSWER_OPEN, _ANSWER_RESP, _ANSWER_CLOSE
-cdef Py_ssize_t _MAX_RID_DIGITS
+cdef object _NO_ROUTE
 
 
 @cython.locals(ms=double, budget=long)
@@ -98,18 +100,21 @@ cdef class JsonClientProtocol(ForwardingClientProtocol):
     cdef readonly object packets
     cdef object kind_answer
     cdef Py_ssize_t payload_at
-    cdef object publish
-    cdef object encode_call
+    cdef bint pinus
     cdef readonly JsonCodec codec
     cdef readonly dict heads
+    cdef object last_ns
+    cdef object last_type
+    cdef object last_service
+    cdef object last_method
+    cdef bytes last_head
     cdef public bint plain_calls
     cdef public bint heard
 
-    @cython.locals(packets=list, at=Py_ssize_t)
+    @cython.locals(packets=list, at=Py_ssize_t, checking=bint)
     cpdef data_received(self, object data)
     cpdef answer(self, object payload)
-    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, rid=cython.longlong, digits=Py_ssize_t,
-                   start=Py_ssize_t, end=Py_ssize_t, data=bytes)
+    @cython.locals(parts=tuple)
     cpdef bint common_answer(self, object payload) except -1
     cpdef bytes call_json(self, object rid, dict msg, object budget)
     @cython.locals(key=tuple)

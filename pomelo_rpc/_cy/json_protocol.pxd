@@ -6,6 +6,7 @@ cimport cython
 
 from pomelo_rpc._cy.clock cimport monotonic
 from pomelo_rpc._cy.json_codec cimport JsonCodec
+from pomelo_rpc._cy.mqtt cimport answer_payload, request_parts
 from pomelo_rpc._cy.server_protocol cimport ServerProtocol
 
 

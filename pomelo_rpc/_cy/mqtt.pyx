@@ -31,6 +31,7 @@ from json.encoder import encode_basestring as _encode_basestring
 from pomelo_rpc.errors import FrameError
 
 include "_stream.pxi"
+include "_digits.pxi"
 
 CONNECT = 1
 CONNACK = 2
@@ -524,3 +525,94 @@ cpdef object request_parts(bytes payload):
         return None
     return (rid, budget if has_budget else None,
             PyBytes_FromStringAndSize(<const char *>p + start, end - start), args)
+
+
+cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
+    """The PUBLISH (topic ``rpc``, QoS 0) of a call: ``{"id":<rid>,"budget":<budget><head>
+    <args>}}`` (no ``"budget"`` when it is None), ``head`` and ``args`` being JSON text
+    already (see ``core.pinus_tcp.encode_call``); ``rid`` and ``budget`` ints of at most
+    64 bits. The same bytes as ``encode_publish`` of that payload."""
+    cdef long long r, b
+    cdef bint has_budget
+    cdef Py_ssize_t body, remaining, v
+    cdef int lsize = 1, i
+    cdef bytes out
+    cdef char *w
+    body = _call_size(rid, budget, head, args, &r, &has_budget, &b)
+    remaining = 5 + body                    # the topic's length, "rpc", the payload
+    if remaining > _MAX_REMAINING:
+        raise FrameError(f"MQTT remaining length {remaining} out of range")
+    v = remaining >> 7
+    while v:
+        lsize += 1
+        v >>= 7
+    out = PyBytes_FromStringAndSize(NULL, 1 + lsize + remaining)
+    w = PyBytes_AS_STRING(out)
+    w[0] = <char>0x30
+    v = remaining
+    for i in range(1, lsize + 1):
+        w[i] = <char>((v & 0x7F) | (0x80 if i < lsize else 0))
+        v >>= 7
+    memcpy(w + 1 + lsize, b"\x00\x03rpc", 5)
+    _call_body(w + 6 + lsize, r, has_budget, b, head, args)
+    return out
+
+
+cpdef object answer_parts(object payload):
+    """``(rid, value)`` of the common answer ``{"id":<rid>,"resp":[null,<value>]}`` as
+    pomelo-rpc's servers (Node's ``JSON.stringify``, ours) write it: ``rid`` up to 18
+    digits (0, or the first not 0), ``value`` the bytes between (not empty), without a
+    run of 19 digits (see ``long_digits``); None for any other payload (or one that is
+    not bytes). Nothing here says the value is JSON: the caller parses it (such a text
+    is valid JSON exactly when its value is)."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t n, start, end
+    cdef long long rid = 0
+    cdef bytes value
+    if type(payload) is not bytes:
+        return None
+    p = <const unsigned char *>PyBytes_AS_STRING(payload)
+    n = PyBytes_GET_SIZE(payload)
+    if n < 24 or memcmp(p, b'{"id":', 6) != 0 or p[n - 2] != 93 or p[n - 1] != 125:
+        return None
+    if p[6] == 48:                       # the id 0 (JSON writes no other leading 0)
+        start = 7
+    else:
+        start = _number(p, 6, n, 18, &rid)
+        if start == 6:
+            return None
+    if n - start < 14 or memcmp(p + start, b',"resp":[null,', 14) != 0:
+        return None
+    start += 14
+    end = n - 2
+    if end <= start:
+        return None
+    value = PyBytes_FromStringAndSize(<const char *>p + start, end - start)
+    if long_digits(value):
+        return None
+    return (rid, value)
+
+
+cpdef bytes answer_payload(object rid, bytes body):
+    """The common answer ``{"id":<rid>,"resp":[null,<body>]}`` to call ``rid`` (an int),
+    ``body`` being its value's JSON text."""
+    cdef long long r
+    cdef Py_ssize_t nb = PyBytes_GET_SIZE(body), nr, size
+    cdef bytes out
+    cdef char *w
+    if body is None:
+        raise TypeError("answer_payload: body must be bytes")
+    try:
+        r = rid
+    except OverflowError:                # past 64 bits: Python writes it
+        return b'{"id":%d,"resp":[null,%b]}' % (rid, body)
+    nr = _signed_digits(NULL, r)
+    size = 6 + nr + 14 + nb + 2
+    out = PyBytes_FromStringAndSize(NULL, size)
+    w = PyBytes_AS_STRING(out)
+    memcpy(w, b'{"id":', 6)
+    _signed_digits(w + 6, r)
+    memcpy(w + 6 + nr, b',"resp":[null,', 14)
+    memcpy(w + 20 + nr, PyBytes_AS_STRING(body), nb)
+    memcpy(w + 20 + nr + nb, b"]}", 2)
+    return out

@@ -6,13 +6,14 @@ A frame: the length of what follows as a big-endian base-128 varint (composer.ts
 type byte, the payload (UTF-8 JSON); decoded as ``(type, payload bytes)``.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.string cimport memcpy
 
 from pomelo_rpc.errors import FrameError
 
 include "_stream.pxi"
+include "_digits.pxi"
 
 cdef enum:
     _REQUEST = 0
@@ -163,51 +164,19 @@ cpdef bytes encode_response(object payload):
     return _frame(_RESPONSE, payload)
 
 
-cdef inline int _digits(char *w, unsigned long long v):
-    """Write ``v`` in decimal at ``w`` (NULL: only count); the number of digits."""
-    cdef char tmp[20]
-    cdef int n = 0, i
-    while True:
-        tmp[n] = <char>(0x30 + v % 10)
-        n += 1
-        v //= 10
-        if not v:
-            break
-    if w != NULL:
-        for i in range(n):
-            w[i] = tmp[n - 1 - i]
-    return n
-
-
-cdef inline int _signed_digits(char *w, long long v):
-    if v < 0:
-        if w != NULL:
-            w[0] = b"-"
-            w += 1
-        return 1 + _digits(w, <unsigned long long>(-(v + 1)) + 1)
-    return _digits(w, <unsigned long long>v)
-
-
 cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     """The REQUEST frame of a call: ``{"id":<rid>,"budget":<budget><head><args>}}`` (no
     ``"budget"`` when it is None), ``head`` and ``args`` being JSON text already (the
     request's ``,"msg":{...,"args":`` and its arguments); ``rid`` and ``budget`` ints
     of at most 64 bits."""
-    cdef long long r = rid
-    cdef long long b = 0
-    cdef bint has_budget = budget is not None
-    cdef Py_ssize_t nh = len(head), na = len(args), size, body
+    cdef long long r, b
+    cdef bint has_budget
+    cdef Py_ssize_t body
     cdef unsigned long long length, v
     cdef int lsize = 1, i
     cdef bytes out
     cdef char *w
-    if head is None or args is None:
-        raise TypeError("encode_call: head and args must be bytes")
-    if has_budget:
-        b = budget
-    body = 6 + _signed_digits(NULL, r) + nh + na + 2       # {"id": ... }}
-    if has_budget:
-        body += 10 + _signed_digits(NULL, b)                  # ,"budget":
+    body = _call_size(rid, budget, head, args, &r, &has_budget, &b)
     length = <unsigned long long>body + 1
     if length > _MAX_LENGTH:
         raise FrameError(f"pinus tcp frame of {length} bytes is too long to frame")
@@ -221,19 +190,6 @@ cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     for i in range(lsize - 1, -1, -1):
         w[i] = <char>((v & 0x7F) | (0x80 if i < lsize - 1 else 0))
         v >>= 7
-    w += lsize
-    w[0] = _REQUEST
-    w += 1
-    memcpy(w, b'{"id":', 6)
-    w += 6
-    w += _signed_digits(w, r)
-    if has_budget:
-        memcpy(w, b',"budget":', 10)
-        w += 10
-        w += _signed_digits(w, b)
-    memcpy(w, PyBytes_AS_STRING(head), nh)
-    w += nh
-    memcpy(w, PyBytes_AS_STRING(args), na)
-    w += na
-    memcpy(w, b"}}", 2)
+    w[lsize] = _REQUEST
+    _call_body(w + lsize + 1, r, has_budget, b, head, args)
     return out

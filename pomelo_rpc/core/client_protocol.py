@@ -27,7 +27,10 @@ from .clock import monotonic
 from .coro import future_kwargs, new_future
 from .context import deadline as serving_deadline
 from .meter import CANCELLED, OK
+from .mqtt import answer_parts
+from .mqtt import encode_call as mqtt_encode_call
 from .pending import PendingTable, SlotTimer
+from .pinus_tcp import encode_call as pinus_encode_call
 from .writer import Writer, set_nodelay
 
 if TYPE_CHECKING:
@@ -41,12 +44,9 @@ if TYPE_CHECKING:
     from .sampling import Sampler
 
 
-#: the common answer's text around its id and its value, as pomelo-rpc's servers (Node's
-#: ``JSON.stringify``, ours) write it: ``{"id":<rid>,"resp":[null,<value>]}``
-_ANSWER_OPEN = b'{"id":'
-_ANSWER_RESP = b',"resp":[null,'
-_ANSWER_CLOSE = b"]}"
-_MAX_RID_DIGITS = 18     # a longer id goes through the whole parse
+
+#: no route yet (the last route written, of a connection that wrote none)
+_NO_ROUTE = object()
 
 
 def budget_ms(seconds: float) -> int:
@@ -564,40 +564,44 @@ class ForwardingClientProtocol(ClientProtocol):
 class JsonClientProtocol(ForwardingClientProtocol):
     """pomelo-rpc 1.0.7's JSON, the client's side of one connection of the mqtt
     transport (``MqttMailbox``'s: MQTT PUBLISH packets) and of pinus-tcp
-    (``PinusTcpMailbox``'s: pinus-rpc's varint frames).
+    (``PinusTcpMailbox``'s, ``pinus`` True: pinus-rpc's varint frames).
 
     Here, the hot path: the packets are decoded, the common answer ``{"id": rid,
-    "resp": [null, value]}`` resolves its call, and a call's request is written (the
-    JSON text between its id and its arguments made once per route, by the owner's
-    ``_call_head``). The owner gets every other packet (``_on_packet``: pings, pongs,
-    CONNACK, an answer while the first ping is unanswered) and answer (``_on_pkg``:
-    arrays of a buffering server, errors), what cannot be decoded (``_bad_data``,
-    ``_bad_payload``), the calls it batches or traces (``_send_call``, when
-    ``plain_calls`` is False) and the notifies (``_send_notify``).
+    "resp": [null, value]}`` resolves its call, and a call's request is framed in one
+    piece (``core.mqtt.encode_call`` or ``core.pinus_tcp.encode_call``: the JSON text
+    between its id and its arguments made once per route, by the owner's
+    ``_call_head``) and written. The owner gets every other packet (``_on_packet``:
+    pings, pongs, CONNACK, an answer while the first ping is unanswered) and answer
+    (``_on_pkg``: arrays of a buffering server, errors), what cannot be decoded
+    (``_bad_data``, ``_bad_payload``), the calls it batches or traces (``_send_call``,
+    when ``plain_calls`` is False) and the notifies (``_send_notify``).
 
     ``packets``: the transport's incremental decoder (``feed``), whose answers are the
-    packets of kind ``kind_answer`` carrying their payload at ``payload_at``;
-    ``publish`` frames a request's payload, ``encode_call`` (if not None) frames a call
-    from its parts in one piece (``core.pinus_tcp.encode_call``); ``codec`` (``mqtt_json.json_codec``):
-    ``json``'s text and values exactly, through orjson where it gives the same.
+    packets of kind ``kind_answer`` carrying their payload at ``payload_at``; ``codec``
+    (``mqtt_json.json_codec``): ``json``'s text and values exactly, through orjson
+    where it gives the same.
     """
 
     def __init__(self, owner: Mailbox, server_id: str, pkg_size: int, low_id: int,
-                 packets: Any, kind_answer: int, payload_at: int,
-                 publish: Callable[[bytes], bytes], codec: JsonCodec,
-                 encode_call: Callable[[int, int | None, bytes, bytes], bytes] | None = None,
-                 ) -> None:
+                 packets: Any, kind_answer: int, payload_at: int, codec: JsonCodec,
+                 pinus: bool = False) -> None:
         super().__init__(owner, server_id, pkg_size, low_id)
         self.packets = packets
         self.kind_answer = kind_answer
         self.payload_at = payload_at
-        self.publish = publish
-        self.encode_call = encode_call
+        self.pinus = pinus
         #: the JSON codec (``mqtt_json.json_codec``): ``json``'s text and values exactly
         self.codec: JsonCodec = codec
         #: ``,"msg":{...,"args":`` of each route, UTF-8 (the owner's ``_call_head``
         #: fills it)
         self.heads: dict[tuple[Any, Any, Any, Any], bytes] = {}
+        # the route of the last call written and its head: most calls on a connection
+        # name the route of the one before, with the same str objects (the proxy's)
+        self.last_ns: Any = None
+        self.last_type: Any = None
+        self.last_service: Any = None
+        self.last_method: Any = _NO_ROUTE
+        self.last_head = b""
         #: calls are written here (else the owner's ``_send_call``: buffer_msg, tracing)
         self.plain_calls = True
         self.heard = False          # any byte received yet
@@ -614,9 +618,12 @@ class JsonClientProtocol(ForwardingClientProtocol):
             return
         kind = self.kind_answer
         at = self.payload_at
+        # (the first ping's wait begins before any call, and ends in ``_on_packet``)
+        checking = owner._ping_check
         for packet in packets:
-            if packet[0] != kind or owner._ping_check:
+            if packet[0] != kind or checking:
                 owner._on_packet(packet)
+                checking = owner._ping_check
             else:
                 self.answer(packet[at])
 
@@ -640,35 +647,17 @@ class JsonClientProtocol(ForwardingClientProtocol):
 
     def common_answer(self, payload: bytes) -> bool:
         """Resolve the call a common answer answers, written as a server writes it
-        (``{"id":<digits>,"resp":[null,<value>]}``), its value parsed alone: True;
-        else False, nothing done. Such a text is valid JSON exactly when the value's is,
-        and it is then the value's call's answer: a value that is not valid alone (or
-        another text) goes through the whole parse."""
-        if type(payload) is not bytes:
-            return False
-        data = payload
-        n = len(data)
-        if not data.startswith(_ANSWER_OPEN):
-            return False
-        i = len(_ANSWER_OPEN)
-        rid = 0
-        while i < n and i <= _MAX_RID_DIGITS + len(_ANSWER_OPEN) and 0x30 <= data[i] <= 0x39:
-            rid = rid * 10 + (data[i] - 0x30)
-            i += 1
-        digits = i - len(_ANSWER_OPEN)
-        if (digits == 0 or digits > _MAX_RID_DIGITS
-                or (digits > 1 and data[len(_ANSWER_OPEN)] == 0x30)    # JSON has no 01
-                or not data.startswith(_ANSWER_RESP, i) or not data.endswith(_ANSWER_CLOSE)):
-            return False
-        start = i + len(_ANSWER_RESP)
-        end = n - len(_ANSWER_CLOSE)
-        if end <= start:
+        (``core.mqtt.answer_parts``), its value parsed alone: True; else False, nothing
+        done. A value that is not valid alone (or another text) goes through the whole
+        parse."""
+        parts = answer_parts(payload)
+        if parts is None:
             return False
         try:
-            value = self.codec.loads(data[start:end])
+            value = self.codec.loads_short(parts[1])
         except ValueError:
             return False
-        self.resolve(rid, value)
+        self.resolve(parts[0], value)
         return True
 
     def call_json(self, rid: int, msg: dict[str, Any], budget: int | None) -> bytes:
@@ -684,24 +673,37 @@ class JsonClientProtocol(ForwardingClientProtocol):
     def call_head(self, msg: dict[str, Any]) -> bytes:
         """``,"msg":{"namespace":…,"serverType":…,"service":…,"method":…,"args":`` of
         call ``msg``'s route (made by the owner's ``_call_head`` the first time)."""
-        key = (msg["namespace"], msg.get("server_type"), msg["service"], msg["method"])
+        ns = msg["namespace"]
+        server_type = msg.get("server_type")
+        service = msg["service"]
+        method = msg["method"]
+        if (method is self.last_method and service is self.last_service
+                and ns is self.last_ns and server_type is self.last_type):
+            return self.last_head
+        key = (ns, server_type, service, method)
         try:
             head: bytes = self.heads[key]
         except (KeyError, TypeError):
-            head = self.owner._call_head(key)
+            head = self.owner._call_head(key)       # (not kept here: see ``_call_head``)
+            return head
+        self.last_ns = ns
+        self.last_type = server_type
+        self.last_service = service
+        self.last_method = method
+        self.last_head = head
         return head
 
     def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
-        """Write call ``rid``'s request (``call_json`` framed by ``publish``, or
-        ``encode_call``)."""
+        """Write call ``rid``'s request, framed in one piece."""
         if not self.plain_calls:
             self.owner._send_call(rid, msg, budget)
             return
-        if self.encode_call is not None:
-            head = self.call_head(msg)
-            frame = self.encode_call(rid, budget, head, self.codec.dumps_bytes(msg["args"]))
+        head = self.call_head(msg)
+        args = self.codec.dumps_bytes(msg["args"])
+        if self.pinus:
+            frame = pinus_encode_call(rid, budget, head, args)
         else:
-            frame = self.publish(self.call_json(rid, msg, budget))
+            frame = mqtt_encode_call(rid, budget, head, args)
         if len(frame) > self.pkg_size:
             self.check_size(frame, msg)
         self.writer.write(frame)

@@ -58,10 +58,16 @@ class JsonCodec:
 
     def loads(self, data: bytes | str) -> Any:
         """``json.loads(data)``: the same value, or the same error."""
+        if self.long_digits is not None and type(data) is bytes and self.long_digits(data):
+            return self.slow_loads(data)     # an integer orjson would read as a float
+        return self.loads_short(data)
+
+    def loads_short(self, data: bytes | str) -> Any:
+        """``loads(data)`` of a ``data`` without a run of 19 digits (which
+        ``core.mqtt.long_digits`` finds)."""
         fast = self.fast_loads
-        if (fast is not None and self.long_digits is not None and type(data) is bytes
-                and data and (data[0] == _OPEN_OBJECT or data[0] == _OPEN_ARRAY)
-                and not self.long_digits(data)):
+        if (fast is not None and type(data) is bytes and data
+                and (data[0] == _OPEN_OBJECT or data[0] == _OPEN_ARRAY)):
             try:
                 return fast(data)
             except ValueError:       # orjson refuses it: json decides, and raises

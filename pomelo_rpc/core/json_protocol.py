@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .clock import monotonic
-from .mqtt import request_parts
+from .mqtt import answer_payload, request_parts
 from .server_protocol import ServerProtocol
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class JsonServerProtocol(ServerProtocol):
                 body = self.codec.dumps_bytes(result)
             except (TypeError, ValueError):
                 return self.result_payload(rid, result)   # the error's answer
-            return b'{"id":%d,"resp":[null,%b]}' % (rid, body)
+            return answer_payload(rid, body)
         return self.result_payload(rid, result)
 
     def respond(self, data: bytes) -> None:

@@ -358,3 +358,49 @@ def request_parts(payload: bytes) -> tuple[int, int | None, bytes, bytes] | None
     budget = match.group(2)
     return (int(match.group(1)), None if budget is None else int(budget),
             payload[start:end], args)
+
+
+def call_payload(rid: int, budget: int | None, head: bytes, args: bytes) -> bytes:
+    """The JSON payload of a call: ``{"id":<rid>,"budget":<budget><head><args>}}`` (no
+    ``"budget"`` when it is None), ``head`` and ``args`` being JSON text already (the
+    request's ``,"msg":{...,"args":`` and its arguments)."""
+    if type(head) is not bytes or type(args) is not bytes:
+        raise TypeError("encode_call: head and args must be bytes")
+    if budget is None:
+        return b'{"id":%d%b%b}}' % (rid, head, args)
+    return b'{"id":%d,"budget":%d%b%b}}' % (rid, budget, head, args)
+
+
+def encode_call(rid: int, budget: int | None, head: bytes, args: bytes) -> bytes:
+    """The PUBLISH (topic ``rpc``, QoS 0) of a call: ``encode_publish`` of its
+    ``call_payload``; ``rid`` and ``budget`` ints of at most 64 bits."""
+    return encode_publish(call_payload(rid, budget, head, args))
+
+
+_ANSWER = re.compile(rb'\{"id":(0|[1-9][0-9]{0,17}),"resp":\[null,')
+
+
+def answer_parts(payload: bytes) -> tuple[int, bytes] | None:
+    """``(rid, value)`` of the common answer ``{"id":<rid>,"resp":[null,<value>]}`` as
+    pomelo-rpc's servers (Node's ``JSON.stringify``, ours) write it: ``rid`` up to 18
+    digits (0, or the first not 0), ``value`` the bytes between (not empty), without a
+    run of 19 digits (see ``long_digits``); None for any other payload (or one that is
+    not bytes). Nothing here says the value is JSON: the caller parses it (such a text
+    is valid JSON exactly when its value is)."""
+    if type(payload) is not bytes or not payload.endswith(b"]}"):
+        return None
+    match = _ANSWER.match(payload)
+    if match is None or match.end() >= len(payload) - 2:
+        return None
+    value = payload[match.end():-2]
+    if long_digits(value):
+        return None
+    return (int(match.group(1)), value)
+
+
+def answer_payload(rid: int, body: bytes) -> bytes:
+    """The common answer ``{"id":<rid>,"resp":[null,<body>]}`` to call ``rid`` (an int),
+    ``body`` being its value's JSON text."""
+    if type(body) is not bytes:
+        raise TypeError("answer_payload: body must be bytes")
+    return b'{"id":%d,"resp":[null,%b]}' % (rid, body)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ..errors import FrameError
 from ._stream import rest
+from .mqtt import call_payload
 
 REQUEST = 0
 PING = 1
@@ -139,8 +140,4 @@ def encode_call(rid: int, budget: int | None, head: bytes, args: bytes) -> bytes
     ``"budget"`` when it is None), ``head`` and ``args`` being JSON text already (the
     request's ``,"msg":{...,"args":`` and its arguments); ``rid`` and ``budget`` ints
     of at most 64 bits."""
-    if budget is None:
-        payload = b'{"id":%d%b%b}}' % (rid, head, args)
-    else:
-        payload = b'{"id":%d,"budget":%d%b%b}}' % (rid, budget, head, args)
-    return encode(REQUEST, payload)
+    return encode(REQUEST, call_payload(rid, budget, head, args))
