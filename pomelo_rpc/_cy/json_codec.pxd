@@ -3,6 +3,8 @@
 
 cimport cython
 
+from pomelo_rpc._cy.mqtt cimport plain_json as _plain_json
+
 
 cdef class RawJson:
     cdef readonly bytes data

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .mqtt import plain_json as _plain_json
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -34,7 +36,8 @@ class JsonCodec:
     """``loads`` and ``dumps`` exactly ``json``'s: ``slow_loads`` and ``slow_dumps`` (the
     ``json`` module's, made faster in ``mqtt_json``), and before them, when given,
     orjson's ``fast_loads`` for a payload ``long_digits`` passes and ``fast_dumps`` for a
-    value ``plain_json`` accepts (and in ``dumps_bytes``, ``json_string`` a str, and a ``raw_text`` as it is)."""
+    value ``plain_json`` accepts (``core.mqtt.plain_json``, called as this core's own: a C
+    function in the compiled core) (and in ``dumps_bytes``, ``json_string`` a str, and a ``raw_text`` as it is)."""
 
     def __init__(self, slow_loads: Callable[[bytes | str], Any],
                  slow_dumps: Callable[[Any], str],
@@ -81,8 +84,7 @@ class JsonCodec:
             raw_json: RawJson = value
             text: str = raw_json.data.decode("utf-8")
             return text
-        plain = self.plain_json
-        if plain is not None and self.fast_dumps is not None and plain(value):
+        if self.plain_json is not None and self.fast_dumps is not None and _plain_json(value):
             try:
                 text = self.fast_dumps(value).decode()
                 return text
@@ -102,8 +104,7 @@ class JsonCodec:
         if self.raw_text is not None and kind is self.raw_text:
             raw: bytes = value.encode("utf-8")
             return raw
-        plain = self.plain_json
-        if plain is not None and self.fast_dumps is not None and plain(value):
+        if self.plain_json is not None and self.fast_dumps is not None and _plain_json(value):
             try:
                 data: bytes = self.fast_dumps(value)
                 return data
