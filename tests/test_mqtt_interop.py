@@ -144,6 +144,41 @@ def count_publishes(monkeypatch, core):
     return sent
 
 
+class PublishRelay:
+    """A loopback relay to the server at ``port`` recording the payload of every PUBLISH
+    a client sends through it (``sent``), read off the wire: whichever code wrote it."""
+
+    def __init__(self, port):
+        self.target = port
+        self.sent = []
+        self.server = None
+        self.port = None
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def relay(self, reader, writer):
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        decoder = core_pkg.select("python").mqtt.MqttDecoder()
+
+        async def pipe(src, dst, record):
+            try:
+                while data := await src.read(65536):
+                    if record:
+                        self.sent += [p[2] for p in decoder.feed(data) if p[0] == 3]
+                    dst.write(data)
+            finally:
+                dst.close()
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False),
+                             return_exceptions=True)
+
+
 # the codec's bytes are Node's bytes -------------------------------------------------
 
 def test_packets_are_byte_identical_to_node_pomelo_rpc(node, core):
@@ -281,13 +316,15 @@ async def call_node_server(cli, server_id, batched=False):
 
 
 @pytest.mark.parametrize("py_buffer", [False, True], ids=["unbuffered", "buffer_msg"])
-async def test_python_client_calls_node_server(node_server, core, py_buffer, monkeypatch):
-    sent = count_publishes(monkeypatch, core)
-    cli = py_client(core, node_server.port, buffer_msg=py_buffer, interval=0.01)
-    async with cli:
-        await call_node_server(cli, node_server.server_id, batched=py_buffer)
-        # the proxies generated from the Python services reach the Node ones too
-        assert await cli.proxies.user.test.service.echo(None, {"via": "proxy"}) == {"via": "proxy"}
+async def test_python_client_calls_node_server(node_server, core, py_buffer):
+    async with PublishRelay(node_server.port) as relay:
+        sent = relay.sent
+        cli = py_client(core, relay.port, buffer_msg=py_buffer, interval=0.01)
+        async with cli:
+            await call_node_server(cli, node_server.server_id, batched=py_buffer)
+            # the proxies generated from the Python services reach the Node ones too
+            assert await cli.proxies.user.test.service.echo(None, {"via": "proxy"}) == {
+                "via": "proxy"}
     first = json.loads(sent[0])
     if py_buffer:
         assert isinstance(first, list) and len(sent) < 20, "requests were not batched"
@@ -301,17 +338,18 @@ async def test_python_client_calls_node_server(node_server, core, py_buffer, mon
                                       "args": [VALUES[0]]}}
 
 
-async def test_node_server_ignores_the_budget_field(node_server, core, monkeypatch):
+async def test_node_server_ignores_the_budget_field(node_server, core):
     """A call with a short timeout carries a small ``budget``; a call without one
     carries none; Node's server answers both (it ignores the field, and has no
     deadlines of its own: a call past its budget still runs there)."""
-    sent = count_publishes(monkeypatch, core)
-    async with py_client(core, node_server.port, timeout=0) as cli:
-        assert await invoke(cli, "echo", "none") == "none"
-        short = cli.rpc_invoke("target", {"namespace": "user", "serverType": "test",
-                                          "service": "service", "method": "slowEcho",
-                                          "args": ["short", 10]}, timeout=0.5)
-        assert await short == "short"
+    async with PublishRelay(node_server.port) as relay:
+        sent = relay.sent
+        async with py_client(core, relay.port, timeout=0) as cli:
+            assert await invoke(cli, "echo", "none") == "none"
+            short = cli.rpc_invoke("target", {"namespace": "user", "serverType": "test",
+                                              "service": "service", "method": "slowEcho",
+                                              "args": ["short", 10]}, timeout=0.5)
+            assert await short == "short"
     without, with_budget = (json.loads(p) for p in sent)
     assert "budget" not in without
     assert 0 < with_budget["budget"] <= 500 and with_budget["msg"]["method"] == "slowEcho"
