@@ -53,7 +53,9 @@ class Row:
     #: "both" (one process), or the side counted alone, "server" or "client" (the other
     #: side in a process of its own)
     side: str = "both"
-    #: rpc: "metrics", or "tracing" (the SDK sampling 1%), "tracing-off" (sampling none)
+    #: rpc: "metrics", or "tracing" (the SDK sampling 1%), "tracing-off" (sampling none),
+    #: "tracing-all" (sampling every call, the cost of a sampled call); "-batch" after
+    #: a tracing one: a BatchSpanProcessor instead of a SimpleSpanProcessor
     observe: str = ""
 
 
@@ -112,6 +114,13 @@ INSTRUCTION_ROWS: dict[str, Row] = {
                                 observe="tracing"),
     "cython-async-tracing-off": Row("pomelo_rpc, Cython, async def, router, tracing, none sampled",
                                     observe="tracing-off"),
+    "cython-async-tracing-batch": Row("pomelo_rpc, Cython, async def, router, tracing 1% "
+                                      "sampled, BatchSpanProcessor", observe="tracing-batch"),
+    "cython-async-tracing-all": Row("pomelo_rpc, Cython, async def, router, tracing, every "
+                                    "call sampled", observe="tracing-all"),
+    "cython-async-tracing-all-batch": Row("pomelo_rpc, Cython, async def, router, tracing, "
+                                          "every call sampled, BatchSpanProcessor",
+                                          observe="tracing-all-batch"),
     "server-raw-1": Row("server only: raw echo, 1 in flight", "raw", in_flight=1,
                         side="server"),
     "server-cython-mqtt-1": Row("server only: pomelo_rpc, Cython, mqtt, 1 in flight",
@@ -159,17 +168,19 @@ def observe_options(observe: str) -> dict[str, Any]:
         return {"metrics": True, "metrics_registry": CollectorRegistry()}
     if observe.startswith("tracing"):
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import (SimpleSpanProcessor, SpanExporter,
-                                                    SpanExportResult)
+        from opentelemetry.sdk.trace.export import (BatchSpanProcessor, SimpleSpanProcessor,
+                                                    SpanExporter, SpanExportResult)
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
         class Drop(SpanExporter):
             def export(self, spans: Any) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
-        rate = 0.0 if observe == "tracing-off" else 0.01
+        rate = (0.0 if observe.startswith("tracing-off") else
+                1.0 if observe.startswith("tracing-all") else 0.01)
         provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(rate)))
-        provider.add_span_processor(SimpleSpanProcessor(Drop()))
+        provider.add_span_processor(BatchSpanProcessor(Drop()) if observe.endswith("-batch")
+                                    else SimpleSpanProcessor(Drop()))
         return {"tracing": provider}
     return {}
 
