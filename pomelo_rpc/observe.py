@@ -123,7 +123,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
     if opts.get("tracing"):
         from . import otel
         tracer = otel.tracer_of(opts["tracing"])
-        start_span, traceparent, end_span = (otel.start_client_span, otel.traceparent,
+        start_span, traceparent, end_span = (otel.start_span, otel.traceparent,
                                              otel.end_span)
         spans = otel.client_spans(sid, mailbox.host, mailbox.port, str(opts["transport"]))
     routes: _RouteSeries | None = None
@@ -209,19 +209,20 @@ def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: RouteSpan
     from .mailbox import call_route
     protocol = mailbox.protocol
 
+    start_span, traceparent, presupply = otel.start_span, otel.traceparent, otel.presupply
+    send, take_trace_id, Context = protocol.send_carrying, sampler.take_trace_id, otel.Context
+
     def sampled(msg: dict[str, Any], timeout: float | None) -> Any:
         context = None
-        trace_id = sampler.take_trace_id()
+        trace_id = take_trace_id()
         if trace_id:
-            otel.presupply(tracer, trace_id)
-            context = otel.Context()
+            presupply(tracer, trace_id)
+            context = Context()
         elif not get_current_span().get_span_context().is_valid:
             context = otel.remote_parent(current_trace.get())
-        span = otel.start_client_span(tracer, spans, call_route(msg), context)
-        msg = dict(msg)
-        msg["trace_id"] = otel.traceparent(span)
+        span = start_span(tracer, spans, call_route(msg), context)
         try:
-            fut = protocol.send_plain(msg, timeout)
+            fut = send(msg, timeout, traceparent(span))
         except BaseException as exc:
             otel.end_span(span, exc, not not_dispatched(exc))
             raise
@@ -289,7 +290,9 @@ class ServerObserver:
         if self.tracer is not None and not self.debug:
             from . import otel
             self.sampler = otel.sampler_of(self.tracer, acceptor.core)
-        self.dispatch = self._observed_dispatch(acceptor) if self.reads_context else None
+        self.dispatch = (None if not self.reads_context else
+                         self._sampled_dispatch(acceptor) if self.sampler is not None else
+                         self._observed_dispatch(acceptor))
 
     def attach(self, conn: ServerConnection) -> None:
         """Install on a new connection: the meter on its protocol and its writer, the
@@ -303,6 +306,60 @@ class ServerObserver:
         protocol.tracing = self.reads_context
         if self.meter is not None:
             protocol.meter = protocol.writer.meter = self.meter
+
+    def _sampled_dispatch(self, acceptor: BaseAcceptor,
+                          ) -> Callable[[object], tuple[int, int, Any]]:
+        """``dispatch`` of a request the ``Sampler`` sampled (``traced_dispatch``): its
+        SERVER span made with the SDK, current while the method runs, ended when it
+        ends (a root: with the trace id the sampler drew)."""
+        from . import otel
+        dispatcher = acceptor.dispatcher
+        dispatch, describe = dispatcher.dispatch, dispatcher.describe
+        done_state = acceptor.core.dispatch.DONE
+        pending_state = acceptor.core.dispatch.PENDING
+        tracer, take_trace_id = self.tracer, self.sampler.take_trace_id
+        spans = otel.server_spans(self.server_id, str(acceptor.opts["transport"]))
+        start_span, end_span, presupply = otel.start_span, otel.end_span, otel.presupply
+        sampled_parent, in_context = otel.sampled_parent, otel.set_span_in_context
+        attach, detach = otel.attach, otel.detach
+
+        async def finish_later(coro: Coroutine[Any, Any, Any], span: Any,
+                               current: otel.Context) -> Any:
+            token = attach(current)     # in the task that runs the method
+            error: BaseException | None = None
+            try:
+                return await coro
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                detach(token)
+                end_span(span, error, error is None or not not_dispatched(error))
+
+        def sampled(msg: object) -> tuple[int, int, Any]:
+            info = describe(msg)
+            if info is None:
+                return dispatch(msg)
+            trace_id = take_trace_id()
+            if trace_id:                # a root: the trace id the sampler drew
+                presupply(tracer, trace_id)
+                parent = None
+            else:                       # the caller's sampled span
+                parent = sampled_parent(info[0])
+            span = start_span(tracer, spans, info[1], parent)
+            current = in_context(span)
+            token = attach(current)
+            try:
+                rid, state, outcome = dispatch(msg)
+            finally:
+                detach(token)
+            if state == pending_state:
+                return rid, state, finish_later(outcome, span, current)
+            error = None if state == done_state else outcome
+            end_span(span, error, error is None or not not_dispatched(error))
+            return rid, state, outcome
+
+        return sampled
 
     def _observed_dispatch(self, acceptor: BaseAcceptor,
                            ) -> Callable[[object], tuple[int, int, Any]]:
@@ -349,8 +406,6 @@ class ServerObserver:
                 undo()
                 finish(msg, route, span, trace, start, error)
 
-        sampler = self.sampler
-
         def observed(msg: object) -> tuple[int, int, Any]:
             info = describe(msg)
             if info is None:
@@ -358,10 +413,6 @@ class ServerObserver:
             carried, route = info
             span = None
             if tracer is not None:
-                if sampler is not None:     # a root the sampler sampled: its trace id
-                    trace_id = sampler.take_trace_id()
-                    if trace_id:
-                        otel.presupply(tracer, trace_id)
                 span = start_span(tracer, spans, route, carried)
             trace = None
             if debug:

@@ -220,10 +220,10 @@ def client_spans(server_id: str, host: str, port: int, transport: str) -> RouteS
         "pomelo_rpc.server_id": server_id, "pomelo_rpc.transport": transport})
 
 
-def start_client_span(tracer: Tracer, spans: RouteSpans, route: str,
+def start_span(tracer: Tracer, spans: RouteSpans, route: str | None,
                       context: Context | None = None) -> Span:
-    """A CLIENT span (``spans``: see ``client_spans``) for a call to ``route``, child of
-    the current span (or of ``context``'s)."""
+    """A span of ``spans``' kind (CLIENT: see ``client_spans``) for a call to ``route``,
+    child of the current span (or of ``context``'s)."""
     name, attributes = spans.of(route)
     return tracer.start_span(name, context=context, kind=spans.kind, attributes=attributes)
 
@@ -240,6 +240,18 @@ def remote_parent(value: object) -> Context | None:
     return set_span_in_context(NonRecordingSpan(span_context), Context())
 
 
+def sampled_parent(carried: object) -> Context | None:
+    """``remote_parent`` of what a request the ``Sampler`` sampled carried: a traceparent
+    it checked already is read by position (no second parse), anything else as
+    ``remote_parent`` reads it."""
+    if type(carried) is not str or len(carried) != 55:
+        return remote_parent(carried)
+    span_context = SpanContext(trace_id=int(carried[3:35], 16),
+                               span_id=int(carried[36:52], 16), is_remote=True,
+                               trace_flags=TraceFlags(int(carried[53:], 16)))
+    return set_span_in_context(NonRecordingSpan(span_context), Context())
+
+
 def server_spans(server_id: str, transport: str) -> RouteSpans:
     """The SERVER spans of the requests ``server_id`` serves."""
     return RouteSpans(SpanKind.SERVER, {"pomelo_rpc.server_id": server_id,
@@ -250,9 +262,7 @@ def start_server_span(tracer: Tracer, spans: RouteSpans, route: str | None,
                       carried: object) -> Span:
     """A SERVER span (``spans``: see ``server_spans``) for a request to ``route``, child
     of the caller's span when the request carried its ``traceparent``."""
-    name, attributes = spans.of(route)
-    return tracer.start_span(name, context=remote_parent(carried), kind=spans.kind,
-                             attributes=attributes)
+    return start_span(tracer, spans, route, remote_parent(carried))
 
 
 def end_span(span: Span, error: BaseException | None, dispatched: bool = True) -> None:

@@ -52,6 +52,7 @@ cdef class ClientProtocol:
     @cython.locals(tracer=Sampler)
     cpdef object send(self, dict msg, object timeout)
     cpdef object send_plain(self, dict msg, object timeout)
+    cpdef object send_carrying(self, dict msg, object timeout, object carried)
     @cython.locals(deadline=double, meter=Meter, start=double, seconds=double, now=double)
     cpdef object call(self, dict msg, object timeout)
     cdef object budget_for(self, double seconds)

@@ -126,6 +126,12 @@ class ClientProtocol:
         if carried is None and self.on_sampled is not None:
             fut: asyncio.Future[Any] = self.on_sampled(msg, timeout)
             return fut
+        return self.send_carrying(msg, timeout, carried)
+
+    def send_carrying(self, msg: dict[str, Any], timeout: float | None,
+                      carried: str | None) -> asyncio.Future[Any]:
+        """``send_plain`` with ``carried`` (a traceparent) as the call's trace context,
+        written into its frame (no copy of ``msg`` unless it waits for the connection)."""
         if not self.open:           # it waits for the connection: its trace goes with it
             msg = dict(msg)
             msg["trace_id"] = carried
