@@ -209,14 +209,20 @@ def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: RouteSpan
     from .mailbox import call_route
     protocol = mailbox.protocol
 
-    start_span, traceparent, presupply = otel.start_span, otel.traceparent, otel.presupply
+    start_span, traceparent, end_span = otel.start_span, otel.traceparent, otel.end_span
     send, take_trace_id, Context = protocol.send_carrying, sampler.take_trace_id, otel.Context
+    presupply = otel.presupply(tracer)
+
+    def ended(span: Any, fut: asyncio.Future[Any]) -> None:
+        """The call of ``span`` ended (its future ``fut``): end the span."""
+        error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+        end_span(span, error, error is None or not not_dispatched(error))
 
     def sampled(msg: dict[str, Any], timeout: float | None) -> Any:
         context = None
         trace_id = take_trace_id()
         if trace_id:
-            presupply(tracer, trace_id)
+            presupply(trace_id)
             context = Context()
         elif not get_current_span().get_span_context().is_valid:
             context = otel.remote_parent(current_trace.get())
@@ -224,18 +230,11 @@ def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: RouteSpan
         try:
             fut = send(msg, timeout, traceparent(span))
         except BaseException as exc:
-            otel.end_span(span, exc, not not_dispatched(exc))
+            end_span(span, exc, not not_dispatched(exc))
             raise
-        fut.add_done_callback(partial(_end_span, span))
+        fut.add_done_callback(partial(ended, span))
         return fut
     return sampled
-
-
-def _end_span(span: Any, fut: asyncio.Future[Any]) -> None:
-    """The call of ``span`` ended (its future ``fut``): end the span."""
-    from . import otel
-    error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-    otel.end_span(span, error, error is None or not not_dispatched(error))
 
 
 # server -----------------------------------------------------------------------------
@@ -319,7 +318,8 @@ class ServerObserver:
         pending_state = acceptor.core.dispatch.PENDING
         tracer, take_trace_id = self.tracer, self.sampler.take_trace_id
         spans = otel.server_spans(self.server_id, str(acceptor.opts["transport"]))
-        start_span, end_span, presupply = otel.start_span, otel.end_span, otel.presupply
+        start_span, end_span = otel.start_span, otel.end_span
+        presupply = otel.presupply(tracer)
         sampled_parent, in_context = otel.sampled_parent, otel.set_span_in_context
         attach, detach = otel.attach, otel.detach
 
@@ -342,7 +342,7 @@ class ServerObserver:
                 return dispatch(msg)
             trace_id = take_trace_id()
             if trace_id:                # a root: the trace id the sampler drew
-                presupply(tracer, trace_id)
+                presupply(trace_id)
                 parent = None
             else:                       # the caller's sampled span
                 parent = sampled_parent(info[0])

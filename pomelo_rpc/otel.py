@@ -21,6 +21,7 @@ method runs, so that a call made by the method is the server span's child in tur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__
@@ -78,6 +79,9 @@ class _Presupplied:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.next = 0           # the trace id of the next root, when set
+        # the SDK calls these per span: the inner generator's own, not a wrapper
+        self.generate_span_id = inner.generate_span_id
+        self.is_trace_id_random = getattr(inner, "is_trace_id_random", lambda: False)
 
     def generate_trace_id(self) -> int:
         """The presupplied trace id (once), else a new one."""
@@ -86,14 +90,6 @@ class _Presupplied:
             self.next = 0
             return trace_id
         return int(self.inner.generate_trace_id())
-
-    def generate_span_id(self) -> int:
-        """A new span id."""
-        return int(self.inner.generate_span_id())
-
-    def is_trace_id_random(self) -> bool:
-        """The SDK's generator's answer."""
-        return bool(getattr(self.inner, "is_trace_id_random", lambda: False)())
 
 
 def _otel_variable() -> tuple[Any, str]:
@@ -158,11 +154,16 @@ def sampler_of(tracer: Tracer, core: Any) -> Any:
                             span_parent)
 
 
-def presupply(tracer: Tracer, trace_id: int) -> None:
-    """The next root span ``tracer`` makes gets ``trace_id`` (see ``sampler_of``)."""
+def presupply(tracer: Tracer) -> Callable[[int], None]:
+    """What makes the next root span ``tracer`` makes get a trace id (see
+    ``sampler_of``, which installs the generator this sets)."""
     ids = getattr(tracer, "id_generator", None)
-    if isinstance(ids, _Presupplied):
+    if not isinstance(ids, _Presupplied):
+        return lambda trace_id: None
+
+    def set_next(trace_id: int) -> None:
         ids.next = trace_id
+    return set_next
 
 
 def tracer_of(option: Any) -> Tracer:
