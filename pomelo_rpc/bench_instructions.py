@@ -495,16 +495,25 @@ def instruction_ratios(counts: dict[str, float]) -> dict[str, float]:
 
 def instruction_differences(counts: dict[str, float]) -> dict[str, float]:
     """What an option adds to a call, in instructions: a deadline (``timeout`` 30 s over
-    ``timeout=0``), metrics, tracing sampling 1%."""
+    ``timeout=0``), metrics, tracing sampling 1% (and a sampled call over an unsampled
+    one, from the rows sampling every call)."""
     out: dict[str, float] = {}
     base = counts.get("cython-async")
     for key, name in (("cython-async-t0", "a deadline (timeout=30 over timeout=0)"),
                       ("cython-async-metrics", "metrics=True on both sides"),
                       ("cython-async-tracing", "tracing, 1% sampled, on both sides"),
-                      ("cython-async-tracing-off", "tracing, none sampled, on both sides")):
+                      ("cython-async-tracing-off", "tracing, none sampled, on both sides"),
+                      ("cython-async-tracing-batch",
+                       "tracing, 1% sampled, BatchSpanProcessor, on both sides")):
         if base and counts.get(key):
             out[name] = (base - counts[key] if key.endswith("t0")
                          else counts[key] - base)
+    unsampled = counts.get("cython-async-tracing-off")
+    for key, name in (("cython-async-tracing-all", "a sampled call over an unsampled one"),
+                      ("cython-async-tracing-all-batch",
+                       "a sampled call over an unsampled one, BatchSpanProcessor")):
+        if unsampled and counts.get(key):
+            out[name] = counts[key] - unsampled
     return out
 
 
