@@ -222,7 +222,7 @@ def client_spans(server_id: str, host: str, port: int, transport: str) -> RouteS
 
 
 def start_span(tracer: Tracer, spans: RouteSpans, route: str | None,
-                      context: Context | None = None) -> Span:
+               context: Context | None = None) -> Span:
     """A span of ``spans``' kind (CLIENT: see ``client_spans``) for a call to ``route``,
     child of the current span (or of ``context``'s)."""
     name, attributes = spans.of(route)
@@ -247,9 +247,12 @@ def sampled_parent(carried: object) -> Context | None:
     ``remote_parent`` reads it."""
     if type(carried) is not str or len(carried) != 55:
         return remote_parent(carried)
-    span_context = SpanContext(trace_id=int(carried[3:35], 16),
-                               span_id=int(carried[36:52], 16), is_remote=True,
-                               trace_flags=TraceFlags(int(carried[53:], 16)))
+    try:
+        span_context = SpanContext(trace_id=int(carried[3:35], 16),
+                                   span_id=int(carried[36:52], 16), is_remote=True,
+                                   trace_flags=TraceFlags(int(carried[53:], 16)))
+    except ValueError:
+        return remote_parent(carried)
     return set_span_in_context(NonRecordingSpan(span_context), Context())
 
 
