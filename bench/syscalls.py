@@ -45,6 +45,8 @@ NAMED = {"read": ("read", "recvfrom", "recvmsg", "readv"),
          "getpid": ("getpid",)}
 EVENTS = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{name}"
                                        for names in NAMED.values() for name in names]
+#: ``--cpu``: the software events counted instead (CPU time in ms, context switches)
+CPU_EVENTS = ["task-clock", "context-switches", "cpu-migrations", "page-faults"]
 
 
 def start_server(case):
@@ -80,21 +82,31 @@ async def client_main(case, ports, seconds):
     print(json.dumps(result), flush=True)
 
 
-def counts_of(text):
-    """{event: count} from ``perf stat -x,`` output."""
+def counts_of(text, events):
+    """{event: count} of ``events`` from ``perf stat -x,`` output."""
     out = {}
     for line in text.splitlines():
         fields = line.split(",")
-        if len(fields) > 2 and fields[2] in EVENTS:
+        if len(fields) > 2 and fields[2] in events:
             try:
-                out[fields[2]] = int(fields[0])
+                out[fields[2]] = float(fields[0])
             except ValueError:       # "<not counted>"
-                out[fields[2]] = 0
+                out[fields[2]] = 0.0
     return out
 
 
-def run_case(case, seconds):
-    """{side: {what: per call}} and calls/s of one case."""
+def user_system(pid):
+    """(user, system) CPU seconds process ``pid`` has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def run_case(case, seconds, cpu=False):
+    """{side: {what: per call}} and calls/s of one case (``cpu``: the CPU time in µs,
+    user and system, and the context switches per call instead of the system calls)."""
+    events = CPU_EVENTS if cpu else EVENTS
     server, ports = start_server(case)
     try:
         client = subprocess.Popen(
@@ -102,13 +114,16 @@ def run_case(case, seconds):
              ",".join(map(str, ports)), str(seconds)],
             stdout=subprocess.PIPE, text=True, env=processes.child_env())
         assert client.stdout.readline().strip() == "ready"
+        pids = {"server": server.pid, "client": client.pid}
+        before = {side: user_system(pid) for side, pid in pids.items()}
         perfs = {side: subprocess.Popen(
-            ["perf", "stat", "-x,", "-e", ",".join(EVENTS), "-p", str(pid), "--",
+            ["perf", "stat", "-x,", "-e", ",".join(events), "-p", str(pid), "--",
              "sleep", str(seconds)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            text=True) for side, pid in (("server", server.pid), ("client", client.pid))}
+            text=True) for side, pid in pids.items()}
         started = time.monotonic()
-        counted = {side: counts_of(p.communicate()[1]) for side, p in perfs.items()}
+        counted = {side: counts_of(p.communicate()[1], events) for side, p in perfs.items()}
         window = time.monotonic() - started
+        after = {side: user_system(pid) for side, pid in pids.items()}
         result = json.loads(client.stdout.readline())
         client.wait(30)
     finally:
@@ -116,6 +131,13 @@ def run_case(case, seconds):
     calls = result["calls_per_s"] * min(window, seconds)
     out = {}
     for side, found in counted.items():
+        if cpu:
+            user, system = (b - a for a, b in zip(before[side], after[side]))
+            out[side] = {"cpu µs": found.get("task-clock", 0) * 1e3 / calls,
+                         "user": user * 1e6 / calls, "system": system * 1e6 / calls,
+                         "switches": found.get("context-switches", 0) / calls,
+                         "faults": found.get("page-faults", 0) / calls}
+            continue
         row = {"all": found.get("raw_syscalls:sys_enter", 0) / calls}
         for what, names in NAMED.items():
             row[what] = sum(found.get(f"syscalls:sys_enter_{n}", 0) for n in names) / calls
@@ -127,6 +149,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cpu", action="store_true",
+                        help="CPU time (µs: all, user, system) and context switches per "
+                             "call instead of system calls")
     parser.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -135,17 +160,19 @@ def main():
         return 0
     if shutil.which("perf") is None:
         raise SystemExit("needs perf (Debian: apt-get install linux-perf)")
-    print(f"system calls per call, {args.seconds:g} s per case, load {os.getloadavg()[0]:.2f}")
-    cols = list(NAMED)
-    print(f"{'case':<9} {'calls/s':>9}   {'server: all':>11} "
-          + " ".join(f"{c:>6}" for c in cols) + f"   {'client: all':>11} "
-          + " ".join(f"{c:>6}" for c in cols))
+    what = "CPU time and context switches" if args.cpu else "system calls"
+    print(f"{what} per call, {args.seconds:g} s per case, load {os.getloadavg()[0]:.2f}")
+    head = None
     for case in args.cases.split(","):
-        per, rate = run_case(case, args.seconds)
+        per, rate = run_case(case, args.seconds, args.cpu)
         s, c_ = per["server"], per["client"]
-        print(f"{case:<9} {rate:>9,.0f}   {s['all']:>11.2f} "
-              + " ".join(f"{s[c]:>6.2f}" for c in cols) + f"   {c_['all']:>11.2f} "
-              + " ".join(f"{c_[c]:>6.2f}" for c in cols), flush=True)
+        if head is None:
+            cols = list(s)
+            head = (f"{'case':<9} {'calls/s':>9}   server: " + " ".join(f"{c:>8}" for c in cols)
+                    + "   client: " + " ".join(f"{c:>8}" for c in cols))
+            print(head)
+        print(f"{case:<9} {rate:>9,.0f}   {'':8}" + " ".join(f"{s[c]:>8.2f}" for c in cols)
+              + f"   {'':8}" + " ".join(f"{c_[c]:>8.2f}" for c in cols), flush=True)
     return 0
 
 
