@@ -12,6 +12,7 @@ cdef Py_ssize_t _SLACK
 cdef class Slot:
     cdef public list rids
     cdef public Py_ssize_t live
+    cdef public object number
 
 
 cdef class PendingCall:
@@ -37,7 +38,7 @@ cdef class PendingTable:
     cpdef object add(self, object future, object deadline=*, object info=*,
                      double start=*, object series=*)
     @cython.locals(d=double, slot=Slot, res=double, q=double, n=cython.longlong, lo=double,
-                   hi=double)
+                   hi=double, last=Slot, spare=Slot, slots=dict, heap=list)
     cpdef object add_at(self, object future, double deadline, object info=*, double start=*,
                         object series=*)
     @cython.locals(rid=Py_ssize_t, key=object, entry=PendingCall, entries=dict, rids=list)
@@ -45,7 +46,7 @@ cdef class PendingTable:
                         object series)
     @cython.locals(entries=dict, kept=list, entry=PendingCall)
     cdef compact(self, Slot slot)
-    @cython.locals(entry=PendingCall, slot=Slot)
+    @cython.locals(entry=PendingCall, slot=Slot, slots=dict)
     cpdef PendingCall take(self, object rid)
     @cython.locals(entry=PendingCall)
     cpdef object pop(self, object rid)

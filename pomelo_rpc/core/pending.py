@@ -15,12 +15,19 @@ per-call dict entry to add and remove), and expiry takes from the list the ids w
 entry is still in the table under that slot. The list is emptied whenever nothing in
 the slot is pending, and compacted when it holds mostly answered ids, so that it
 stays within a small factor of the calls pending in it.
+
+A slot whose calls were all answered leaves the table then (once no call is being
+added to it), not when its time comes: with many connections, each with a table and
+a few calls in flight, every table would otherwise make a slot per loop turn and keep
+it, and its timer fire for it, ``timeout`` seconds later (one timer event per
+connection and loop turn). The timer is armed for the earliest slot still holding a
+call, so it fires about once per timeout, not once per slot.
 """
 
 from __future__ import annotations
 
 from asyncio import InvalidStateError
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from math import inf
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +44,12 @@ class Slot:
     """The calls whose deadline falls in one slot: the ids entered (some may have been
     answered since) and how many of them are still pending."""
 
-    __slots__ = ("rids", "live")
+    __slots__ = ("rids", "live", "number")
 
     def __init__(self) -> None:
         self.rids: list[int] = []
         self.live = 0
+        self.number: int = 0     # its key in the table's slots (its time: number * resolution)
 
 
 #: a slot's id list is compacted once it holds more than twice its pending calls and
@@ -71,9 +79,12 @@ class PendingTable:
         back to ``low_id`` (1 where 0 means something else on the wire: pinus tcp's
         notify), skipping ids still pending."""
         self._entries: dict[int, PendingCall] = {}
-        # slot number -> Slot; an empty slot stays until it expires
+        # slot number -> Slot; a slot leaves when it expires or holds no call any more
+        # (see ``take``)
         self._slots: dict[int, Slot] = {}
-        self._heap: list[int] = []      # slots, each pushed once
+        # slot numbers, each pushed when its slot is made (a number left by its slot is
+        # dropped when it comes to the top)
+        self._heap: list[int] = []
         self._low: int = low_id
         self._next_id: int = max(first_id & _ID_LIMIT, low_id)
         #: the ids have wrapped around once: a free id is looked for from then on
@@ -93,7 +104,8 @@ class PendingTable:
 
     @property
     def slot_count(self) -> int:
-        """Deadline slots still held (zero once every deadline has passed)."""
+        """Deadline slots still held (zero once every deadline has passed or every call
+        in them has ended)."""
         return len(self._slots)
 
     def add(self, future: asyncio.Future[Any], deadline: float | None = None,
@@ -131,14 +143,32 @@ class PendingTable:
                     number -= 1
                 lo = (number - 1) * res
                 hi = number * res
-            slot = self._slots.get(number)
+            slots = self._slots
+            last = self._last_slot
+            spare = None
+            if last is not None and last.live == 0 and slots.get(last.number) is last:
+                # the slot calls were added to until now, all answered: gone (``take``
+                # keeps the slot calls are being added to), its object used again
+                del slots[last.number]
+                spare = last
+            slot = slots.get(number)
             if slot is None:
-                # (compiled, ``__new__`` skips the call of ``__init__``)
-                slot = Slot.__new__(Slot)
-                slot.rids = []
-                slot.live = 0
-                self._slots[number] = slot
-                heappush(self._heap, number)
+                if spare is not None:
+                    slot = spare         # (its id list is empty: emptied when live was 0)
+                else:
+                    # (compiled, ``__new__`` skips the call of ``__init__``)
+                    slot = Slot.__new__(Slot)
+                    slot.rids = []
+                    slot.live = 0
+                slot.number = number
+                slots[number] = slot
+                heap = self._heap
+                if len(heap) > 2 * len(slots) + _SLACK:
+                    # mostly numbers of slots gone before their time: only the slots'
+                    heap[:] = list(slots)
+                    heapify(heap)
+                else:
+                    heappush(heap, number)
             self._last_slot = slot
             self._last_lo = lo
             self._last_hi = hi
@@ -196,6 +226,13 @@ class PendingTable:
                 slot.live -= 1
                 if slot.live == 0:
                     del slot.rids[:]    # (compiled: no method looked up)
+                    # nothing left to expire in it: the slot leaves now (its timer, if
+                    # armed for it, finds it gone), unless calls are still being added
+                    # to it (then when the next slot is made, or when it expires)
+                    if slot is not self._last_slot:
+                        slots = self._slots
+                        if slots.get(slot.number) is slot:
+                            del slots[slot.number]
         return entry
 
     def pop(self, rid: object) -> tuple[asyncio.Future[Any], Any] | None:
