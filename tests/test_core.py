@@ -541,6 +541,40 @@ def test_slot_count_goes_to_zero(core):
     assert len(table) == 1
 
 
+def test_answered_slots_leave_before_their_time(core):
+    """A connection with a few calls per loop turn (many connections): a slot whose
+    calls were all answered leaves the table then, not ``timeout`` later, so the
+    deadline timer waits for the one slot still holding calls, not one per turn."""
+    table = core.pending.PendingTable()
+    t = 0.0
+    for _turn in range(2000):
+        t += 0.014
+        rids = [table.add(Fut(), t + 10.0) for _ in range(2)]
+        for rid in rids:
+            table.resolve(rid, None)
+        assert table.slot_count <= 1
+    late = Fut()
+    rid = table.add(late, t + 10.0)
+    assert table.next_deadline() == pytest.approx(t + 10.0, abs=0.006)
+    assert table.expire(t + 9.9) == [] and rid in table
+    assert table.expire(t + 10.006) == [(late, None)]
+    assert table.slot_count == 0 and table.next_deadline() is None
+
+
+def test_slot_made_again_after_it_left_still_expires(core):
+    table = core.pending.PendingTable()
+    a, b, c = Fut(), Fut(), Fut()
+    rid_a = table.add(a, 1.0)
+    table.add(b, 2.0)                    # calls now go to 2.0's slot
+    table.resolve(rid_a, None)           # 1.0's slot is empty: it leaves
+    assert table.slot_count == 1
+    table.add(c, 1.0)                    # ... and is made again
+    assert table.slot_count == 2
+    assert table.expire(1.005) == [(c, None)]
+    assert table.expire(2.005) == [(b, None)]
+    assert table.slot_count == 0 and len(table) == 0 and table.next_deadline() is None
+
+
 def test_drain(core):
     table = core.pending.PendingTable()
     futs = [Fut() for _ in range(10)]
