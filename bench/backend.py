@@ -13,7 +13,9 @@ every Node socket (``nodelay``). Players (pomelo-client-websocket, one Node proc
 each send ``area.playerHandler.move`` one after the other; every 10th asks for an
 ``onMove`` push back. Printed per cell, medians of ``--rounds`` rounds whose cells run
 in alternating order: requests/s, p50/p99 latency (ms), pushes/s, and the CPU each
-process spent per request (µs, from /proc/<pid>/stat over the load).
+process spent per request (µs, from /proc/<pid>/stat over the load); then the area's
+CPU split into user and system time and its wake-ups (voluntary context switches: it
+slept in epoll and was woken) per request.
 
 ``--pinus mqtt`` (or ``pinus-tcp``): the same with a pinus 1.7.4 app instead
 (``PinusApp``, tests/pinus/pinus_app, its Node area the same ``move``) on that rpc
@@ -52,9 +54,30 @@ RATE_TARGET = 1.0        # the cluster with it carries >= the requests/s of the 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds process ``pid`` has used."""
+    user, system = user_system(pid)
+    return user + system
+
+
+def user_system(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds process ``pid`` has used."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def wakeups(pid: int) -> int:
+    """The voluntary context switches of process ``pid``'s threads: each a sleep (in
+    epoll, mostly) it was woken from."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        total += int(line.split(":")[1])
+        except FileNotFoundError:     # a thread that ended meanwhile
+            pass
+    return total
 
 
 async def python_area(app: PomeloApp, sid: str, core: str) -> subprocess.Popen[str]:
@@ -108,15 +131,20 @@ async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: floa
         out = {}
         for count in player_counts:
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            area_before = user_system(area_pid), wakeups(area_pid)
             result = await players.load(app.client_ports["connector-1"], count, seconds,
                                         ROUTE, {"x": 1, "y": 2}, {}, PUSH_EVERY)
             after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            area_after = user_system(area_pid), wakeups(area_pid)
             n = max(1, result["requests"])
             row = {"rps": result["requests"] / result["seconds"], "p50": result["p50"],
                    "p99": result["p99"], "pushes": result["pushes"] / result["seconds"],
                    "errors": result["errors"]}
             for name in pids:
                 row[f"cpu_{name}"] = (after[name] - before[name]) / n * 1e6
+            row["area_user"] = (area_after[0][0] - area_before[0][0]) / n * 1e6
+            row["area_sys"] = (area_after[0][1] - area_before[0][1]) / n * 1e6
+            row["area_wakeups"] = (area_after[1] - area_before[1]) / n
             out[count] = row
         return out
     finally:
@@ -129,7 +157,8 @@ async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: floa
 
 
 CONFIGS = [("node", False), ("python", False), ("node", True), ("python", True)]
-COLUMNS = ["rps", "p50", "p99", "pushes", "cpu_connector", "cpu_area", "cpu_players"]
+COLUMNS = ["rps", "p50", "p99", "pushes", "cpu_connector", "cpu_area", "cpu_players",
+           "area_user", "area_sys", "area_wakeups"]
 
 
 async def run(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
@@ -175,6 +204,15 @@ def report(medians: dict[str, dict[int, dict[str, float]]], args: argparse.Names
             print(f"| {conn} | {area} | {c} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
                   f"{m['pushes']:,.0f} | {m['cpu_connector']:.0f} | {m['cpu_area']:.1f} | "
                   f"{m['cpu_players']:.0f} |")
+    print("\nthe area's CPU per request, user and system (µs), and its wake-ups per request")
+    print("| connector | area | players | user µs | system µs | wake-ups |")
+    print("|---|---|---|---|---|---|")
+    for key, by_count in medians.items():
+        area, conn = key.split()
+        for c in counts:
+            m = by_count[c]
+            print(f"| {conn} | {area} | {c} | {m['area_user']:.1f} | {m['area_sys']:.1f} | "
+                  f"{m['area_wakeups']:.2f} |")
     for conn in ("stock", "nodelay"):
         if f"node {conn}" not in medians:
             continue
