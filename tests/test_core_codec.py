@@ -95,6 +95,24 @@ def test_size_boundaries_of_str_bin_array_map(size):
         assert fast.FrameDecoder().feed(fast.encode([value])) == [[value]]
 
 
+@pytest.mark.parametrize("size", [0, 1, 16, 17, 31, 32, 63, 64, 65])
+def test_ascii_and_utf8_strings_as_values_and_keys(size):
+    """A str is the same in both cores and msgpack whether all ASCII (read and written
+    in place) or not, at the lengths where the compiled core changes its way."""
+    fast, pure = both()
+    for text in ("x" * size, "\x7f" * size, "x" * max(size - 1, 0) + "\u00e9",
+                 "\u00e9" * size, "\U0001f600" * size):
+        message = [3, 1, {text: text, "k": [text]}]
+        frame = pure.encode(message)
+        assert fast.encode(message) == frame
+        decoded = fast.FrameDecoder().feed(frame)
+        assert decoded == pure.FrameDecoder().feed(frame) == [message]
+    bad = msgpack.packb([3, 1, "x" * size])[:-1] + b"\xff" if size else b"\x93\x03\x01\xa1\xff"
+    frame = struct.pack(">I", len(bad)) + bad
+    assert outcome(fast.FrameDecoder().feed, frame) == outcome(pure.FrameDecoder().feed, frame)
+    assert outcome(fast.FrameDecoder().feed, frame)[0] == "error"
+
+
 @pytest.mark.parametrize("n", [0, 1, 31, 32, 127, 128, 255, 256, 32767, 32768, 65535, 65536,
                                2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1])
 def test_integer_boundaries(n):

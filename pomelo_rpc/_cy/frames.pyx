@@ -5,6 +5,7 @@ What other compiled modules cimport is declared in ``frames.pxd``.
 A frame is a 4-byte big-endian body length followed by one msgpack object.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.dict cimport PyDict_Next
@@ -24,6 +25,7 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
     void *PyUnicode_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 
 import msgpack
 
@@ -86,6 +88,22 @@ cdef inline uint64_t _be64(const uint8_t *p) nogil:
     return (<uint64_t>_be32(p) << 32) | _be32(p + 4)
 
 
+cdef inline object _str(const uint8_t *s, Py_ssize_t n):
+    """The str of the UTF-8 ``s[:n]``: an ASCII one copied straight into a new str (no
+    decoder call), any other decoded (its errors raised as the decoder's)."""
+    cdef Py_ssize_t i
+    cdef uint8_t high = 0
+    cdef object out
+    if n <= 64:
+        for i in range(n):
+            high |= s[i]
+        if high < 0x80:
+            out = PyUnicode_New(n, 127)
+            memcpy(PyUnicode_DATA(out), s, n)
+            return out
+    return PyUnicode_DecodeUTF8(<const char *>s, n, NULL)
+
+
 cdef object _decode_array(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t n,
                           int depth):
     cdef list out
@@ -136,7 +154,7 @@ cdef object _map_key(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int dept
             and memcmp(PyUnicode_DATA(cached), s, n) == 0):
         pos[0] = at + 1 + n
         return cached
-    key = PyUnicode_DecodeUTF8(<const char *>s, n, NULL)
+    key = _str(s, n)
     pos[0] = at + 1 + n
     if PyUnicode_IS_COMPACT_ASCII(key):
         _keys[h] = key
@@ -179,7 +197,7 @@ cdef object _decode(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int depth
         return <long>(<int8_t>b)
     if 0xa0 <= b <= 0xbf:
         n = b & 0x1f
-        return PyUnicode_DecodeUTF8(<const char *>_take(p, pos, end, n), n, NULL)
+        return _str(_take(p, pos, end, n), n)
     if depth >= _MAX_DEPTH:
         raise _Fallback()
     if 0x90 <= b <= 0x9f:
@@ -262,6 +280,7 @@ cdef object _decode_body(object data, const uint8_t *p, Py_ssize_t start, Py_ssi
         view.release()
 
 
+@cython.final
 cdef class _Buffer:
     """A growable byte buffer the encoder writes into; reused between messages."""
     cdef char *data
@@ -275,12 +294,16 @@ cdef class _Buffer:
             raise MemoryError()
         self.length = 0
 
-    cdef int reserve(self, Py_ssize_t n) except -1:
+    cdef inline int reserve(self, Py_ssize_t n) except -1:
+        """Room for ``n`` more bytes (the common case inline: the room is there)."""
+        if self.length + n <= self.capacity:
+            return 0
+        return self.grow(n)
+
+    cdef int grow(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t want = self.length + n
         cdef Py_ssize_t cap = self.capacity
         cdef char *grown
-        if want <= cap:
-            return 0
         while cap < want:
             cap *= 2
         grown = <char *>realloc(self.data, cap)
@@ -361,7 +384,7 @@ cdef int _pack_int(_Buffer buf, object o) except -1:
     return 0
 
 
-cdef int _pack_sized(_Buffer buf, Py_ssize_t n, uint8_t fix, Py_ssize_t fix_limit,
+cdef inline int _pack_sized(_Buffer buf, Py_ssize_t n, uint8_t fix, Py_ssize_t fix_limit,
                      uint8_t c8, uint8_t c16, uint8_t c32) except -1:
     """A length header: fix form below ``fix_limit``, else the 8/16/32-bit forms (c8 0: none)."""
     if n < fix_limit:
@@ -375,6 +398,19 @@ cdef int _pack_sized(_Buffer buf, Py_ssize_t n, uint8_t fix, Py_ssize_t fix_limi
     else:
         raise _Fallback()
     return 0
+
+
+cdef inline int _pack_str(_Buffer buf, object o) except -1:
+    """A str (exactly): its UTF-8, an ASCII one's characters read in place."""
+    cdef Py_ssize_t n
+    cdef const char *s
+    if PyUnicode_IS_COMPACT_ASCII(o):
+        n = PyUnicode_GET_LENGTH(o)
+        s = <const char *>PyUnicode_DATA(o)
+    else:
+        s = PyUnicode_AsUTF8AndSize(o, &n)
+    _pack_sized(buf, n, 0xa0, 32, 0xd9, 0xda, 0xdb)
+    return buf.put(s, n)
 
 
 cdef int _pack(_Buffer buf, object o, int depth) except -1:
@@ -392,9 +428,7 @@ cdef int _pack(_Buffer buf, object o, int depth) except -1:
     if t is int:
         return _pack_int(buf, o)
     if t is str:
-        s = PyUnicode_AsUTF8AndSize(o, &n)
-        _pack_sized(buf, n, 0xa0, 32, 0xd9, 0xda, 0xdb)
-        return buf.put(s, n)
+        return _pack_str(buf, o)
     if depth >= _MAX_DEPTH:
         raise _Fallback()
     if t is list:
@@ -408,7 +442,10 @@ cdef int _pack(_Buffer buf, object o, int depth) except -1:
         _pack_sized(buf, n, 0x80, 16, 0, 0xde, 0xdf)
         i = 0
         while PyDict_Next(o, &i, &k, &v):
-            _pack(buf, <object>k, depth + 1)
+            if type(<object>k) is str:      # (most keys: no recursion)
+                _pack_str(buf, <object>k)
+            else:
+                _pack(buf, <object>k, depth + 1)
             _pack(buf, <object>v, depth + 1)
         return 0
     if t is float:
