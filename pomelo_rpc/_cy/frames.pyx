@@ -119,8 +119,9 @@ cdef object _decode_array(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_
     return out
 
 
-# Map keys: the short ASCII ones (field names, mostly) come from a small cache of the
-# keys seen before, the way orjson and msgspec do it: no new str per key, and the
+# Map keys and short str values: the short ASCII ones (field names, mostly, and the
+# values a game repeats: routes, states, names) come from a small cache of the ones
+# seen before, the way orjson and msgspec do it for keys: no new str per key, and the
 # str's hash, computed once, is kept. Direct-mapped on a hash of the bytes; bounded.
 cdef enum:
     _KEY_SLOTS = 512      # a power of two
@@ -129,33 +130,20 @@ cdef enum:
 cdef list _keys = [None] * _KEY_SLOTS
 
 
-cdef object _map_key(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int depth):
-    """A map key at ``p[pos]``: a cached str when it is a short ASCII one seen before."""
-    cdef Py_ssize_t at = pos[0]
-    cdef Py_ssize_t n, i
-    cdef uint8_t b
+cdef object _cached_str(const uint8_t *s, Py_ssize_t n):
+    """The str of the UTF-8 ``s[:n]`` (n at most ``_KEY_MAX``): from the cache when it
+    is an ASCII one seen before, else made (and cached if ASCII)."""
+    cdef Py_ssize_t i
     cdef uint32_t h = 2166136261
-    cdef const uint8_t *s
     cdef object key
-    if at >= end:
-        raise _Fallback()
-    b = p[at]
-    if b < 0xa0 or b > 0xa0 + _KEY_MAX:
-        return _decode(p, pos, end, depth)
-    n = b & 0x1f
-    if end - at - 1 < n:
-        raise _Fallback()
-    s = p + at + 1
     for i in range(n):            # FNV-1a
         h = (h ^ s[i]) * 16777619
     h = (h ^ <uint32_t>n) & (_KEY_SLOTS - 1)
     cached = <object>PyList_GET_ITEM(_keys, h)
     if (cached is not None and PyUnicode_GET_LENGTH(cached) == n
             and memcmp(PyUnicode_DATA(cached), s, n) == 0):
-        pos[0] = at + 1 + n
         return cached
     key = _str(s, n)
-    pos[0] = at + 1 + n
     if PyUnicode_IS_COMPACT_ASCII(key):
         _keys[h] = key
     return key
@@ -168,7 +156,7 @@ cdef object _decode_map(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_ss
     if n > (end - pos[0]) // 2:   # each key and each value take at least one byte
         raise _Fallback()
     for i in range(n):
-        key = _map_key(p, pos, end, depth)
+        key = _decode(p, pos, end, depth)
         out[key] = _decode(p, pos, end, depth)
     return out
 
@@ -197,6 +185,8 @@ cdef object _decode(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int depth
         return <long>(<int8_t>b)
     if 0xa0 <= b <= 0xbf:
         n = b & 0x1f
+        if n <= _KEY_MAX:       # a short str: cached like the map keys
+            return _cached_str(_take(p, pos, end, n), n)
         return _str(_take(p, pos, end, n), n)
     if depth >= _MAX_DEPTH:
         raise _Fallback()
