@@ -42,6 +42,15 @@ async def wait_available(cli, server_id, within=6.0):
     return time.monotonic() - started
 
 
+async def until(condition, within, what):
+    """Wait (without blocking the loop) until ``condition()``; the time it took."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within, what
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
 @pytest.fixture(params=CORES)
 def core(request):
     """Name of a core implementation; every test using it runs once per core."""

@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from cluster import AREA_DIR, area_client, astart_areas
-from conftest import REMOTE, wait_available
+from conftest import REMOTE, until, wait_available
 from pomelo_rpc import (ConnectionLostError, RpcTimeoutError, ServerUnavailableError, client,
                         server)
 from pomelo_rpc.router import crc32_index
@@ -29,15 +29,6 @@ TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 #: a dead connection under load is found this long after the last byte, at most (the
 #: default liveness_timeout is 1.5 s; the rest is the watchdog's wake-up on a busy machine)
 FOUND_WITHIN = 3.0
-
-
-async def until(condition, within, what):
-    """Wait (without blocking the loop) until ``condition()``; the time it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < within, what
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 @pytest.mark.parametrize("transport", ["native", "mqtt"])

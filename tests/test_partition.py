@@ -16,7 +16,7 @@ import time
 import pytest
 
 from cluster import area_client, astart_areas
-from conftest import wait_available
+from conftest import until, wait_available
 from pomelo_rpc import ConnectionLostError, RpcTimeoutError, client
 from pomelo_rpc.partition import Namespace, available
 
@@ -67,15 +67,6 @@ class Load:
     def between(self, start, end):
         """Calls that ended in [start, end)."""
         return [c for c in self.calls if start <= c[1] < end]
-
-
-async def until(condition, within, what):
-    """Wait (without blocking the loop) until ``condition()``; the time it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < within, what
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 def test_partition_under_load_routes_around_and_heals(netns, aspawn, core):
