@@ -108,3 +108,10 @@ class DispatchError(RpcError):
 
     Sent back to the caller, where it surfaces as a RemoteError of type ``DispatchError``.
     """
+
+
+def not_dispatched(exc: BaseException | None) -> bool:
+    """True when ``exc`` (a client's or a server's) says the server could not dispatch
+    the call: unknown route, wrong argument count, removed method."""
+    return isinstance(exc, DispatchError) or (
+        isinstance(exc, RemoteError) and exc.remote_type == "DispatchError")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .errors import DispatchError, RemoteError
+from .errors import not_dispatched
 from .tracing import (child_traceparent, context_id, current_trace, enter, leave,
                       log_outcome, log_step, trace_id_of)
 
@@ -31,13 +31,6 @@ if TYPE_CHECKING:
     from .otel import RouteSpans
 
 _clock = time.perf_counter
-
-
-def not_dispatched(exc: BaseException | None) -> bool:
-    """True when ``exc`` (a client's or a server's) says the server could not dispatch
-    the call: unknown route, wrong argument count, removed method."""
-    return isinstance(exc, DispatchError) or (
-        isinstance(exc, RemoteError) and exc.remote_type == "DispatchError")
 
 
 class _RouteSeries:
@@ -179,7 +172,7 @@ def observe_mailbox(mailbox: Mailbox, opts: dict[str, Any]) -> None:
                 if routes is not None and ok == "notify":
                     routes.record(msg, error, _clock() - start, ok)
                 if span is not None:
-                    end_span(span, error, error is None or not not_dispatched(error))
+                    end_span(span, error)
                 if debug:
                     log_outcome("done" if ok == "ok" else "sent", carried[3:35],
                                 call_route(msg), sid, start, error)
@@ -216,7 +209,7 @@ def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: RouteSpan
     def ended(span: Any, fut: asyncio.Future[Any]) -> None:
         """The call of ``span`` ended (its future ``fut``): end the span."""
         error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-        end_span(span, error, error is None or not not_dispatched(error))
+        end_span(span, error)
 
     def sampled(msg: dict[str, Any], timeout: float | None) -> Any:
         context = None
@@ -230,7 +223,7 @@ def _sampled_calls(mailbox: Mailbox, tracer: Any, sampler: Any, spans: RouteSpan
         try:
             fut = send(msg, timeout, traceparent(span))
         except BaseException as exc:
-            end_span(span, exc, not not_dispatched(exc))
+            end_span(span, exc)
             raise
         fut.add_done_callback(partial(ended, span))
         return fut
@@ -323,18 +316,10 @@ class ServerObserver:
         sampled_parent, in_context = otel.sampled_parent, otel.set_span_in_context
         attach, detach = otel.attach, otel.detach
 
-        async def finish_later(coro: Coroutine[Any, Any, Any], span: Any,
-                               current: otel.Context) -> Any:
-            token = attach(current)     # in the task that runs the method
-            error: BaseException | None = None
-            try:
-                return await coro
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                detach(token)
-                end_span(span, error, error is None or not not_dispatched(error))
+        def enter_span(current: otel.Context) -> Callable[[], None]:
+            """Make ``current`` the context; return what undoes it."""
+            token = attach(current)
+            return partial(detach, token)
 
         def sampled(msg: object) -> tuple[int, int, Any]:
             info = describe(msg)
@@ -354,9 +339,10 @@ class ServerObserver:
             finally:
                 detach(token)
             if state == pending_state:
-                return rid, state, finish_later(outcome, span, current)
+                return rid, state, _run_suspended(outcome, partial(enter_span, current),
+                                                  partial(end_span, span))
             error = None if state == done_state else outcome
-            end_span(span, error, error is None or not not_dispatched(error))
+            end_span(span, error)
             return rid, state, outcome
 
         return sampled
@@ -385,26 +371,12 @@ class ServerObserver:
             debug_token = enter(carried)
             return lambda: leave(debug_token)
 
-        def finish(msg: object, route: str | None, span: Any, trace: str | None,
-                   start: float, error: BaseException | None) -> None:
+        def finish(route: str | None, span: Any, trace: str | None, start: float,
+                   error: BaseException | None) -> None:
             if span is not None:
-                end_span(span, error, error is None or not not_dispatched(error))
+                end_span(span, error)
             if debug:
                 log_outcome("answered", trace, route, server_id, start, error)
-
-        async def finish_later(coro: Coroutine[Any, Any, Any], msg: object, carried: object,
-                               route: str | None, span: Any, trace: str | None,
-                               start: float) -> Any:
-            undo = enter_context(carried, span)     # in the task that runs the method
-            error: BaseException | None = None
-            try:
-                return await coro
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                undo()
-                finish(msg, route, span, trace, start, error)
 
         def observed(msg: object) -> tuple[int, int, Any]:
             info = describe(msg)
@@ -425,12 +397,30 @@ class ServerObserver:
             finally:
                 undo()
             if state == pending_state:
-                return rid, state, finish_later(outcome, msg, carried, route, span, trace,
-                                                start)
-            finish(msg, route, span, trace, start, None if state == done_state else outcome)
+                return rid, state, _run_suspended(
+                    outcome, partial(enter_context, carried, span),
+                    partial(finish, route, span, trace, start))
+            finish(route, span, trace, start, None if state == done_state else outcome)
             return rid, state, outcome
 
         return observed
+
+
+async def _run_suspended(coro: Coroutine[Any, Any, Any], enter: Callable[[], Callable[[], None]],
+                         finish: Callable[[BaseException | None], None]) -> Any:
+    """Await ``coro``, a method that suspended, in the task that runs it: ``enter()``
+    makes the request's context current there and returns what undoes it;
+    ``finish(error)`` once the method has ended (None when it returned)."""
+    undo = enter()
+    error: BaseException | None = None
+    try:
+        return await coro
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        undo()
+        finish(error)
 
 
 def observe_acceptor(acceptor: BaseAcceptor) -> ServerObserver | None:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
+from .errors import not_dispatched
 from .tracing import current_trace, parse_traceparent
 
 try:
@@ -269,11 +270,12 @@ def start_server_span(tracer: Tracer, spans: RouteSpans, route: str | None,
     return start_span(tracer, spans, route, remote_parent(carried))
 
 
-def end_span(span: Span, error: BaseException | None, dispatched: bool = True) -> None:
-    """End ``span``: with the error recorded when the call failed; ``dispatched`` False
-    renames it ``pomelo_rpc/unknown`` (no span name per garbage route)."""
+def end_span(span: Span, error: BaseException | None) -> None:
+    """End ``span``: with the error recorded when the call failed; an error saying the
+    server could not dispatch it renames it ``pomelo_rpc/unknown`` (no span name per
+    garbage route)."""
     if error is not None:
-        if not dispatched:
+        if not_dispatched(error):
             span.update_name(UNKNOWN_NAME)
         if span.is_recording():
             span.set_attribute("error.type", type(error).__name__)
