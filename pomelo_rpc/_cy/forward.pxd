@@ -10,6 +10,9 @@ from pomelo_rpc._cy.json_codec cimport JsonCodec, RawJson
 cpdef object new_session(object cls, object app, object obj)
 
 
+cpdef object handler_body(object body, object route)
+
+
 cdef class Forwarder:
     cdef readonly object app
     cdef readonly object handlers

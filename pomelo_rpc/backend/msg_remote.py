@@ -63,6 +63,7 @@ class MsgRemote:
         self._handlers = handlers
         self._filters = filters
         self._pinus = pinus         # a pinus cluster's connectors call (see the module doc)
+        self._handler_body = core.forward.handler_body    # what a handler gets of a body
         forwarder = core.forward.Forwarder(
             app, handlers, filters, BackendSession, json_codec(core), _NOTIFY_ANSWER,
             self._forward, self._finish, self._failed)
@@ -84,11 +85,7 @@ class MsgRemote:
         except (BadForward, RouteError, SessionError) as exc:
             log.warning("forwardMessage refused: %s", exc)
             raise ErrorAnswer([error_object(exc)], str(exc)) from None
-        body = msg.get("body")
-        if body is None:
-            body = {"__route__": route}
-        elif type(body) is dict:
-            body["__route__"] = route        # as pomelo gives it to the handler
+        body = self._handler_body(msg.get("body"), route)
         notify = msg.get("type") == NOTIFY
         filters = self._filters
         result: Any = None

@@ -64,6 +64,16 @@ def new_session(cls: type, app: Any, obj: Any) -> Any:
     return session
 
 
+def handler_body(body: Any, route: Any) -> Any:
+    """What a handler gets of a request's ``body``: an object with its ``__route__``
+    set, as pomelo gives it (a missing body, just the route; any other value as it is)."""
+    if body is None:
+        return {"__route__": route}
+    if type(body) is dict:
+        body["__route__"] = route
+    return body
+
+
 class Forwarder:
     """``forwardMessage`` of one backend server; see the module docstring.
 
@@ -113,11 +123,7 @@ class Forwarder:
         if sess is None:
             return self.slow(msg, session)
         func = entry[0]
-        body = request.get("body")
-        if body is None:
-            body = {"__route__": route}
-        elif type(body) is dict:
-            body["__route__"] = route        # as pomelo gives it to the handler
+        body = handler_body(request.get("body"), route)
         notify = request.get("type") == NOTIFY
         if entry[1]:
             return self.finish(func, body, sess, route, notify)
