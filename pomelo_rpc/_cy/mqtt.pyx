@@ -250,19 +250,24 @@ cdef class MqttDecoder:
         return out
 
 
-cdef bytes _varint(Py_ssize_t n):
-    cdef unsigned char tmp[4]
+cdef inline int _put_varint(char *w, Py_ssize_t n):
+    """Write remaining length ``n`` (0 to ``_MAX_REMAINING``) at ``w``, seven bits a
+    byte, lowest first (NULL: only count); the number of bytes."""
     cdef int i = 0
+    while True:
+        if w != NULL:
+            w[i] = <char>((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        i += 1
+        n >>= 7
+        if not n:
+            return i
+
+
+cdef bytes _varint(Py_ssize_t n):
+    cdef char tmp[4]
     if n < 0 or n > _MAX_REMAINING:
         raise FrameError(f"MQTT remaining length {n} out of range")
-    while True:
-        tmp[i] = n & 0x7F
-        n >>= 7
-        if n:
-            tmp[i] |= 0x80
-            i += 1
-        else:
-            return PyBytes_FromStringAndSize(<const char *>tmp, i + 1)
+    return PyBytes_FromStringAndSize(tmp, _put_varint(tmp, n))
 
 
 cdef bytes _string(object value):
@@ -534,25 +539,19 @@ cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     64 bits. The same bytes as ``encode_publish`` of that payload."""
     cdef long long r, b
     cdef bint has_budget
-    cdef Py_ssize_t body, remaining, v
-    cdef int lsize = 1, i
+    cdef Py_ssize_t body, remaining
+    cdef int lsize
     cdef bytes out
     cdef char *w
     body = _call_size(rid, budget, head, args, &r, &has_budget, &b)
     remaining = 5 + body                    # the topic's length, "rpc", the payload
     if remaining > _MAX_REMAINING:
         raise FrameError(f"MQTT remaining length {remaining} out of range")
-    v = remaining >> 7
-    while v:
-        lsize += 1
-        v >>= 7
+    lsize = _put_varint(NULL, remaining)
     out = PyBytes_FromStringAndSize(NULL, 1 + lsize + remaining)
     w = PyBytes_AS_STRING(out)
     w[0] = <char>0x30
-    v = remaining
-    for i in range(1, lsize + 1):
-        w[i] = <char>((v & 0x7F) | (0x80 if i < lsize else 0))
-        v >>= 7
+    _put_varint(w + 1, remaining)
     memcpy(w + 1 + lsize, b"\x00\x03rpc", 5)
     _call_body(w + 6 + lsize, r, has_budget, b, head, args)
     return out

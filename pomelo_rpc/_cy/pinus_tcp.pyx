@@ -123,11 +123,25 @@ cpdef bytes encode(object kind, object payload=b""):
     return _frame(kind, payload)
 
 
+cdef inline int _put_length(char *w, unsigned long long v):
+    """Write frame length ``v`` at ``w``, seven bits a byte, highest first (NULL: only
+    count); the number of bytes."""
+    cdef int n = 1, i
+    cdef unsigned long long rest = v >> 7
+    while rest:
+        n += 1
+        rest >>= 7
+    if w != NULL:
+        for i in range(n - 1, -1, -1):
+            w[i] = <char>((v & 0x7F) | (0x80 if i < n - 1 else 0))
+            v >>= 7
+    return n
+
+
 cdef bytes _frame(int kind, object payload):
     cdef Py_buffer pybuf
-    cdef unsigned long long length, v
-    cdef unsigned char head[_MAX_LENGTH_BYTES]
-    cdef int lsize, i
+    cdef unsigned long long length
+    cdef int lsize
     cdef bytes out
     cdef char *w
     PyObject_GetBuffer(payload, &pybuf, PyBUF_SIMPLE)
@@ -135,18 +149,10 @@ cdef bytes _frame(int kind, object payload):
         length = <unsigned long long>pybuf.len + 1
         if length > _MAX_LENGTH:
             raise FrameError(f"pinus tcp frame of {length} bytes is too long to frame")
-        lsize = 1
-        v = length >> 7
-        while v:
-            lsize += 1
-            v >>= 7
-        v = length
-        for i in range(lsize - 1, -1, -1):
-            head[i] = <unsigned char>((v & 0x7F) | (0x80 if i < lsize - 1 else 0))
-            v >>= 7
+        lsize = _put_length(NULL, length)
         out = PyBytes_FromStringAndSize(NULL, lsize + 1 + pybuf.len)
         w = PyBytes_AS_STRING(out)
-        memcpy(w, head, lsize)
+        _put_length(w, length)
         w[lsize] = <char>kind
         memcpy(w + lsize + 1, pybuf.buf, pybuf.len)
     finally:
@@ -172,24 +178,18 @@ cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     cdef long long r, b
     cdef bint has_budget
     cdef Py_ssize_t body
-    cdef unsigned long long length, v
-    cdef int lsize = 1, i
+    cdef unsigned long long length
+    cdef int lsize
     cdef bytes out
     cdef char *w
     body = _call_size(rid, budget, head, args, &r, &has_budget, &b)
     length = <unsigned long long>body + 1
     if length > _MAX_LENGTH:
         raise FrameError(f"pinus tcp frame of {length} bytes is too long to frame")
-    v = length >> 7
-    while v:
-        lsize += 1
-        v >>= 7
+    lsize = _put_length(NULL, length)
     out = PyBytes_FromStringAndSize(NULL, lsize + 1 + body)
     w = PyBytes_AS_STRING(out)
-    v = length
-    for i in range(lsize - 1, -1, -1):
-        w[i] = <char>((v & 0x7F) | (0x80 if i < lsize - 1 else 0))
-        v >>= 7
+    _put_length(w, length)
     w[lsize] = _REQUEST
     _call_body(w + lsize + 1, r, has_budget, b, head, args)
     return out
