@@ -52,6 +52,17 @@ CPU_TARGET = 0.3         # Python area's CPU per request <= 0.3 x the Node area'
 RATE_TARGET = 1.0        # the cluster with it carries >= the requests/s of the Node one
 
 
+def print_table(medians: dict, counts: list, columns: list, cells) -> None:
+    """A Markdown table of ``medians`` (``"<area> <connector>"`` -> players -> columns):
+    a row per cell and player count, ``cells(medians)`` its ``columns``."""
+    print("| connector | area | players | " + " | ".join(columns) + " |")
+    print("|---" * (3 + len(columns)) + "|")
+    for key, by_count in medians.items():
+        area, conn = key.split()
+        for c in counts:
+            print(f"| {conn} | {area} | {c} | {cells(by_count[c])} |")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds process ``pid`` has used."""
     user, system = user_system(pid)
@@ -194,25 +205,15 @@ def report(medians: dict[str, dict[int, dict[str, float]]], args: argparse.Names
           f"{PUSH_EVERY}th request pushes; load average {os.getloadavg()[0]:.2f}; "
           f"Python area on the {args.core} core; "
           + (f"pinus 1.7.4, rpc over {args.pinus}" if args.pinus else "pomelo 2.2.7"))
-    print("| connector | area | players | requests/s | p50 ms | p99 ms | pushes/s | CPU µs/request: "
-          "connector | area | players |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for key, by_count in medians.items():
-        area, conn = key.split()
-        for c in counts:
-            m = by_count[c]
-            print(f"| {conn} | {area} | {c} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
-                  f"{m['pushes']:,.0f} | {m['cpu_connector']:.0f} | {m['cpu_area']:.1f} | "
-                  f"{m['cpu_players']:.0f} |")
+    print_table(medians, counts, ["requests/s", "p50 ms", "p99 ms", "pushes/s",
+                                  "CPU µs/request: connector", "area", "players"],
+                lambda m: f"{m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
+                          f"{m['pushes']:,.0f} | {m['cpu_connector']:.0f} | "
+                          f"{m['cpu_area']:.1f} | {m['cpu_players']:.0f}")
     print("\nthe area's CPU per request, user and system (µs), and its wake-ups per request")
-    print("| connector | area | players | user µs | system µs | wake-ups |")
-    print("|---|---|---|---|---|---|")
-    for key, by_count in medians.items():
-        area, conn = key.split()
-        for c in counts:
-            m = by_count[c]
-            print(f"| {conn} | {area} | {c} | {m['area_user']:.1f} | {m['area_sys']:.1f} | "
-                  f"{m['area_wakeups']:.2f} |")
+    print_table(medians, counts, ["user µs", "system µs", "wake-ups"],
+                lambda m: f"{m['area_user']:.1f} | {m['area_sys']:.1f} | "
+                          f"{m['area_wakeups']:.2f}")
     for conn in ("stock", "nodelay"):
         if f"node {conn}" not in medians:
             continue
