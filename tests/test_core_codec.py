@@ -143,3 +143,26 @@ def test_ext_float32_deep_nesting_and_bad_bodies_follow_msgpack():
             assert a[1] == b[1]
         else:
             assert a[1] is b[1] is FrameError
+
+
+def test_short_strings_decoded_again_are_the_same_strings():
+    """The compiled decoder keeps the short ASCII strings it read (by their length and
+    two overlapping words): strings of every cached length that differ in one byte,
+    anywhere, or share their words at another length, decode as themselves in both
+    cores, the first time and from the cache."""
+    fast, pure = both()
+    texts = []
+    for n in range(1, 18):
+        base = "".join(chr(97 + i % 26) for i in range(n))
+        texts.append(base)
+        for at in range(n):        # one byte different, at each place
+            texts.append(base[:at] + "Z" + base[at + 1:])
+        texts.append(base[:-1] + "\u00e9")      # not ASCII: decoded, never cached
+    texts += ["abcdefgh", "abcdefghabcdefgh", "abcdabcd", "aaaa", "aaaaaaaa"]
+    message = [3, 1, [texts, {t: i for i, t in enumerate(texts)}]]
+    frame = pure.encode(message)
+    assert fast.encode(message) == frame
+    for _ in range(3):
+        decoded = fast.FrameDecoder().feed(frame)
+        assert decoded == pure.FrameDecoder().feed(frame) == [message]
+        assert all(type(t) is str for t in decoded[0][2][0])

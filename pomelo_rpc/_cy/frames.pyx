@@ -13,7 +13,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t
@@ -22,6 +22,8 @@ from libc.string cimport memcmp, memcpy
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
+    int PyErr_ExceptionMatches(object exc) noexcept
+    void PyErr_Clear() noexcept
     bint PyUnicode_IS_COMPACT_ASCII(object o)
     void *PyUnicode_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
@@ -76,6 +78,37 @@ cdef class _Fallback(Exception):
     pass
 
 
+# The encoders and the decoder try the fast path, and on some errors hand the message
+# to msgpack. Not with try/except: a Cython try block saves the thread's exception
+# state on entry (~45 instructions, four times per call). The fast path is called
+# through a pointer that Cython does not check, the error looked at only when it
+# failed: those errors cleared (msgpack decides), any other one re-raised as it is
+# (``_reraise``: the error is already set, -1 sends Cython to its error path).
+ctypedef int (*_fields_unchecked)(_Buffer, long, Py_ssize_t, object, object, object,
+                                  object, object) noexcept
+ctypedef int (*_pack_unchecked)(_Buffer, object, int) noexcept
+ctypedef PyObject *(*_decode_unchecked)(const uint8_t *, Py_ssize_t *, Py_ssize_t,
+                                        int) noexcept
+
+cdef extern from *:
+    """
+    static CYTHON_INLINE int __pyx_frames_reraise(void) { return -1; }
+    """
+    int _reraise "__pyx_frames_reraise"() except -1
+
+cdef tuple _ENCODE_FALLBACK = (_Fallback, UnicodeEncodeError, OverflowError, MemoryError)
+cdef tuple _DECODE_FALLBACK = (_Fallback, UnicodeDecodeError, TypeError, MemoryError)
+
+
+cdef inline bint _fall_back(tuple errors) except -1:
+    """After a fast path failed (an error set): True, the error cleared, if it is one
+    of ``errors`` (msgpack decides), else the error raised."""
+    if PyErr_ExceptionMatches(errors):
+        PyErr_Clear()
+        return True
+    return _reraise()
+
+
 cdef inline uint16_t _be16(const uint8_t *p) nogil:
     return (<uint16_t>p[0] << 8) | p[1]
 
@@ -122,30 +155,60 @@ cdef object _decode_array(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, Py_
 # Map keys and short str values: the short ASCII ones (field names, mostly, and the
 # values a game repeats: routes, states, names) come from a small cache of the ones
 # seen before, the way orjson and msgspec do it for keys: no new str per key, and the
-# str's hash, computed once, is kept. Direct-mapped on a hash of the bytes; bounded.
+# str's hash, computed once, is kept. Direct-mapped; bounded. A string of at most 16
+# bytes is known by its length and two words read from it (overlapping: together they
+# cover every byte), so that hashing it and telling it from the cached one take a few
+# loads, no loop over its bytes and no memcmp.
 cdef enum:
-    _KEY_SLOTS = 512      # a power of two
+    _KEY_BITS = 9
+    _KEY_SLOTS = 1 << _KEY_BITS
     _KEY_MAX = 16         # longest key cached, in bytes
 
 cdef list _keys = [None] * _KEY_SLOTS
+cdef uint64_t _key_lo[_KEY_SLOTS]     # the words and the length of ``_keys[i]``
+cdef uint64_t _key_hi[_KEY_SLOTS]
+cdef Py_ssize_t _key_len[_KEY_SLOTS]  # (0 where the slot is empty: "" is not cached)
+
+
+cdef inline uint64_t _load8(const uint8_t *p) nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+cdef inline uint32_t _load4(const uint8_t *p) nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
 
 
 cdef object _cached_str(const uint8_t *s, Py_ssize_t n):
     """The str of the UTF-8 ``s[:n]`` (n at most ``_KEY_MAX``): from the cache when it
     is an ASCII one seen before, else made (and cached if ASCII)."""
-    cdef Py_ssize_t i
-    cdef uint32_t h = 2166136261
+    cdef uint64_t lo, hi
+    cdef Py_ssize_t h
     cdef object key
-    for i in range(n):            # FNV-1a
-        h = (h ^ s[i]) * 16777619
-    h = (h ^ <uint32_t>n) & (_KEY_SLOTS - 1)
-    cached = <object>PyList_GET_ITEM(_keys, h)
-    if (cached is not None and PyUnicode_GET_LENGTH(cached) == n
-            and memcmp(PyUnicode_DATA(cached), s, n) == 0):
-        return cached
+    if n >= 8:
+        lo = _load8(s)
+        hi = _load8(s + n - 8)
+    elif n >= 4:
+        lo = _load4(s)
+        hi = _load4(s + n - 4)
+    elif n > 0:
+        lo = s[0] | (<uint64_t>s[n >> 1] << 8) | (<uint64_t>s[n - 1] << 16)
+        hi = 0
+    else:
+        return _str(s, n)
+    h = <Py_ssize_t>(((lo * 0x9E3779B97F4A7C15ULL) ^ (hi * 0xC2B2AE3D27D4EB4FULL)
+                      ^ <uint64_t>n) >> (64 - _KEY_BITS))
+    if _key_len[h] == n and _key_lo[h] == lo and _key_hi[h] == hi:
+        return <object>PyList_GET_ITEM(_keys, h)
     key = _str(s, n)
     if PyUnicode_IS_COMPACT_ASCII(key):
         _keys[h] = key
+        _key_lo[h] = lo
+        _key_hi[h] = hi
+        _key_len[h] = n
     return key
 
 
@@ -255,12 +318,15 @@ cdef object _decode(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int depth
 cdef object _decode_body(object data, const uint8_t *p, Py_ssize_t start, Py_ssize_t end):
     """The one msgpack object of ``p[start:end]``; msgpack's own errors as FrameError."""
     cdef Py_ssize_t pos = start
-    try:
-        obj = _decode(p, &pos, end, 0)
+    cdef PyObject *got = (<_decode_unchecked>_decode)(p, &pos, end, 0)
+    if got is NULL:
+        _fall_back(_DECODE_FALLBACK)
+    else:
+        obj = <object>got
+        Py_DECREF(obj)           # ``got`` was a new reference; ``obj`` holds one now
         if pos == end:
             return obj
-    except (_Fallback, UnicodeDecodeError, TypeError, MemoryError):
-        pass
+        obj = None
     view = memoryview(data)
     try:
         return _unpack(view[start:end])
@@ -328,12 +394,30 @@ cdef class _Buffer:
         return 0
 
     cdef inline int head(self, uint8_t b, uint64_t v, int size) except -1:
-        """Byte ``b`` then ``v`` as a ``size``-byte big-endian number."""
-        cdef int i
+        """Byte ``b`` then ``v`` as a ``size``-byte (1, 2, 4 or 8) big-endian number."""
+        cdef char *d
         self.reserve(1 + size)
-        self.data[self.length] = <char>b
-        for i in range(size):
-            self.data[self.length + 1 + i] = <char>((v >> (8 * (size - 1 - i))) & 0xFF)
+        d = self.data + self.length
+        d[0] = <char>b
+        if size == 1:
+            d[1] = <char>v
+        elif size == 2:
+            d[1] = <char>(v >> 8)
+            d[2] = <char>v
+        elif size == 4:
+            d[1] = <char>(v >> 24)
+            d[2] = <char>(v >> 16)
+            d[3] = <char>(v >> 8)
+            d[4] = <char>v
+        else:
+            d[1] = <char>(v >> 56)
+            d[2] = <char>(v >> 48)
+            d[3] = <char>(v >> 40)
+            d[4] = <char>(v >> 32)
+            d[5] = <char>(v >> 24)
+            d[6] = <char>(v >> 16)
+            d[7] = <char>(v >> 8)
+            d[8] = <char>v
         self.length += 1 + size
         return 0
 
@@ -397,6 +481,12 @@ cdef inline int _pack_str(_Buffer buf, object o) except -1:
     if PyUnicode_IS_COMPACT_ASCII(o):
         n = PyUnicode_GET_LENGTH(o)
         s = <const char *>PyUnicode_DATA(o)
+        if n < 32:                  # a fixstr (most): its header and bytes at once
+            buf.reserve(1 + n)
+            buf.data[buf.length] = <char>(0xa0 | n)
+            memcpy(buf.data + buf.length + 1, s, n)
+            buf.length += 1 + n
+            return 0
     else:
         s = PyUnicode_AsUTF8AndSize(o, &n)
     _pack_sized(buf, n, 0xa0, 32, 0xd9, 0xda, 0xdb)
@@ -523,12 +613,28 @@ cpdef bytes encode(object message):
     """Encode one message (a list) as a frame."""
     cdef _Buffer buf = _out
     buf.length = _HDR
-    try:
-        _pack(buf, message, 0)
-    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
+    if (<_pack_unchecked>_pack)(buf, message, 0) < 0:
+        _fall_back(_ENCODE_FALLBACK)
         buf.shrink()
         return _encode_with_msgpack(message)
     return _frame(buf)
+
+
+cdef int _pack_fields(_Buffer buf, long kind, Py_ssize_t n, object f1, object f2,
+                      object f3, object f4, object f5) except -1:
+    """``[kind, f1, ..., fn]`` packed into ``buf`` after its header's room."""
+    buf.length = _HDR
+    buf.byte(0x90 | <uint8_t>(n + 1))     # a fixarray of n + 1
+    buf.byte(<uint8_t>kind)
+    _pack(buf, f1, 1)
+    _pack(buf, f2, 1)
+    if n > 2:
+        _pack(buf, f3, 1)
+    if n > 3:
+        _pack(buf, f4, 1)
+    if n > 4:
+        _pack(buf, f5, 1)
+    return 0
 
 
 cdef bytes _encode_fields(long kind, Py_ssize_t n, object f1, object f2, object f3=None,
@@ -536,19 +642,8 @@ cdef bytes _encode_fields(long kind, Py_ssize_t n, object f1, object f2, object 
     """The frame of ``encode([kind, f1, ..., fn])`` (n from 2 to 5), packed without
     making the list: the hot request and response."""
     cdef _Buffer buf = _out
-    buf.length = _HDR
-    try:
-        buf.byte(0x90 | <uint8_t>(n + 1))     # a fixarray of n + 1
-        buf.byte(<uint8_t>kind)
-        _pack(buf, f1, 1)
-        _pack(buf, f2, 1)
-        if n > 2:
-            _pack(buf, f3, 1)
-        if n > 3:
-            _pack(buf, f4, 1)
-        if n > 4:
-            _pack(buf, f5, 1)
-    except (_Fallback, UnicodeEncodeError, OverflowError, MemoryError):
+    if (<_fields_unchecked>_pack_fields)(buf, kind, n, f1, f2, f3, f4, f5) < 0:
+        _fall_back(_ENCODE_FALLBACK)
         buf.shrink()
         return _encode_with_msgpack([kind, f1, f2, f3, f4, f5][:n + 1])
     return _frame(buf)
