@@ -166,3 +166,24 @@ def test_short_strings_decoded_again_are_the_same_strings():
         decoded = fast.FrameDecoder().feed(frame)
         assert decoded == pure.FrameDecoder().feed(frame) == [message]
         assert all(type(t) is str for t in decoded[0][2][0])
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_call_fields_of_proxy_made_and_other_messages(core):
+    """``call_fields``: a call message's namespace, service, method and args, whatever
+    its keys' objects or order; KeyError when one is missing."""
+    frames = core_pkg.select(core).frames
+    args = [1, {"x": 2}]
+    proxy_made = {"namespace": "user", "server_type": "area", "service": "s", "method": "m",
+                  "args": args}
+    assert frames.call_fields(proxy_made) == ("user", "s", "m", args)
+    assert frames.call_fields(proxy_made)[3] is args
+    # keys made at run time (not the interned ones), in another order, with others
+    made = {"".join(["ar", "gs"]): args, "trace_id": "t", "".join(["meth", "od"]): "m",
+            "".join(["serv", "ice"]): "s", "".join(["name", "space"]): "user"}
+    assert frames.call_fields(made) == ("user", "s", "m", args)
+    for missing in ("namespace", "service", "method", "args"):
+        msg = dict(proxy_made)
+        del msg[missing]
+        with pytest.raises(KeyError):
+            frames.call_fields(msg)

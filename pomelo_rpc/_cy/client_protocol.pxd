@@ -4,8 +4,8 @@
 
 cimport cython
 
-from pomelo_rpc._cy.frames cimport (FrameDecoder, encode_notify, encode_notify_by_name,
-                                    encode_request, encode_request_budget,
+from pomelo_rpc._cy.frames cimport (FrameDecoder, call_fields, encode_notify,
+                                    encode_notify_by_name, encode_request, encode_request_budget,
                                     encode_request_by_name, encode_request_by_name_budget,
                                     encode_request_by_name_traced, encode_request_traced)
 from pomelo_rpc._cy.clock cimport monotonic

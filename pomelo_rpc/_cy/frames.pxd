@@ -21,6 +21,7 @@ cpdef bytes encode_request_by_name_traced(object rid, object namespace, object s
 cpdef bytes encode_notify(object method_id, object args, object trace_id, object budget_ms)
 cpdef bytes encode_notify_by_name(object namespace, object service, object method,
                                   object args, object trace_id, object budget_ms)
+cpdef tuple call_fields(dict msg)
 cpdef bytes encode_response(object rid, object result)
 cpdef bytes encode_error(object rid, object type_name, object message, object stack,
                          object fields=*)

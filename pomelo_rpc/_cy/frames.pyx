@@ -29,6 +29,8 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 
+import sys
+
 import msgpack
 
 from pomelo_rpc.errors import FrameError
@@ -55,6 +57,12 @@ AUTH_OK = 9
 NOTIFY_ID = _NOTIFY_ID
 NOTIFY_NAME = 11
 PROTOCOL_VERSION = 1
+
+# a call message's keys, interned as the proxies' messages have them (``call_fields``)
+cdef str _NAMESPACE = sys.intern("namespace")
+cdef str _SERVICE = sys.intern("service")
+cdef str _METHOD = sys.intern("method")
+cdef str _ARGS = sys.intern("args")
 
 cdef object _msgpack_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 cdef object _unpackb = msgpack.unpackb
@@ -719,6 +727,37 @@ cpdef bytes encode_notify_by_name(object namespace, object service, object metho
     if trace_id is not None:
         return encode([NOTIFY_NAME, None, namespace, service, method, args, trace_id])
     return encode([NOTIFY_NAME, None, namespace, service, method, args])
+
+
+cpdef tuple call_fields(dict msg):
+    """``(namespace, service, method, args)`` of call message ``msg``, the fields its
+    request frame carries; KeyError if one is missing. One pass over the entries when
+    the keys are the interned names (a proxy's message: compared by identity, no
+    hashing, no lookups), else looked up."""
+    cdef PyObject *key
+    cdef PyObject *value
+    cdef PyObject *ns = NULL
+    cdef PyObject *service = NULL
+    cdef PyObject *method = NULL
+    cdef PyObject *args = NULL
+    cdef Py_ssize_t pos = 0
+    cdef int found = 0
+    # (borrowed references: nothing runs meanwhile; a key is in a dict once)
+    while found < 4 and PyDict_Next(msg, &pos, &key, &value):
+        if key == <PyObject *>_NAMESPACE:
+            ns = value
+        elif key == <PyObject *>_SERVICE:
+            service = value
+        elif key == <PyObject *>_METHOD:
+            method = value
+        elif key == <PyObject *>_ARGS:
+            args = value
+        else:
+            continue
+        found += 1
+    if found < 4:
+        return msg["namespace"], msg["service"], msg["method"], msg["args"]
+    return <object>ns, <object>service, <object>method, <object>args
 
 
 cpdef bytes encode_response(object rid, object result):

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import (ConnectionLostError, FrameError, RemoteError, RpcError,
                       RpcTimeoutError, ServerBusyError)
-from .frames import (PING_FRAME, RESP_ERR, RESP_OK, FrameDecoder, encode_notify,
-                     encode_notify_by_name, encode_request, encode_request_budget,
+from .frames import (PING_FRAME, RESP_ERR, RESP_OK, FrameDecoder, call_fields,
+                     encode_notify, encode_notify_by_name, encode_request, encode_request_budget,
                      encode_request_by_name, encode_request_by_name_budget,
                      encode_request_by_name_traced, encode_request_traced)
 from .clock import monotonic
@@ -494,10 +494,7 @@ class NativeClientProtocol(ClientProtocol):
     def send_call(self, rid: int, msg: dict[str, Any], budget: int | None) -> None:
         """Encode call ``rid`` (by method id once the HELLO gave one, else by name)
         with its budget and, when traced, its traceparent; write it."""
-        ns = msg["namespace"]
-        service = msg["service"]
-        method = msg["method"]
-        args = msg["args"]
+        ns, service, method, args = call_fields(msg)
         mid = self.method_id(ns, service, method)
         trace = self.trace
         if trace is None and self.traced:

@@ -163,6 +163,12 @@ def encode_notify_by_name(namespace: str, service: str, method: str, args: list[
                    *_trailing(trace_id, budget_ms)])
 
 
+def call_fields(msg: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """``(namespace, service, method, args)`` of call message ``msg``, the fields its
+    request frame carries; KeyError if one is missing."""
+    return msg["namespace"], msg["service"], msg["method"], msg["args"]
+
+
 def encode_response(rid: int, result: Any) -> bytes:
     """A successful response; TypeError if ``result`` cannot be packed."""
     return encode([RESP_OK, rid, result])
