@@ -48,6 +48,7 @@ cdef class ClientProtocol:
     cdef object budget
     cdef object future_loop
     cdef object future_kwargs
+    cdef object loop_clock
 
     @cython.locals(tracer=Sampler)
     cpdef object send(self, dict msg, object timeout)

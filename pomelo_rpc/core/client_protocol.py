@@ -111,6 +111,8 @@ class ClientProtocol:
         #: how ``call`` makes its futures (``core.coro.new_future``), for ``future_loop``
         self.future_loop: asyncio.AbstractEventLoop | None = None
         self.future_kwargs: dict[str, Any] | None = None
+        #: ``future_loop.time``, kept (no method looked up per call)
+        self.loop_clock: Callable[[], float] | None = None
 
     # calls -----------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class ClientProtocol:
         if loop is not self.future_loop:
             self.future_loop = loop
             self.future_kwargs = future_kwargs(loop)
+            self.loop_clock = loop.time
         fut = new_future(loop, self.future_kwargs)
         budget: int | None = None
         meter = self.meter
@@ -176,7 +179,9 @@ class ClientProtocol:
             series = meter.known(msg)
         if timeout:
             seconds = timeout
-            now = loop.time()
+            clock = self.loop_clock
+            assert clock is not None
+            now = clock()
             deadline = now + seconds
             rid = self.table.add_at(fut, deadline, msg, start, series)
             if deadline < self.deadlines.next_at:
