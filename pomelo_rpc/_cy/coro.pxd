@@ -5,5 +5,6 @@ cdef class Suspended:
 
 cpdef object step(object coro, object ctx)
 cpdef object call_list(object func, list args)
+cpdef list as_list(tuple items)
 cpdef object future_kwargs(object loop)
 cpdef object new_future(object loop, object kwargs)

@@ -8,7 +8,9 @@ a client's future of a call made by calling the future type with a kept dict.
 """
 
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 from cpython.object cimport PyObject_Call
 from cpython.sequence cimport PySequence_Fast_ITEMS
@@ -66,6 +68,19 @@ cpdef object call_list(object func, list args):
     """``func(*args)``: the list's items passed as they are, no tuple made (the list
     is held, and nobody the call reaches has it, so its items stay put)."""
     return PyObject_Vectorcall(func, PySequence_Fast_ITEMS(args), len(args), NULL)
+
+
+cpdef list as_list(tuple items):
+    """``list(items)``: the list made at its size and the items set in it (CPython's
+    ``list(tuple)`` makes an empty list and extends it)."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(items)
+    cdef list out = PyList_New(n)
+    cdef object item
+    for i in range(n):
+        item = <object>PyTuple_GET_ITEM(items, i)
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return out
 
 
 cpdef object future_kwargs(object loop):

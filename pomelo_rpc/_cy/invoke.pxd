@@ -3,6 +3,7 @@
 cimport cython
 
 from pomelo_rpc._cy.client_protocol cimport ClientProtocol
+from pomelo_rpc._cy.coro cimport as_list
 
 cdef class Invoker:
     cdef public object client
@@ -13,6 +14,8 @@ cdef class Invoker:
     cdef public object timeout
     cdef public bint started
     cdef public bint plain
+    cdef object last_mailbox
+    cdef ClientProtocol last_direct
 
     cpdef object routed(self, object route_param, dict msg, object timeout, bint notify=*)
     cpdef object direct(self, object server_id, dict msg, object timeout)
@@ -31,4 +34,4 @@ cdef class ProxyMethod:
     cdef readonly object route
     cdef dict base
 
-    cpdef dict message(self, object args)
+    cpdef dict message(self, tuple args)

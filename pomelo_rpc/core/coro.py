@@ -47,6 +47,11 @@ def call_list(func: Callable[..., Any], args: list[Any]) -> Any:
     return func(*args)
 
 
+def as_list(items: tuple[Any, ...]) -> list[Any]:
+    """``list(items)`` (compiled: the list made at its size, the items set in it)."""
+    return list(items)
+
+
 def future_kwargs(loop: asyncio.AbstractEventLoop) -> dict[str, Any] | None:
     """What ``new_future`` makes the futures of ``loop`` with: ``{"loop": loop}`` when
     its ``create_future`` is asyncio's or uvloop's (which make exactly that), else None."""

@@ -17,6 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NoServerError, RpcError
+from .coro import as_list
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -50,6 +51,11 @@ class Invoker:
         self.timeout = timeout        # the client's default per-call timeout
         self.started = False          # between the client's start and stop
         self.plain = True             # failfast, no filters: straight to the mailbox
+        # the mailbox of the last call and its ``direct`` (set in its constructor, never
+        # changed after): most calls go where the one before went, with no attribute
+        # of the mailbox (a Python object) to look up again
+        self.last_mailbox: Any = None
+        self.last_direct: Any = None
 
     def routed(self, route_param: Any, msg: dict[str, Any], timeout: float | None,
                notify: bool = False) -> Awaitable[Any]:
@@ -91,7 +97,12 @@ class Invoker:
                 timeout = self.timeout
             # the mailbox's own send is its protocol's: call that directly, unless an
             # observer wraps send (or the mailbox is a custom one)
-            direct = getattr(mailbox, "direct", None)
+            if mailbox is self.last_mailbox:
+                direct = self.last_direct
+            else:
+                direct = getattr(mailbox, "direct", None)
+                self.last_mailbox = mailbox
+                self.last_direct = direct
             if direct is not None:
                 fut: Awaitable[Any] = direct.send(msg, timeout)
                 return fut
@@ -142,10 +153,10 @@ class ProxyMethod:
         self.base: dict[str, Any] = {"namespace": namespace, "server_type": server_type,
                                      "service": service, "method": method, "args": None}
 
-    def message(self, args: Iterable[Any]) -> dict[str, Any]:
+    def message(self, args: tuple[Any, ...]) -> dict[str, Any]:
         """The call message of this method with ``args``."""
         msg = self.base.copy()
-        msg["args"] = list(args)
+        msg["args"] = as_list(args)
         return msg
 
     def __call__(self, route_param: Any, *args: Any,
