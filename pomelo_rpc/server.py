@@ -29,6 +29,7 @@ from .registry import Registry
 from .registry import create as create_registry
 from .registry.base import TTL_KEY, check_cluster, normalize_server
 from .reloader import ServiceWatcher
+from .scheduling import batch_off, batch_on
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -113,6 +114,7 @@ class Gateway:
         # registry=: where this server's record is published while it runs
         self.registry: Registry | None = None
         self.record: dict[str, Any] | None = None
+        self._batch = False      # sched_batch: this server switched its loop's thread
         if opts["registry"] is not None:
             info = opts["server_info"] or {}
             if not info.get("id") or not info.get("server_type", info.get("serverType")):
@@ -235,6 +237,8 @@ class Gateway:
             acceptor = _TRANSPORTS[self.opts["transport"]](self.opts, self.dispatcher, self.core)
         await acceptor.listen(self.opts["host"], self.opts["port"])
         self.acceptor = acceptor
+        if self.opts["sched_batch"]:
+            self._batch = batch_on()
         if self._watcher is not None or self.opts["reload_handlers"]:
             self._watch_task = asyncio.get_running_loop().create_task(
                 self._watch_remotes(self.opts["reload_interval"]))
@@ -307,6 +311,9 @@ class Gateway:
         if self.app is not None:
             # after the drain: handlers still running could push to players until then
             await self.app.stop()
+        if self._batch:
+            self._batch = False
+            batch_off()
 
     async def _quiet(self, grace: float) -> None:
         """Wait (up to ``grace`` s) for a moment when no call is held: none queued,
