@@ -2,13 +2,14 @@
 against the same app with a Node area server.
 
     python bench/backend.py [--rounds 3] [--seconds 5] [--players 1,100] [--json]
-                            [--pinus mqtt|pinus-tcp]
+                            [--pinus mqtt|pinus-tcp] [--areas node,python,python-batch]
 
 Each cell runs a pomelo 2.2.7 app (``pomelo_rpc.pomelo_app``: a master and one
 hybridconnector over WebSocket) with one area server: the Node one
 (``tests/node/pomelo_app/app/servers/area/handler/playerHandler.js``) or a Python one
 (``python -m pomelo_rpc serve --handlers pomelo_rpc/demo_backend/area/handler``, same
-``move``), with the connector as shipped (``stock``) or with TCP_NODELAY patched into
+``move``; ``python-batch``: the same with ``--sched-batch``, its loop's thread under
+SCHED_BATCH), with the connector as shipped (``stock``) or with TCP_NODELAY patched into
 every Node socket (``nodelay``). Players (pomelo-client-websocket, one Node process)
 each send ``area.playerHandler.move`` one after the other; every 10th asks for an
 ``onMove`` push back. Printed per cell, medians of ``--rounds`` rounds whose cells run
@@ -91,11 +92,14 @@ def wakeups(pid: int) -> int:
     return total
 
 
-async def python_area(app: PomeloApp, sid: str, core: str) -> subprocess.Popen[str]:
-    """A Python area server process joining ``app``; returned once registered."""
+async def python_area(app: PomeloApp, sid: str, core: str,
+                      batch: bool = False) -> subprocess.Popen[str]:
+    """A Python area server process joining ``app`` (``batch``: ``--sched-batch``);
+    returned once registered."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pomelo_rpc", "serve", "--transport", app.transport, "--server-id",
-         sid, "--server-type", "area", "--handlers", HANDLERS, "--registry", app.url("area")],
+         sid, "--server-type", "area", "--handlers", HANDLERS, "--registry", app.url("area")]
+        + (["--sched-batch"] if batch else []),
         stdout=subprocess.PIPE, text=True, env=child_env(pure=core == "python"))
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, proc.stdout.readline)  # type: ignore[union-attr]
@@ -114,15 +118,16 @@ def make_app(area: str, sid: str, nodelay: bool, pinus: str | None, stubs: str) 
 
 async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: float,
                core: str, pinus: str | None = None, stubs: str = "") -> dict[int, dict[str, float]]:
-    """One app with one area server (``node`` or ``python``): a load per player count."""
+    """One app with one area server (``node``, ``python`` or ``python-batch``): a load
+    per player count."""
     sid = "area-node-1" if area == "node" else "area-py-1"
     app = make_app(area, sid, nodelay, pinus, stubs)
     await app.start()
     proc = None
     players = None
     try:
-        if area == "python":
-            proc = await python_area(app, sid, core)
+        if area != "node":
+            proc = await python_area(app, sid, core, area == "python-batch")
             area_pid = proc.pid
         else:
             area_pid = app.pid(sid)
@@ -167,14 +172,16 @@ async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: floa
         app.stop()
 
 
-CONFIGS = [("node", False), ("python", False), ("node", True), ("python", True)]
+CONFIGS = [("node", False), ("python", False), ("python-batch", False), ("node", True),
+           ("python", True), ("python-batch", True)]
 COLUMNS = ["rps", "p50", "p99", "pushes", "cpu_connector", "cpu_area", "cpu_players",
            "area_user", "area_sys", "area_wakeups"]
 
 
 async def run(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
     counts = [int(c) for c in args.players.split(",")]
-    configs = [c for c in CONFIGS if not (args.pinus and c[1])]
+    areas = args.areas.split(",")
+    configs = [c for c in CONFIGS if not (args.pinus and c[1]) and c[0] in areas]
     stubs = tempfile.mkdtemp(prefix="bench_backend_stubs_")
     write_stubs([], stubs, backend=True)     # the Python area's sys/msgRemote.js (pinus)
     rounds: dict[tuple[str, bool], list[dict[int, dict[str, float]]]] = {c: [] for c in configs}
@@ -215,16 +222,17 @@ def report(medians: dict[str, dict[int, dict[str, float]]], args: argparse.Names
                 lambda m: f"{m['area_user']:.1f} | {m['area_sys']:.1f} | "
                           f"{m['area_wakeups']:.2f}")
     for conn in ("stock", "nodelay"):
-        if f"node {conn}" not in medians:
-            continue
-        node, py = medians[f"node {conn}"], medians[f"python {conn}"]
-        big = counts[-1]
-        cpu = py[big]["cpu_area"] / node[big]["cpu_area"]
-        rate = py[big]["rps"] / node[big]["rps"]
-        print(f"{conn} connector, {big} players: Python area CPU per request "
-              f"{cpu:.2f}x the Node area's (target <= {CPU_TARGET}: "
-              f"{'met' if cpu <= CPU_TARGET else 'NOT met'}); requests/s {rate:.2f}x "
-              f"(target >= {RATE_TARGET}: {'met' if rate >= RATE_TARGET else 'NOT met'})")
+        for python in ("python", "python-batch"):
+            if f"node {conn}" not in medians or f"{python} {conn}" not in medians:
+                continue
+            node, py = medians[f"node {conn}"], medians[f"{python} {conn}"]
+            big = counts[-1]
+            cpu = py[big]["cpu_area"] / node[big]["cpu_area"]
+            rate = py[big]["rps"] / node[big]["rps"]
+            print(f"{conn} connector, {big} players: {python} area CPU per request "
+                  f"{cpu:.2f}x the Node area's (target <= {CPU_TARGET}: "
+                  f"{'met' if cpu <= CPU_TARGET else 'NOT met'}); requests/s {rate:.2f}x "
+                  f"(target >= {RATE_TARGET}: {'met' if rate >= RATE_TARGET else 'NOT met'})")
 
 
 def main() -> int:
@@ -233,6 +241,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load")
     parser.add_argument("--players", default="1,100",
                         help="comma-separated player counts, each a load of its own")
+    parser.add_argument("--areas", default="node,python,python-batch",
+                        help="comma-separated area servers to compare: node, python, "
+                             "python-batch (python under --sched-batch)")
     parser.add_argument("--core", default=pomelo_rpc.IMPLEMENTATION,
                         help="the Python area server's core")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")

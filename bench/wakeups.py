@@ -17,6 +17,9 @@ message is awaited for its answer, then the next is sent:
 - ``pieces`` (area): paced, each PUBLISH written in five writes as pomelo's mqtt client
   writes it (fixed header, remaining length, topic length, topic, payload).
 
+``area-batch`` is the area with ``sched_batch=True`` (its loop's thread under
+SCHED_BATCH: woken, it does not preempt the writer, here this process).
+
 Printed per cell, medians of ``--rounds``: messages/s, the server's user and system
 CPU µs per message (/proc/<pid>/stat) and its wake-ups (voluntary context switches);
 with ``--syscalls``, its system calls per message counted by ``perf stat`` (root or
@@ -70,7 +73,8 @@ async def serve(kind):
     else:
         from pomelo_rpc import server
         gw = server.create(transport="mqtt", handlers=AREA_HANDLERS,
-                           server_info={"id": "area-1", "server_type": "area"})
+                           server_info={"id": "area-1", "server_type": "area"},
+                           sched_batch=kind == "area-batch")
         await gw.start()
         port = gw.port
     print(port, flush=True)
@@ -106,7 +110,7 @@ def cell(kind, mode, seconds, pace, syscalls=False):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         decoder = MqttDecoder()
-        if kind == "area":
+        if kind != "raw":
             sock.sendall(encode_connect())
 
         def one(n):
@@ -162,7 +166,7 @@ def cell(kind, mode, seconds, pace, syscalls=False):
 
 
 CELLS = [("raw", "busy"), ("raw", "paced"), ("area", "busy"), ("area", "paced"),
-         ("area", "pieces")]
+         ("area", "pieces"), ("area-batch", "paced"), ("area-batch", "pieces")]
 
 
 def main():
