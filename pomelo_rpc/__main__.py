@@ -127,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "pomelo cluster, forwarded requests from Node connectors (needs "
                         "--transport mqtt; see docs/backend-servers.md)")
     p.add_argument("--sched-batch", action="store_true",
-                   help="run under SCHED_BATCH (Linux): woken once for several requests, not "
-                        "once per piece of one; a backend behind a pomelo connector uses "
-                        "about half the CPU per request (see docs/backend-servers.md)")
+                   help="run the loop under SCHED_BATCH (Linux): a backend woken by its "
+                        "connector lets it finish writing, and answers several requests per "
+                        "wake-up (see docs/backend-servers.md)")
     p.add_argument("--reload-handlers", action="store_true",
                    help="reload a handler when its file changes (polled)")
     p.add_argument("--reload-remotes", action="store_true",

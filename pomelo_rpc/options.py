@@ -117,11 +117,11 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # (checked every as many seconds, so after between 1 and 2 times it, as pinus-rpc's
     # acceptor does: its clients ping every 25 s); 0 or None: never
     "pinus_idle_timeout": 30.0,
-    # Linux: run the event loop's thread under SCHED_BATCH while the server runs, so that a
-    # request does not wake it before its sender yields the CPU: woken once for several
-    # requests, not once per piece of one (a Node connector writes a forwarded request in
-    # five); a backend server behind a pomelo connector then uses about half the CPU per
-    # request (docs/backend-servers.md). Unprivileged; the previous policy is restored at stop
+    # Linux: run the event loop's thread under SCHED_BATCH while the server runs: woken by a
+    # request, it does not preempt its sender (a Node connector writes a forward in five
+    # pieces) and finds several whole requests; a backend behind a NODELAY pomelo connector
+    # then uses a third less CPU per request, a lone request may wait a few ms for a busy
+    # CPU (docs/backend-servers.md). Unprivileged; the previous policy is restored at stop
     "sched_batch": False,
 }
 
