@@ -120,7 +120,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # Linux: run the event loop's thread under SCHED_BATCH while the server runs: woken by a
     # request, it does not preempt its sender (a Node connector writes a forward in five
     # pieces) and finds several whole requests; a backend behind a NODELAY pomelo connector
-    # then uses a third less CPU per request, a lone request may wait a few ms for a busy
+    # then uses a third to half less CPU per request, a lone request may wait a few ms for a busy
     # CPU (docs/backend-servers.md). Unprivileged; the previous policy is restored at stop
     "sched_batch": False,
 }
