@@ -234,6 +234,17 @@ class Front:
             "method": "whoami", "args": []})
         return [mine, theirs]
 
+    async def relay_later(self):
+        """``relay`` after the handler suspended."""
+        await asyncio.sleep(0)
+        return await self.relay()
+
+    async def relay_gathered(self):
+        """``relay`` in a task ``gather`` starts before the handler suspends: the task
+        copies the handler's context, the trace with it."""
+        (result,) = await asyncio.gather(self.relay())
+        return result
+
 
 def provider_sampling(sampler):
     exporter = InMemorySpanExporter()
@@ -264,7 +275,8 @@ async def test_sampled_traces_have_every_span_and_the_others_none(core, transpor
     try:
         seen = [await outer.rpc_invoke("front-1", {
             "namespace": "user", "server_type": "front", "service": "front",
-            "method": "relay", "args": []}) for _ in range(40)]
+            "method": ("relay", "relay_later", "relay_gathered")[i % 3], "args": []})
+            for i in range(40)]
     finally:
         for c in (outer, inner):
             await c.stop()
