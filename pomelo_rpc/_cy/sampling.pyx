@@ -16,6 +16,7 @@ from cpython.ref cimport Py_DECREF
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
 
+
 cdef extern from *:
     """
     /* 16 lowercase hex digits of a 64-bit value, and the check of 8 hex digits,
@@ -42,10 +43,26 @@ cdef extern from *:
         for (i = 0; i < 8; i++) p[i] = (uint8_t)(w >> (56 - 8 * i));
     #endif
     }
+    #if defined(__SSE2__) && defined(__x86_64__) && defined(__GNUC__)
+    #include <emmintrin.h>
+    static inline void pomelo_put_hex(uint8_t *p, uint64_t v) {
+        /* the 8 bytes most significant first, each split in its two nibbles (high
+           first), each nibble '0'..'9' or 'a'..'f': 16 digits in one store */
+        __m128i x = _mm_cvtsi64_si128((long long)__builtin_bswap64(v));
+        __m128i low4 = _mm_set1_epi8(0x0F);
+        __m128i n = _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), low4),
+                                      _mm_and_si128(x, low4));
+        __m128i letters = _mm_and_si128(_mm_cmpgt_epi8(n, _mm_set1_epi8(9)),
+                                        _mm_set1_epi8(39));
+        _mm_storeu_si128((__m128i *)p, _mm_add_epi8(_mm_add_epi8(n, _mm_set1_epi8(0x30)),
+                                                    letters));
+    }
+    #else
     static inline void pomelo_put_hex(uint8_t *p, uint64_t v) {
         pomelo_store_be(p, pomelo_hex_spread(v >> 32));
         pomelo_store_be(p + 8, pomelo_hex_spread(v & 0xFFFFFFFFULL));
     }
+    #endif
     #define POMELO_H 0x8080808080808080ULL
     #define POMELO_L 0x0101010101010101ULL
     /* the high bit of each byte set where that byte (under 0x80) is >= c */
@@ -63,9 +80,35 @@ cdef extern from *:
         }
         return nonzero != 0;
     }
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    /* 16 bytes: a mask of the lowercase hex digits among them (signed compares: a
+       byte from 0x80 up is negative, never a digit), and of the '0's */
+    static inline int pomelo_hex16(__m128i v, int *zeros) {
+        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8(0x2F)),
+                                      _mm_cmplt_epi8(v, _mm_set1_epi8(0x3A)));
+        __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8(0x60)),
+                                       _mm_cmplt_epi8(v, _mm_set1_epi8(0x67)));
+        *zeros = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(0x30)));
+        return _mm_movemask_epi8(_mm_or_si128(digit, letter));
+    }
+    #endif
+    /* the trace id (p[3:35]) and the span id (p[36:52]) of a traceparent: lowercase hex
+       digits, neither all '0' */
+    static inline int pomelo_ids_ok(const uint8_t *p) {
+    #if defined(__SSE2__)
+        int z0, z1, z2;
+        int ok = pomelo_hex16(_mm_loadu_si128((const __m128i *)(p + 3)), &z0)
+               & pomelo_hex16(_mm_loadu_si128((const __m128i *)(p + 19)), &z1)
+               & pomelo_hex16(_mm_loadu_si128((const __m128i *)(p + 36)), &z2);
+        return ok == 0xFFFF && (z0 & z1) != 0xFFFF && z2 != 0xFFFF;
+    #else
+        return pomelo_hex_words(p + 3, 4) && pomelo_hex_words(p + 36, 2);
+    #endif
+    }
     """
     void pomelo_put_hex(uint8_t *p, uint64_t v) nogil
-    bint pomelo_hex_words(const uint8_t *p, int words) nogil
+    bint pomelo_ids_ok(const uint8_t *p) nogil
 
 cdef extern from "Python.h":
     int PyContextVar_Get(object var, PyObject *default_value, PyObject **value) except -1
@@ -157,8 +200,7 @@ cdef int _state(object value):
         return -1
     p = <const uint8_t *>PyUnicode_DATA(value)
     if (p[0] != 48 or p[1] != 48 or p[2] != 45 or p[35] != 45 or p[52] != 45
-            or not pomelo_hex_words(p + 3, 4) or not pomelo_hex_words(p + 36, 2)
-            or _VALUE[p[53]] > 15 or _VALUE[p[54]] > 15):
+            or not pomelo_ids_ok(p) or _VALUE[p[53]] > 15 or _VALUE[p[54]] > 15):
         return -1
     return _VALUE[p[54]] & 1
 
