@@ -14,8 +14,8 @@ from pomelo_rpc._cy.context cimport deadline as serving_deadline
 from pomelo_rpc._cy.json_codec cimport JsonCodec
 from pomelo_rpc._cy.meter cimport Meter, Series
 from pomelo_rpc._cy.mqtt cimport answer_parts
-from pomelo_rpc._cy.mqtt cimport encode_call as mqtt_encode_call
-from pomelo_rpc._cy.pinus_tcp cimport encode_call as pinus_encode_call
+from pomelo_rpc._cy.mqtt cimport encode_call_json as mqtt_encode_call
+from pomelo_rpc._cy.pinus_tcp cimport encode_call_json as pinus_encode_call
 from pomelo_rpc._cy.sampling cimport Sampler
 from pomelo_rpc._cy.pending cimport PendingCall, PendingTable, SlotTimer
 from pomelo_rpc._cy.writer cimport Writer

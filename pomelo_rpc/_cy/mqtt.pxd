@@ -5,5 +5,7 @@ cpdef bint plain_json(object value) except -1
 cpdef bint long_digits(bytes data)
 cpdef object request_parts(bytes payload)
 cpdef bytes encode_call(object rid, object budget, bytes head, bytes args)
+cpdef bytes encode_call_json(object rid, object budget, bytes head, object args,
+                             object codec)
 cpdef object answer_parts(object payload)
 cpdef bytes answer_payload(object rid, bytes body)

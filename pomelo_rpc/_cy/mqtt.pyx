@@ -20,11 +20,6 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy
 
-cdef extern from "Python.h":
-    bint PyUnicode_IS_ASCII(object o)
-    void *PyUnicode_DATA(object o)
-    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
-
 import time
 from json.encoder import encode_basestring as _encode_basestring
 
@@ -359,30 +354,6 @@ def encode_disconnect():
 
 # JSON strings ------------------------------------------------------------------
 
-cdef inline bint _json_plain(const unsigned char *p, Py_ssize_t n):
-    """True if ASCII bytes ``p[:n]`` hold no control character, ``"`` or ``\\``."""
-    cdef uint64_t w, ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL
-    cdef uint64_t quote = 0x2222222222222222ULL, backslash = 0x5C5C5C5C5C5C5C5CULL
-    cdef uint64_t space = 0x2020202020202020ULL, x
-    cdef Py_ssize_t i = 0
-    cdef unsigned char c
-    while i + 8 <= n:
-        memcpy(&w, p + i, 8)
-        # the high bit of x is set in some byte iff a byte is below 0x20 (every byte is
-        # ASCII, below 0x80) or equal to " or \ (a zero byte in w ^ quote, w ^ backslash)
-        x = (((w - space) & ~w) | (((w ^ quote) - ones) & ~(w ^ quote))
-             | (((w ^ backslash) - ones) & ~(w ^ backslash)))
-        if x & high:
-            return False
-        i += 8
-    while i < n:
-        c = p[i]
-        if c < 0x20 or c == 0x22 or c == 0x5C:
-            return False
-        i += 1
-    return True
-
-
 cpdef str json_string(object s):
     """The JSON text of string ``s`` as ``json`` writes it with ``ensure_ascii=False``:
     exactly ``json.encoder.encode_basestring(s)``. An ASCII string with nothing to
@@ -412,7 +383,6 @@ cdef enum:
 
 cdef bint _plain(object value, int depth) except -1:
     cdef type t = type(value)
-    cdef double d
     cdef Py_ssize_t i
     if value is None or t is bool or t is str:
         return True
@@ -420,11 +390,7 @@ cdef bint _plain(object value, int depth) except -1:
         # orjson writes 64-bit integers; json any
         return -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF
     if t is float:
-        d = value
-        # orjson writes NaN and infinities as null (json raises), and numbers between
-        # 1e-4 and 0 without an exponent (json with one): those go to json
-        return d == 0.0 or (d == d and (1e-4 <= d <= 1.7976931348623157e308
-                                        or -1.7976931348623157e308 <= d <= -1e-4))
+        return _plain_float(value)
     if depth >= _PLAIN_DEPTH:
         return False
     if t is list:
@@ -532,18 +498,16 @@ cpdef object request_parts(bytes payload):
             PyBytes_FromStringAndSize(<const char *>p + start, end - start), args)
 
 
-cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
-    """The PUBLISH (topic ``rpc``, QoS 0) of a call: ``{"id":<rid>,"budget":<budget><head>
-    <args>}}`` (no ``"budget"`` when it is None), ``head`` and ``args`` being JSON text
-    already (see ``core.pinus_tcp.encode_call``); ``rid`` and ``budget`` ints of at most
-    64 bits. The same bytes as ``encode_publish`` of that payload."""
+cdef bytes _call_publish(object rid, object budget, bytes head, const char *args,
+                         Py_ssize_t na):
+    """The PUBLISH of a call whose arguments' JSON text is ``args[:na]``."""
     cdef long long r, b
     cdef bint has_budget
     cdef Py_ssize_t body, remaining
     cdef int lsize
     cdef bytes out
     cdef char *w
-    body = _call_size(rid, budget, head, args, &r, &has_budget, &b)
+    body = _call_size(rid, budget, head, na, &r, &has_budget, &b)
     remaining = 5 + body                    # the topic's length, "rpc", the payload
     if remaining > _MAX_REMAINING:
         raise FrameError(f"MQTT remaining length {remaining} out of range")
@@ -553,8 +517,33 @@ cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     w[0] = <char>0x30
     _put_varint(w + 1, remaining)
     memcpy(w + 1 + lsize, b"\x00\x03rpc", 5)
-    _call_body(w + 6 + lsize, r, has_budget, b, head, args)
+    _call_body(w + 6 + lsize, r, has_budget, b, head, args, na)
     return out
+
+
+cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
+    """The PUBLISH (topic ``rpc``, QoS 0) of a call: ``{"id":<rid>,"budget":<budget><head>
+    <args>}}`` (no ``"budget"`` when it is None), ``head`` and ``args`` being JSON text
+    already (see ``core.pinus_tcp.encode_call``); ``rid`` and ``budget`` ints of at most
+    64 bits. The same bytes as ``encode_publish`` of that payload."""
+    if args is None:
+        raise TypeError("encode_call: head and args must be bytes")
+    return _call_publish(rid, budget, head, PyBytes_AS_STRING(args), PyBytes_GET_SIZE(args))
+
+
+cpdef bytes encode_call_json(object rid, object budget, bytes head, object args,
+                             object codec):
+    """``encode_call(rid, budget, head, codec.dumps_bytes(args))``: the usual small args
+    (see ``_json_text.pxi``) written in the packet as ``json`` writes them, without
+    the codec and without a text of their own."""
+    cdef Py_ssize_t na
+    cdef object text = _call_args(args, codec, &na)
+    if text is not None:
+        return _call_publish(rid, budget, head, PyBytes_AS_STRING(text), na)
+    try:
+        return _call_publish(rid, budget, head, _text, na)
+    finally:
+        _text_done()
 
 
 cpdef object answer_parts(object payload):

@@ -10,3 +10,5 @@ cpdef bytes encode(object kind, object payload=*)
 cpdef bytes encode_request(object payload)
 cpdef bytes encode_response(object payload)
 cpdef bytes encode_call(object rid, object budget, bytes head, bytes args)
+cpdef bytes encode_call_json(object rid, object budget, bytes head, object args,
+                             object codec)

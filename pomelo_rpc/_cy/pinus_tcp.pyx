@@ -170,11 +170,9 @@ cpdef bytes encode_response(object payload):
     return _frame(_RESPONSE, payload)
 
 
-cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
-    """The REQUEST frame of a call: ``{"id":<rid>,"budget":<budget><head><args>}}`` (no
-    ``"budget"`` when it is None), ``head`` and ``args`` being JSON text already (the
-    request's ``,"msg":{...,"args":`` and its arguments); ``rid`` and ``budget`` ints
-    of at most 64 bits."""
+cdef bytes _call_frame(object rid, object budget, bytes head, const char *args,
+                       Py_ssize_t na):
+    """The REQUEST frame of a call whose arguments' JSON text is ``args[:na]``."""
     cdef long long r, b
     cdef bint has_budget
     cdef Py_ssize_t body
@@ -182,7 +180,7 @@ cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     cdef int lsize
     cdef bytes out
     cdef char *w
-    body = _call_size(rid, budget, head, args, &r, &has_budget, &b)
+    body = _call_size(rid, budget, head, na, &r, &has_budget, &b)
     length = <unsigned long long>body + 1
     if length > _MAX_LENGTH:
         raise FrameError(f"pinus tcp frame of {length} bytes is too long to frame")
@@ -191,5 +189,30 @@ cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     w = PyBytes_AS_STRING(out)
     _put_length(w, length)
     w[lsize] = _REQUEST
-    _call_body(w + lsize + 1, r, has_budget, b, head, args)
+    _call_body(w + lsize + 1, r, has_budget, b, head, args, na)
     return out
+
+
+cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
+    """The REQUEST frame of a call: ``{"id":<rid>,"budget":<budget><head><args>}}`` (no
+    ``"budget"`` when it is None), ``head`` and ``args`` being JSON text already (the
+    request's ``,"msg":{...,"args":`` and its arguments); ``rid`` and ``budget`` ints
+    of at most 64 bits."""
+    if args is None:
+        raise TypeError("encode_call: head and args must be bytes")
+    return _call_frame(rid, budget, head, PyBytes_AS_STRING(args), PyBytes_GET_SIZE(args))
+
+
+cpdef bytes encode_call_json(object rid, object budget, bytes head, object args,
+                             object codec):
+    """``encode_call(rid, budget, head, codec.dumps_bytes(args))``: the usual small args
+    (see ``_json_text.pxi``) written in the frame as ``json`` writes them, without
+    the codec and without a text of their own."""
+    cdef Py_ssize_t na
+    cdef object text = _call_args(args, codec, &na)
+    if text is not None:
+        return _call_frame(rid, budget, head, PyBytes_AS_STRING(text), na)
+    try:
+        return _call_frame(rid, budget, head, _text, na)
+    finally:
+        _text_done()

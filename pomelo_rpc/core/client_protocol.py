@@ -28,9 +28,9 @@ from .coro import future_kwargs, new_future
 from .context import deadline as serving_deadline
 from .meter import CANCELLED, OK
 from .mqtt import answer_parts
-from .mqtt import encode_call as mqtt_encode_call
+from .mqtt import encode_call_json as mqtt_encode_call
 from .pending import PendingTable, SlotTimer
-from .pinus_tcp import encode_call as pinus_encode_call
+from .pinus_tcp import encode_call_json as pinus_encode_call
 from .writer import Writer, set_nodelay
 
 if TYPE_CHECKING:
@@ -576,9 +576,10 @@ class JsonClientProtocol(ForwardingClientProtocol):
 
     Here, the hot path: the packets are decoded, the common answer ``{"id": rid,
     "resp": [null, value]}`` resolves its call, and a call's request is framed in one
-    piece (``core.mqtt.encode_call`` or ``core.pinus_tcp.encode_call``: the JSON text
-    between its id and its arguments made once per route, by the owner's
-    ``_call_head``) and written. The owner gets every other packet (``_on_packet``:
+    piece (``core.mqtt.encode_call_json`` or ``core.pinus_tcp.encode_call_json``: the
+    JSON text between its id and its arguments made once per route, by the owner's
+    ``_call_head``; the usual small arguments written in the frame by the compiled
+    core) and written. The owner gets every other packet (``_on_packet``:
     pings, pongs, CONNACK, an answer while the first ping is unanswered) and answer
     (``_on_pkg``: arrays of a buffering server, errors), what cannot be decoded
     (``_bad_data``, ``_bad_payload``), the calls it batches or traces (``_send_call``,
@@ -707,11 +708,10 @@ class JsonClientProtocol(ForwardingClientProtocol):
             self.owner._send_call(rid, msg, budget)
             return
         head = self.call_head(msg)
-        args = self.codec.dumps_bytes(msg["args"])
         if self.pinus:
-            frame = pinus_encode_call(rid, budget, head, args)
+            frame = pinus_encode_call(rid, budget, head, msg["args"], self.codec)
         else:
-            frame = mqtt_encode_call(rid, budget, head, args)
+            frame = mqtt_encode_call(rid, budget, head, msg["args"], self.codec)
         if len(frame) > self.pkg_size:
             self.check_size(frame, msg)
         self.writer.write(frame)

@@ -377,6 +377,21 @@ def encode_call(rid: int, budget: int | None, head: bytes, args: bytes) -> bytes
     return encode_publish(call_payload(rid, budget, head, args))
 
 
+def encode_call_json(rid: int, budget: int | None, head: bytes, args: Any,
+                     codec: Any) -> bytes:
+    """``encode_call(rid, budget, head, codec.dumps_bytes(args))`` (the compiled twin
+    writes the usual small args itself, the same text)."""
+    return encode_call(rid, budget, head, _codec_text(codec, args))
+
+
+def _codec_text(codec: Any, args: Any) -> bytes:
+    """``codec.dumps_bytes(args)``, which must be bytes."""
+    text = codec.dumps_bytes(args)
+    if type(text) is not bytes:
+        raise TypeError("encode_call_json: the codec's dumps_bytes must give bytes")
+    return text
+
+
 _ANSWER = re.compile(rb'\{"id":(0|[1-9][0-9]{0,17}),"resp":\[null,')
 
 

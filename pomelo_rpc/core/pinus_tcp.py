@@ -17,9 +17,11 @@ length over ``max_size``, an unknown type.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import FrameError
 from ._stream import rest
-from .mqtt import call_payload
+from .mqtt import _codec_text, call_payload
 
 REQUEST = 0
 PING = 1
@@ -141,3 +143,10 @@ def encode_call(rid: int, budget: int | None, head: bytes, args: bytes) -> bytes
     request's ``,"msg":{...,"args":`` and its arguments); ``rid`` and ``budget`` ints
     of at most 64 bits."""
     return encode(REQUEST, call_payload(rid, budget, head, args))
+
+
+def encode_call_json(rid: int, budget: int | None, head: bytes, args: Any,
+                     codec: Any) -> bytes:
+    """``encode_call(rid, budget, head, codec.dumps_bytes(args))`` (the compiled twin
+    writes the usual small args itself, the same text)."""
+    return encode_call(rid, budget, head, _codec_text(codec, args))
