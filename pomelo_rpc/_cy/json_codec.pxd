@@ -21,6 +21,7 @@ cdef class JsonCodec:
     cdef readonly object raw_text
 
     cpdef object loads(self, object data)
+    @cython.locals(raw=bytes, first=int)
     cpdef object loads_short(self, object data)
     @cython.locals(raw_json=RawJson, text=str)
     cpdef str dumps(self, object value)

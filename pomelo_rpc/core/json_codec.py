@@ -18,8 +18,6 @@ from .mqtt import plain_json as _plain_json
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-_OPEN_OBJECT = 0x7B      # b"{"
-_OPEN_ARRAY = 0x5B       # b"["
 
 
 class RawJson:
@@ -69,12 +67,14 @@ class JsonCodec:
         """``loads(data)`` of a ``data`` without a run of 19 digits (which
         ``core.mqtt.long_digits`` finds)."""
         fast = self.fast_loads
-        if (fast is not None and type(data) is bytes and data
-                and (data[0] == _OPEN_OBJECT or data[0] == _OPEN_ARRAY)):
-            try:
-                return fast(data)
-            except ValueError:       # orjson refuses it: json decides, and raises
-                pass
+        if fast is not None and type(data) is bytes:
+            raw: bytes = data
+            first = raw[0] if raw else 0
+            if first == 0x7B or first == 0x5B:        # b"{", b"[" (C constants)
+                try:
+                    return fast(raw)
+                except ValueError:       # orjson refuses it: json decides, and raises
+                    pass
         return self.slow_loads(data)
 
     def dumps(self, value: Any) -> str:
