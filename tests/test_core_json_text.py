@@ -111,3 +111,33 @@ def test_a_float_is_written_as_json_writes_it():
                                                 json_codec(core))
         assert frame.endswith(json.dumps([0.1, 1e16, 1e-4], separators=(",", ":")).encode()
                               + b"}}")
+
+
+def _float_cases() -> list[float]:
+    """Floats where the shortest text is hard to get right: around each power of ten
+    and of two the writer handles (the narrower gap below a power of two), halves."""
+    import math
+    out = []
+    for k in range(-4, 17):
+        x = 10.0 ** k
+        out += [x, math.nextafter(x, 0), math.nextafter(x, math.inf), x / 3, x * 0.7]
+    for e in range(-14, 54):
+        x = 2.0 ** e
+        out += [x, math.nextafter(x, 0), math.nextafter(x, math.inf), x * 1.5]
+    return out + [0.1, 0.2, 0.30000000000000004, 1765062000.1234567, 9999999999999998.0,
+                  0.9999999999999999, 1234567890123456.5, 5e-324, -0.0, 0.0]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(value=st.floats(allow_nan=False, allow_infinity=False)
+       | st.floats(min_value=1e-4, max_value=1e16) | st.sampled_from(_float_cases()))
+def test_every_float_is_json_s_text(value):
+    """A float in the arguments: json's text (``repr``), in both cores, the compiled
+    core's own shortest-digits writer included (and its negative)."""
+    for x in (value, -value):
+        _check([x])
+        want = json.dumps([x], separators=(",", ":")).encode()
+        for name in core_pkg.available():
+            core = core_pkg.select(name)
+            frame = core.pinus_tcp.encode_call_json(1, None, HEAD, [x], json_codec(core))
+            assert frame.endswith(want + b"}}"), (name, x)

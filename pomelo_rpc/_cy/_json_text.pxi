@@ -33,6 +33,151 @@ cdef extern from "Python.h":
     PyTypeObject PyList_Type
     PyTypeObject PyTuple_Type
 
+cdef extern from *:
+    """
+    /* The text Python's repr() writes for a double d with 1e-4 <= |d| < 1e16 (or 0),
+       which is json's and orjson's too: the shortest decimal that reads back as d (the
+       nearest such), positional, at least one digit after the point. Written at out
+       (32 bytes); its length, or -1 when it is not found here (the caller asks orjson).
+       Exact integer arithmetic (128 bits): for p = 15, 16, 17 significant digits, N the
+       p-digit decimal nearest d (or, when d's lower gap is the narrower, the one above),
+       kept if it lies inside the interval of the reals that round to d. */
+    #if defined(__SIZEOF_INT128__)
+    typedef unsigned __int128 pomelo_u128;
+    static const unsigned long long pomelo_pow10[20] = {1ULL, 10ULL, 100ULL, 1000ULL,
+        10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL, 1000000000ULL,
+        10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+        100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+        100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL};
+    static pomelo_u128 pomelo_p10(int k) {
+        return k < 20 ? (pomelo_u128)pomelo_pow10[k]
+                      : (pomelo_u128)pomelo_pow10[19] * pomelo_pow10[k - 19];
+    }
+    /* 1 if N / 10^k reads back as m * 2^e (m even: a tie reads as d) */
+    static int pomelo_inside(pomelo_u128 n, pomelo_u128 num, pomelo_u128 den,
+                             pomelo_u128 unit, int even, int narrow_below) {
+        pomelo_u128 x = n * den, gap;
+        if (x >= num) {
+            gap = x - num;
+            if (gap >= unit) return 0;
+            return even ? 2 * gap <= unit : 2 * gap < unit;
+        }
+        gap = num - x;
+        if (gap >= unit) return 0;
+        if (narrow_below) return even ? 4 * gap <= unit : 4 * gap < unit;
+        return even ? 2 * gap <= unit : 2 * gap < unit;
+    }
+    /* the integer nearest m * 2^e * 10^k (ties to even), in *q; the scale in *num and
+       *den (num / den == m * 2^e * 10^k) and d's ulp at that scale in *unit; the
+       integer part of m * 2^e * 10^k */
+    static pomelo_u128 pomelo_scaled(unsigned long long m, int e, int k, pomelo_u128 *q,
+                                     pomelo_u128 *num, pomelo_u128 *den, pomelo_u128 *unit) {
+        pomelo_u128 r, floor;
+        *num = (pomelo_u128)m * (k > 0 ? pomelo_p10(k) : 1);
+        *den = k < 0 ? pomelo_p10(-k) : 1;
+        *unit = k > 0 ? pomelo_p10(k) : 1;
+        if (e >= 0) { *num <<= e; *unit <<= e; } else *den <<= -e;
+        if (k >= 0 && e < 0) {   /* den a power of two: shifts */
+            *q = *num >> -e;
+            r = *num & (*den - 1);
+        } else {
+            *q = *num / *den;
+            r = *num % *den;
+        }
+        floor = *q;
+        if (2 * r > *den || (2 * r == *den && (*q & 1))) (*q)++;
+        return floor;
+    }
+    static const double pomelo_tens[21] = {1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3,
+        1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16};
+    static const char pomelo_pairs[201] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    static int pomelo_float_text(double d, char *out) {
+        unsigned long long bits, m, n64;
+        int e, p, k, kp, E, len = 0, i, digits, point;
+        pomelo_u128 num, den, unit, q, n, f;
+        double a;
+        char dig[24];
+        memcpy(&bits, &d, 8);
+        if (d == 0.0) {
+            if (bits >> 63) { memcpy(out, "-0.0", 4); return 4; }
+            memcpy(out, "0.0", 3); return 3;
+        }
+        if (!(d == d) || d >= 1e16 || d <= -1e16 || (d < 1e-4 && d > -1e-4)) return -1;
+        e = (int)((bits >> 52) & 0x7FF);
+        if (e == 0) return -1;
+        m = (bits & 0xFFFFFFFFFFFFFULL) | (1ULL << 52);
+        e -= 1075;
+        /* the decimal exponent of |d|, maybe one off near a power of ten: the scale k
+           is corrected until the nearest integer has exactly p digits */
+        a = d < 0 ? -d : d;
+        E = -4;
+        while (E < 15 && a >= pomelo_tens[E + 5]) E++;
+        k = 14 - E;
+        for (p = 15; p <= 17; p++, k++) {
+            /* the scale k with 10^(p-1) <= |d| * 10^k < 10^p */
+            if (k > 22 || k < -1) return -1;
+            f = pomelo_scaled(m, e, k, &q, &num, &den, &unit);
+            if (f >= pomelo_p10(p)) {
+                k--;
+                f = pomelo_scaled(m, e, k, &q, &num, &den, &unit);
+            } else if (f < pomelo_p10(p - 1)) {
+                k++;
+                f = pomelo_scaled(m, e, k, &q, &num, &den, &unit);
+            }
+            if (f < pomelo_p10(p - 1) || f >= pomelo_p10(p)) return -1;
+            kp = k;
+            if (q == pomelo_p10(p)) {      /* rounded up to p + 1 digits: 10^(p-1) */
+                kp = k - 1;
+                pomelo_scaled(m, e, kp, &q, &num, &den, &unit);
+                if (q != pomelo_p10(p - 1)) return -1;
+            }
+            n = q;
+            if (!pomelo_inside(n, num, den, unit, !(m & 1), m == (1ULL << 52))) {
+                /* d's narrow gap below: the p-digit decimal above may read back */
+                n = q + 1;
+                if (m != (1ULL << 52) || n >= pomelo_p10(p)
+                        || !pomelo_inside(n, num, den, unit, !(m & 1), 1))
+                    continue;      /* none of p digits: p + 1 */
+            }
+            /* the digits of n without its trailing zeros, the point after E' + 1 */
+            n64 = (unsigned long long)n;
+            digits = p;
+            while (digits > 1 && n64 % 10 == 0) { n64 /= 10; digits--; }
+            for (i = digits; i >= 2; i -= 2) {
+                memcpy(dig + i - 2, pomelo_pairs + 2 * (n64 % 100), 2);
+                n64 /= 100;
+            }
+            if (i == 1) dig[0] = (char)('0' + n64);
+            point = p - kp;    /* digits before the point: E' + 1 */
+            if (point < -3 || point > 16) return -1;
+            if (d < 0) out[len++] = '-';
+            if (point <= 0) {
+                out[len++] = '0'; out[len++] = '.';
+                for (i = 0; i < -point; i++) out[len++] = '0';
+                memcpy(out + len, dig, digits); len += digits;
+            } else if (digits <= point) {
+                memcpy(out + len, dig, digits); len += digits;
+                for (i = digits; i < point; i++) out[len++] = '0';
+                out[len++] = '.'; out[len++] = '0';
+            } else {
+                memcpy(out + len, dig, point); len += point;
+                out[len++] = '.';
+                memcpy(out + len, dig + point, digits - point); len += digits - point;
+            }
+            return len;
+        }
+        return -1;
+    }
+    #else
+    static int pomelo_float_text(double d, char *out) { (void)d; (void)out; return -1; }
+    #endif
+    """
+    int _float_text "pomelo_float_text"(double d, char *out)
+
+
 cdef enum:
     _TEXT_DEPTH = 32         # deeper values are the codec's (and its errors, a cycle's)
     _TEXT_KEPT = 65536       # a larger buffer is freed once its text is used
@@ -126,6 +271,7 @@ cdef Py_ssize_t _json_text(Py_ssize_t at, PyObject *value, object codec,
     cdef int overflow = 0
     cdef PyObject *key
     cdef PyObject *item
+    cdef bint first
     if t == &PyUnicode_Type:
         if PyUnicode_IS_ASCII(<object>value):
             p = <const char *>PyUnicode_DATA(<object>value)
@@ -168,13 +314,15 @@ cdef Py_ssize_t _json_text(Py_ssize_t at, PyObject *value, object codec,
         _text[at] = 0x7B
         at += 1
         pos = 0
+        first = True
         while PyDict_Next(<object>value, &pos, &key, &item):
             if _type_of(key) != &PyUnicode_Type:
                 return -1
-            if pos > 1:           # not the first item (pos: the next slot's index)
+            if not first:
                 _text_room(at + 1)
                 _text[at] = 0x2C
                 at += 1
+            first = False
             at = _json_text(at, key, codec, depth + 1)
             if at < 0:
                 return -1
@@ -208,10 +356,15 @@ cdef Py_ssize_t _json_text(Py_ssize_t at, PyObject *value, object codec,
 
 
 cdef Py_ssize_t _json_float(Py_ssize_t at, object value, object codec) except -2:
-    """``_json_text`` of a float: orjson's text where it is ``json``'s, else -1."""
+    """``_json_text`` of a float: ``_float_text``'s, else orjson's where it is
+    ``json``'s, else -1."""
     global _fast_codec, _fast_dumps
     cdef object fast, text
     cdef Py_ssize_t n
+    _text_room(at + _FLOAT_TEXT)
+    n = _float_text(value, _text + at)
+    if n >= 0:
+        return at + n
     if codec is not _fast_codec:        # (one codec per core: looked up once)
         _fast_dumps = codec.fast_dumps
         _fast_codec = codec
