@@ -17,7 +17,7 @@ from pomelo_rpc._cy.mqtt cimport answer_parts
 from pomelo_rpc._cy.mqtt cimport encode_call_json as mqtt_encode_call
 from pomelo_rpc._cy.pinus_tcp cimport encode_call_json as pinus_encode_call
 from pomelo_rpc._cy.sampling cimport Sampler
-from pomelo_rpc._cy.pending cimport PendingCall, PendingTable, SlotTimer
+from pomelo_rpc._cy.pending cimport PendingCall, PendingTable, SlotTimer, loop_deadlines
 from pomelo_rpc._cy.writer cimport Writer
 
 cdef object _NO_ROUTE
@@ -56,6 +56,7 @@ cdef class ClientProtocol:
     cpdef object send_carrying(self, dict msg, object timeout, object carried)
     @cython.locals(deadline=double, meter=Meter, start=double, seconds=double, now=double)
     cpdef object call(self, dict msg, object timeout)
+    cpdef bind(self, object loop)
     cdef object budget_for(self, double seconds)
     @cython.locals(meter=Meter)
     cpdef object register(self, object fut, object deadline, dict msg)

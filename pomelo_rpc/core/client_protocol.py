@@ -29,7 +29,7 @@ from .context import deadline as serving_deadline
 from .meter import CANCELLED, OK
 from .mqtt import answer_parts
 from .mqtt import encode_call_json as mqtt_encode_call
-from .pending import PendingTable, SlotTimer
+from .pending import PendingTable, SlotTimer, loop_deadlines
 from .pinus_tcp import encode_call_json as pinus_encode_call
 from .writer import Writer, set_nodelay
 
@@ -83,7 +83,9 @@ class ClientProtocol:
         self.writer = Writer()
         #: set by the owner before the first call (the loop of the connection)
         self.loop: asyncio.AbstractEventLoop | None = None
-        #: the one timer of the table's deadlines (it hands ``timed_out`` the entries)
+        #: the one timer of the table's deadlines (it hands ``timed_out`` the entries):
+        #: once the loop is known (``bind``), the timer of the deadline slots every
+        #: client connection of the loop shares
         self.deadlines = SlotTimer(self.table, self.timed_out, self.loop_time, True)
         self.last_recv = 0.0
         #: requests carry ``msg["trace_id"]`` (tracing, rpc_debug_log)
@@ -166,9 +168,7 @@ class ClientProtocol:
         loop = self.loop
         assert loop is not None
         if loop is not self.future_loop:
-            self.future_loop = loop
-            self.future_kwargs = future_kwargs(loop)
-            self.loop_clock = loop.time
+            self.bind(loop)
         fut = new_future(loop, self.future_kwargs)
         budget: int | None = None
         meter = self.meter
@@ -195,6 +195,20 @@ class ClientProtocol:
             self.send_failed(rid, msg, exc)
         return fut
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Calls are made on ``loop`` from now on: their futures made as its
+        ``create_future`` makes them, their deadlines in the slots every client
+        connection of the loop shares (``core.pending.loop_deadlines``: one timer, and
+        calls spread over many connections share a slot as one connection's do)."""
+        self.future_loop = loop
+        self.future_kwargs = future_kwargs(loop)
+        self.loop_clock = loop.time
+        shared = loop_deadlines(loop)
+        if shared is not self.deadlines and self.table.share(shared.table):
+            self.deadlines.cancel()
+            self.deadlines = shared
+            self.table.expired = self.timed_out
+
     def budget_for(self, seconds: float) -> int:
         """The budget (whole ms, rounded up) of a request sent now with ``seconds``
         (positive) left: the same int object as the request before's when it had the
@@ -219,6 +233,8 @@ class ClientProtocol:
         None)``; ``send_queued`` sends it (now, or once the connection is open)."""
         loop = self.loop
         assert loop is not None
+        if loop is not self.future_loop:
+            self.bind(loop)
         fut = loop.create_future()
         deadline: float | None = None
         if timeout:
@@ -282,6 +298,8 @@ class ClientProtocol:
         deadline, so that no call gets the id while that answer may still come."""
         loop = self.loop
         assert loop is not None
+        if loop is not self.future_loop:
+            self.bind(loop)
         fut = self.dropped
         if fut is None:
             fut = self.dropped = loop.create_future()
@@ -367,10 +385,15 @@ class ClientProtocol:
         """The connection is gone for good: every call fails with ``error(reason)``,
         no timer is left, nothing more is written."""
         self.open = False
-        self.deadlines.cancel()
+        table = self.table
+        if table.expired is None:       # its own timer (else the loop's, shared: re-armed)
+            self.deadlines.cancel()
         self.writer.detach()
         now = monotonic()
-        for entry in self.table.drain_entries():
+        entries = table.drain_entries()
+        if table.expired is not None:
+            self.deadlines.arm()
+        for entry in entries:
             self.ended(entry, error(reason), now)
 
     # deadlines ---------------------------------------------------------------
