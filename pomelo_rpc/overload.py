@@ -68,8 +68,9 @@ class Overload:
         #: hook ``f(conn, request, outcome)`` for a request not run ("busy", "expired"),
         #: or a call cut at its deadline ("expired"); the observer sets it (metrics)
         self.on_refused: Any = None
-        #: when this loop turn's slice of handler time ends (None: no slice started)
-        self.slice_end: float | None = None
+        #: this loop turn's slice of handler time (``core.writer.Slice``: its ``end``,
+        #: 0.0 while no slice is started), which the connections read
+        self.turn_slice: Any = core.writer.Slice(self.slice)
         self._ready: deque[ServerConnection] = deque()
         self._parked: set[ServerConnection] = set()   # paused, with requests queued
         self._runner = False
@@ -112,19 +113,19 @@ class Overload:
     def spent(self) -> bool:
         """True when this loop turn's slice of handler time is used up; the first
         call of a turn starts its slice."""
-        end = self.slice_end
-        if end is None:
+        end: float = self.turn_slice.end
+        if end == 0.0:
             self.start_slice()
             return False
         return clock() >= end
 
     def start_slice(self) -> None:
         """Start this loop turn's slice of handler time (the loop's ``Turn`` ends it, with
-        the writes of every connection: ``slice_end`` back to None)."""
+        the writes of every connection: its ``end`` back to 0.0)."""
         turn = self._turn
         if turn is None:
             turn = self._turn = self._writer.turn_of(asyncio.get_running_loop())
-        turn.start_slice(self, self.slice)
+        turn.start_slice(self.turn_slice)
 
     def enqueue(self, conn: ServerConnection, entry: Entry) -> None:
         """Queue ``entry`` on ``conn`` for a later turn."""
@@ -158,11 +159,10 @@ class Overload:
         self._runner = False
         ready = self._ready
         touched: dict[ServerConnection, None] = {}
-        end = self.slice_end
-        if end is None:
+        end: float = self.turn_slice.end
+        if end == 0.0:
             self.start_slice()
-            end = self.slice_end
-            assert end is not None
+            end = self.turn_slice.end
         try:
             while ready:
                 now = clock()      # one read: the slice, and the deadline of the entry

@@ -12,7 +12,7 @@ from pomelo_rpc._cy.dispatch cimport Dispatcher
 from pomelo_rpc._cy.frames cimport FrameDecoder, encode_error, encode_response
 from pomelo_rpc._cy.meter cimport Meter
 from pomelo_rpc._cy.sampling cimport Sampler
-from pomelo_rpc._cy.writer cimport Writer
+from pomelo_rpc._cy.writer cimport Slice, Writer
 
 
 cdef Py_ssize_t DONE, PENDING
@@ -37,6 +37,7 @@ cdef class ServerProtocol:
     cdef readonly Py_ssize_t cap
     cdef readonly bint plain
     cdef readonly bint no_default
+    cdef readonly Slice turn_slice
     cdef public object queue
     cdef readonly set tasks
     cdef public object stopping
@@ -59,10 +60,11 @@ cdef class ServerProtocol:
     cpdef list decode(self, object data)
     @cython.locals(n=Py_ssize_t)
     cpdef bint notify_request(self, object msg) except -1
-    @cython.locals(deadline=double)
+    @cython.locals(deadline=double, slice_end=double)
     cpdef accept(self, object request, object rid, object budget, double arrived)
     cpdef clear_deadline(self)
     cpdef end_read(self)
+    @cython.locals(end=double)
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)
     cpdef run_request(self, object request, object rid, object deadline)

@@ -11,6 +11,11 @@ cdef Py_ssize_t EARLY_SENT
 cdef class Writer
 
 
+cdef class Slice:
+    cdef public double seconds
+    cdef public double end
+
+
 cdef class Turn:
     cdef readonly object loop
     cdef public bint scheduled
@@ -24,11 +29,12 @@ cdef class Turn:
     cpdef schedule(self)
     cpdef at_end(self, object hook)
     @cython.locals(end=double)
-    cpdef double start_slice(self, object owner, double seconds) except? -1.0
+    cpdef double start_slice(self, Slice turn_slice) except? -1.0
     @cython.locals(pending=list)
     cpdef hold(self, Writer writer)
     @cython.locals(writer=Writer, pending=list)
     cpdef flush(self)
+    @cython.locals(slices=list, turn_slice=Slice)
     cpdef end(self)
 
 

@@ -37,7 +37,7 @@ from .coro import Suspended, step
 from .dispatch import DONE, NOTIFY_RID, PENDING
 from .frames import (NOTIFY_ID, NOTIFY_NAME, PING, PONG_FRAME, REQ_ID, REQ_NAME, FrameDecoder,
                      encode_error, encode_response)
-from .writer import Writer
+from .writer import Slice, Writer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Generator
@@ -128,6 +128,8 @@ class ServerProtocol:
         # the overload options the reads look at (fixed for an acceptor's life)
         self.cap = -1 if overload.max_in_flight is None else overload.max_in_flight
         self.plain = not overload.deadlines
+        #: the acceptor's slice of handler time in this turn (``core.writer.Slice``)
+        self.turn_slice: Slice = overload.turn_slice
         self.no_default = overload.default_budget is None
         self.queue = owner._queue       # requests waiting for a later turn (the owner's)
         self.tasks: set[asyncio.Future[Any]] = set()   # coroutine calls still running
@@ -244,9 +246,9 @@ class ServerProtocol:
         traced_live = False
         # this turn's slice of handler time: read once per read, and again after a
         # request ``submit`` took (which starts the slice when none has started)
-        slice_end = overload.slice_end
-        started = slice_end is not None
-        end: float = slice_end if slice_end is not None else 0.0
+        turn_slice = self.turn_slice
+        end: float = turn_slice.end
+        started = end != 0.0
         try:
             for msg in msgs:
                 if type(msg) is not list or len(msg) < 2 or type(msg[1]) is not int:
@@ -301,7 +303,7 @@ class ServerProtocol:
                     if not started:
                         # the turn's first request here: with many servers on one loop,
                         # most reads are (a slice per acceptor), so not ``submit``'s way
-                        end = self.writer.turn().start_slice(overload, overload.slice)
+                        end = self.writer.turn().start_slice(turn_slice)
                         started = True
                     if tracer is None:          # ``run_request``'s own first step
                         self.run_dispatched(msg, rid, deadline if timed else None,
@@ -326,9 +328,8 @@ class ServerProtocol:
                         set_trace(None)
                         traced_live = False
                     self.submit(msg, rid, budget, arrived)
-                    slice_end = overload.slice_end
-                    started = slice_end is not None
-                    end = slice_end if slice_end is not None else 0.0
+                    end = turn_slice.end
+                    started = end != 0.0
                 if self.aborted:
                     return
         finally:
@@ -363,8 +364,8 @@ class ServerProtocol:
         stays there for the read's next requests with the same one (requests a client
         sent in one turn mostly share it), cleared for one without."""
         overload = self.overload
-        slice_end = overload.slice_end
-        if (slice_end is not None and not self.queue and not self.reading_paused
+        slice_end = self.turn_slice.end
+        if (slice_end != 0.0 and not self.queue and not self.reading_paused
                 and (self.cap < 0 or overload.held < self.cap) and monotonic() < slice_end):
             if self.plain or (budget is None and self.no_default):
                 if self.read_deadline != 0.0:
@@ -421,9 +422,9 @@ class ServerProtocol:
             except BadBudget as exc:
                 self.fail(request, rid, DispatchError(str(exc)))
                 return
-        end = overload.slice_end      # overload.spent(), without its call once started
+        end = self.turn_slice.end     # overload.spent(), without its call once started
         if (self.queue or self.reading_paused
-                or (overload.spent() if end is None else monotonic() >= end)):
+                or (overload.spent() if end == 0.0 else monotonic() >= end)):
             overload.enqueue(self.owner, (request, rid, deadline))
         else:
             self.run_entry((request, rid, deadline), None)

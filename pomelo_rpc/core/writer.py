@@ -75,6 +75,17 @@ def set_user_timeout(transport: asyncio.BaseTransport, seconds: float) -> None:
         pass
 
 
+class Slice:
+    """A server's slice of handler time per loop turn (its overload controller's,
+    shared by its connections): ``end`` is the clock at which this turn's slice ends,
+    0.0 until a request of the turn starts it (``Turn.start_slice``) and again once the
+    turn ends. Plain fields, read by the compiled protocol without a Python lookup."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds      # the slice's length
+        self.end = 0.0
+
+
 class Turn:
     """The end of the loop turns of one event loop (``turn_of(loop)``): the writers
     holding writes, and the hooks that run when the turn ends, all from one callback
@@ -88,8 +99,8 @@ class Turn:
         self.pending: list[Writer] = []
         self.held = 0
         self.hooks: list[Callable[[], None]] = []
-        #: the owners of a slice of handler time started in this turn (``start_slice``)
-        self.slices: list[Any] = []
+        #: the slices of handler time started in this turn (``start_slice``)
+        self.slices: list[Slice] = []
         #: ``sent()`` futures still to be done at once in this turn (see EARLY_SENT)
         self.early = EARLY_SENT
 
@@ -104,13 +115,13 @@ class Turn:
         self.hooks.append(hook)
         self.schedule()
 
-    def start_slice(self, owner: Any, seconds: float) -> float:
-        """Start ``owner``'s slice of handler time in this turn (a server's overload
-        controller): its ``slice_end``, returned, is the clock ``seconds`` from now
-        until the turn ends, then None (set here: no hook to call per owner)."""
-        end: float = monotonic() + seconds
-        owner.slice_end = end
-        self.slices.append(owner)
+    def start_slice(self, turn_slice: Slice) -> float:
+        """Start a server's slice of handler time in this turn: its ``end``, returned,
+        is the clock ``turn_slice.seconds`` from now until the turn ends, then 0.0 (set
+        here: no hook to call per server)."""
+        end: float = monotonic() + turn_slice.seconds
+        turn_slice.end = end
+        self.slices.append(turn_slice)
         self.schedule()
         return end
 
@@ -146,8 +157,8 @@ class Turn:
         slices = self.slices
         if slices:
             self.slices = []
-            for owner in slices:
-                owner.slice_end = None
+            for turn_slice in slices:
+                turn_slice.end = 0.0
         hooks = self.hooks
         if hooks:
             self.hooks = []
