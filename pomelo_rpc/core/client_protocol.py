@@ -113,7 +113,7 @@ class ClientProtocol:
         #: how ``call`` makes its futures (``core.coro.new_future``), for ``future_loop``
         self.future_loop: asyncio.AbstractEventLoop | None = None
         self.future_kwargs: dict[str, Any] | None = None
-        #: ``future_loop.time``, kept (no method looked up per call)
+        #: ``future_loop.time``, kept (no method looked up per call and per read)
         self.loop_clock: Callable[[], float] | None = None
 
     # calls -----------------------------------------------------------------
@@ -415,7 +415,8 @@ class ClientProtocol:
         they were read wins over the answer in them (the loop may run I/O before a
         timer that is already due)."""
         assert self.loop is not None
-        now = self.last_recv = self.loop.time()
+        clock = self.loop_clock
+        now = self.last_recv = clock() if clock is not None else self.loop.time()
         meter = self.meter
         if meter is not None:
             self.read_at = monotonic()
