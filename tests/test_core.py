@@ -575,6 +575,64 @@ def test_slot_made_again_after_it_left_still_expires(core):
     assert table.slot_count == 0 and len(table) == 0 and table.next_deadline() is None
 
 
+class _Loop:
+    """The part of a loop a deadline timer uses: its time, and the timers it arms."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.timers = []
+
+    def time(self):
+        return self.now
+
+    def call_at(self, when, callback):
+        handle = _Handle()
+        self.timers.append((when, handle))
+        return handle
+
+
+class _Handle:
+    def cancel(self):
+        pass
+
+
+def test_tables_sharing_slots_expire_each_call_into_its_own_table(core):
+    """The client connections of one loop share its deadline slots: many tables, each
+    with a call now and then, fill one slot per 5 ms of deadlines (not one each), and
+    the shared timer hands each table its own expired calls."""
+    p = core.pending
+    loop = _Loop()
+    timer = p.loop_deadlines(loop)
+    assert p.loop_deadlines(loop) is timer
+    tables = [p.PendingTable() for _ in range(8)]
+    got = {i: [] for i in range(8)}
+    for i, table in enumerate(tables):
+        assert table.share(timer.table)
+        table.expired = lambda entries, i=i: got[i].extend(e.info for e in entries)
+    rids = {}
+    for n in range(400):            # a call every 0.1 ms, round robin over the tables
+        table = tables[n % 8]
+        d = 10.0 + n * 0.0001
+        rids[n] = table.add(Fut(), d, n)
+        timer.added(d, loop)
+    assert timer.table.slot_count <= 10            # 40 ms of deadlines: 8 or 9 slots
+    for n in range(0, 400, 3):      # answered: not expired
+        assert tables[n % 8].resolve(rids[n], n)
+    drained = tables[5].drain_entries()   # a connection closed: its calls leave
+    assert sorted(e.info for e in drained) == [n for n in range(5, 400, 8) if n % 3]
+    timer.expire(10.02)
+    timer.expire(10.05)
+    for i in range(8):
+        want = [] if i == 5 else [n for n in range(i, 400, 8) if n % 3]
+        assert got[i] == want, i
+        assert len(tables[i]) == 0
+    assert timer.table.slot_count == 0 and timer.handle is None
+    # a table already holding deadlines in slots of its own keeps them
+    own = p.PendingTable()
+    own.add(Fut(), 1.0)
+    assert own.share(timer.table) is False and own.slots is not timer.table
+
+
 def test_drain(core):
     table = core.pending.PendingTable()
     futs = [Fut() for _ in range(10)]

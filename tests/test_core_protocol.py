@@ -118,3 +118,52 @@ async def test_server_stopping_with_calls_in_flight(core, grace):
         assert cli.in_flight("t") == 0
     finally:
         await cli.stop()
+
+
+async def test_connections_of_one_loop_share_the_deadline_slots_and_still_time_out(core):
+    """Calls over several servers: every connection's deadlines are in the loop's one
+    set of slots with one timer; each call times out at its own deadline, answered ones
+    do not, a connection closed with calls in flight fails its own and leaves the
+    others' deadlines working, and nothing is left afterwards."""
+    gws = [server.create(paths=[{"namespace": "user", "path": TEST_REMOTE}], core=core)
+           for _ in range(3)]
+    for gw in gws:
+        await gw.start()
+    cli = client.create(core=core, router_type="rr")
+    cli.add_proxies([{"namespace": "user", "server_type": "test", "path": TEST_REMOTE}])
+    cli.add_servers([{"id": f"t{i}", "server_type": "test", "port": gw.port}
+                     for i, gw in enumerate(gws)])
+    await cli.start()
+    svc = cli.proxies.user.test.service
+    try:
+        for i in range(3):
+            assert await svc.echo.to_server(f"t{i}", i) == i
+        protocols = [cli._station.mailboxes[f"t{i}"].protocol for i in range(3)]
+        assert protocols[0].deadlines is protocols[1].deadlines is protocols[2].deadlines
+        assert protocols[0].table.slots is protocols[2].table.slots
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        late = [svc.slow_echo(None, i, 0.5, timeout=0.05) for i in range(30)]
+        prompt = [svc.echo(None, i, timeout=5.0) for i in range(30)]
+        results = await asyncio.gather(*late, *prompt, return_exceptions=True)
+        assert all(isinstance(r, RpcTimeoutError) for r in results[:30]), results[:30]
+        assert results[30:] == list(range(30))
+        assert loop.time() - t0 < 0.4              # at their deadline, not the answer's
+        # a connection lost with calls in flight: its calls fail, the others' still
+        # time out at their deadlines
+        lost = [svc.slow_echo.to_server("t0", i, 5.0, timeout=10.0) for i in range(3)]
+        others = [svc.slow_echo.to_server("t1", i, 0.5, timeout=0.05) for i in range(3)]
+        await asyncio.sleep(0.01)
+        cli._station.mailboxes["t0"].abort("test")
+        results = await asyncio.gather(*lost, *others, return_exceptions=True)
+        assert all(isinstance(r, ConnectionLostError) for r in results[:3]), results[:3]
+        assert all(isinstance(r, RpcTimeoutError) for r in results[3:]), results[3:]
+        shared = protocols[1]
+        await until(lambda: all(len(p.table) == 0 for p in protocols)
+                    and shared.table.slot_count == 0 and shared.deadlines.handle is None,
+                    10.0, f"{shared.table.slot_count} slots left")
+        assert await svc.echo.to_server("t2", "still") == "still"
+    finally:
+        await cli.stop()
+        for gw in gws:
+            await gw.stop()

@@ -8,6 +8,7 @@ from pomelo_rpc._cy.clock cimport whole
 cdef Py_ssize_t _ID_LIMIT
 cdef Py_ssize_t _SLACK
 cdef object _shared
+cdef object log
 
 
 cdef class PendingTable

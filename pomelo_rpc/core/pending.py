@@ -29,6 +29,7 @@ call, so it fires about once per timeout, not once per slot.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from asyncio import InvalidStateError
 from heapq import heapify, heappop, heappush
@@ -40,6 +41,8 @@ from .clock import whole
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
+
+log = logging.getLogger("pomelo_rpc.pending")
 
 _ID_LIMIT = 0x7FFFFFFF
 
@@ -491,7 +494,10 @@ def _to_tables(entries: list[PendingCall]) -> None:
             got.append(entry)
     for table, expired in by_table.items():
         if table.expired is not None:
-            table.expired(expired)
+            try:
+                table.expired(expired)
+            except Exception:       # one table's hook must not stop the others' expiry
+                log.exception("failing %d expired calls raised", len(expired))
 
 
 _shared: weakref.WeakKeyDictionary[Any, SlotTimer] = weakref.WeakKeyDictionary()
