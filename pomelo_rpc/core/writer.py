@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import socket
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConnectionLostError
 from .clock import monotonic
