@@ -9,6 +9,7 @@ import asyncio
 import gc
 import os
 import time
+import weakref
 
 from conftest import REMOTE
 from pomelo_rpc import RpcTimeoutError, client
@@ -89,3 +90,37 @@ async def test_100k_calls_with_timeouts_leave_no_entry_slot_or_timer(aspawn, cor
     assert await svc.echo(None, "after") == "after"
     await cli.stop()
     assert elapsed < 30, elapsed
+
+
+class Echo:
+    def echo(self, value):
+        return value
+
+
+def test_a_closed_loop_and_what_was_made_for_it_are_freed(core):
+    """A client and a server that ran on an event loop (``asyncio.run`` once per job, a
+    test's own loop) keep nothing of it once they stopped and it closed: not the loop,
+    not its turn of writes, not its shared deadline slots (``per_loop``'s registries hold
+    them weakly), however many loops run one after another."""
+    import uvloop
+    from pomelo_rpc import server
+
+    async def job():
+        gw = server.create(services={"user": {"echo": Echo()}}, core=core,
+                           context={"server_id": "echo-1"})
+        await gw.start()
+        cli = client.create(core=core, timeout=5)
+        cli.add_servers([{"id": "echo-1", "server_type": "echo", "port": gw.port}])
+        await cli.start()
+        try:
+            assert await cli.rpc_invoke("echo-1", {
+                "namespace": "user", "server_type": "echo", "service": "echo",
+                "method": "echo", "args": [7]}) == 7
+        finally:
+            await cli.stop()
+            await gw.stop()
+        return weakref.ref(asyncio.get_running_loop())
+
+    loops = [uvloop.run(job()) for _ in range(3)]
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]

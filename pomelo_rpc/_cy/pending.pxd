@@ -90,6 +90,7 @@ cdef class PendingTable:
 
 
 cdef class SlotTimer:
+    cdef object __weakref__
     cdef readonly Slots table
     cdef object expired
     cdef object clock
@@ -108,4 +109,5 @@ cdef class SlotTimer:
 
 @cython.locals(entry=PendingCall, got=list, by_table=dict)
 cpdef _to_tables(list entries)
+cpdef SlotTimer _loop_timer(object loop)
 cpdef SlotTimer loop_deadlines(object loop)

@@ -17,6 +17,7 @@ cdef class Slice:
 
 
 cdef class Turn:
+    cdef object __weakref__
     cdef readonly object loop
     cdef public bint scheduled
     cdef public bint wrote
@@ -38,6 +39,7 @@ cdef class Turn:
     cpdef end(self)
 
 
+cpdef object per_loop(object registry, object loop, object make)
 cpdef Turn turn_of(object loop)
 
 

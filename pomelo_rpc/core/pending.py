@@ -37,6 +37,7 @@ from math import inf
 from typing import TYPE_CHECKING, Any
 
 from .clock import whole
+from .writer import per_loop
 
 if TYPE_CHECKING:
     import asyncio
@@ -500,14 +501,18 @@ def _to_tables(entries: list[PendingCall]) -> None:
                 log.exception("failing %d expired calls raised", len(expired))
 
 
-_shared: weakref.WeakKeyDictionary[Any, SlotTimer] = weakref.WeakKeyDictionary()
+#: the shared deadline slots' timer of each loop, held by the connections using it
+_shared: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
+
+
+def _loop_timer(loop: asyncio.AbstractEventLoop) -> SlotTimer:
+    """A timer of new shared slots on ``loop``'s clock."""
+    return SlotTimer(Slots(), _to_tables, loop.time, True)
 
 
 def loop_deadlines(loop: asyncio.AbstractEventLoop) -> SlotTimer:
     """The timer of the deadline slots every client table of ``loop`` shares (made on
     first use; its clock the loop's): a table sharing them (``PendingTable.share``)
     sets its ``expired`` hook, which gets its calls the timer expires."""
-    timer = _shared.get(loop)
-    if timer is None:
-        timer = _shared[loop] = SlotTimer(Slots(), _to_tables, loop.time, True)
+    timer: SlotTimer = per_loop(_shared, loop, _loop_timer)
     return timer

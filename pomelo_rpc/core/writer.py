@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import socket
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectionLostError
 from .clock import monotonic
@@ -166,15 +166,26 @@ class Turn:
                 hook()
 
 
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turn] = (
-    weakref.WeakKeyDictionary())
+def per_loop(registry: weakref.WeakKeyDictionary[Any, weakref.ref[Any]],
+             loop: asyncio.AbstractEventLoop, make: Callable[[Any], Any]) -> Any:
+    """The object ``make(loop)`` made for ``loop`` in ``registry``, made again once
+    nothing holds it: the registry holds neither the loop nor the object (which holds
+    its loop), so a closed loop and what was made for it go when their users do."""
+    ref = registry.get(loop)
+    made = ref() if ref is not None else None
+    if made is None:
+        made = make(loop)
+        registry[loop] = weakref.ref(made)
+    return made
+
+
+#: the ``Turn`` of each loop, held by the writers and servers using it
+_turns: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
 
 
 def turn_of(loop: asyncio.AbstractEventLoop) -> Turn:
     """The ``Turn`` of ``loop`` (made on first use)."""
-    turn = _turns.get(loop)
-    if turn is None:
-        turn = _turns[loop] = Turn(loop)
+    turn: Turn = per_loop(_turns, loop, Turn)
     return turn
 
 
