@@ -75,6 +75,32 @@ cdef inline object _call_args(object args, object codec, Py_ssize_t *na):
     return text
 
 
+ctypedef bytes (*_call_framer)(object rid, object budget, bytes head, const char *args,
+                               Py_ssize_t na)
+
+
+cdef inline bytes _framed_text(_call_framer frame, object rid, object budget, bytes head,
+                               object args):
+    """``frame``'s bytes of a call whose arguments are JSON text already (``args``)."""
+    if args is None:
+        raise TypeError("encode_call: head and args must be bytes")
+    return frame(rid, budget, head, PyBytes_AS_STRING(args), PyBytes_GET_SIZE(args))
+
+
+cdef inline bytes _framed_json(_call_framer frame, object rid, object budget, bytes head,
+                               object args, object codec):
+    """``frame``'s bytes of a call whose arguments are a value: written as JSON by
+    ``_call_args`` (in ``_text`` or by the codec)."""
+    cdef Py_ssize_t na
+    cdef object text = _call_args(args, codec, &na)
+    if text is not None:
+        return frame(rid, budget, head, PyBytes_AS_STRING(text), na)
+    try:
+        return frame(rid, budget, head, _text, na)
+    finally:
+        _text_done()
+
+
 cdef inline Py_ssize_t _call_size(object rid, object budget, bytes head, Py_ssize_t na,
                                   long long *r, bint *has_budget, long long *b) except -1:
     """The length of a call's ``_call_body`` (arguments of ``na`` bytes), its ``rid`` and

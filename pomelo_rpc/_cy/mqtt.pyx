@@ -526,9 +526,7 @@ cpdef bytes encode_call(object rid, object budget, bytes head, bytes args):
     <args>}}`` (no ``"budget"`` when it is None), ``head`` and ``args`` being JSON text
     already (see ``core.pinus_tcp.encode_call``); ``rid`` and ``budget`` ints of at most
     64 bits. The same bytes as ``encode_publish`` of that payload."""
-    if args is None:
-        raise TypeError("encode_call: head and args must be bytes")
-    return _call_publish(rid, budget, head, PyBytes_AS_STRING(args), PyBytes_GET_SIZE(args))
+    return _framed_text(_call_publish, rid, budget, head, args)
 
 
 cpdef bytes encode_call_json(object rid, object budget, bytes head, object args,
@@ -536,14 +534,7 @@ cpdef bytes encode_call_json(object rid, object budget, bytes head, object args,
     """``encode_call(rid, budget, head, codec.dumps_bytes(args))``: the usual small args
     (see ``_json_text.pxi``) written in the packet as ``json`` writes them, without
     the codec and without a text of their own."""
-    cdef Py_ssize_t na
-    cdef object text = _call_args(args, codec, &na)
-    if text is not None:
-        return _call_publish(rid, budget, head, PyBytes_AS_STRING(text), na)
-    try:
-        return _call_publish(rid, budget, head, _text, na)
-    finally:
-        _text_done()
+    return _framed_json(_call_publish, rid, budget, head, args, codec)
 
 
 cpdef object answer_parts(object payload):
