@@ -365,6 +365,9 @@ class ServerProtocol:
         sent in one turn mostly share it), cleared for one without."""
         overload = self.overload
         slice_end = self.turn_slice.end
+        if slice_end == 0.0 and not self.queue and not self.reading_paused:
+            # the turn's first request starts its slice (as ``submit`` would)
+            slice_end = self.writer.turn().start_slice(self.turn_slice)
         if (slice_end != 0.0 and not self.queue and not self.reading_paused
                 and (self.cap < 0 or overload.held < self.cap) and monotonic() < slice_end):
             if self.plain or (budget is None and self.no_default):
@@ -422,9 +425,13 @@ class ServerProtocol:
             except BadBudget as exc:
                 self.fail(request, rid, DispatchError(str(exc)))
                 return
-        end = self.turn_slice.end     # overload.spent(), without its call once started
+        end = self.turn_slice.end     # overload.spent(), without its call
+        if end == 0.0 and not self.queue and not self.reading_paused:
+            # the turn's first request starts its slice (as ``spent`` would): not spent
+            self.writer.turn().start_slice(self.turn_slice)
+            end = -1.0
         if (self.queue or self.reading_paused
-                or (overload.spent() if end == 0.0 else monotonic() >= end)):
+                or (end > 0.0 and monotonic() >= end)):
             overload.enqueue(self.owner, (request, rid, deadline))
         else:
             self.run_entry((request, rid, deadline), None)
