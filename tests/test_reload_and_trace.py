@@ -79,6 +79,22 @@ def test_replace_keeps_ids_and_answers_removed_ones(core):
     assert len(disp) == 0 and len(disp.table) == 5
 
 
+def test_a_repeated_route_reaches_the_method_replaced(core):
+    # a connection repeats a route with the same str objects (its learnt head's): the
+    # method found last is kept for it, and never outlives a replace
+    d = core_pkg.select(core).dispatch
+    disp = d.Dispatcher(entries("a", "b"))
+    ns, svc, name = "user", "svc", "a"
+    assert disp.dispatch([2, 1, ns, svc, name, [1]]) == (1, d.DONE, (1,))
+    assert disp.dispatch([2, 2, ns, svc, name, [2]]) == (2, d.DONE, (2,))
+    disp.replace([("user", "svc", "a", lambda x: x * 10, 1, 1, False)] + entries("b"))
+    assert disp.dispatch([2, 3, ns, svc, name, [3]]) == (3, d.DONE, 30)
+    disp.replace(entries("b"))
+    rid, state, exc = disp.dispatch([2, 4, ns, svc, name, []])
+    assert (state, str(exc)) == (d.FAILED, "user.svc.a was removed")
+    assert disp.dispatch([2, 5, ns, svc, "b", [5]]) == (5, d.DONE, (5,))
+
+
 def test_requests_may_carry_a_trace_id(core):
     d = core_pkg.select(core).dispatch
     disp = d.Dispatcher(entries("a", "b"))

@@ -23,8 +23,11 @@ cdef class Dispatcher:
     cdef dict _namespaces
     cdef list _keys
     cdef dict _ids
+    cdef tuple _last_key
+    cdef Method _last
 
     cpdef Method by_id(self, object mid)
+    @cython.locals(last=tuple)
     cpdef Method by_name(self, object namespace, object service, object name)
     cpdef object call(self, Method method, list args)
     cpdef tuple dispatch(self, object msg)

@@ -68,6 +68,10 @@ class Dispatcher:
         # every (namespace, service, name) ever given an id, by id, and its id
         self._keys: list[tuple[str, str, str]] = []
         self._ids: dict[tuple[str, str, str], int] = {}
+        #: the key ``by_name`` found last and its method (a connection's requests mostly
+        #: name one method, with the same str objects each time: compared by identity)
+        self._last_key: tuple[Any, Any, Any] = (None, None, None)
+        self._last: Method | None = None
         #: the state of the outcome ``run`` returned last (DONE, FAILED or PENDING)
         self.state = DONE
         self.replace(methods)
@@ -101,6 +105,7 @@ class Dispatcher:
             table[m.mid] = m
             namespaces.setdefault(m.namespace, set()).add(m.service)
         self._keys, self._ids, self._by_name = keys, ids, by_name
+        self._last = None
         self._methods, self._namespaces = table, namespaces
 
     @property
@@ -129,8 +134,15 @@ class Dispatcher:
 
     def by_name(self, namespace: str, service: str, name: str) -> Method:
         """The method ``namespace.service.name``; DispatchError naming the missing part."""
-        m = self._by_name.get((namespace, service, name))
+        last = self._last_key
+        if (namespace is last[0] and service is last[1] and name is last[2]
+                and self._last is not None):
+            return self._last
+        key = (namespace, service, name)
+        m = self._by_name.get(key)
         if m is not None:
+            self._last_key = key
+            self._last = m
             return m
         if (namespace, service, name) in self._ids:
             raise DispatchError(f"{namespace}.{service}.{name} was removed")
