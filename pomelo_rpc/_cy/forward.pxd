@@ -4,9 +4,18 @@
 cimport cython
 
 from pomelo_rpc._cy.json_codec cimport JsonCodec, RawJson
+from pomelo_rpc._cy.mqtt cimport json_suffixed
 
 
-@cython.locals(fields=dict)
+cdef class SessionFields:
+    cdef public object id
+    cdef public object frontend_id
+    cdef public object uid
+    cdef public object settings
+    cdef public object _app
+
+
+@cython.locals(fields=dict, made=SessionFields)
 cpdef object new_session(object cls, object app, object obj)
 
 

@@ -9,3 +9,4 @@ cpdef bytes encode_call_json(object rid, object budget, bytes head, object args,
                              object codec)
 cpdef object answer_parts(object payload)
 cpdef bytes answer_payload(object rid, bytes body)
+cpdef bytes json_suffixed(object value, object codec, bytes suffix)

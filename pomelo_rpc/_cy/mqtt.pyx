@@ -595,3 +595,25 @@ cpdef bytes answer_payload(object rid, bytes body):
     memcpy(w + 20 + nr, PyBytes_AS_STRING(body), nb)
     memcpy(w + 20 + nr + nb, b"]}", 2)
     return out
+
+
+cpdef bytes json_suffixed(object value, object codec, bytes suffix):
+    """``codec.dumps_bytes(value) + suffix``: the usual small values (see
+    ``_json_text.pxi``) written here as ``json`` writes them, in one bytes object (a
+    backend's answer, ``[null,<value>,null]``'s middle and end: ``core.forward``)."""
+    global _text_busy
+    cdef Py_ssize_t na, ns
+    if suffix is None:
+        raise TypeError("json_suffixed: the suffix must be bytes")
+    ns = PyBytes_GET_SIZE(suffix)
+    if not _text_busy:
+        _text_busy = True
+        try:
+            na = _json_text(0, <PyObject *>value, codec, 0)
+            if na >= 0:
+                _text_room(na + ns)
+                memcpy(_text + na, PyBytes_AS_STRING(suffix), ns)
+                return PyBytes_FromStringAndSize(_text, na + ns)
+        finally:
+            _text_done()
+    return codec.dumps_bytes(value) + suffix

@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .. import core as cores
 from ..core.forward import new_session
 
 if TYPE_CHECKING:
+    from ..core.forward import SessionFields as _Fields
     from .app import App
+else:
+    _Fields = cores.default().forward.SessionFields    # compiled: C fields
 
 __all__ = ["BackendSession", "SessionError"]
 
@@ -31,12 +35,12 @@ def _why_not(sid: Any, frontend_id: Any, uid: Any, settings: Any) -> str:
     return f"the session's settings are not an object: {settings!r:.40}"
 
 
-class BackendSession:
+class BackendSession(_Fields):
     """One player's session, as forwarded: ``id`` (its JSON type kept: a number from
     hybrid and sio connectors), ``frontend_id`` (the connector), ``uid`` (None before
     bind), ``settings``."""
 
-    __slots__ = ("id", "frontend_id", "uid", "settings", "_app")
+    __slots__ = ()      # the fields are the core's (``core.forward.SessionFields``)
 
     def __init__(self, app: App, sid: Any, frontend_id: str, uid: Any = None,
                  settings: dict[str, Any] | None = None) -> None:

@@ -419,3 +419,13 @@ def answer_payload(rid: int, body: bytes) -> bytes:
     if type(body) is not bytes:
         raise TypeError("answer_payload: body must be bytes")
     return b'{"id":%d,"resp":[null,%b]}' % (rid, body)
+
+
+def json_suffixed(value: Any, codec: Any, suffix: bytes) -> bytes:
+    """``codec.dumps_bytes(value) + suffix`` (compiled: the usual small values written
+    in C, in one bytes object; a backend's answer, ``[null,<value>,null]``'s middle and
+    end: ``core.forward``)."""
+    if type(suffix) is not bytes:
+        raise TypeError("json_suffixed: the suffix must be bytes")
+    data: bytes = codec.dumps_bytes(value) + suffix
+    return data
