@@ -90,3 +90,49 @@ def test_an_answer_json_cannot_carry_raises_as_the_codec_does(core):
             codec.dumps_bytes(value)
     with pytest.raises(TypeError):
         c.mqtt.json_suffixed({}, codec, None)
+
+
+def test_the_keys_forward_message_reads_are_the_codecs_own(core):
+    c = core_pkg.select(core)
+    forward = c.forward
+    keys = forward.keys_of(json_codec(c).loads(forward.KEYS_JSON))
+    assert keys == forward.NAMES
+    assert forward.keys_of({}) == forward.NAMES and forward.keys_of(None) == forward.NAMES
+    # whatever objects the keys are, a session reads the same
+    session = forward.new_session(BackendSession, None, dict(WIRE), keys)
+    assert session.export() == WIRE
+
+
+class Routes:
+    """A handler table as ``backend.handlers.Handlers`` has it (a reload replaces it)."""
+
+    server_type = "area"
+
+    def __init__(self, routes):
+        self.routes = routes
+
+
+class Filters:
+    befores: list = []
+    afters: list = []
+
+
+def test_a_route_served_again_reaches_the_handler_reloaded(core):
+    c = core_pkg.select(core)
+    handlers = Routes({"area.h.m": (lambda msg, session: {"v": 1}, False)})
+
+    def slow(msg, session):
+        return "slow"
+    fwd = c.forward.Forwarder(None, handlers, Filters(), BackendSession, json_codec(c),
+                              "notified", slow, None, None)
+
+    def forward(route):
+        answer = fwd.forwardMessage({"id": 1, "type": 0, "route": route, "body": {}},
+                                    dict(WIRE))
+        return answer if type(answer) is str else answer.data
+    assert forward("area.h.m") == forward("area.h.m") == b'{"v":1},null'
+    handlers.routes = {"area.h.m": (lambda msg, session: {"v": 2}, False)}
+    assert forward("area.h.m") == b'{"v":2},null'
+    handlers.routes = {}
+    assert forward("area.h.m") == "slow"
+    assert forward(12) == "slow"

@@ -16,7 +16,7 @@ cdef class SessionFields:
 
 
 @cython.locals(fields=dict, made=SessionFields)
-cpdef object new_session(object cls, object app, object obj)
+cpdef object new_session(object cls, object app, object obj, tuple keys=*)
 
 
 cpdef object handler_body(object body, object route)
@@ -30,6 +30,13 @@ cdef class Forwarder:
     cdef list afters
     cdef object server_type
     cdef readonly object session_class
+    cdef readonly tuple keys
+    cdef object route_key
+    cdef object body_key
+    cdef object type_key
+    cdef object last_routes
+    cdef object last_route
+    cdef tuple last_entry
     cdef JsonCodec codec
     cdef object notify_answer
     cdef object slow

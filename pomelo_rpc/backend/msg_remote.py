@@ -64,9 +64,11 @@ class MsgRemote:
         self._filters = filters
         self._pinus = pinus         # a pinus cluster's connectors call (see the module doc)
         self._handler_body = core.forward.handler_body    # what a handler gets of a body
+        codec = json_codec(core)
         forwarder = core.forward.Forwarder(
-            app, handlers, filters, BackendSession, json_codec(core), _NOTIFY_ANSWER,
-            self._forward, self._finish, self._failed)
+            app, handlers, filters, BackendSession, codec, _NOTIFY_ANSWER,
+            self._forward, self._finish, self._failed,
+            core.forward.keys_of(codec.loads(core.forward.KEYS_JSON)))
         #: ``forwardMessage(msg, session)``: run the handler of the player's request
         #: ``msg`` (``{"id", "type", "route", "body", ...}``) with the backend session
         #: of ``session`` (``{"id", "frontendId", "uid", "settings"}``); the answer the

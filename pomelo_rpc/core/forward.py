@@ -50,19 +50,34 @@ class SessionFields:
     _app: Any
 
 
-def new_session(cls: type, app: Any, obj: Any) -> Any:
+#: the names of what forwardMessage reads in its arguments
+NAMES = ("route", "body", "type", "id", "frontendId", "uid", "settings")
+#: ``NAMES`` as the JSON text of an object (see ``keys_of``)
+KEYS_JSON = b'{"route":0,"body":0,"type":0,"id":0,"frontendId":0,"uid":0,"settings":0}'
+
+
+def keys_of(obj: Any) -> tuple[Any, ...]:
+    """``NAMES`` as the str objects a JSON codec made of ``KEYS_JSON`` (``obj``): orjson
+    hands out one object per key it has cached, and a dict lookup with the very object
+    a dict holds compares pointers, not text (each name itself where ``obj`` lacks it)."""
+    found = {key: key for key in obj} if type(obj) is dict else {}
+    return tuple(found.get(name, name) for name in NAMES)
+
+
+def new_session(cls: type, app: Any, obj: Any, keys: tuple[Any, ...] = NAMES) -> Any:
     """The backend session (a ``cls``, made without ``__init__``: its ``_app``, ``id``,
     ``frontend_id``, ``uid``, ``settings``) of pomelo's ``{"id", "frontendId", "uid",
     "settings"}``; None if ``obj`` is not one (a non-empty id, string or number; a
     frontendId; a uid string, number or null; settings an object or none). ``cls`` is
-    a subclass of either core's ``SessionFields``; of this core's, made the quick way."""
+    a subclass of either core's ``SessionFields``; of this core's, made the quick way.
+    ``keys``: ``NAMES`` (``keys_of``'s, equal str objects)."""
     if type(obj) is not dict:
         return None
     fields: dict[str, Any] = obj      # (compiled: a dict's own lookups)
-    sid = fields.get("id")
-    frontend_id = fields.get("frontendId")
-    uid = fields.get("uid")
-    settings = fields.get("settings")
+    sid = fields.get(keys[3])
+    frontend_id = fields.get(keys[4])
+    uid = fields.get(keys[5])
+    settings = fields.get(keys[6])
     kind = type(uid)
     if ((type(sid) is not int and (type(sid) is not str or not sid))
             or type(frontend_id) is not str or not frontend_id
@@ -104,7 +119,8 @@ class Forwarder:
 
     ``handlers``: its ``routes`` (route -> ``(func, is_async)``, read on every call:
     a reload replaces it) and ``server_type``; ``filters``: its ``befores`` and
-    ``afters``; ``session_class``: what ``new_session`` makes; ``codec``: a response's
+    ``afters``; ``session_class``: what ``new_session`` makes; ``keys``: ``keys_of`` the
+    codec's ``KEYS_JSON`` (the names themselves by default); ``codec``: a response's
     JSON (its ``dumps_bytes``, a ``core.json_codec.JsonCodec``); ``notify_answer``: a
     notify's answer; ``slow(msg, session)``, ``finish(func, body, session, route, notify)``:
     coroutines; ``failed(error, route)``: the answer to a handler's error, or raises
@@ -114,8 +130,18 @@ class Forwarder:
     def __init__(self, app: Any, handlers: Any, filters: Any, session_class: type,
                  codec: JsonCodec, notify_answer: Any,
                  slow: Callable[[Any, Any], Any], finish: Callable[..., Any],
-                 failed: Callable[[Exception, str], Any]) -> None:
+                 failed: Callable[[Exception, str], Any],
+                 keys: tuple[Any, ...] = NAMES) -> None:
         self.app = app
+        #: ``NAMES`` as the codec's str objects (``keys_of``), and the request's three
+        self.keys: tuple[Any, ...] = keys
+        self.route_key: Any = keys[0]
+        self.body_key: Any = keys[1]
+        self.type_key: Any = keys[2]
+        #: the route found last, its entry and the table it was found in
+        self.last_routes: Any = None
+        self.last_route: Any = None
+        self.last_entry: Any = None
         self.handlers = handlers
         self.filters = filters
         #: the filters' lists (``filters.before``/``after`` append to these) and the
@@ -137,19 +163,25 @@ class Forwarder:
         if type(msg) is not dict:
             return self.slow(msg, session)
         request: dict[str, Any] = msg     # (compiled: a dict's own lookups)
-        route = request.get("route")
+        route = request.get(self.route_key)
         if type(route) is not str or self.server_type is None or self.befores or self.afters:
             return self.slow(msg, session)
         routes: dict[str, Any] = self.handlers.routes     # (a reload replaces it)
-        entry = routes.get(route)
-        if entry is None:
-            return self.slow(msg, session)
-        sess = new_session(self.session_class, self.app, session)
+        if routes is self.last_routes and route == self.last_route:
+            entry = self.last_entry       # compared, cheaper than hashed (a new str)
+        else:
+            entry = routes.get(route)
+            if entry is None:
+                return self.slow(msg, session)
+            self.last_routes = routes
+            self.last_route = route
+            self.last_entry = entry
+        sess = new_session(self.session_class, self.app, session, self.keys)
         if sess is None:
             return self.slow(msg, session)
         func = entry[0]
-        body = handler_body(request.get("body"), route)
-        notify = request.get("type") == NOTIFY
+        body = handler_body(request.get(self.body_key), route)
+        notify = request.get(self.type_key) == NOTIFY
         if entry[1]:
             return self.finish(func, body, sess, route, notify)
         try:
