@@ -19,6 +19,7 @@ cdef class SessionFields:
 cpdef object new_session(object cls, object app, object obj, tuple keys=*)
 
 
+@cython.locals(obj=dict)
 cpdef object handler_body(object body, object route)
 
 

@@ -110,7 +110,8 @@ def handler_body(body: Any, route: Any) -> Any:
     if body is None:
         return {"__route__": route}
     if type(body) is dict:
-        body["__route__"] = route
+        obj: dict[str, Any] = body      # (compiled: a dict's own insert)
+        obj["__route__"] = route
     return body
 
 
