@@ -282,6 +282,8 @@ class ServerObserver:
         if self.tracer is not None and not self.debug:
             from . import otel
             self.sampler = otel.sampler_of(self.tracer, acceptor.core)
+        #: a connection's ``core.sampling.Served`` of ``sampler`` (the acceptor's core's)
+        self.served_of: Any = acceptor.core.sampling.Served
         self.dispatch = (None if not self.reads_context else
                          self._sampled_dispatch(acceptor) if self.sampler is not None else
                          self._observed_dispatch(acceptor))
@@ -292,6 +294,7 @@ class ServerObserver:
         protocol = conn._protocol
         if self.sampler is not None and self.dispatch is not None:
             protocol.tracer = self.sampler
+            protocol.served = self.served_of(self.sampler)
             protocol.traced_dispatch = self.dispatch
         elif self.dispatch is not None:
             protocol.dispatch = self.dispatch

@@ -10,6 +10,7 @@ trace context, a sampled one none, and none is left for a later read.
 """
 
 import asyncio
+import contextvars
 import os
 import random
 
@@ -351,3 +352,110 @@ async def test_requests_of_one_read_see_their_own_trace_and_none_leaks(core, tra
             traces.append(parsed[0])
     assert len(set(traces)) == len(traces)     # each request its own trace
     assert 0 < len(traces) < len(seen)
+
+
+_other = contextvars.ContextVar("test_sampling_other", default=None)
+
+
+class Keep:
+    """Handlers that keep their request's trace context past their first step, each
+    in another way; ``seen`` gets ``[what the handler saw, what was seen later]`` (what
+    the handler saw as bytes: a copy, holding nothing of the context)."""
+
+    def __init__(self):
+        self.seen = []
+        self.kept = []
+
+    @staticmethod
+    def now():
+        return current_trace.get().encode()
+
+    async def _later(self, first):
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self.seen.append([first, self.now()])
+
+    async def spawn(self):
+        """A task started before returning (no suspension: the request's read goes on)."""
+        first = self.now()
+        asyncio.ensure_future(self._later(first))
+        return first.decode()
+
+    async def spawn_after_set(self):
+        """Another variable set, then a task started (it copies the context set)."""
+        first = self.now()
+        _other.set(1)
+        asyncio.ensure_future(self._later(first))
+        return first.decode()
+
+    def keep_str(self):
+        """The traceparent's str itself kept."""
+        first = self.now()
+        self.kept.append([first, current_trace.get()])
+        return first.decode()
+
+    def keep_context(self):
+        """A copy of the context kept (read after the read has gone on)."""
+        first = self.now()
+        self.kept.append([first, contextvars.copy_context()])
+        return first.decode()
+
+    def run_in_copy(self):
+        """A copy of the context entered and set in, and kept."""
+        first = self.now()
+        ctx = contextvars.copy_context()
+        ctx.run(_other.set, 2)
+        self.kept.append([first, ctx])
+        return first.decode()
+
+    def see(self):
+        return self.now().decode()
+
+
+_MANY = [contextvars.ContextVar(f"test_sampling_{i}") for i in range(40)]
+
+
+@pytest.mark.parametrize("transport", ["native", "mqtt"])
+@pytest.mark.parametrize("variables", [0, 40])
+async def test_a_trace_context_kept_past_the_request_stays_its_own(core, transport,
+                                                                   variables):
+    """Requests read together whose handlers keep their context (a task, the str, a
+    copy of the context) among requests whose handlers do not: what was kept still
+    names its own request's trace once the read has run the others. Also with 40 more
+    variables in the server's context (its variables then in a tree of nodes, parts
+    of which a context made from another shares)."""
+    for var in _MANY[:variables]:
+        var.set(0)
+    provider, _ = provider_sampling(sdk.ParentBased(sdk.TraceIdRatioBased(0.0)))
+    keep = Keep()
+    gw = server.create(services={"user": {"keep": keep}}, core=core, transport=transport,
+                       context={"server_id": "keep-1"}, tracing=provider)
+    await gw.start()
+    cli = client.create(core=core, transport=transport)   # the server draws each root
+    cli.add_servers([{"id": "keep-1", "server_type": "keep", "port": gw.port}])
+    await cli.start()
+    methods = ["spawn", "see", "see", "spawn_after_set", "see", "keep_str", "see",
+               "keep_context", "see", "run_in_copy", "see", "see"]
+
+    def call(method):
+        return cli.rpc_invoke("keep-1", {"namespace": "user", "server_type": "keep",
+                                         "service": "keep", "method": method, "args": []})
+    try:
+        answers = await asyncio.gather(*(call(methods[i % len(methods)])
+                                         for i in range(120)))
+        spawned = sum(1 for i in range(120) if methods[i % len(methods)].startswith("spawn"))
+        for _ in range(500):
+            if len(keep.seen) == spawned:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await cli.stop()
+        await gw.stop()
+    assert len(keep.seen) == spawned
+    assert all(parse_traceparent(a) is not None for a in answers)
+    assert len(set(answers)) == len(answers)           # each request its own trace
+    for first, later in keep.seen:
+        assert later == first
+    for first, kept in keep.kept:
+        now = kept if type(kept) is str else kept.run(current_trace.get)
+        assert now.encode() == first

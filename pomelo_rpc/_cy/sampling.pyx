@@ -12,7 +12,7 @@ import os
 
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
 
@@ -110,8 +110,48 @@ cdef extern from *:
     void pomelo_put_hex(uint8_t *p, uint64_t v) nogil
     bint pomelo_ids_ok(const uint8_t *p) nogil
 
+cdef extern from *:
+    """
+    /* Whether a served traceparent's str may be rewritten in place (Served.settle)
+       needs the variables of a context (PyContext's second field, the same from 3.10
+       to 3.14) and the thread's context version (bumped by every context entered or
+       left; cpython/pystate.h). Elsewhere (free-threaded builds, other versions) a str
+       is never rewritten: each request's is made and set, as the pure core does. */
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030F0000 \
+        && !defined(Py_GIL_DISABLED) && !defined(PYPY_VERSION)
+    #define POMELO_REWRITE 1
+    typedef struct { PyObject_HEAD PyObject *prev; PyObject *vars; } pomelo_context_head;
+    static inline PyObject *pomelo_vars_of(PyObject *ctx) {
+        return ctx == NULL ? NULL : ((pomelo_context_head *)ctx)->vars;
+    }
+    static inline PyObject *pomelo_current_vars(void) {
+        return pomelo_vars_of(PyThreadState_Get()->context);
+    }
+    static inline uint64_t pomelo_context_ver(void) {
+        return PyThreadState_Get()->context_ver;
+    }
+    #else
+    #define POMELO_REWRITE 0
+    static inline PyObject *pomelo_vars_of(PyObject *ctx) { return NULL; }
+    static inline PyObject *pomelo_current_vars(void) { return NULL; }
+    static inline uint64_t pomelo_context_ver(void) { return 0; }
+    #endif
+    #define pomelo_refcnt(o) Py_REFCNT((PyObject *)(o))
+    #define pomelo_forget_hash(o) (((PyASCIIObject *)(o))->hash = -1)
+    #define pomelo_interned(o) PyUnicode_CHECK_INTERNED((PyObject *)(o))
+    """
+    bint POMELO_REWRITE
+    PyObject *pomelo_vars_of(PyObject *ctx)
+    PyObject *pomelo_current_vars()
+    uint64_t pomelo_context_ver()
+    Py_ssize_t pomelo_refcnt(void *o)
+    void pomelo_forget_hash(object o)
+    bint pomelo_interned(object o)
+
 cdef extern from "Python.h":
     int PyContextVar_Get(object var, PyObject *default_value, PyObject **value) except -1
+    object PyContextVar_Set(object var, object value)
+    int PyContextVar_Reset(object var, object token) except -1
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object o)
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -125,6 +165,12 @@ cdef enum:
     _ALWAYS = 0
     _RATIO = 2
     _LEN = 55            # "00-" 32 "-" 16 "-" 2
+
+cdef enum:               # what a request's trace field makes current (Sampler._decide)
+    _SAMPLED = 0         # nothing: it is sampled (the server makes its span)
+    _AS_IS = 1           # the field itself (an unsampled traceparent)
+    _CHILD = 2           # a child of it (``child``)
+    _ROOT = 3            # a new trace's root (``_root``)
 
 
 # ids ---------------------------------------------------------------------------
@@ -219,17 +265,20 @@ cdef inline void _put(uint8_t *p, uint64_t v) noexcept nogil:
     pomelo_put_hex(p, v)
 
 
-cpdef str child(str parent):
-    """An unsampled traceparent in the trace of ``parent`` (a valid one) with a new span
-    id and the parent's other flags."""
-    cdef str out = PyUnicode_New(_LEN, 127)
-    cdef uint8_t *p = <uint8_t *>PyUnicode_DATA(out)
-    cdef const uint8_t *q = <const uint8_t *>PyUnicode_DATA(parent)
+cdef inline void _child_at(uint8_t *p, const uint8_t *q) noexcept nogil:
+    """``child`` of the traceparent at ``q``, written at ``p``."""
     memcpy(p, q, 36)
     _put(p + 36, _rand64())
     p[52] = 45
     p[53] = q[53]
     p[54] = _DIGITS[_hex(q[54]) & 14]
+
+
+cpdef str child(str parent):
+    """An unsampled traceparent in the trace of ``parent`` (a valid one) with a new span
+    id and the parent's other flags."""
+    cdef str out = PyUnicode_New(_LEN, 127)
+    _child_at(<uint8_t *>PyUnicode_DATA(out), <const uint8_t *>PyUnicode_DATA(parent))
     return out
 
 
@@ -249,7 +298,12 @@ cdef uint64_t _trace_low(str parent):
 
 cdef str _root(uint64_t low, int flags):
     cdef str out = PyUnicode_New(_LEN, 127)
-    cdef uint8_t *p = <uint8_t *>PyUnicode_DATA(out)
+    _root_at(<uint8_t *>PyUnicode_DATA(out), low, flags)
+    return out
+
+
+cdef inline void _root_at(uint8_t *p, uint64_t low, int flags) noexcept nogil:
+    """``_root(low, flags)`` written at ``p``."""
     p[0] = 48
     p[1] = 48
     p[2] = 45
@@ -260,7 +314,6 @@ cdef str _root(uint64_t low, int flags):
     p[52] = 45
     p[53] = _DIGITS[(flags >> 4) & 15]
     p[54] = _DIGITS[flags & 15]
-    return out
 
 
 def root(low, flags):
@@ -357,14 +410,140 @@ cdef class Sampler:
         """A request that carried ``carried`` (its trace field): the unsampled
         traceparent to make current while it runs (``carried`` itself when it is
         unsampled already), or None when it is sampled (the server makes its span)."""
-        if _state(carried) == 0:
+        cdef uint64_t low = 0
+        cdef int made = self._decide(carried, &low)
+        if made == _AS_IS:
+            return carried
+        if made == _CHILD:
+            return child(carried)
+        if made == _ROOT:
+            return _root(low, self.flags)
+        return None
+
+    cdef int _decide(self, object carried, uint64_t *low) except -1:
+        """What ``incoming(carried)`` makes current: ``_SAMPLED`` (nothing), ``_AS_IS``,
+        ``_CHILD`` or ``_ROOT`` (its trace id's low bits put in ``low``)."""
+        cdef int flag = _state(carried)
+        if flag == 0:
             if self.parent_based or not self._sampled_root(_trace_low(carried)):
-                return carried
-            return None
-        return self.within(carried)
+                return _AS_IS
+            return _SAMPLED
+        if flag < 0:
+            low[0] = _rand64()
+            if self._sampled_root(low[0]):
+                self.trace_id = (<object>_rand64() << 64) | low[0]
+                return _SAMPLED
+            return _ROOT
+        if self.parent_based or self._sampled_root(_trace_low(carried)):
+            return _SAMPLED
+        return _CHILD
 
     def take_trace_id(self):
         """The trace id of the root just sampled (0 if none): once."""
         trace_id = self.trace_id
         self.trace_id = 0
         return trace_id
+
+
+cdef class Served:
+    """The trace context of the requests one server connection runs during a read; see
+    ``pomelo_rpc/core/sampling.py``.
+
+    Here a request's traceparent is written into a str of this connection's, and the
+    context variable set to it once per read. For the read's next request the same str
+    is rewritten in place, with no new str and no set, when nothing but the current
+    context can still see it: after the request ran, the context's variables are the
+    ones the str was made current in and nothing else holds them (no copy of the
+    context: no task, no handle, no context kept), no other context was entered (a
+    coroutine's first step enters its own copy once, which set no variable), and
+    nothing else holds the str (no variable kept it; nobody interned it). Else the
+    request's str stays as it is (its holders see it, theirs, for good) and the next
+    request's is a new one, set."""
+
+    def __init__(self, Sampler sampler):
+        self.sampler = sampler
+        self.var = sampler.trace_var
+        self.token = None
+        self.value = None
+        self.vars = None
+
+    cpdef bint enter(self, object carried) except -1:
+        """Before a request that carried ``carried`` (its trace field) runs: True when
+        its unsampled trace context is made current for it, False when it is sampled
+        (nothing current: the caller runs it through the span-making dispatch)."""
+        cdef uint64_t low = 0
+        cdef int made = self.sampler._decide(carried, &low)
+        cdef object value = None
+        cdef uint8_t *p
+        cdef bint rewrite = False
+        cdef PyObject *current
+        if made == _SAMPLED:
+            self.clear()
+            return False
+        if self.live:
+            rewrite = self.reusable
+            if rewrite:
+                value = self.value
+        elif (self.value is not None and pomelo_refcnt(<PyObject *>self.value) == 1
+                and not pomelo_interned(self.value)):
+            value = self.value  # not current, and nobody else holds it: made current again
+        if value is None:
+            value = PyUnicode_New(_LEN, 127)
+        else:
+            pomelo_forget_hash(value)
+        p = <uint8_t *>PyUnicode_DATA(value)
+        if made == _AS_IS:
+            memcpy(p, PyUnicode_DATA(carried), _LEN)
+        elif made == _CHILD:
+            _child_at(p, <const uint8_t *>PyUnicode_DATA(carried))
+        else:
+            _root_at(p, low, self.sampler.flags)
+        if not rewrite:
+            token = PyContextVar_Set(self.var, value)
+            if self.token is None:
+                self.token = token
+            self.value = value
+            self.live = True
+        self.reusable = False
+        if POMELO_REWRITE:
+            current = pomelo_current_vars()
+            self.vars = <object>current if current is not NULL else None
+            self.ver = pomelo_context_ver()
+            self.steps = 0
+            self.kept = True
+        return True
+
+    cpdef stepped(self, object ctx):
+        """A coroutine's first step ran in ``ctx`` (a copy of the current context)."""
+        if POMELO_REWRITE and self.live:
+            self.steps += 1
+            if pomelo_vars_of(<PyObject *>ctx) != <PyObject *>self.vars:
+                self.kept = False
+
+    cpdef settle(self):
+        """After the request ``enter`` made current ran: whether the str it was given
+        can be rewritten for the next request (see the class docstring)."""
+        cdef PyObject *vars = <PyObject *>self.vars       # (no reference taken)
+        self.reusable = (POMELO_REWRITE and self.live and self.kept
+                         and pomelo_current_vars() == vars
+                         and pomelo_refcnt(vars) == 2     # the context's, ours
+                         and pomelo_context_ver() == self.ver + 2 * self.steps
+                         and pomelo_refcnt(<PyObject *>self.value) == 2  # the context's, ours
+                         and not pomelo_interned(self.value))
+
+    cpdef clear(self):
+        """No trace context current for the read's next request (one that sets its own)."""
+        if self.live:
+            PyContextVar_Set(self.var, None)
+            self.live = False
+            self.reusable = False
+
+    cpdef leave(self):
+        """The end of the read: the context as it was before its first ``enter``."""
+        token = self.token
+        self.live = False
+        self.reusable = False
+        self.vars = None
+        if token is not None:
+            self.token = None
+            PyContextVar_Reset(self.var, token)

@@ -11,7 +11,7 @@ from pomelo_rpc._cy.coro cimport Suspended, step
 from pomelo_rpc._cy.dispatch cimport Dispatcher
 from pomelo_rpc._cy.frames cimport FrameDecoder, encode_error, encode_response
 from pomelo_rpc._cy.meter cimport Meter
-from pomelo_rpc._cy.sampling cimport Sampler
+from pomelo_rpc._cy.sampling cimport Sampler, Served
 from pomelo_rpc._cy.writer cimport Slice, Writer
 
 
@@ -48,13 +48,14 @@ cdef class ServerProtocol:
     cdef public Py_ssize_t reads
     cdef public Meter meter
     cdef public Sampler tracer
+    cdef public Served served
     cdef public object traced_dispatch
     cdef public double read_deadline
     cdef public object read_token
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
                    last=double, msgs=list, cap=Py_ssize_t, started=bint, end=double,
-                   timed=bint, at=double, ms=long, tracer=Sampler, traced_live=bint)
+                   timed=bint, at=double, ms=long, served=Served)
     cpdef data_received(self, object data)
     cpdef list read(self, object data)
     cpdef list decode(self, object data)
@@ -68,8 +69,10 @@ cdef class ServerProtocol:
     cpdef submit(self, object request, object rid, object budget, double arrived)
     cpdef run_entry(self, tuple entry, object now=*)
     cpdef run_request(self, object request, object rid, object deadline)
-    @cython.locals(tracer=Sampler, n=Py_ssize_t)
+    @cython.locals(tracer=Sampler)
     cpdef object incoming(self, object request)
+    @cython.locals(n=Py_ssize_t)
+    cpdef object trace_field(self, object request)
     @cython.locals(meter=Meter, start=double, dispatcher=Dispatcher, state=Py_ssize_t)
     cpdef run_dispatched(self, object request, object rid, object deadline, object dispatch)
     cpdef fail(self, object request, object rid, object exc)

@@ -160,3 +160,56 @@ class Sampler:
         trace_id = self.trace_id
         self.trace_id = 0
         return trace_id
+
+
+class Served:
+    """The trace context of the requests one server connection runs during a read:
+    ``enter`` before each (its tracer's ``incoming`` made current, or nothing when it is
+    sampled), ``settle`` after it, ``stepped`` when a coroutine's first step ran in a
+    copy of the context, ``clear`` before a request that sets its own, ``leave`` at the
+    end of the read (the context as it was: one reset for the read).
+
+    Here each request's traceparent is set in the context variable; the compiled twin
+    sets one str per read and rewrites it in place for the next request when nothing
+    but the current context can still see it (see its docstring), which nobody can
+    tell apart."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self.var = sampler.trace_var
+        self.token: Any = None      # the read's first set's, or None
+        self.live = False           # ``var`` was set in this read
+
+    def enter(self, carried: object) -> bool:
+        """Before a request that carried ``carried`` (its trace field) runs: True when
+        its unsampled trace context is made current for it, False when it is sampled
+        (nothing current: the caller runs it through the span-making dispatch)."""
+        value = self.sampler.incoming(carried)
+        if value is None:
+            self.clear()
+            return False
+        token = self.var.set(value)
+        if self.token is None:
+            self.token = token
+        self.live = True
+        return True
+
+    def stepped(self, ctx: Any) -> None:
+        """A coroutine's first step ran in ``ctx`` (a copy of the current context)."""
+
+    def settle(self) -> None:
+        """After the request ``enter`` made current ran."""
+
+    def clear(self) -> None:
+        """No trace context current for the read's next request (one that sets its own)."""
+        if self.live:
+            self.var.set(None)
+            self.live = False
+
+    def leave(self) -> None:
+        """The end of the read: the context as it was before its first ``enter``."""
+        token = self.token
+        self.live = False
+        if token is not None:
+            self.token = None
+            self.var.reset(token)

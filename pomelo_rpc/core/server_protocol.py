@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ..acceptor import ServerConnection
     from ..overload import Entry, Overload
     from .meter import Meter
-    from .sampling import Sampler
+    from .sampling import Sampler, Served
     from .dispatch import Dispatcher
 
 log = logging.getLogger("pomelo_rpc.server_protocol")
@@ -148,6 +148,9 @@ class ServerProtocol:
         #: sampled request runs through ``traced_dispatch`` (which makes its span), an
         #: unsampled one with its traceparent current (``pomelo_rpc.tracing``)
         self.tracer: Sampler | None = None
+        #: tracing: the trace context of the requests a read runs (a
+        #: ``core.sampling.Served`` of ``tracer``'s, or None)
+        self.served: Served | None = None
         self.traced_dispatch: Callable[[object], tuple[Any, int, Any]] = self.own_dispatch
         #: ``accept``'s deadline current in the context during a read (0.0: none), and
         #: the token of the read's first ``set_deadline`` (``end_read`` restores it)
@@ -239,11 +242,10 @@ class ServerProtocol:
         live = False
         last = 0.0        # the deadline set, while ``live``
         deadline = None   # it, as the float handed on
-        # tracing: the trace context of each request that has one (not sampled) set
-        # likewise, cleared for one without, restored once at the end of the batch
-        tracer = self.tracer
-        trace_token = None
-        traced_live = False
+        # tracing: the trace context of each request that has one (not sampled) made
+        # current likewise, cleared for one without, restored once at the end of the
+        # batch (``served``)
+        served = self.served
         # this turn's slice of handler time: read once per read, and again after a
         # request ``submit`` took (which starts the slice when none has started)
         turn_slice = self.turn_slice
@@ -305,28 +307,19 @@ class ServerProtocol:
                         # most reads are (a slice per acceptor), so not ``submit``'s way
                         end = self.writer.turn().start_slice(turn_slice)
                         started = True
-                    if tracer is None:          # ``run_request``'s own first step
+                    if served is None:          # ``run_request``'s own first step
                         self.run_dispatched(msg, rid, deadline if timed else None,
                                             self.dispatch)
-                    else:
-                        traced = self.incoming(msg)
-                        if traced is None:      # sampled: its span, with the SDK
-                            if traced_live:
-                                set_trace(None)
-                                traced_live = False
-                            self.run_dispatched(msg, rid, deadline if timed else None,
-                                                self.traced_dispatch)
-                        else:
-                            trace_set = set_trace(traced)
-                            if trace_token is None:
-                                trace_token = trace_set
-                            traced_live = True
-                            self.run_dispatched(msg, rid, deadline if timed else None,
-                                                self.dispatch)
+                    elif served.enter(self.trace_field(msg)):
+                        self.run_dispatched(msg, rid, deadline if timed else None,
+                                            self.dispatch)
+                        served.settle()
+                    else:                       # sampled: its span, with the SDK
+                        self.run_dispatched(msg, rid, deadline if timed else None,
+                                            self.traced_dispatch)
                 else:
-                    if traced_live:             # ``run_request`` sets its own
-                        set_trace(None)
-                        traced_live = False
+                    if served is not None:      # ``run_request`` sets its own
+                        served.clear()
                     self.submit(msg, rid, budget, arrived)
                     end = turn_slice.end
                     started = end != 0.0
@@ -335,8 +328,8 @@ class ServerProtocol:
         finally:
             if token is not None:
                 reset_deadline(token)
-            if trace_token is not None:
-                reset_trace(trace_token)
+            if served is not None:
+                served.leave()
         self.writer.flush()
 
     # requests ------------------------------------------------------------
@@ -477,10 +470,14 @@ class ServerProtocol:
         ``incoming`` of its trace field), or None when it is sampled (its span is made)."""
         tracer = self.tracer
         assert tracer is not None
+        return tracer.incoming(self.trace_field(request))
+
+    def trace_field(self, request: Any) -> Any:
+        """The trace field of ``request`` (a request frame; see ``core.frames``), or None."""
         n = len(request)
         kind = request[0]
-        return tracer.incoming(request[4] if kind == 1 and n >= 5 else
-                               request[6] if kind == 2 and n >= 7 else None)
+        return (request[4] if kind == 1 and n >= 5 else
+                request[6] if kind == 2 and n >= 7 else None)
 
     def run_dispatched(self, request: Any, rid: Any, deadline: float | None,
                        dispatch: Callable[[object], tuple[Any, int, Any]]) -> None:
@@ -540,6 +537,8 @@ class ServerProtocol:
         ctx = copy_current()
         try:
             outcome = step(coro, ctx)
+            if self.served is not None:
+                self.served.stepped(ctx)
         except _CancelledError as exc:
             self.fail(request, rid, _CancelledError(self.cancel_reason()))
             if meter is not None:
