@@ -14,8 +14,10 @@ cdef class Sampler:
     cdef readonly object current_span
     cdef readonly object span_parent
     cdef readonly object trace_id
+    cdef object spare           # the last traceparent handed out (``_spare``)
 
     cdef bint _sampled_root(self, uint64_t low)
+    cdef object _spare(self)
     cpdef object new_root(self)
     cpdef object within(self, object parent)
     cpdef object outgoing(self)

@@ -138,7 +138,14 @@ cdef extern from *:
     #endif
     #define pomelo_refcnt(o) Py_REFCNT((PyObject *)(o))
     #define pomelo_forget_hash(o) (((PyASCIIObject *)(o))->hash = -1)
-    #define pomelo_interned(o) PyUnicode_CHECK_INTERNED((PyObject *)(o))
+    /* a str that must not be rewritten even when nothing else holds it: interned
+       (the table's references are not counted), or with a wchar_t copy (3.11's) */
+    #if PY_VERSION_HEX < 0x030C0000
+    #define pomelo_pinned(o) (PyUnicode_CHECK_INTERNED((PyObject *)(o)) \
+                              || ((PyASCIIObject *)(o))->wstr != NULL)
+    #else
+    #define pomelo_pinned(o) PyUnicode_CHECK_INTERNED((PyObject *)(o))
+    #endif
     """
     bint POMELO_REWRITE
     PyObject *pomelo_vars_of(PyObject *ctx)
@@ -146,7 +153,7 @@ cdef extern from *:
     uint64_t pomelo_context_ver()
     Py_ssize_t pomelo_refcnt(void *o)
     void pomelo_forget_hash(object o)
-    bint pomelo_interned(object o)
+    bint pomelo_pinned(void *o)
 
 cdef extern from "Python.h":
     int PyContextVar_Get(object var, PyObject *default_value, PyObject **value) except -1
@@ -340,6 +347,7 @@ cdef class Sampler:
         self.current_span = current_span
         self.span_parent = span_parent
         self.trace_id = 0
+        self.spare = None
 
     cdef bint _sampled_root(self, uint64_t low):
         if self.mode == _RATIO:
@@ -350,6 +358,18 @@ cdef class Sampler:
         """Whether the root sampler samples a trace whose id's low 64 bits are ``low``."""
         return self._sampled_root(low)
 
+    cdef object _spare(self):
+        """A str of 55 characters for a traceparent this sampler hands out: the last
+        one again, rewritten, when nothing else holds it any more (the frame it went
+        into has copied it), else a new one."""
+        cdef PyObject *last = <PyObject *>self.spare
+        if last != <PyObject *>None and pomelo_refcnt(last) == 1 and not pomelo_pinned(last):
+            pomelo_forget_hash(<object>last)
+            return <object>last
+        out = PyUnicode_New(_LEN, 127)
+        self.spare = out
+        return out
+
     cpdef object new_root(self):
         """A root: its unsampled traceparent, or None when it is sampled (its trace id
         is then ``take_trace_id()``'s)."""
@@ -357,7 +377,9 @@ cdef class Sampler:
         if self._sampled_root(low):
             self.trace_id = (<object>_rand64() << 64) | low
             return None
-        return _root(low, self.flags)
+        out = self._spare()
+        _root_at(<uint8_t *>PyUnicode_DATA(out), low, self.flags)
+        return out
 
     cpdef object within(self, object parent):
         """A call in the context of ``parent``: its unsampled traceparent, or None when
@@ -372,7 +394,9 @@ cdef class Sampler:
             sampled = self._sampled_root(_trace_low(parent))
         if sampled:
             return None
-        return child(parent)
+        out = self._spare()
+        _child_at(<uint8_t *>PyUnicode_DATA(out), <const uint8_t *>PyUnicode_DATA(parent))
+        return out
 
     cpdef object outgoing(self):
         """A call made now: its unsampled traceparent, or None when it is sampled (the
@@ -485,7 +509,7 @@ cdef class Served:
             if rewrite:
                 value = self.value
         elif (self.value is not None and pomelo_refcnt(<PyObject *>self.value) == 1
-                and not pomelo_interned(self.value)):
+                and not pomelo_pinned(<PyObject *>self.value)):
             value = self.value  # not current, and nobody else holds it: made current again
         if value is None:
             value = PyUnicode_New(_LEN, 127)
@@ -529,7 +553,7 @@ cdef class Served:
                          and pomelo_refcnt(vars) == 2     # the context's, ours
                          and pomelo_context_ver() == self.ver + 2 * self.steps
                          and pomelo_refcnt(<PyObject *>self.value) == 2  # the context's, ours
-                         and not pomelo_interned(self.value))
+                         and not pomelo_pinned(<PyObject *>self.value))
 
     cpdef clear(self):
         """No trace context current for the read's next request (one that sets its own)."""
