@@ -132,13 +132,17 @@ cdef inline uint64_t _be64(const uint8_t *p) nogil:
 cdef inline object _str(const uint8_t *s, Py_ssize_t n):
     """The str of the UTF-8 ``s[:n]``: an ASCII one copied straight into a new str (no
     decoder call), any other decoded (its errors raised as the decoder's)."""
-    cdef Py_ssize_t i
-    cdef uint8_t high = 0
+    cdef Py_ssize_t i = 0
+    cdef uint64_t high = 0
     cdef object out
     if n <= 64:
-        for i in range(n):
+        while i + 8 <= n:       # eight bytes at a time, then the rest
+            high |= _load8(s + i)
+            i += 8
+        while i < n:
             high |= s[i]
-        if high < 0x80:
+            i += 1
+        if (high & 0x8080808080808080ULL) == 0:
             out = PyUnicode_New(n, 127)
             memcpy(PyUnicode_DATA(out), s, n)
             return out
@@ -320,7 +324,7 @@ cdef object _decode(const uint8_t *p, Py_ssize_t *pos, Py_ssize_t end, int depth
         return _decode_map(p, pos, end, _be32(_take(p, pos, end, 4)), depth + 1)
     else:
         raise _Fallback()      # ext types, the never-used 0xc1
-    return PyUnicode_DecodeUTF8(<const char *>_take(p, pos, end, n), n, NULL)
+    return _str(_take(p, pos, end, n), n)
 
 
 cdef object _decode_body(object data, const uint8_t *p, Py_ssize_t start, Py_ssize_t end):
