@@ -136,12 +136,15 @@ cdef inline object _str(const uint8_t *s, Py_ssize_t n):
     cdef uint64_t high = 0
     cdef object out
     if n <= 64:
-        while i + 8 <= n:       # eight bytes at a time, then the rest
-            high |= _load8(s + i)
-            i += 8
-        while i < n:
-            high |= s[i]
-            i += 1
+        if n >= 8:              # eight bytes at a time, the last eight overlapping
+            while i < n - 8:
+                high |= _load8(s + i)
+                i += 8
+            high |= _load8(s + n - 8)
+        else:
+            while i < n:
+                high |= s[i]
+                i += 1
         if (high & 0x8080808080808080ULL) == 0:
             out = PyUnicode_New(n, 127)
             memcpy(PyUnicode_DATA(out), s, n)

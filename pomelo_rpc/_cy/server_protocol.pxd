@@ -72,7 +72,7 @@ cdef class ServerProtocol:
     @cython.locals(tracer=Sampler)
     cpdef object incoming(self, object request)
     @cython.locals(n=Py_ssize_t)
-    cpdef object trace_field(self, object request)
+    cpdef object trace_field(self, list request)
     @cython.locals(meter=Meter, start=double, dispatcher=Dispatcher, state=Py_ssize_t)
     cpdef run_dispatched(self, object request, object rid, object deadline, object dispatch)
     cpdef fail(self, object request, object rid, object exc)

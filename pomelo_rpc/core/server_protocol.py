@@ -472,8 +472,9 @@ class ServerProtocol:
         assert tracer is not None
         return tracer.incoming(self.trace_field(request))
 
-    def trace_field(self, request: Any) -> Any:
-        """The trace field of ``request`` (a request frame; see ``core.frames``), or None."""
+    def trace_field(self, request: list[Any]) -> Any:
+        """The trace field of ``request`` (a request frame's list; see ``core.frames``),
+        or None."""
         n = len(request)
         kind = request[0]
         return (request[4] if kind == 1 and n >= 5 else
