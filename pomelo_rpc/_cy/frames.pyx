@@ -185,13 +185,13 @@ cdef uint64_t _key_hi[_KEY_SLOTS]
 cdef Py_ssize_t _key_len[_KEY_SLOTS]  # (0 where the slot is empty: "" is not cached)
 
 
-cdef inline uint64_t _load8(const uint8_t *p) nogil:
+cdef inline uint64_t _load8(const uint8_t *p) noexcept nogil:
     cdef uint64_t v
     memcpy(&v, p, 8)
     return v
 
 
-cdef inline uint32_t _load4(const uint8_t *p) nogil:
+cdef inline uint32_t _load4(const uint8_t *p) noexcept nogil:
     cdef uint32_t v
     memcpy(&v, p, 4)
     return v
