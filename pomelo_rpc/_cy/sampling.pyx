@@ -412,7 +412,7 @@ cdef class Sampler:
                 Py_DECREF(ctx)
                 if not isinstance(ctx, dict):
                     span = ctx.get(self.span_key)
-                elif ctx:
+                elif len(<dict>ctx):
                     found = PyDict_GetItem(ctx, self.span_key)
                     if found is not NULL:
                         span = <object>found
