@@ -115,8 +115,9 @@ cdef extern from *:
     /* Whether a served traceparent's str may be rewritten in place (Served.settle)
        needs the variables of a context (PyContext's second field, the same from 3.10
        to 3.14) and the thread's context version (bumped by every context entered or
-       left; cpython/pystate.h). Elsewhere (free-threaded builds, other versions) a str
-       is never rewritten: each request's is made and set, as the pure core does. */
+       left; cpython/pystate.h). Elsewhere (free-threaded builds, where a reference
+       count is no proof that no other thread holds an object, other versions) no str
+       is rewritten: each request's and each call's is made, as the pure core does. */
     #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030F0000 \
         && !defined(Py_GIL_DISABLED) && !defined(PYPY_VERSION)
     #define POMELO_REWRITE 1
@@ -363,7 +364,8 @@ cdef class Sampler:
         one again, rewritten, when nothing else holds it any more (the frame it went
         into has copied it), else a new one."""
         cdef PyObject *last = <PyObject *>self.spare
-        if last != <PyObject *>None and pomelo_refcnt(last) == 1 and not pomelo_pinned(last):
+        if (POMELO_REWRITE and last != <PyObject *>None and pomelo_refcnt(last) == 1
+                and not pomelo_pinned(last)):
             pomelo_forget_hash(<object>last)
             return <object>last
         out = PyUnicode_New(_LEN, 127)
