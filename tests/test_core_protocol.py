@@ -8,6 +8,7 @@ calls in flight. Both cores.
 
 import asyncio
 import os
+import sys
 
 import pytest
 from conftest import REMOTE, until
@@ -96,6 +97,27 @@ async def test_late_answers_after_timeouts_are_dropped_and_leave_nothing(core):
                     and protocol.deadlines.handle is None, 10.0,
                     f"{len(protocol.table)} calls, {protocol.table.slot_count} slots left")
         assert await svc.echo(None, "still") == "still"
+    finally:
+        await cli.stop()
+        await gw.stop()
+
+
+async def test_a_call_in_flight_holds_neither_its_message_nor_its_arguments(core):
+    # (its table entry holds its route: the message and its arguments are freed once
+    # the request is written, not kept by the cyclic GC's generations until the answer)
+    gw, cli, svc = await _pair(core)
+    try:
+        assert await svc.echo(None, "open") == "open"
+        arg = ["held by the caller alone"]
+        before = sys.getrefcount(arg)
+        calls = [svc.slow_echo(None, arg, 0.3, timeout=0.05),
+                 svc.slow_echo(None, arg, 0.3, timeout=5.0)]
+        assert cli.in_flight("t") == 2
+        assert sys.getrefcount(arg) == before
+        late, answered = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(late, RpcTimeoutError)
+        assert "user.service.slow_echo to t got no response in time" in str(late)
+        assert answered == arg
     finally:
         await cli.stop()
         await gw.stop()

@@ -22,6 +22,8 @@ from pomelo_rpc._cy.writer cimport Writer
 
 cdef object _NO_ROUTE
 
+cpdef str route_of(object info)
+
 
 @cython.locals(ms=double, budget=long)
 cdef long budget_ms(double seconds)
@@ -49,6 +51,10 @@ cdef class ClientProtocol:
     cdef object future_loop
     cdef object future_kwargs
     cdef object loop_clock
+    cdef object route_ns
+    cdef object route_service
+    cdef object route_method
+    cdef str route
 
     @cython.locals(tracer=Sampler)
     cpdef object send(self, dict msg, object timeout)
@@ -56,6 +62,7 @@ cdef class ClientProtocol:
     cpdef object send_carrying(self, dict msg, object timeout, object carried)
     @cython.locals(deadline=double, meter=Meter, start=double, seconds=double, now=double)
     cpdef object call(self, dict msg, object timeout)
+    cdef str info(self, dict msg)
     cpdef bind(self, object loop)
     cdef object budget_for(self, double seconds)
     @cython.locals(meter=Meter)

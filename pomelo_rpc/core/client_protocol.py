@@ -61,6 +61,11 @@ def call_route(msg: dict[str, Any]) -> str:
     return f"{msg.get('namespace')}.{msg.get('service')}.{msg.get('method')}"
 
 
+def route_of(info: Any) -> str:
+    """The route of a table entry's ``info``: the route itself, or a call message."""
+    return info if type(info) is str else call_route(info)
+
+
 class ClientProtocol:
     """Calls to one server over one connection; see the module docstring.
 
@@ -115,6 +120,12 @@ class ClientProtocol:
         self.future_kwargs: dict[str, Any] | None = None
         #: ``future_loop.time``, kept (no method looked up per call and per read)
         self.loop_clock: Callable[[], float] | None = None
+        # the route (``call_route``) of the last call entered and its str objects (the
+        # proxy's): a table entry holds its call's route, not its message (see ``info``)
+        self.route_ns: Any = None
+        self.route_service: Any = None
+        self.route_method: Any = _NO_ROUTE
+        self.route = ""
 
     # calls -----------------------------------------------------------------
 
@@ -174,26 +185,46 @@ class ClientProtocol:
         meter = self.meter
         start = 0.0
         series = None
+        info: Any
         if meter is not None:
             start = monotonic()
             series = meter.known(msg)
+            info = msg
+        else:
+            info = self.info(msg)
         if timeout:
             seconds = timeout
             clock = self.loop_clock
             assert clock is not None
             now = clock()
             deadline = now + seconds
-            rid = self.table.add_at(fut, deadline, msg, start, series)
+            rid = self.table.add_at(fut, deadline, info, start, series)
             if deadline < self.deadlines.next_at:
                 self.deadlines.added(deadline, loop)
             budget = self.budget if seconds == self.budget_of else self.budget_for(seconds)
         else:
-            rid = self.table.insert(fut, None, msg, start, series)
+            rid = self.table.insert(fut, None, info, start, series)
         try:
             self.send_call(rid, msg, budget)
         except Exception as exc:  # unserializable arguments, oversized frame
             self.send_failed(rid, msg, exc)
         return fut
+
+    def info(self, msg: dict[str, Any]) -> str:
+        """What the table entry of call ``msg`` holds when no meter counts it: its route
+        (``call_route``; the same str as the call before's when it named the same
+        method), not the message: the message and its arguments are freed once the
+        request is written, not kept (tracked by the cyclic GC) until the answer."""
+        ns = msg.get("namespace")
+        service = msg.get("service")
+        method = msg.get("method")
+        if method is self.route_method and service is self.route_service and ns is self.route_ns:
+            return self.route
+        route = self.route = f"{ns}.{service}.{method}"
+        self.route_ns = ns
+        self.route_service = service
+        self.route_method = method
+        return route
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Calls are made on ``loop`` from now on: their futures made as its
@@ -334,6 +365,10 @@ class ClientProtocol:
         if entry is None or entry.info is None:    # (None: a notify's reserved id)
             return
         fut = entry.future
+        if type(entry.info) is str:     # entered before the meter came: not counted
+            if not fut.done():
+                fut.set_result(value)
+            return
         outcome = OK
         if fut.done():
             outcome = CANCELLED
@@ -361,6 +396,8 @@ class ClientProtocol:
         fut = entry.future
         if entry.info is None:          # a notify's reserved id: not a call
             return
+        if type(entry.info) is str:     # entered before the meter came: not counted
+            meter = None
         if not fut.done():
             fut.set_exception(exc)
             if meter is not None:
@@ -408,7 +445,7 @@ class ClientProtocol:
         now = monotonic()
         for entry in entries:
             self.ended(entry, RpcTimeoutError(
-                f"{call_route(entry.info)} to {self.server_id} got no response in time"), now)
+                f"{route_of(entry.info)} to {self.server_id} got no response in time"), now)
 
     def received(self, size: int = 0) -> None:
         """``size`` bytes arrived: the peer is alive, and a deadline that passed before
