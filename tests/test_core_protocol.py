@@ -9,6 +9,7 @@ calls in flight. Both cores.
 import asyncio
 import os
 import sys
+import weakref
 
 import pytest
 from conftest import REMOTE, until
@@ -118,6 +119,25 @@ async def test_a_call_in_flight_holds_neither_its_message_nor_its_arguments(core
         assert isinstance(late, RpcTimeoutError)
         assert "user.service.slow_echo to t got no response in time" in str(late)
         assert answered == arg
+    finally:
+        await cli.stop()
+        await gw.stop()
+
+
+async def test_an_answered_call_lets_go_of_its_future_while_its_deadline_slot_lives_on(core):
+    gw, cli, svc = await _pair(core)
+    try:
+        assert await svc.echo(None, "open") == "open"
+        # one turn, one timeout: one deadline slot, which the slow call keeps
+        slow = svc.slow_echo(None, "slow", 0.5, timeout=5.0)
+        fast = svc.echo(None, "fast", timeout=5.0)
+        answered = weakref.ref(fast)
+        assert await fast == "fast"
+        del fast
+        await asyncio.sleep(0)      # (the loop's handle that woke this task holds it)
+        assert answered() is None
+        assert cli.in_flight("t") == 1
+        assert await slow == "slow"
     finally:
         await cli.stop()
         await gw.stop()

@@ -349,6 +349,9 @@ class PendingTable:
         if entry is None:
             return False
         fut = entry.future
+        # the entry may stay in its deadline slot's list until the slot's last call
+        # ends: it lets go of the future (and the answer in it) now
+        entry.future = None     # type: ignore[assignment]  # (never read again)
         try:            # (one method call, not two: its caller seldom gave up on it)
             fut.set_result(value)
         except InvalidStateError:
