@@ -30,6 +30,8 @@ cdef class PendingCall:
     cdef readonly object rid
 
 
+# final: ``PendingTable`` calls its methods as C functions (no subclass overrides them)
+@cython.final
 cdef class Slots:
     cdef dict _slots
     cdef list _heap
