@@ -122,6 +122,9 @@ INSTRUCTION_ROWS: dict[str, Row] = {
                                 observe="tracing"),
     "cython-async-tracing-off": Row("pomelo_rpc, Cython, async def, router, tracing, none sampled",
                                     observe="tracing-off"),
+    "cython-async-mqtt-tracing-off": Row("pomelo_rpc, Cython, async def, router, mqtt, "
+                                         "tracing, none sampled", transport="mqtt",
+                                         observe="tracing-off"),
     "cython-async-tracing-batch": Row("pomelo_rpc, Cython, async def, router, tracing 1% "
                                       "sampled, BatchSpanProcessor", observe="tracing-batch"),
     "cython-async-tracing-all": Row("pomelo_rpc, Cython, async def, router, tracing, every "

@@ -63,6 +63,8 @@ cdef class ServerProtocol:
     cpdef bint notify_request(self, object msg) except -1
     @cython.locals(deadline=double, slice_end=double)
     cpdef accept(self, object request, object rid, object budget, double arrived)
+    @cython.locals(served=Served)
+    cpdef run_accepted(self, object request, object rid, object deadline)
     cpdef clear_deadline(self)
     cpdef end_read(self)
     @cython.locals(end=double)

@@ -366,7 +366,7 @@ class ServerProtocol:
             if self.plain or (budget is None and self.no_default):
                 if self.read_deadline != 0.0:
                     self.clear_deadline()
-                self.run_request(request, rid, None)
+                self.run_accepted(request, rid, None)
                 return
             if type(budget) is int and budget > 0:
                 deadline = arrived + budget * 0.001
@@ -375,11 +375,27 @@ class ServerProtocol:
                     if self.read_token is None:
                         self.read_token = token
                     self.read_deadline = deadline
-                self.run_request(request, rid, deadline)
+                self.run_accepted(request, rid, deadline)
                 return
         if self.read_deadline != 0.0:
             self.clear_deadline()       # ``submit`` sets its own
+        if self.served is not None:     # ``run_request`` sets its own
+            self.served.clear()
         self.submit(request, rid, budget, arrived)
+
+    def run_accepted(self, request: Any, rid: Any, deadline: float | None) -> None:
+        """``run_request`` of a request ``accept`` runs now: traced, its trace context
+        made current through the connection's ``served`` (as ``data_received`` does:
+        no context-variable set per request where the compiled core can avoid it;
+        ``end_read`` ends it)."""
+        served = self.served
+        if served is None:
+            self.run_request(request, rid, deadline)
+        elif served.enter(self.trace_field(request)):
+            self.run_dispatched(request, rid, deadline, self.dispatch)
+            served.settle()
+        else:                           # sampled: its span, with the SDK
+            self.run_dispatched(request, rid, deadline, self.traced_dispatch)
 
     def clear_deadline(self) -> None:
         """No deadline current for ``accept``'s next request."""
@@ -393,6 +409,8 @@ class ServerProtocol:
             self.read_token = None
             self.read_deadline = 0.0
             reset_deadline(token)
+        if self.served is not None:
+            self.served.leave()
 
     def submit(self, request: Any, rid: Any, budget: Any, arrived: float) -> None:
         """Run a request now, or queue it for a later turn (this connection has queued
