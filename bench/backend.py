@@ -3,13 +3,16 @@ against the same app with a Node area server.
 
     python bench/backend.py [--rounds 3] [--seconds 5] [--players 1,100] [--json]
                             [--pinus mqtt|pinus-tcp] [--areas node,python,python-batch]
+                            [--connectors stock,nodelay] [--coalesce 0.001]
 
 Each cell runs a pomelo 2.2.7 app (``pomelo_rpc.pomelo_app``: a master and one
 hybridconnector over WebSocket) with one area server: the Node one
 (``tests/node/pomelo_app/app/servers/area/handler/playerHandler.js``) or a Python one
 (``python -m pomelo_rpc serve --handlers pomelo_rpc/demo_backend/area/handler``, same
 ``move``; ``python-batch``: the same with ``--sched-batch``, its loop's thread under
-SCHED_BATCH), with the connector as shipped (``stock``) or with TCP_NODELAY patched into
+SCHED_BATCH; ``python-coalesce``: with ``--read-coalesce`` (``--coalesce`` s, its reads
+held while requests come fast, to read several per wake-up); ``python-batch-coalesce``:
+with both), with the connector as shipped (``stock``) or with TCP_NODELAY patched into
 every Node socket (``nodelay``). Players (pomelo-client-websocket, one Node process)
 each send ``area.playerHandler.move`` one after the other; every 10th asks for an
 ``onMove`` push back. Printed per cell, medians of ``--rounds`` rounds whose cells run
@@ -92,14 +95,15 @@ def wakeups(pid: int) -> int:
     return total
 
 
-async def python_area(app: PomeloApp, sid: str, core: str,
-                      batch: bool = False) -> subprocess.Popen[str]:
-    """A Python area server process joining ``app`` (``batch``: ``--sched-batch``);
-    returned once registered."""
+async def python_area(app: PomeloApp, sid: str, core: str, batch: bool = False,
+                      coalesce: float = 0.0) -> subprocess.Popen[str]:
+    """A Python area server process joining ``app`` (``batch``: ``--sched-batch``;
+    ``coalesce``: ``--read-coalesce``); returned once registered."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pomelo_rpc", "serve", "--transport", app.transport, "--server-id",
          sid, "--server-type", "area", "--handlers", HANDLERS, "--registry", app.url("area")]
-        + (["--sched-batch"] if batch else []),
+        + (["--sched-batch"] if batch else [])
+        + (["--read-coalesce", str(coalesce)] if coalesce else []),
         stdout=subprocess.PIPE, text=True, env=child_env(pure=core == "python"))
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, proc.stdout.readline)  # type: ignore[union-attr]
@@ -117,9 +121,10 @@ def make_app(area: str, sid: str, nodelay: bool, pinus: str | None, stubs: str) 
 
 
 async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: float,
-               core: str, pinus: str | None = None, stubs: str = "") -> dict[int, dict[str, float]]:
-    """One app with one area server (``node``, ``python`` or ``python-batch``): a load
-    per player count."""
+               core: str, pinus: str | None = None, stubs: str = "",
+               coalesce: float = 0.001) -> dict[int, dict[str, float]]:
+    """One app with one area server (``node``, ``python``, ``python-batch``,
+    ``python-coalesce`` or ``python-batch-coalesce``): a load per player count."""
     sid = "area-node-1" if area == "node" else "area-py-1"
     app = make_app(area, sid, nodelay, pinus, stubs)
     await app.start()
@@ -127,7 +132,8 @@ async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: floa
     players = None
     try:
         if area != "node":
-            proc = await python_area(app, sid, core, area == "python-batch")
+            proc = await python_area(app, sid, core, "batch" in area,
+                                     coalesce if "coalesce" in area else 0.0)
             area_pid = proc.pid
         else:
             area_pid = app.pid(sid)
@@ -172,8 +178,8 @@ async def cell(area: str, nodelay: bool, player_counts: list[int], seconds: floa
         app.stop()
 
 
-CONFIGS = [("node", False), ("python", False), ("python-batch", False), ("node", True),
-           ("python", True), ("python-batch", True)]
+AREAS = ["node", "python", "python-batch", "python-coalesce", "python-batch-coalesce"]
+CONFIGS = [(area, nodelay) for nodelay in (False, True) for area in AREAS]
 COLUMNS = ["rps", "p50", "p99", "pushes", "cpu_connector", "cpu_area", "cpu_players",
            "area_user", "area_sys", "area_wakeups"]
 
@@ -181,7 +187,9 @@ COLUMNS = ["rps", "p50", "p99", "pushes", "cpu_connector", "cpu_area", "cpu_play
 async def run(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
     counts = [int(c) for c in args.players.split(",")]
     areas = args.areas.split(",")
-    configs = [c for c in CONFIGS if not (args.pinus and c[1]) and c[0] in areas]
+    connectors = args.connectors.split(",")
+    configs = [c for c in CONFIGS if not (args.pinus and c[1]) and c[0] in areas
+               and ("nodelay" if c[1] else "stock") in connectors]
     stubs = tempfile.mkdtemp(prefix="bench_backend_stubs_")
     write_stubs([], stubs, backend=True)     # the Python area's sys/msgRemote.js (pinus)
     rounds: dict[tuple[str, bool], list[dict[int, dict[str, float]]]] = {c: [] for c in configs}
@@ -190,10 +198,10 @@ async def run(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]
             order = configs if r % 2 == 0 else configs[::-1]
             for area, nodelay in order:
                 res = await cell(area, nodelay, counts, args.seconds, args.core, args.pinus,
-                                 stubs)
+                                 stubs, args.coalesce)
                 rounds[(area, nodelay)].append(res)
                 if not args.json:
-                    print(f"  round {r + 1}: {area:6} {'nodelay' if nodelay else 'stock':7} "
+                    print(f"  round {r + 1}: {area:21} {'nodelay' if nodelay else 'stock':7} "
                           + "  ".join(f"{c} players {res[c]['rps']:.0f}/s p50 "
                                       f"{res[c]['p50']:.2f} ms" for c in counts), flush=True)
     finally:
@@ -222,7 +230,7 @@ def report(medians: dict[str, dict[int, dict[str, float]]], args: argparse.Names
                 lambda m: f"{m['area_user']:.1f} | {m['area_sys']:.1f} | "
                           f"{m['area_wakeups']:.2f}")
     for conn in ("stock", "nodelay"):
-        for python in ("python", "python-batch"):
+        for python in AREAS[1:]:
             if f"node {conn}" not in medians or f"{python} {conn}" not in medians:
                 continue
             node, py = medians[f"node {conn}"], medians[f"{python} {conn}"]
@@ -241,9 +249,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load")
     parser.add_argument("--players", default="1,100",
                         help="comma-separated player counts, each a load of its own")
-    parser.add_argument("--areas", default="node,python,python-batch",
+    parser.add_argument("--areas", default="node,python,python-batch,python-coalesce",
                         help="comma-separated area servers to compare: node, python, "
-                             "python-batch (python under --sched-batch)")
+                             "python-batch (python under --sched-batch), python-coalesce "
+                             "(python with --read-coalesce), python-batch-coalesce (both)")
+    parser.add_argument("--connectors", default="stock,nodelay",
+                        help="comma-separated connectors: stock, nodelay (TCP_NODELAY "
+                             "patched into every Node socket)")
+    parser.add_argument("--coalesce", type=float, default=0.001,
+                        help="the --read-coalesce window of the *-coalesce areas (s)")
     parser.add_argument("--core", default=pomelo_rpc.IMPLEMENTATION,
                         help="the Python area server's core")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")

@@ -18,7 +18,9 @@ message is awaited for its answer, then the next is sent:
   writes it (fixed header, remaining length, topic length, topic, payload).
 
 ``area-batch`` is the area with ``sched_batch=True`` (its loop's thread under
-SCHED_BATCH: woken, it does not preempt the writer, here this process).
+SCHED_BATCH: woken, it does not preempt the writer, here this process);
+``area-coalesce`` with ``read_coalesce=0.001`` (one client waiting for each answer:
+its reads should not be held).
 
 Printed per cell, medians of ``--rounds``: messages/s, the server's user and system
 CPU µs per message (/proc/<pid>/stat) and its wake-ups (voluntary context switches);
@@ -74,7 +76,8 @@ async def serve(kind):
         from pomelo_rpc import server
         gw = server.create(transport="mqtt", handlers=AREA_HANDLERS,
                            server_info={"id": "area-1", "server_type": "area"},
-                           sched_batch=kind == "area-batch")
+                           sched_batch=kind == "area-batch",
+                           read_coalesce=0.001 if kind == "area-coalesce" else 0.0)
         await gw.start()
         port = gw.port
     print(port, flush=True)
@@ -166,7 +169,8 @@ def cell(kind, mode, seconds, pace, syscalls=False):
 
 
 CELLS = [("raw", "busy"), ("raw", "paced"), ("area", "busy"), ("area", "paced"),
-         ("area", "pieces"), ("area-batch", "paced"), ("area-batch", "pieces")]
+         ("area", "pieces"), ("area-batch", "paced"), ("area-batch", "pieces"),
+         ("area-coalesce", "paced"), ("area-coalesce", "pieces")]
 
 
 def main():

@@ -81,7 +81,7 @@ async def _serve(args: argparse.Namespace) -> None:
                        metrics=args.metrics_port is not None, **_security_options(args),
                        max_in_flight=args.max_in_flight, default_budget=args.default_budget,
                        handler_slice=args.handler_slice, deadlines=not args.no_deadlines,
-                       sched_batch=args.sched_batch)
+                       sched_batch=args.sched_batch, read_coalesce=args.read_coalesce)
     await gw.start()
     listening = {"event": "listening", "port": gw.port, "server_id": args.server_id,
                  "implementation": gw.core.name}
@@ -130,6 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run the loop under SCHED_BATCH (Linux): a backend woken by its "
                         "connector lets it finish writing, and answers several requests per "
                         "wake-up (see docs/backend-servers.md)")
+    p.add_argument("--read-coalesce", type=float, metavar="SECONDS",
+                   default=SERVER_DEFAULTS["read_coalesce"],
+                   help="let a connection's reads wait up to this long while requests "
+                        "arrive fast, to read several per wake-up (e.g. 0.001; 0: off; "
+                        "see docs/backend-servers.md)")
     p.add_argument("--reload-handlers", action="store_true",
                    help="reload a handler when its file changes (polled)")
     p.add_argument("--reload-remotes", action="store_true",

@@ -67,6 +67,7 @@ class ServerConnection:
         self._handshake_decoder: FrameDecoder | MqttDecoder | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._protocol: ServerProtocolLike = self._make_protocol()
+        self._protocol.coalescer = acceptor.coalescer
         #: what asyncio talks to: the protocol, or the observer's byte-counting wrapper
         self.protocol: asyncio.BaseProtocol = cast("asyncio.BaseProtocol", self._protocol)
         # metrics, tracing, rpc_debug_log: the acceptor's observer replaces the
@@ -375,6 +376,9 @@ class BaseAcceptor:
         self.idle_timeout: float = opts.get("idle_timeout", SERVER_DEFAULTS["idle_timeout"])
         self.idle_closed = 0       # connections closed for idleness
         self.paused = 0            # times a connection stopped reading: its peer did not read
+        # read_coalesce (docs/backend-servers.md): the connections' held reads, or None
+        window: float = opts.get("read_coalesce") or 0.0
+        self.coalescer = core.server_protocol.ReadCoalescer(window) if window else None
         self._sweep_handle: asyncio.TimerHandle | None = None
 
     def admit(self, peer: Any) -> str | None:
@@ -436,6 +440,8 @@ class BaseAcceptor:
             self._sweep_handle.cancel()
             self._sweep_handle = None
         self._server.close()
+        if self.coalescer is not None:      # held reads read again: the stop sees all
+            self.coalescer.close()
         conns = list(self.connections)
         if conns:
             await asyncio.gather(*(c.drain_and_close(grace) for c in conns))

@@ -93,6 +93,9 @@ class Gateway:
         self.opts = opts
         self.core = _core.select(opts["core"])
         self.paths = _normalize_paths(opts["paths"])
+        if not 0.0 <= opts["read_coalesce"] <= 1.0:
+            raise ValueError(f"read_coalesce must be between 0 and 1 s, not "
+                             f"{opts['read_coalesce']!r}")
         if opts["acceptor_factory"] is None and opts["transport"] not in _TRANSPORTS:
             raise ValueError(f"unknown transport {opts['transport']!r}; "
                              f"known: {', '.join(sorted(_TRANSPORTS))}")

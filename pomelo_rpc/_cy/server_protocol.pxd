@@ -24,6 +24,26 @@ cdef class Resume:
     cdef bint started
 
 
+cdef class ServerProtocol
+
+
+cdef double COALESCE_MIN, COALESCE_WEIGHT, BACKOFF_FIRST, BACKOFF_MAX
+cdef Py_ssize_t HOLD_BYTES, FRUITLESS
+
+
+cdef class ReadCoalescer:
+    cdef readonly double window
+    cdef readonly list held
+    cdef readonly object timer
+    cdef public Py_ssize_t holds
+
+    cpdef hold(self, ServerProtocol protocol)
+    @cython.locals(held=list, protocol=ServerProtocol)
+    cpdef release(self)
+    cpdef forget(self, ServerProtocol protocol)
+    cpdef close(self)
+
+
 cdef class ServerProtocol:
     cdef public object owner
     cdef readonly Writer writer
@@ -52,12 +72,26 @@ cdef class ServerProtocol:
     cdef public object traced_dispatch
     cdef public double read_deadline
     cdef public object read_token
+    cdef public ReadCoalescer coalescer
+    cdef public double read_gap
+    cdef double last_read
+    cdef public bint held
+    cdef object setsockopt
+    cdef bint judging
+    cdef Py_ssize_t fruitless
+    cdef public double backoff
+    cdef double quiet_until
 
     @cython.locals(n=Py_ssize_t, inline=bint, live=bint, plain=bint, no_default=bint, arrived=double,
                    last=double, msgs=list, cap=Py_ssize_t, started=bint, end=double,
                    timed=bint, at=double, ms=long, served=Served)
     cpdef data_received(self, object data)
     cpdef list read(self, object data)
+    @cython.locals(coalescer=ReadCoalescer, window=double, now=double, gap=double,
+                   backoff=double)
+    cpdef pace(self, Py_ssize_t n)
+    cpdef bint hold_reads(self) except -1
+    cpdef release_reads(self)
     cpdef list decode(self, object data)
     @cython.locals(n=Py_ssize_t)
     cpdef bint notify_request(self, object msg) except -1

@@ -16,6 +16,10 @@ An ``async def`` method runs eagerly: its first step runs at once, in a copy of 
 current context (``run_coroutine``); one that finishes there is answered with no
 Task and no extra loop turn, one that suspends goes on in a Task (``Resume``).
 
+With ``read_coalesce`` (``ReadCoalescer``, ``pace``), while requests arrive fast a
+connection's socket wakes the loop at most once per window, and one read serves what
+arrived meanwhile; answers still go out at the end of their read.
+
 A notify (a native notify frame; a transport's request that wants no answer) runs like
 a call, under the same deadlines and admission rules, with ``None`` as its rid: nothing
 is sent back, and what it raises is logged.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import traceback
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -102,6 +107,74 @@ class Resume:
         return self.send(None)
 
 
+#: ``read_coalesce``: a connection's reads are held only while its requests arrive at
+#: least this many per window on average; after FRUITLESS holds in a row that each
+#: gathered fewer (one client sending one request at a time gains nothing from a hold,
+#: it only waits; many clients' requests seldom fall short three times running) the
+#: holds stop for a while: BACKOFF_FIRST windows, twice as long each time again, up to
+#: BACKOFF_MAX windows
+COALESCE_MIN = 2.0
+FRUITLESS = 3
+BACKOFF_FIRST = 4.0
+BACKOFF_MAX = 256.0
+#: the weight of a read's gap between requests in that average
+COALESCE_WEIGHT = 0.25
+#: held, a connection's socket is readable only once this many bytes wait
+#: (SO_RCVLOWAT): the kernel does not wake the loop for less, and wakes it for more
+#: (bytes waiting stay bounded whatever the window)
+HOLD_BYTES = 16384
+
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", 18)
+
+
+class ReadCoalescer:
+    """``read_coalesce``, an acceptor's: its connections' held reads (see
+    ``ServerProtocol.pace``), all released by one timer ``window`` s after the first of
+    them was held, as a network card moderates its interrupts. A held connection's
+    socket wakes the loop for nothing smaller than HOLD_BYTES until then; its answers
+    are written as ever, at once."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.held: list[ServerProtocol] = []   # the connections holding their reads
+        self.timer: asyncio.TimerHandle | None = None
+        self.holds = 0                 # reads held so far (for the docs' figures)
+
+    def hold(self, protocol: ServerProtocol) -> None:
+        """Hold ``protocol``'s reads until the timer (started now if not running)."""
+        if not protocol.hold_reads():
+            return
+        self.holds += 1
+        self.held.append(protocol)
+        if self.timer is None:
+            loop = protocol.loop
+            assert loop is not None
+            self.timer = loop.call_later(self.window, self.release)
+
+    def release(self) -> None:
+        """The timer: every held connection reads again (what waits is read at once)."""
+        self.timer = None
+        held = self.held
+        self.held = []
+        for protocol in held:
+            protocol.release_reads()
+
+    def forget(self, protocol: ServerProtocol) -> None:
+        """``protocol``'s connection closed while held: no timer left for it alone."""
+        if protocol in self.held:
+            self.held.remove(protocol)
+        if not self.held and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close(self) -> None:
+        """The acceptor stops: every held connection reads again, the timer is off."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.release()
+
+
 class ServerProtocol:
     """The asyncio protocol of one native server connection; see the module docstring.
 
@@ -156,6 +229,21 @@ class ServerProtocol:
         #: the token of the read's first ``set_deadline`` (``end_read`` restores it)
         self.read_deadline = 0.0
         self.read_token: Any = None
+        #: ``read_coalesce`` (None: off): the acceptor's ``ReadCoalescer``; the gap
+        #: between this connection's requests, averaged; the clock at its last read of
+        #: requests; its reads held now; its socket's ``setsockopt``
+        self.coalescer: ReadCoalescer | None = None
+        self.read_gap = 0.0
+        self.last_read = 0.0
+        self.held = False
+        self.setsockopt: Callable[..., Any] | None = None
+        #: the next read is the first since a hold: it says what the hold gathered;
+        #: holds stop for ``backoff`` s, until ``quiet_until``, after one that gathered
+        #: too little
+        self.judging = False
+        self.fruitless = 0
+        self.backoff = 0.0
+        self.quiet_until = 0.0
 
     # asyncio callbacks -------------------------------------------------
 
@@ -164,12 +252,22 @@ class ServerProtocol:
         self.transport = transport
         self.loop = asyncio.get_running_loop()
         self.writer.attach(transport, self.loop)
+        coalescer = self.coalescer
+        if coalescer is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.setsockopt = sock.setsockopt
+            self.read_gap = coalescer.window
         self.owner._connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection closed; calls still running are cancelled."""
         for task in self.tasks:
             task.cancel()
+        if self.held:
+            self.held = False
+            if self.coalescer is not None:
+                self.coalescer.forget(self)
         self.writer.detach()
         self.transport = None
         owner = self.owner
@@ -216,7 +314,72 @@ class ServerProtocol:
         if self.stopping is not None:
             self.owner._refuse(msgs)
             return None
+        if self.coalescer is not None and msgs and not self.held:
+            self.pace(len(msgs))
         return msgs
+
+    def pace(self, n: int) -> None:
+        """``read_coalesce``: a read brought ``n`` messages. Hold the next reads for the
+        window (``ReadCoalescer``) while requests arrive at least COALESCE_MIN per window
+        on average, unless holds that gathered fewer stopped them for a while (see
+        FRUITLESS); else read on as ever. A request waits at most about the window."""
+        coalescer = self.coalescer
+        assert coalescer is not None
+        window = coalescer.window
+        now = monotonic()
+        if self.judging:
+            self.judging = False
+            if n >= COALESCE_MIN:
+                self.fruitless = 0
+                self.backoff = 0.0
+            else:
+                self.fruitless += 1
+            if self.fruitless >= FRUITLESS:
+                self.fruitless = 0
+                backoff = self.backoff * 2.0
+                if backoff < window * BACKOFF_FIRST:
+                    backoff = window * BACKOFF_FIRST
+                elif backoff > window * BACKOFF_MAX:
+                    backoff = window * BACKOFF_MAX
+                self.backoff = backoff
+                self.quiet_until = now + backoff
+        gap = (now - self.last_read) / n
+        self.last_read = now
+        if gap > window:
+            gap = window
+        self.read_gap += (gap - self.read_gap) * COALESCE_WEIGHT
+        if self.read_gap * COALESCE_MIN <= window and now >= self.quiet_until:
+            coalescer.hold(self)
+
+    def hold_reads(self) -> bool:
+        """Make the socket wake the loop only for HOLD_BYTES or more (or its close);
+        False if it cannot (no socket option here: the reads go on as ever)."""
+        setsockopt = self.setsockopt
+        if setsockopt is None or self.transport is None:
+            return False
+        try:
+            setsockopt(_SOL_SOCKET, _SO_RCVLOWAT, HOLD_BYTES)
+        except OSError as exc:
+            log.warning("read_coalesce: SO_RCVLOWAT cannot be set here (%s): reads not held",
+                        exc)
+            self.setsockopt = None
+            return False
+        self.held = True
+        return True
+
+    def release_reads(self) -> None:
+        """The window ended: the socket wakes the loop for any byte again (Linux signals
+        what waits at once)."""
+        if not self.held:
+            return
+        self.held = False
+        self.judging = True
+        setsockopt = self.setsockopt
+        if setsockopt is not None and self.transport is not None:
+            try:
+                setsockopt(_SOL_SOCKET, _SO_RCVLOWAT, 1)
+            except OSError:
+                pass      # closing: its close is being read
 
     def decode(self, data: bytes) -> list[Any]:
         """The messages ``data`` completes (a transport's subclass decodes its own)."""
