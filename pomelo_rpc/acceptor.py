@@ -445,6 +445,8 @@ class BaseAcceptor:
         conns = list(self.connections)
         if conns:
             await asyncio.gather(*(c.drain_and_close(grace) for c in conns))
+        if self.coalescer is not None:      # a hold begun before the drains began
+            self.coalescer.close()
         await self._server.wait_closed()
         self._server = None
         self.overload.close()

@@ -117,6 +117,24 @@ async def test_read_coalesce_connection_closed_while_held_leaves_no_timer(core):
         await gw.stop()
 
 
+async def test_read_coalesce_stop_while_held_answers_and_leaves_no_timer(core):
+    gw = server.create(transport="mqtt", handlers=AREA_HANDLERS, server_info=INFO,
+                       read_coalesce=1.0, core=core)
+    await gw.start()
+    coalescer = gw.acceptor.coalescer
+    player = await Player().open(gw.port)
+    rid = 1
+    while not coalescer.holds:
+        check_answers(await player.ask(range(rid, rid + 8)), range(rid, rid + 8))
+        rid += 8
+    conn, = gw.acceptor.connections
+    assert conn._protocol.held
+    await gw.stop(grace=1.0)       # held: the stop releases it, and closes
+    assert coalescer.timer is None and not coalescer.held
+    assert await player.reader.read() == b""    # the server closed its side
+    player.close()
+
+
 async def test_read_coalesce_on_the_native_transport_answers_waves_of_calls(core):
     path = os.path.join(REMOTE, "test")
     gw = server.create(paths=[{"namespace": "user", "path": path}], core=core,
