@@ -51,6 +51,17 @@ class Player:
         self.writer.close()
 
 
+async def until_held(gw, player):
+    """Waves of 8 requests until the connection's reads are held; its connection."""
+    rid = 1
+    while not gw.acceptor.coalescer.holds:
+        check_answers(await player.ask(range(rid, rid + 8)), range(rid, rid + 8))
+        rid += 8
+    conn, = gw.acceptor.connections
+    assert conn._protocol.held
+    return conn
+
+
 async def test_read_coalesce_holds_fast_requests_and_answers_all_in_order(core):
     gw = server.create(transport="mqtt", handlers=AREA_HANDLERS, server_info=INFO,
                        read_coalesce=0.05, core=core)
@@ -104,12 +115,8 @@ async def test_read_coalesce_connection_closed_while_held_leaves_no_timer(core):
     try:
         coalescer = gw.acceptor.coalescer
         player = await Player().open(gw.port)
-        rid = 1
-        while not coalescer.holds:
-            check_answers(await player.ask(range(rid, rid + 8)), range(rid, rid + 8))
-            rid += 8
-        conn, = gw.acceptor.connections
-        assert conn._protocol.held and coalescer.timer is not None
+        conn = await until_held(gw, player)
+        assert coalescer.timer is not None
         player.writer.transport.abort()
         await until(lambda: not gw.acceptor.connections, 5, "the close was not seen")
         assert not conn._protocol.held and coalescer.timer is None and not coalescer.held
@@ -123,12 +130,7 @@ async def test_read_coalesce_stop_while_held_answers_and_leaves_no_timer(core):
     await gw.start()
     coalescer = gw.acceptor.coalescer
     player = await Player().open(gw.port)
-    rid = 1
-    while not coalescer.holds:
-        check_answers(await player.ask(range(rid, rid + 8)), range(rid, rid + 8))
-        rid += 8
-    conn, = gw.acceptor.connections
-    assert conn._protocol.held
+    await until_held(gw, player)
     await gw.stop(grace=1.0)       # held: the stop releases it, and closes
     assert coalescer.timer is None and not coalescer.held
     assert await player.reader.read() == b""    # the server closed its side
