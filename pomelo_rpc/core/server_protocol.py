@@ -470,16 +470,7 @@ class ServerProtocol:
                         # most reads are (a slice per acceptor), so not ``submit``'s way
                         end = self.writer.turn().start_slice(turn_slice)
                         started = True
-                    if served is None:          # ``run_request``'s own first step
-                        self.run_dispatched(msg, rid, deadline if timed else None,
-                                            self.dispatch)
-                    elif served.enter(self.trace_field(msg)):
-                        self.run_dispatched(msg, rid, deadline if timed else None,
-                                            self.dispatch)
-                        served.settle()
-                    else:                       # sampled: its span, with the SDK
-                        self.run_dispatched(msg, rid, deadline if timed else None,
-                                            self.traced_dispatch)
+                    self.run_accepted(msg, rid, deadline if timed else None)
                 else:
                     if served is not None:      # ``run_request`` sets its own
                         served.clear()
@@ -547,13 +538,13 @@ class ServerProtocol:
         self.submit(request, rid, budget, arrived)
 
     def run_accepted(self, request: Any, rid: Any, deadline: float | None) -> None:
-        """``run_request`` of a request ``accept`` runs now: traced, its trace context
-        made current through the connection's ``served`` (as ``data_received`` does:
-        no context-variable set per request where the compiled core can avoid it;
-        ``end_read`` ends it)."""
+        """``run_request`` of a request a read runs now (``data_received``, ``accept``):
+        traced, its trace context made current through the connection's ``served`` (no
+        context-variable set per request where the compiled core can avoid it; the
+        read's end leaves it)."""
         served = self.served
-        if served is None:
-            self.run_request(request, rid, deadline)
+        if served is None:              # not traced (no ``tracer`` either)
+            self.run_dispatched(request, rid, deadline, self.dispatch)
         elif served.enter(self.trace_field(request)):
             self.run_dispatched(request, rid, deadline, self.dispatch)
             served.settle()
